@@ -1,0 +1,221 @@
+"""GLUE rows from the Hub (``nyu-mll/glue``) or a local GLUE tsv folder, and seeded select/report splits.
+
+Split names are a task's labelled splits (``train``, ``validation``; MNLI: ``validation_matched`` and
+``validation_mismatched``), optionally followed by a part, ``BASE:PART``:
+
+* ``validation:select`` / ``validation:report``: a seeded split of ``validation`` into a part a soup is *selected*
+  on (``select_fraction`` of the rows) and the rest, where it is *reported*;
+* ``train:heldout`` / ``train:rest``: a seeded held-out slice of ``train`` (``heldout_fraction`` of the rows) and
+  the rows to fine-tune on.
+
+Any part works on any base split. Rows keep their original order inside a part. :attr:`GlueSplit.rule` records
+everything needed to rebuild the split.
+
+Example:
+    >>> split = load_glue_split("rte", "validation:select", glue_dir="glue_data")  # doctest: +SKIP
+    >>> split.dataset.num_rows, split.rule["seed"]  # doctest: +SKIP
+    (138, 0)
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+
+from hf_soups.errors import SoupError
+from hf_soups.evaluation.tasks import TSV_FILES, TaskSpec, get_task
+
+HUB_DATASET = "nyu-mll/glue"
+SPLIT_METHOD = (
+    "perm = numpy.random.default_rng(seed).permutation(base_rows); k = floor(fraction * base_rows); "
+    "select/heldout = sorted(perm[:k]), report/rest = sorted(perm[k:])"
+)
+
+# Part name → (the SplitRule field holding its fraction, whether it is the first `fraction` of the permutation).
+PARTS: dict[str, tuple[str, bool]] = {
+    "select": ("select_fraction", True),
+    "report": ("select_fraction", False),
+    "heldout": ("heldout_fraction", True),
+    "rest": ("heldout_fraction", False),
+}
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """How ``BASE:PART`` splits are drawn.
+
+    Attributes:
+        seed: seed of the row permutation.
+        select_fraction: share of the base split in ``:select`` (the rest is ``:report``).
+        heldout_fraction: share of the base split in ``:heldout`` (the rest is ``:rest``).
+    """
+
+    seed: int = 0
+    select_fraction: float = 0.5
+    heldout_fraction: float = 0.1
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SplitRule:
+        """The rule stored in :attr:`GlueSplit.rule` (extra keys such as ``task`` are ignored)."""
+        return cls(**{name: record[name] for name in ("seed", "select_fraction", "heldout_fraction") if name in record})
+
+
+@dataclass
+class GlueSplit:
+    """The rows of one split, with the Hub's features (text columns, ``label``, ``idx``) in the Hub's row order.
+
+    Attributes:
+        task: the task spec.
+        name: the split name asked for (``"validation:select"``).
+        dataset: the rows.
+        rule: what reproduces the rows: task, split, base split, part, seed, fraction, source, row counts.
+    """
+
+    task: TaskSpec
+    name: str
+    dataset: datasets.Dataset
+    rule: dict[str, Any]
+
+
+def split_names(task: str | TaskSpec) -> list[str]:
+    """Every split name a task accepts.
+
+    Example:
+        >>> split_names("rte")[:4]
+        ['train', 'validation', 'train:select', 'train:report']
+    """
+    spec = get_task(task)
+    return list(spec.splits) + [f"{base}:{part}" for base in spec.splits for part in PARTS]
+
+
+def glue_features(task: str | TaskSpec) -> datasets.Features:
+    """The Hub's features for a task: its text columns, ``label`` (ClassLabel, or float32 for STS-B), ``idx``."""
+    spec = get_task(task)
+    label = datasets.Value("float32") if spec.is_regression else datasets.ClassLabel(names=list(spec.label_names))
+    return datasets.Features(
+        {**{column: datasets.Value("string") for column in spec.text_columns}, "label": label,
+         "idx": datasets.Value("int32")}
+    )
+
+
+def read_glue_tsv(glue_dir: str | Path, task: str | TaskSpec, split: str) -> datasets.Dataset:
+    """Read one split of the original GLUE tsv download into the Hub's features and row order.
+
+    Files are read with tab separators and no quote handling (GLUE text holds bare ``"``), ``utf-8-sig`` (MRPC's
+    header has a BOM), keeping every string as text (``"null"`` stays ``"null"``).
+
+    Args:
+        glue_dir: the folder holding ``CoLA/``, ``SST-2/``, ``MRPC/``, ``STS-B/``, ``QQP/``, ``MNLI/``, ...
+        task: the task.
+        split: a labelled split of the task (``train``, ``validation``, MNLI's ``validation_matched``, ...).
+
+    Raises:
+        SoupError: the file is missing, a line has the wrong number of fields, a column or label is unknown.
+    """
+    spec = get_task(task)
+    layout = spec.tsv
+    path = Path(glue_dir) / spec.folder / TSV_FILES[split]
+    if not path.is_file():
+        raise SoupError(f"GLUE folder {str(glue_dir)!r}: missing {spec.folder}/{TSV_FILES[split]} (task {spec.name!r})")
+    with path.open(encoding="utf-8-sig") as file:
+        reader = csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE)
+        lines = [(reader.line_num, row) for row in reader]
+    wanted = {**layout.columns, "label": layout.label_column}
+    if layout.header:
+        if not lines:
+            raise SoupError(f"{path}: empty file, expected a header line")
+        header = lines.pop(0)[1]
+        missing = [str(name) for name in wanted.values() if name not in header]
+        if missing:
+            raise SoupError(f"{path} line 1: header lacks column(s) {', '.join(missing)}; found {header}")
+        positions = {feature: header.index(str(name)) for feature, name in wanted.items()}
+        width = len(header)
+    else:
+        positions = {feature: int(index) for feature, index in wanted.items()}
+        width = len(lines[0][1]) if lines else 0
+    columns: dict[str, list[Any]] = {feature: [] for feature in wanted}
+    for line, row in lines:
+        if len(row) != width or len(row) <= max(positions.values()):
+            raise SoupError(f"{path} line {line}: expected {width} tab-separated fields, found {len(row)}")
+        for feature, position in positions.items():
+            columns[feature].append(row[position])
+        columns["label"][-1] = _parse_label(spec, columns["label"][-1], path, line)
+    columns["idx"] = list(range(len(lines)))
+    return datasets.Dataset.from_dict(columns, features=glue_features(spec))
+
+
+def _parse_label(spec: TaskSpec, value: str, path: Path, line: int) -> float | int:
+    try:
+        if spec.is_regression:
+            return float(value)
+        label = spec.label_names.index(value) if spec.tsv.labels_as_names else int(value)
+    except ValueError:
+        label = -1
+    if not 0 <= label < spec.num_labels:
+        expected = spec.label_names if spec.tsv.labels_as_names else range(spec.num_labels)
+        raise SoupError(f"{path} line {line}: label {value!r} is not one of {', '.join(map(str, expected))}")
+    return label
+
+
+def load_glue_split(
+    task: str | TaskSpec, split: str | None = None, glue_dir: str | Path | None = None, rule: SplitRule | None = None
+) -> GlueSplit:
+    """Load the rows of a split, from a local GLUE folder when ``glue_dir`` is given, else from the Hub.
+
+    Args:
+        task: a GLUE task name or spec.
+        split: a name from :func:`split_names`; ``None`` is the task's validation split.
+        glue_dir: a folder in the GLUE tsv layout; ``None`` loads ``nyu-mll/glue`` with :func:`datasets.load_dataset`.
+        rule: seed and fractions for ``BASE:PART`` splits (default :class:`SplitRule`).
+
+    Returns:
+        The rows and the rule that reproduces them.
+
+    Raises:
+        SoupError: unknown split (the message lists the valid ones), an empty split, unreadable data.
+
+    Example:
+        >>> split = load_glue_split("mrpc", "train:heldout", glue_dir="glue_data", rule=SplitRule(seed=1))  # doctest: +SKIP
+        >>> split.rule["rows"]  # doctest: +SKIP
+        366
+    """
+    spec = get_task(task)
+    split = split or spec.validation_split
+    if split not in split_names(spec):
+        raise SoupError(f"unknown split {split!r} for task {spec.name!r}; valid splits: {', '.join(split_names(spec))}")
+    rule = rule or SplitRule()
+    base, _, part = split.partition(":")
+    if glue_dir is not None:
+        dataset, source = read_glue_tsv(glue_dir, spec, base), f"local:{Path(glue_dir).resolve()}"
+    else:
+        dataset, source = _load_from_hub(spec, base), f"hub:{HUB_DATASET}"
+    record: dict[str, Any] = {"task": spec.name, "split": split, "base": base, "source": source,
+                              "base_rows": dataset.num_rows}
+    if part:
+        fraction_field, first = PARTS[part]
+        fraction = getattr(rule, fraction_field)
+        if not 0.0 < fraction < 1.0:
+            raise SoupError(f"split rule: {fraction_field}={fraction} must be strictly between 0 and 1")
+        order = np.random.default_rng(rule.seed).permutation(dataset.num_rows)
+        cut = int(np.floor(fraction * dataset.num_rows))
+        dataset = dataset.select(np.sort(order[:cut] if first else order[cut:]))
+        record.update(part=part, fraction=fraction, **asdict(rule), method=SPLIT_METHOD)
+    if dataset.num_rows == 0:
+        raise SoupError(f"split {split!r} of task {spec.name!r} ({source}) has no rows")
+    record["rows"] = dataset.num_rows
+    return GlueSplit(task=spec, name=split, dataset=dataset, rule=record)
+
+
+def _load_from_hub(spec: TaskSpec, split: str) -> datasets.Dataset:
+    try:
+        return datasets.load_dataset(HUB_DATASET, spec.name, split=split)
+    except OSError as err:
+        raise SoupError(
+            f"could not load {HUB_DATASET} ({spec.name}, {split}) from the Hub: {err}; pass a local GLUE folder "
+            "with glue_dir= (CLI: --glue-dir)"
+        ) from err
