@@ -1,0 +1,358 @@
+"""Ingredients: resolve what the user named to local checkpoint folders, read their layout, and validate them.
+
+An ingredient spec is one of:
+
+- a Hub repo ``owner/name`` or ``owner/name@revision`` (branch, tag or commit), downloaded with
+  ``huggingface_hub.snapshot_download`` (config, weights and tokenizer files only; honours ``HF_ENDPOINT``,
+  ``HF_TOKEN``, ``HF_HUB_OFFLINE`` and ``HF_HOME``); the resolved commit sha is recorded;
+- a local ``save_pretrained`` folder;
+- a Trainer output folder, which expands to its ``checkpoint-*`` subfolders (all of them, the last, or the best).
+
+Everything is validated before anything is written: same ``model_type`` and architecture, same label map, same
+tensor names and shapes. Tied weights (see :data:`TIED_WEIGHTS`) count as one tensor.
+
+Example:
+    >>> ingredients = resolve_ingredients(["runs/lr2e-5", "runs/lr3e-5", "me/bert-rte@v2"])  # doctest: +SKIP
+    >>> plan = validate(ingredients)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from hf_soups.errors import SoupError
+from hf_soups.tensorfile import TensorInfo, read_header, torch_bin_header
+
+# Files a soup needs from a Hub repo: config, weights, tokenizer (never optimizer states or training args).
+HUB_ALLOW_PATTERNS = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+    "tokenizer*",
+    "vocab*",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "spiece.model",
+    "*.tiktoken",
+    "chat_template*",
+]
+TOKENIZER_FILES = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "chat_template.jinja",
+]
+# Weight layouts in the order transformers prefers them: (index file, single file).
+WEIGHT_LAYOUTS = [
+    ("model.safetensors.index.json", "model.safetensors"),
+    ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+]
+
+# Tied weights by model_type: alias → (canonical name, config flag that must be true for the tie, or None if always).
+# transformers saves only the canonical tensor; older checkpoints may hold both. A soup treats them as one tensor
+# and writes the canonical one, which `from_pretrained` ties again.
+TIED_WEIGHTS: dict[str, dict[str, tuple[str, str | None]]] = {
+    "t5": {
+        "encoder.embed_tokens.weight": ("shared.weight", None),
+        "decoder.embed_tokens.weight": ("shared.weight", None),
+        "lm_head.weight": ("shared.weight", "tie_word_embeddings"),
+    },
+    "bert": {
+        "cls.predictions.decoder.weight": ("bert.embeddings.word_embeddings.weight", "tie_word_embeddings"),
+        "cls.predictions.decoder.bias": ("cls.predictions.bias", None),
+    },
+    "roberta": {
+        "lm_head.decoder.weight": ("roberta.embeddings.word_embeddings.weight", "tie_word_embeddings"),
+        "lm_head.decoder.bias": ("lm_head.bias", None),
+    },
+    "distilbert": {
+        "vocab_projector.weight": ("distilbert.embeddings.word_embeddings.weight", "tie_word_embeddings"),
+    },
+}
+TIED_WEIGHTS["mt5"] = TIED_WEIGHTS["t5"]
+TIED_WEIGHTS["xlm-roberta"] = TIED_WEIGHTS["roberta"]
+
+_HUB_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+CheckpointChoice = Literal["all", "last", "best"]
+
+
+@dataclass
+class Ingredient:
+    """One resolved checkpoint folder and where it came from.
+
+    Attributes:
+        spec: what the user wrote.
+        path: the local folder holding config and weights.
+        source: ``"hub"`` or ``"local"``.
+        repo_id: the Hub repo, for Hub ingredients.
+        revision: the resolved commit sha, for Hub ingredients.
+        known_sha256: weight file name → sha256 already recorded by the Hub cache (no need to hash it again).
+    """
+
+    spec: str
+    path: Path
+    source: str = "local"
+    repo_id: str | None = None
+    revision: str | None = None
+    known_sha256: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        path = self.path / "config.json"
+        if not path.is_file():
+            raise SoupError(f"ingredient '{self.spec}': no config.json in {self.path}")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise SoupError(f"ingredient '{self.spec}': {path} is not valid JSON ({err})") from None
+
+    @cached_property
+    def weight_files(self) -> list[Path]:
+        """The weight files, sharded or not; safetensors preferred over ``pytorch_model.bin``."""
+        for index_name, single_name in WEIGHT_LAYOUTS:
+            index = self.path / index_name
+            if index.is_file():
+                try:
+                    names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+                except (json.JSONDecodeError, KeyError, AttributeError) as err:
+                    raise SoupError(f"ingredient '{self.spec}': {index} is not a valid shard index ({err})") from None
+                missing = [n for n in names if not (self.path / n).is_file()]
+                if missing:
+                    raise SoupError(f"ingredient '{self.spec}': shard {missing[0]} named in {index} is missing")
+                return [self.path / n for n in names]
+            if (self.path / single_name).is_file():
+                return [self.path / single_name]
+        raise SoupError(
+            f"ingredient '{self.spec}': no weights found in {self.path} "
+            "(looked for model.safetensors[.index.json], pytorch_model.bin[.index.json])"
+        )
+
+    @cached_property
+    def layout(self) -> dict[str, tuple[Path, TensorInfo]]:
+        """Tensor name (as stored) → (file, info), read from the file headers only."""
+        layout: dict[str, tuple[Path, TensorInfo]] = {}
+        for file in self.weight_files:
+            header = read_header(file) if file.suffix == ".safetensors" else torch_bin_header(file)
+            for name, info in header.items():
+                if name in layout:
+                    raise SoupError(f"ingredient '{self.spec}': tensor '{name}' is stored in two shards")
+                layout[name] = (file, info)
+        return layout
+
+    @cached_property
+    def canonical_names(self) -> dict[str, str | None]:
+        """Stored name → name in the soup, or ``None`` for a tied alias whose canonical tensor is stored too."""
+        ties = TIED_WEIGHTS.get(self.config.get("model_type", ""), {})
+        names: dict[str, str | None] = {}
+        for name in self.layout:
+            canonical, flag = ties.get(name, (name, None))
+            if flag is not None and not self.config.get(flag, True):
+                canonical = name
+            names[name] = None if canonical != name and canonical in self.layout else canonical
+        return names
+
+    @property
+    def label(self) -> str:
+        """How messages name this ingredient."""
+        return f"ingredient '{self.spec}'"
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """What validation found: the soup's tensors (canonical name → shape) and each one's dtype per ingredient."""
+
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, list[torch.dtype]]
+
+    def is_float(self, name: str) -> bool:
+        return self.dtypes[name][0].is_floating_point
+
+
+def resolve_ingredients(
+    specs: Sequence[str | os.PathLike[str] | Ingredient],
+    checkpoints: CheckpointChoice | None = None,
+    token: str | bool | None = None,
+) -> list[Ingredient]:
+    """Turn ingredient specs into local folders.
+
+    Args:
+        specs: Hub ids (``owner/name[@revision]``), local model folders or Trainer output folders.
+        checkpoints: for Trainer output folders, which ``checkpoint-*`` subfolders to take: ``"all"``, ``"last"`` or
+            ``"best"`` (from ``trainer_state.json``). ``None`` takes the folder itself when it holds weights, else
+            all its checkpoints.
+        token: Hub token (default: ``HF_TOKEN`` or the saved login).
+
+    Returns:
+        One :class:`Ingredient` per model, in the order given (a Trainer folder's checkpoints by step).
+
+    Example:
+        >>> [i.spec for i in resolve_ingredients(["out/run1"], checkpoints="all")]  # doctest: +SKIP
+        ['out/run1/checkpoint-500', 'out/run1/checkpoint-1000']
+    """
+    ingredients: list[Ingredient] = []
+    for spec in specs:
+        if isinstance(spec, Ingredient):
+            ingredients.append(spec)
+        elif Path(spec).exists():
+            ingredients.extend(_local(Path(spec), checkpoints))
+        elif isinstance(spec, str) and _HUB_SPEC.match(spec):
+            ingredients.append(_from_hub(spec, token))
+        else:
+            raise SoupError(f"ingredient '{spec}': no such folder, and not a Hub repo id (owner/name[@revision])")
+    return ingredients
+
+
+def _local(path: Path, checkpoints: CheckpointChoice | None) -> list[Ingredient]:
+    if not path.is_dir():
+        raise SoupError(f"ingredient '{path}': not a folder (give the folder that holds config.json and the weights)")
+    subfolders = sorted(
+        (p for p in path.iterdir() if p.is_dir() and _CHECKPOINT.match(p.name)),
+        key=lambda p: int(_CHECKPOINT.match(p.name).group(1)),  # type: ignore[union-attr]
+    )
+    has_weights = any((path / name).is_file() for layout in WEIGHT_LAYOUTS for name in layout)
+    if checkpoints is None and (has_weights or not subfolders):
+        return [Ingredient(spec=str(path), path=path)]
+    if not subfolders:
+        raise SoupError(f"ingredient '{path}': no checkpoint-* subfolders to take the {checkpoints} one(s) from")
+    if checkpoints == "last":
+        subfolders = subfolders[-1:]
+    elif checkpoints == "best":
+        subfolders = [_best_checkpoint(path, subfolders)]
+    return [Ingredient(spec=str(p), path=p) for p in subfolders]
+
+
+def _best_checkpoint(path: Path, subfolders: list[Path]) -> Path:
+    state_file = subfolders[-1] / "trainer_state.json"
+    best = json.loads(state_file.read_text()).get("best_model_checkpoint") if state_file.is_file() else None
+    if not best:
+        raise SoupError(
+            f"ingredient '{path}': {state_file} records no best_model_checkpoint "
+            "(train with load_best_model_at_end=True or metric_for_best_model, or take checkpoints='last')"
+        )
+    chosen = path / Path(best).name
+    if not chosen.is_dir():
+        raise SoupError(f"ingredient '{path}': best checkpoint {Path(best).name} is not in {path}")
+    return chosen
+
+
+def _from_hub(spec: str, token: str | bool | None) -> Ingredient:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    match = _HUB_SPEC.match(spec)
+    assert match is not None
+    repo_id, revision = match["repo"], match["revision"]
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_ALLOW_PATTERNS, token=token))
+    except RevisionNotFoundError:
+        raise SoupError(f"ingredient '{spec}': the Hub repo {repo_id} has no revision '{revision}'") from None
+    except RepositoryNotFoundError:
+        raise SoupError(f"ingredient '{spec}': no Hub repo {repo_id} (or it is private and no valid token was given)") from None
+    except LocalEntryNotFoundError:
+        raise SoupError(
+            f"ingredient '{spec}': not in the local Hub cache and the Hub cannot be reached (HF_HUB_OFFLINE is "
+            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')})"
+        ) from None
+    except HfHubHTTPError as err:
+        raise SoupError(f"ingredient '{spec}': the Hub answered {err.response.status_code if err.response is not None else 'an error'}") from None
+    known = {}
+    for file in folder.iterdir():
+        blob = Path(os.path.realpath(file)).name  # the cache stores LFS files under their sha256
+        if len(blob) == 64 and all(c in "0123456789abcdef" for c in blob):
+            known[file.name] = blob
+    return Ingredient(spec=spec, path=folder, source="hub", repo_id=repo_id, revision=folder.name, known_sha256=known)
+
+
+def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> MergePlan:
+    """Check that the ingredients can be averaged, before anything is read in full or written.
+
+    Args:
+        ingredients: resolved ingredients.
+        allow_single: accept one ingredient (the "soup" is then a copy).
+
+    Returns:
+        The :class:`MergePlan`.
+
+    Raises:
+        SoupError: naming the first ingredient, config key or tensor that does not fit the first ingredient.
+    """
+    if not ingredients:
+        raise SoupError("no ingredients given: a soup needs at least two checkpoints of one base model")
+    if len(ingredients) == 1 and not allow_single:
+        raise SoupError(
+            f"only one ingredient ({ingredients[0].spec}): a soup needs at least two (allow_single / --allow-single "
+            "copies one model)"
+        )
+    first = ingredients[0]
+    shapes, first_dtypes = _tensors(first)
+    dtypes = {name: [dtype] for name, dtype in first_dtypes.items()}
+    for other in ingredients[1:]:
+        _check_config(first, other)
+        other_shapes, other_dtypes = _tensors(other)
+        missing = sorted(set(shapes) - set(other_shapes))
+        extra = sorted(set(other_shapes) - set(shapes))
+        if missing:
+            raise SoupError(f"{other.label}: tensor '{missing[0]}' of {first.label} is missing ({len(missing)} missing)")
+        if extra:
+            raise SoupError(f"{other.label}: extra tensor '{extra[0]}' that {first.label} does not have ({len(extra)} extra)")
+        for name, shape in shapes.items():
+            if other_shapes[name] != shape:
+                raise SoupError(
+                    f"{other.label}: tensor '{name}' has shape {list(other_shapes[name])}, {first.label} has {list(shape)}"
+                )
+            if other_dtypes[name].is_floating_point != dtypes[name][0].is_floating_point:
+                raise SoupError(
+                    f"{other.label}: tensor '{name}' is {other_dtypes[name]}, {first.label} has {dtypes[name][0]}"
+                )
+            dtypes[name].append(other_dtypes[name])
+    return MergePlan(shapes=shapes, dtypes=dtypes)
+
+
+def _tensors(ingredient: Ingredient) -> tuple[dict[str, tuple[int, ...]], dict[str, torch.dtype]]:
+    """Canonical tensor name → shape, and → dtype, for one ingredient."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for name, canonical in ingredient.canonical_names.items():
+        if canonical is not None:
+            info = ingredient.layout[name][1]
+            shapes[canonical] = info.shape
+            dtypes[canonical] = info.dtype
+    return shapes, dtypes
+
+
+def _check_config(first: Ingredient, other: Ingredient) -> None:
+    for key in ("model_type", "architectures"):
+        if first.config.get(key) != other.config.get(key):
+            raise SoupError(f"{other.label}: config {key} is {other.config.get(key)!r}, {first.label} has {first.config.get(key)!r}")
+    a, b = label_map(first.config), label_map(other.config)
+    if len(a) != len(b):
+        raise SoupError(f"{other.label}: config num_labels is {len(b)}, {first.label} has {len(a)}")
+    if a != b:
+        raise SoupError(f"{other.label}: label map id2label {b} differs from {first.label}'s {a}")
+
+
+def label_map(config: dict[str, Any]) -> dict[int, str]:
+    """A config's ``id2label`` with int keys, as transformers fills it in (``LABEL_i``) when the file omits it."""
+    if "id2label" in config:
+        return {int(k): v for k, v in config["id2label"].items()}
+    return {i: f"LABEL_{i}" for i in range(config.get("num_labels", 2))}

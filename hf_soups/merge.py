@@ -1,0 +1,359 @@
+"""The streaming weighted average at the heart of every soup.
+
+Ingredients are streamed one after another, tensor by tensor, into an fp32 running sum Σ wᵢθᵢ: each weight file
+is opened once, read once from start to end and hashed on the way, so peak memory is about one model (the fp32
+sum) whatever the number of ingredients. The soup is then written tensor by tensor into a temporary folder beside
+the target and renamed into place, so an interrupted merge leaves no output folder.
+
+Example:
+    >>> from hf_soups import merge_models
+    >>> merge_models(["runs/lr2e-5", "runs/lr3e-5", "runs/lr5e-5"], output_dir="soup")  # doctest: +SKIP
+    PosixPath('soup')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from huggingface_hub import split_torch_state_dict_into_shards
+from tqdm.auto import tqdm
+
+from hf_soups import __version__
+from hf_soups.errors import SoupError
+from hf_soups.ingredients import (
+    TOKENIZER_FILES,
+    CheckpointChoice,
+    Ingredient,
+    MergePlan,
+    resolve_ingredients,
+    validate,
+)
+from hf_soups.record import IngredientRecord, SoupRecord
+from hf_soups.tensorfile import plan_layout, stream_bin_tensors, stream_tensors, write_safetensors
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+COPIED_FILES = ["generation_config.json", *TOKENIZER_FILES]
+DEFAULT_MAX_SHARD_SIZE = "50GB"  # transformers' save_pretrained default
+
+
+def check_weights(weights: Sequence[float] | None, count: int) -> list[float]:
+    """Validate mixing weights (``None`` means uniform) and return them as floats, not yet normalised.
+
+    Raises:
+        SoupError: the wrong count, a negative or non-finite weight, or weights summing to 0.
+    """
+    if weights is None:
+        return [1.0] * count
+    weights = [float(w) for w in weights]
+    if len(weights) != count:
+        raise SoupError(f"weights: {len(weights)} given for {count} ingredients")
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise SoupError(f"weights: must be finite and ≥ 0, got {weights}")
+    if sum(weights) <= 0:
+        raise SoupError(f"weights: must not sum to 0, got {weights}")
+    return weights
+
+
+class WeightedSum:
+    """An fp32 running sum Σ wᵢθᵢ over ingredients streamed in one at a time.
+
+    Integer and bool tensors are not summed: the first ingredient's copy is kept, and every later ingredient must
+    hold the same values.
+
+    Args:
+        plan: the validated :class:`~hf_soups.ingredients.MergePlan`.
+
+    Example:
+        >>> total = WeightedSum(validate(ingredients))  # doctest: +SKIP
+        >>> for ingredient in ingredients:  # doctest: +SKIP
+        ...     total.add(ingredient, 1.0)
+        >>> classifier = total.pop_average("classifier.weight")  # doctest: +SKIP
+    """
+
+    def __init__(self, plan: MergePlan) -> None:
+        self.plan = plan
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.total_weight = 0.0
+        self.added: list[Ingredient] = []
+
+    def add(self, ingredient: Ingredient, weight: float, progress: tqdm | None = None) -> dict[str, str]:
+        """Stream one ingredient into the sum, reading each of its weight files once.
+
+        Returns:
+            Weight file name → sha256 of its bytes.
+        """
+        hashes = {}
+        for file in ingredient.weight_files:
+            known = ingredient.known_sha256.get(file.name)
+            hasher = None if known else hashlib.sha256()
+            if file.suffix == ".safetensors":
+                stream = stream_tensors(file, {n: i for n, (f, i) in ingredient.layout.items() if f == file}, hasher)
+            else:
+                stream = stream_bin_tensors(file, hasher)
+            for stored_name, tensor in stream:
+                name = ingredient.canonical_names[stored_name]
+                if name is not None:
+                    self._add_tensor(name, tensor, weight, ingredient)
+                if progress is not None:
+                    progress.update()
+            hashes[file.name] = known or hasher.hexdigest()  # type: ignore[union-attr]
+        self.total_weight += weight
+        self.added.append(ingredient)
+        return hashes
+
+    def _add_tensor(self, name: str, tensor: torch.Tensor, weight: float, ingredient: Ingredient) -> None:
+        current = self.tensors.get(name)
+        if not self.plan.is_float(name):
+            if current is None:
+                self.tensors[name] = tensor
+            elif not torch.equal(current, tensor):
+                raise SoupError(
+                    f"{ingredient.label}: integer tensor '{name}' differs from {self.added[0].label}'s "
+                    "(integer and bool buffers are copied, so all ingredients must agree)"
+                )
+        elif current is None:
+            self.tensors[name] = tensor.to(torch.float32).mul_(weight)
+        else:
+            current.add_(tensor, alpha=weight)
+
+    def pop_average(self, name: str) -> torch.Tensor:
+        """Return ``Σ wᵢθᵢ / Σ wᵢ`` of one tensor in fp32 (integer tensors as stored) and drop it from the sum.
+
+        Dividing in place and dropping each tensor once it is taken keeps the write at about one model of memory.
+
+        Raises:
+            SoupError: the average is NaN or Inf; the message names the ingredient that holds such values.
+        """
+        tensor = self.tensors.pop(name)
+        if self.plan.is_float(name):
+            tensor.div_(self.total_weight)
+            if not torch.isfinite(tensor).all():
+                raise SoupError(f"tensor '{name}' has NaN or Inf values in {self._non_finite_source(name)}")
+        return tensor
+
+    def _non_finite_source(self, name: str) -> str:
+        for ingredient in self.added:
+            for stored, canonical in ingredient.canonical_names.items():
+                if canonical == name:
+                    file = ingredient.layout[stored][0]
+                    stream = stream_tensors(file, {stored: ingredient.layout[stored][1]}) if file.suffix == ".safetensors" else stream_bin_tensors(file)
+                    if any(n == stored and not torch.isfinite(t).all() for n, t in stream):
+                        return f"{ingredient.label} ({file.name})"
+        return "the average (overflow)"
+
+
+def output_dtypes(plan: MergePlan, dtype: torch.dtype | None) -> dict[str, torch.dtype]:
+    """The dtype each tensor is written in: ``dtype`` when given, else the ingredients' (fp32 where they differ)."""
+    chosen = {}
+    for name, dtypes in plan.dtypes.items():
+        if not dtypes[0].is_floating_point:
+            chosen[name] = dtypes[0]
+        elif dtype is not None:
+            chosen[name] = dtype
+        else:
+            chosen[name] = dtypes[0] if len(set(dtypes)) == 1 else torch.float32
+    return chosen
+
+
+def write_model_folder(
+    folder: Path,
+    tensors: Callable[[str], torch.Tensor],
+    plan: MergePlan,
+    dtypes: dict[str, torch.dtype],
+    template: Ingredient,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+) -> None:
+    """Write a ``from_pretrained`` folder: safetensors (sharded like transformers), config and tokenizer files.
+
+    Args:
+        folder: an existing, empty folder.
+        tensors: gives each tensor by name, once, in any order; it is converted to ``dtypes[name]`` as it is written.
+        plan: the tensor names and shapes.
+        dtypes: the output dtype of each tensor.
+        template: the ingredient whose config, generation config and tokenizer files are copied.
+        max_shard_size: shard above this size, as ``save_pretrained`` does.
+    """
+    meta = {name: torch.empty(shape, dtype=dtypes[name], device="meta") for name, shape in plan.shapes.items()}
+    split = split_torch_state_dict_into_shards(meta, max_shard_size=max_shard_size)
+    for filename, names in split.filename_to_tensors.items():
+        layout = plan_layout((name, dtypes[name], plan.shapes[name]) for name in names)
+        write_safetensors(folder / filename, ((name, tensors(name).to(dtypes[name])) for name in names), layout)
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    config = dict(template.config)
+    float_dtypes = {d for d in dtypes.values() if d.is_floating_point}
+    if len(float_dtypes) == 1:
+        config["dtype"] = str(float_dtypes.pop()).removeprefix("torch.")
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for name in COPIED_FILES:
+        if (template.path / name).is_file():
+            shutil.copyfile(template.path / name, folder / name)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target`` that becomes ``target`` only if the block finishes.
+
+    On any exception (Ctrl-C included) the temporary folder is removed; after a SIGKILL only a hidden
+    ``.NAME.*.hf-soups-tmp`` folder may remain, and ``target`` does not exist.
+
+    Raises:
+        SoupError: ``target`` exists and ``overwrite`` is false.
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise SoupError(f"output folder {target} exists (pass overwrite=True / --overwrite to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".hf-soups-tmp", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", suffix=".hf-soups-tmp", dir=target.parent))
+            target.rename(old / target.name)
+            tmp.rename(target)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def merge_models(
+    ingredients: Sequence[str | Path | Ingredient],
+    output_dir: str | Path | None = None,
+    weights: Sequence[float] | None = None,
+    dtype: str | torch.dtype | None = None,
+    overwrite: bool = False,
+    allow_single: bool = False,
+    checkpoints: CheckpointChoice | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    token: str | bool | None = None,
+    progress: bool = True,
+) -> Path | PreTrainedModel:
+    """Average fine-tuned checkpoints of one base model into one model (a uniform or weighted soup).
+
+    Args:
+        ingredients: Hub ids (``owner/name[@revision]``), local ``save_pretrained`` folders or Trainer output
+            folders (see :func:`~hf_soups.ingredients.resolve_ingredients`), or resolved ingredients.
+        output_dir: the soup folder to write; when ``None`` the soup is returned as a loaded model.
+        weights: one mixing weight per ingredient (normalised to sum 1); uniform when ``None``.
+        dtype: ``"fp32"``, ``"fp16"``, ``"bf16"`` (or a torch dtype) to write; default: the ingredients' dtype.
+        overwrite: replace an existing ``output_dir``.
+        allow_single: accept a single ingredient (a plain copy).
+        checkpoints: which ``checkpoint-*`` of a Trainer output folder to take: ``"all"``, ``"last"``, ``"best"``.
+        max_shard_size: shard the output above this size, like ``save_pretrained``.
+        token: Hub token for private repos (default: ``HF_TOKEN`` or the saved login).
+        progress: show a tqdm bar over tensors.
+
+    Returns:
+        The output folder, or the loaded model when ``output_dir`` is ``None``.
+
+    Raises:
+        SoupError: bad input, named; nothing is written.
+
+    Example:
+        >>> from hf_soups import merge_models
+        >>> merge_models(["runs/a", "runs/b"], output_dir="soup", weights=[0.7, 0.3], dtype="bf16")  # doctest: +SKIP
+        PosixPath('soup')
+        >>> model = merge_models(["me/bert-rte@lr2e-5", "me/bert-rte@lr3e-5"])  # doctest: +SKIP
+    """
+    if output_dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = merge_models(
+                ingredients, Path(tmp) / "soup", weights=weights, dtype=dtype, allow_single=allow_single,
+                checkpoints=checkpoints, max_shard_size=max_shard_size, token=token, progress=progress,
+            )
+            return load_model(folder)  # type: ignore[arg-type]
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:
+        raise SoupError(f"output folder {output_dir} exists (pass overwrite=True / --overwrite to replace it)")
+    out_dtype = parse_dtype(dtype)
+    resolved = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token)
+    plan = validate(resolved, allow_single=allow_single)
+    raw_weights = check_weights(weights, len(resolved))
+    total = WeightedSum(plan)
+    steps = sum(len(i.layout) for i in resolved) + len(plan.shapes)
+    with tqdm(total=steps, desc="merging", unit="tensor", disable=not progress) as bar:
+        hashes = [total.add(ingredient, w, bar) for ingredient, w in zip(resolved, raw_weights)]
+        dtypes = output_dtypes(plan, out_dtype)
+        with atomic_folder(output_dir, overwrite) as tmp:
+            write_model_folder(tmp, _counted(total.pop_average, bar), plan, dtypes, resolved[0], max_shard_size)
+            soup_record(resolved, raw_weights, hashes, dtypes).save(tmp)
+    return output_dir
+
+
+def _counted(get: Callable[[str], torch.Tensor], bar: tqdm) -> Callable[[str], torch.Tensor]:
+    def counted(name: str) -> torch.Tensor:
+        bar.update()
+        return get(name)
+
+    return counted
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bf16"`` → ``torch.bfloat16`` (also fp16/fp32 and long names); ``None`` and torch dtypes pass through."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise SoupError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def soup_record(
+    ingredients: Sequence[Ingredient],
+    weights: Sequence[float],
+    hashes: Sequence[dict[str, str]],
+    dtypes: dict[str, torch.dtype],
+) -> SoupRecord:
+    """The ``soup.json`` record of a merge: each ingredient's origin, file hashes and normalised weight."""
+    total = sum(weights)
+    float_dtypes = sorted({str(d).removeprefix("torch.") for d in dtypes.values() if d.is_floating_point})
+    config = ingredients[0].config
+    return SoupRecord(
+        hf_soups_version=__version__,
+        dtype="+".join(float_dtypes),
+        model_type=config.get("model_type"),
+        architecture=(config.get("architectures") or [None])[0],
+        ingredients=[
+            IngredientRecord(
+                spec=i.spec, source=i.source, repo_id=i.repo_id, revision=i.revision, files=h, weight=w / total,
+                kept=w > 0,
+            )
+            for i, w, h in zip(ingredients, weights, hashes)
+        ],
+    )
+
+
+def load_model(folder: str | Path, **kwargs) -> PreTrainedModel:
+    """Load a soup (or ingredient) folder with the model class its config names.
+
+    Example:
+        >>> model = load_model("soup")  # doctest: +SKIP
+    """
+    import transformers
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    architecture = (config.get("architectures") or ["AutoModel"])[0]
+    model_class = getattr(transformers, architecture, transformers.AutoModel)
+    return model_class.from_pretrained(folder, **kwargs)

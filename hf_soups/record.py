@@ -1,0 +1,123 @@
+"""``soup.json``: the record a soup folder carries of how it was made.
+
+The merge core writes the ingredients, weights and dtype; recipes add the recipe, the split rule, scores and the
+greedy trajectory; the model card and the Hub push only read it. Plain dataclasses, written as JSON.
+
+Example:
+    >>> record = SoupRecord.load("my-soup")          # doctest: +SKIP
+    >>> [i.spec for i in record.ingredients if i.kept]  # doctest: +SKIP
+    ['runs/lr2e-5', 'runs/lr3e-5']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SOUP_FILE = "soup.json"
+
+
+@dataclass
+class IngredientRecord:
+    """Where one ingredient came from and what went into the soup.
+
+    Attributes:
+        spec: the string the user gave (``owner/name@rev``, a folder, ...).
+        source: ``"hub"`` or ``"local"``.
+        repo_id: the Hub repo id, for Hub ingredients.
+        revision: the resolved commit sha for Hub ingredients (``None`` for local folders).
+        files: weight file name → sha256 of its bytes, hashed while the merge streamed it.
+        weight: the ingredient's normalised weight in the soup (0 for an ingredient a recipe did not keep).
+        kept: whether the recipe kept it.
+        hyperparameters: what is known of how it was trained (learning rate, epochs, seed, ...).
+        scores: split name → metric name → value, filled by recipes.
+        adapter: for PEFT adapters, ``{"type": "lora", "r": 8, "lora_alpha": 16, "base": "..."}``.
+    """
+
+    spec: str
+    source: str
+    repo_id: str | None = None
+    revision: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    weight: float = 0.0
+    kept: bool = True
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    adapter: dict[str, Any] | None = None
+
+
+@dataclass
+class SoupResult:
+    """One row of the results table: an individual model, a soup or the ensemble baseline.
+
+    Attributes:
+        name: ``"best individual"``, ``"uniform"``, ``"greedy"``, ``"learned"``, ``"ensemble"``.
+        scores: split name (``"select"``/``"report"``) → metric name → value.
+        gain: on the report split, this row's main metric minus the best individual's, with its paired-bootstrap
+            95% interval: ``{"delta": 0.4, "low": -0.8, "high": 1.6, "resamples": 1000}``.
+    """
+
+    name: str
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    gain: dict[str, float] | None = None
+
+
+@dataclass
+class RecipeRecord:
+    """How the soup was chosen.
+
+    Attributes:
+        name: the recipe (``"uniform"``, ``"greedy"``, ``"learned"``).
+        task: the GLUE task name (``"rte"``), or ``None`` for a plain merge.
+        metric: the main metric selection used (``"accuracy"``).
+        select_split / report_split: split specs, e.g. ``"validation:select"``.
+        split_rule: what reproduces the splits (seed, fraction, sizes).
+        trajectory: greedy steps: ``{"spec", "score", "kept"}`` after each candidate.
+        options: anything else the recipe needs to be re-cooked (learned: granularity, epochs, lr).
+    """
+
+    name: str
+    task: str | None = None
+    metric: str | None = None
+    select_split: str | None = None
+    report_split: str | None = None
+    split_rule: dict[str, Any] = field(default_factory=dict)
+    trajectory: list[dict[str, Any]] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SoupRecord:
+    """Everything ``soup.json`` holds."""
+
+    hf_soups_version: str
+    dtype: str
+    ingredients: list[IngredientRecord]
+    base_model: str | None = None
+    model_type: str | None = None
+    architecture: str | None = None
+    recipe: RecipeRecord | None = None
+    results: list[SoupResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SoupRecord:
+        data = dict(data)
+        data["ingredients"] = [IngredientRecord(**i) for i in data["ingredients"]]
+        data["recipe"] = RecipeRecord(**data["recipe"]) if data.get("recipe") else None
+        data["results"] = [SoupResult(**r) for r in data.get("results", [])]
+        return cls(**data)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / SOUP_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SoupRecord:
+        return cls.from_dict(json.loads((Path(folder) / SOUP_FILE).read_text()))

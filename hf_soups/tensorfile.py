@@ -1,0 +1,203 @@
+"""Streaming reads and writes of weight files, one tensor at a time.
+
+Safetensors files are read with plain sequential file reads (no ``mmap``): every byte is read once, hashed on the
+way, and released after it was added to the soup, so a merge's memory stays at about one model whatever the number
+of ingredients (memory-mapping N inputs would keep N models' pages in the process). The header layout is the
+documented safetensors format (8-byte little-endian length, JSON header, data); writing uses the same layout so that
+the soup streams out tensor by tensor too. ``pytorch_model.bin`` files are only ever opened with
+``torch.load(weights_only=True)``: no pickled code runs.
+
+Example:
+    >>> header = read_header("model.safetensors")  # doctest: +SKIP
+    >>> for name, tensor in stream_tensors("model.safetensors", hashlib.sha256()):  # doctest: +SKIP
+    ...     print(name, tensor.shape)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hf_soups.errors import SoupError
+
+SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
+_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+_CHUNK = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lies in a weight file: dtype, shape and absolute byte offsets."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Read and check the header of a safetensors file, without reading its tensors.
+
+    Args:
+        path: a ``.safetensors`` file.
+
+    Returns:
+        Tensor name → :class:`TensorInfo`, in file order.
+
+    Raises:
+        SoupError: the file is truncated, its header is not valid JSON, or its offsets do not fit the file.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise SoupError(f"{path}: truncated safetensors file ({size} bytes)")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > min(_MAX_HEADER, size - 8):
+            raise SoupError(f"{path}: corrupt or truncated safetensors file (header of {length} bytes in {size})")
+        try:
+            header = json.loads(f.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise SoupError(f"{path}: corrupt safetensors header ({err})") from None
+    if not isinstance(header, dict):
+        raise SoupError(f"{path}: corrupt safetensors header (not a JSON object)")
+    header.pop("__metadata__", None)
+    data_start = 8 + length
+    infos = []
+    for name, entry in header.items():
+        try:
+            dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+            shape = tuple(int(d) for d in entry["shape"])
+            begin, end = (int(o) for o in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise SoupError(f"{path}: tensor '{name}' has a corrupt or unsupported header entry {entry!r}") from None
+        numel = 1
+        for d in shape:
+            numel *= d
+        if end - begin != numel * dtype.itemsize or begin < 0:
+            raise SoupError(f"{path}: tensor '{name}' has offsets {begin}..{end} that do not fit shape {list(shape)}")
+        if data_start + end > size:
+            raise SoupError(f"{path}: truncated safetensors file (tensor '{name}' ends past byte {size})")
+        infos.append(TensorInfo(name, dtype, shape, data_start + begin, data_start + end))
+    infos.sort(key=lambda i: i.start)
+    for previous, current in zip(infos, infos[1:]):
+        if current.start < previous.end:
+            raise SoupError(f"{path}: tensors '{previous.name}' and '{current.name}' overlap")
+    return {info.name: info for info in infos}
+
+
+def stream_tensors(
+    path: Path, header: dict[str, TensorInfo], hasher: hashlib._Hash | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield every tensor of a safetensors file in file order, reading the file once from start to end.
+
+    Args:
+        path: the file.
+        header: its :func:`read_header`.
+        hasher: when given, every byte of the file goes through it (``hasher.hexdigest()`` is the file's sha256
+            once the iterator is exhausted).
+
+    Yields:
+        ``(name, tensor)``; the tensor owns its own buffer.
+    """
+    position = 0
+    with open(path, "rb") as f:
+        for info in header.values():
+            gap = f.read(info.start - position)
+            if hasher is not None:
+                hasher.update(gap)
+            buffer = bytearray(info.nbytes)
+            if f.readinto(buffer) != info.nbytes:
+                raise SoupError(f"{path}: truncated while reading tensor '{info.name}'")
+            if hasher is not None:
+                hasher.update(buffer)
+            position = info.end
+            tensor = torch.frombuffer(buffer, dtype=info.dtype) if info.nbytes else torch.empty(0, dtype=info.dtype)
+            yield info.name, tensor.view(info.shape)
+        if hasher is not None:
+            while chunk := f.read(_CHUNK):
+                hasher.update(chunk)
+
+
+def torch_bin_header(path: Path) -> dict[str, TensorInfo]:
+    """Names, dtypes and shapes of a ``pytorch_model.bin`` (``torch.load(weights_only=True)`` on the meta device)."""
+    state = _load_bin(path, map_location="meta")
+    return {name: TensorInfo(name, t.dtype, tuple(t.shape), 0, 0) for name, t in state.items()}
+
+
+def stream_bin_tensors(path: Path, hasher: hashlib._Hash | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield the tensors of a ``pytorch_model.bin``, read once (and hashed) with ``torch.load(weights_only=True)``."""
+    data = path.read_bytes()
+    if hasher is not None:
+        hasher.update(data)
+    yield from _load_bin(io.BytesIO(data), map_location="cpu", name=str(path)).items()
+
+
+def _load_bin(source: Path | io.BytesIO, map_location: str, name: str | None = None) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(source, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises pickle, zipfile and runtime errors alike for a bad file
+        raise SoupError(f"{name or source}: cannot be read as a weights-only PyTorch checkpoint ({err})") from None
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise SoupError(f"{name or source}: is not a state dict of tensors")
+    return state
+
+
+def write_safetensors(path: Path, tensors: Iterable[tuple[str, torch.Tensor]], infos: list[TensorInfo]) -> None:
+    """Write a safetensors file tensor by tensor, so only one converted tensor is in memory at a time.
+
+    Args:
+        path: the file to write.
+        tensors: ``(name, tensor)`` in the order of ``infos``, each already of the dtype and shape ``infos`` says.
+        infos: the layout, from :func:`plan_layout`.
+    """
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    for info in infos:
+        header[info.name] = {"dtype": DTYPE_NAMES[info.dtype], "shape": list(info.shape), "data_offsets": [info.start, info.end]}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for info, (name, tensor) in zip(infos, tensors, strict=True):
+            if name != info.name or tensor.dtype != info.dtype or tuple(tensor.shape) != info.shape:
+                raise RuntimeError(f"tensor '{name}' does not match the planned layout of '{info.name}'")
+            if info.nbytes:
+                f.write(tensor.contiguous().view(-1).view(torch.uint8).numpy().data)
+
+
+def plan_layout(specs: Iterable[tuple[str, torch.dtype, tuple[int, ...]]]) -> list[TensorInfo]:
+    """Offsets (relative to the data section) for tensors written back to back in the given order."""
+    infos, offset = [], 0
+    for name, dtype, shape in specs:
+        numel = 1
+        for d in shape:
+            numel *= d
+        infos.append(TensorInfo(name, dtype, tuple(shape), offset, offset + numel * dtype.itemsize))
+        offset += numel * dtype.itemsize
+    return infos

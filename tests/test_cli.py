@@ -1,0 +1,34 @@
+"""The `hf-soups` command line: exit codes, one-line errors, help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from hf_soups.cli import main
+
+
+def test_merge_command(make_ingredients, tmp_path, capsys):
+    folders = make_ingredients(2)
+    assert main(["merge", *map(str, folders), "-o", str(tmp_path / "soup"), "--weights", "3,1", "--dtype", "bf16"]) == 0
+    assert (tmp_path / "soup" / "model.safetensors").exists()
+    assert "soup written to" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line_and_exit_2(make_ingredients, tmp_path):
+    folders = make_ingredients(1)
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_soups.cli", "merge", str(folders[0]), "-o", str(tmp_path / "soup")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "hf-soups merge: error: only one ingredient" in result.stderr
+    assert not (tmp_path / "soup").exists()
+
+
+def test_help_explains_every_option():
+    result = subprocess.run(["hf-soups", "merge", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for option in ["--output", "--weights", "--dtype", "--overwrite", "--allow-single", "--checkpoints", "--max-shard-size"]:
+        assert option in result.stdout

@@ -1,0 +1,159 @@
+"""Resolving ingredient specs and rejecting bad input: one clear message, nothing written."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from hf_soups import SoupError, merge_models, resolve_ingredients
+
+
+def rewrite(folder, edit):
+    state = load_file(folder / "model.safetensors")
+    edit(state)
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def edit_config(folder, **values):
+    config = json.loads((folder / "config.json").read_text())
+    config.update(values)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def assert_rejected(folders, tmp_path, match, **kwargs):
+    with pytest.raises(SoupError, match=match):
+        merge_models(folders, tmp_path / "soup", progress=False, **kwargs)
+    assert not (tmp_path / "soup").exists()
+    assert not any(p.name.endswith(".hf-soups-tmp") for p in tmp_path.iterdir())
+
+
+def test_trainer_output_folder_expands_to_checkpoints(make_ingredients, tmp_path):
+    folders = make_ingredients(3)
+    run = tmp_path / "run"
+    run.mkdir()
+    for step, folder in zip([500, 1000, 1500], folders):
+        folder.rename(run / f"checkpoint-{step}")
+    (run / "checkpoint-1500" / "trainer_state.json").write_text(json.dumps({"best_model_checkpoint": "/elsewhere/run/checkpoint-1000"}))
+    assert [i.path.name for i in resolve_ingredients([run])] == ["checkpoint-500", "checkpoint-1000", "checkpoint-1500"]
+    assert [i.path.name for i in resolve_ingredients([run], checkpoints="last")] == ["checkpoint-1500"]
+    assert [i.path.name for i in resolve_ingredients([run], checkpoints="best")] == ["checkpoint-1000"]
+
+
+def test_best_checkpoint_needs_trainer_state(make_ingredients, tmp_path):
+    (folder,) = make_ingredients(1)
+    run = tmp_path / "run"
+    run.mkdir()
+    folder.rename(run / "checkpoint-10")
+    with pytest.raises(SoupError, match="best_model_checkpoint"):
+        resolve_ingredients([run], checkpoints="best")
+
+
+def test_empty_list(tmp_path):
+    assert_rejected([], tmp_path, "no ingredients")
+
+
+def test_one_ingredient(make_ingredients, tmp_path):
+    assert_rejected(make_ingredients(1), tmp_path, "only one ingredient.*allow-single")
+
+
+def test_missing_path(make_ingredients, tmp_path):
+    assert_rejected([*make_ingredients(1), str(tmp_path / "nope")], tmp_path, "ingredient '.*nope': no such folder")
+
+
+def test_missing_hub_repo_offline(make_ingredients, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert_rejected([*make_ingredients(1), "someone/not-cached@v1"], tmp_path, "someone/not-cached@v1.*not in the local Hub cache")
+
+
+def test_folder_without_weights(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    (folders[1] / "model.safetensors").unlink()
+    assert_rejected(folders, tmp_path, f"ingredient '{folders[1]}': no weights found")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage header"])
+def test_corrupt_safetensors(make_ingredients, tmp_path, damage):
+    folders = make_ingredients(2)
+    file = folders[1] / "model.safetensors"
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:8] + b"{not json" + data[17:])
+    assert_rejected(folders, tmp_path, f"{file}: (truncated|corrupt)")
+
+
+def test_different_architectures(make_ingredients, tmp_path):
+    folders = make_ingredients(1) + make_ingredients(1, arch="t5", name="t5")
+    assert_rejected(folders, tmp_path, "config model_type is 't5'")
+
+
+def test_tensor_of_another_shape(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    rewrite(folders[1], lambda s: s.update({"classifier.bias": torch.zeros(5)}))
+    assert_rejected(folders, tmp_path, r"tensor 'classifier.bias' has shape \[5\]")
+
+
+def test_missing_tensor(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    rewrite(folders[1], lambda s: s.pop("classifier.bias"))
+    assert_rejected(folders, tmp_path, "tensor 'classifier.bias' of .* is missing")
+
+
+def test_extra_tensor(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    rewrite(folders[1], lambda s: s.update({"extra.weight": torch.zeros(2)}))
+    assert_rejected(folders, tmp_path, "extra tensor 'extra.weight'")
+
+
+def test_different_num_labels(make_ingredients, tmp_path):
+    folders = make_ingredients(1) + make_ingredients(1, name="three", num_labels=3)
+    assert_rejected(folders, tmp_path, "num_labels is 3")
+
+
+def test_different_label_maps(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    edit_config(folders[1], id2label={"0": "positive", "1": "negative"}, label2id={"positive": 0, "negative": 1})
+    assert_rejected(folders, tmp_path, "label map id2label")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_inf(make_ingredients, tmp_path, bad):
+    folders = make_ingredients(3)
+
+    def poison(state):
+        state["classifier.weight"][0, 0] = bad
+
+    rewrite(folders[2], poison)
+    assert_rejected(folders, tmp_path, f"tensor 'classifier.weight' has NaN or Inf values in ingredient '{folders[2]}'")
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [([1.0], "1 given for 2"), ([1.0, -1.0], "≥ 0"), ([0.0, 0.0], "sum to 0"), ([1.0, math.nan], "finite")],
+)
+def test_bad_weights(make_ingredients, tmp_path, weights, match):
+    assert_rejected(make_ingredients(2), tmp_path, f"weights: .*{match}", weights=weights)
+
+
+def test_output_folder_exists(make_ingredients, tmp_path):
+    (tmp_path / "soup").mkdir()
+    with pytest.raises(SoupError, match="exists.*overwrite"):
+        merge_models(make_ingredients(2), tmp_path / "soup", progress=False)
+
+
+def test_pickled_code_never_runs(make_ingredients, tmp_path):
+    """A pytorch_model.bin that would run code when unpickled is refused by weights_only loading."""
+    folders = make_ingredients(2)
+    (folders[1] / "model.safetensors").unlink()
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, (f"open({str(tmp_path / 'pwned')!r}, 'w').write('x')",))
+
+    torch.save({"x": Evil()}, folders[1] / "pytorch_model.bin")
+    assert_rejected(folders, tmp_path, "weights-only")
+    assert not (tmp_path / "pwned").exists()

@@ -1,0 +1,208 @@
+"""The streaming merge: exact averages, loadable output, ties, shards, dtypes, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, T5ForConditionalGeneration
+
+from hf_soups import merge_models
+from hf_soups.merge import WeightedSum
+from hf_soups.ingredients import resolve_ingredients, validate
+
+
+def read_soup(folder):
+    tensors = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(file))
+    return tensors
+
+
+@pytest.mark.parametrize("arch", ["bert", "t5"])
+def test_uniform_soup_is_the_mean(make_ingredients, tmp_path, arch):
+    folders = make_ingredients(3, arch=arch)
+    soup = merge_models(folders, tmp_path / "soup", progress=False)
+    inputs = [read_soup(f) for f in folders]
+    out = read_soup(soup)
+    assert set(out) == set(inputs[0])
+    for name, tensor in out.items():
+        torch.testing.assert_close(tensor, torch.stack([s[name] for s in inputs]).mean(0), atol=1e-6, rtol=0)
+
+
+def test_weighted_soup(make_ingredients, tmp_path):
+    folders = make_ingredients(3)
+    soup = merge_models(folders, tmp_path / "soup", weights=[2, 1, 1], progress=False)
+    inputs = [read_soup(f) for f in folders]
+    for name, tensor in read_soup(soup).items():
+        expected = 0.5 * inputs[0][name] + 0.25 * inputs[1][name] + 0.25 * inputs[2][name]
+        torch.testing.assert_close(tensor, expected, atol=1e-6, rtol=0)
+    record = json.loads((soup / "soup.json").read_text())
+    assert [i["weight"] for i in record["ingredients"]] == [0.5, 0.25, 0.25]
+    assert all(len(sha) == 64 for i in record["ingredients"] for sha in i["files"].values())
+
+
+def test_soup_loads_and_gives_the_logits_of_the_in_memory_average(make_ingredients, tmp_path):
+    folders = make_ingredients(3)
+    soup = merge_models(folders, tmp_path / "soup", progress=False)
+    models = [AutoModelForSequenceClassification.from_pretrained(f) for f in folders]
+    expected = AutoModelForSequenceClassification.from_pretrained(folders[0])
+    expected.load_state_dict({k: torch.stack([m.state_dict()[k] for m in models]).mean(0) for k in models[0].state_dict()})
+    loaded = AutoModelForSequenceClassification.from_pretrained(soup)
+    tokenizer = AutoTokenizer.from_pretrained(soup)
+    batch = tokenizer(["the cat w1 w2", "a dog"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**batch).logits, expected.eval()(**batch).logits, atol=1e-6, rtol=0)
+
+
+def test_in_memory_soup_is_returned_when_no_output_dir(make_ingredients):
+    folders = make_ingredients(2)
+    model = merge_models(folders, progress=False)
+    assert type(model).__name__ == "BertForSequenceClassification"
+
+
+def test_t5_ties_survive(make_ingredients, tmp_path):
+    folders = make_ingredients(2, arch="t5")
+    soup = merge_models(folders, tmp_path / "soup", progress=False)
+    model = T5ForConditionalGeneration.from_pretrained(soup)
+    assert model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr()
+    assert model.encoder.embed_tokens.weight.data_ptr() == model.shared.weight.data_ptr()
+    assert "lm_head.weight" not in read_soup(soup)
+
+
+def test_untied_aliases_in_old_checkpoints_count_as_one_tensor(make_ingredients, tmp_path):
+    """A checkpoint that stores T5's tied aliases too (as transformers 4 .bin files do) merges with one that doesn't."""
+    folders = make_ingredients(2, arch="t5")
+    state = read_soup(folders[1])
+    state["lm_head.weight"] = state["encoder.embed_tokens.weight"] = state["shared.weight"]
+    (folders[1] / "model.safetensors").unlink()
+    torch.save({k: v.clone() for k, v in state.items()}, folders[1] / "pytorch_model.bin")
+    soup = merge_models(folders, tmp_path / "soup", progress=False)
+    expected = (read_soup(folders[0])["shared.weight"] + state["shared.weight"]) / 2
+    torch.testing.assert_close(read_soup(soup)["shared.weight"], expected, atol=1e-6, rtol=0)
+
+
+def test_sharded_input_and_output(make_ingredients, tmp_path):
+    folders = make_ingredients(2, save={"max_shard_size": "20KB"})
+    assert (folders[0] / "model.safetensors.index.json").exists()
+    soup = merge_models(folders, tmp_path / "soup", max_shard_size="20KB", progress=False)
+    index = json.loads((soup / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    inputs = [read_soup(f) for f in folders]
+    for name, tensor in read_soup(soup).items():
+        torch.testing.assert_close(tensor, (inputs[0][name] + inputs[1][name]) / 2, atol=1e-6, rtol=0)
+    AutoModelForSequenceClassification.from_pretrained(soup)
+
+
+def test_bf16_ingredients_accumulate_in_fp32_and_write_bf16(make_ingredients, tmp_path):
+    folders = make_ingredients(3, dtype=torch.bfloat16)
+    soup = merge_models(folders, tmp_path / "soup", progress=False)
+    inputs = [read_soup(f) for f in folders]
+    for name, tensor in read_soup(soup).items():
+        assert tensor.dtype == torch.bfloat16
+        expected = torch.stack([s[name].float() for s in inputs]).mean(0).to(torch.bfloat16)
+        assert torch.equal(tensor, expected)
+    assert json.loads((soup / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_mixed_dtypes_write_fp32_and_dtype_overrides(make_ingredients, tmp_path):
+    folders = make_ingredients(1, dtype=torch.float16, name="half") + make_ingredients(1, name="full")
+    soup = merge_models(folders, tmp_path / "soup", progress=False)
+    assert {t.dtype for t in read_soup(soup).values()} == {torch.float32}
+    soup16 = merge_models(folders, tmp_path / "soup16", dtype="bf16", progress=False)
+    assert {t.dtype for t in read_soup(soup16).values()} == {torch.bfloat16}
+
+
+def test_pytorch_bin_ingredients(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    state = read_soup(folders[1])
+    (folders[1] / "model.safetensors").unlink()
+    torch.save(state, folders[1] / "pytorch_model.bin")
+    soup = merge_models(folders, tmp_path / "soup", progress=False)
+    first = read_soup(folders[0])
+    for name, tensor in read_soup(soup).items():
+        torch.testing.assert_close(tensor, (first[name] + state[name]) / 2, atol=1e-6, rtol=0)
+
+
+def test_integer_buffers_are_copied_when_all_agree(make_ingredients, tmp_path):
+    from safetensors.torch import save_file
+
+    folders = make_ingredients(2)
+    for folder in folders:
+        state = read_soup(folder)
+        state["steps"] = torch.tensor([3, 4], dtype=torch.int64)
+        save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    soup = merge_models(folders, tmp_path / "soup", progress=False)
+    assert torch.equal(read_soup(soup)["steps"], torch.tensor([3, 4]))
+
+
+def test_weighted_sum_reads_each_file_once(make_ingredients, monkeypatch):
+    """Every weight file is opened for its data exactly once per merge (headers are read separately)."""
+    import hf_soups.tensorfile as tensorfile
+
+    folders = make_ingredients(3, save={"max_shard_size": "20KB"})
+    ingredients = resolve_ingredients(folders)
+    plan = validate(ingredients)
+    opened = []
+    real_stream = tensorfile.stream_tensors
+
+    def counting(path, header, hasher=None):
+        opened.append(path)
+        yield from real_stream(path, header, hasher)
+
+    monkeypatch.setattr("hf_soups.merge.stream_tensors", counting)
+    total = WeightedSum(plan)
+    for ingredient in ingredients:
+        total.add(ingredient, 1.0)
+    files = [f for i in ingredients for f in i.weight_files]
+    assert sorted(opened) == sorted(files) and len(files) > 3
+
+
+def _merge_script(folders, output, max_shard_size):
+    return [
+        sys.executable, "-c",
+        "import sys; from hf_soups import merge_models; "
+        f"merge_models({[str(f) for f in folders]!r}, {str(output)!r}, max_shard_size={max_shard_size!r}, progress=False)",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_merge_leaves_no_output_and_rerun_succeeds(make_ingredients, tmp_path, sig):
+    folders = make_ingredients(2, hidden_size=256, intermediate_size=1024, vocab_size=4000, num_hidden_layers=4)
+    output = tmp_path / "soup"
+    process = subprocess.Popen(_merge_script(folders, output, "64KB"), stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".hf-soups-tmp") and any(p.iterdir()) for p in tmp_path.iterdir()):
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    process.send_signal(sig)
+    process.wait(30)
+    assert process.returncode != 0, "the merge finished before it was interrupted"
+    assert not output.exists()
+    if sig == signal.SIGINT:  # a Ctrl-C cleans up its temporary folder too
+        assert not any(p.name.endswith(".hf-soups-tmp") for p in tmp_path.iterdir())
+    merge_models(folders, output, progress=False)
+    AutoModelForSequenceClassification.from_pretrained(output)
+
+
+def test_overwrite_replaces_an_existing_soup(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    output = tmp_path / "soup"
+    merge_models(folders, output, weights=[1, 0], progress=False)
+    merge_models(folders, output, overwrite=True, progress=False)
+    assert json.loads((output / "soup.json").read_text())["ingredients"][0]["weight"] == 0.5
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_single_ingredient_copy_when_allowed(make_ingredients, tmp_path):
+    folders = make_ingredients(1)
+    soup = merge_models(folders, tmp_path / "soup", allow_single=True, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(read_soup(soup).values(), read_soup(folders[0]).values()))
