@@ -82,19 +82,25 @@ def _encoder_forward(model: PreTrainedModel, batch: dict[str, torch.Tensor], tar
     return model(**batch).logits
 
 
-def _t5_forward(model: PreTrainedModel, batch: dict[str, torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
-    """Summed log-likelihood of each target sequence given each input: shape (batch, num_targets)."""
-    encoder_outputs = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    scores = []
-    for target in targets:
-        labels = target.to(batch["input_ids"].device).expand(len(batch["input_ids"]), -1)
-        logits = model(
-            encoder_outputs=encoder_outputs,
-            attention_mask=batch["attention_mask"],
-            decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=labels),
-        ).logits
-        scores.append(logits.float().log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(-1))
-    return torch.stack(scores, dim=-1)
+def _t5_forward(model: PreTrainedModel, batch: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """Summed log-likelihood of each target given each input, in one teacher-forced decoder pass.
+
+    Args:
+        targets: (num_targets, length) token ids, padded with -100.
+
+    Returns:
+        (batch, num_targets) scores.
+    """
+    batch_size, (num_targets, length) = len(batch["input_ids"]), targets.shape
+    encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    labels = targets.to(batch["input_ids"].device).repeat(batch_size, 1)
+    logits = model(
+        encoder_outputs=(encoded.last_hidden_state.repeat_interleave(num_targets, dim=0),),
+        attention_mask=batch["attention_mask"].repeat_interleave(num_targets, dim=0),
+        decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=labels),
+    ).logits
+    token_scores = logits.float().log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return token_scores.masked_fill(labels < 0, 0.0).sum(-1).view(batch_size, num_targets)
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,8 @@ class GlueScorer:
         glue_dir: a local GLUE tsv folder; ``None`` loads ``nyu-mll/glue`` from the Hub.
         batch_size: examples per batch and process.
         accelerator: the :class:`accelerate.Accelerator` to run under; a default one is made when ``None``.
-        max_length: truncation length; ``None`` is the tokenizer's maximum, at most 512.
+        max_length: truncation length; ``None`` is the smallest of the tokenizer's maximum, the model's
+            ``max_position_embeddings`` and 512.
         rule: seed and fractions for ``BASE:PART`` splits.
         progress: show a progress bar (on the main process only).
 
@@ -160,22 +167,22 @@ class GlueScorer:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.accelerator = accelerator or Accelerator()
-        self.max_length = max_length or min(tokenizer.model_max_length, DEFAULT_MAX_LENGTH)
+        self.max_length = max_length
         self.progress = progress
         self.labels = np.asarray(list(self.data.dataset["label"]))
-        self._loaders: dict[str, DataLoader] = {}
-        self._targets: list[torch.Tensor] | None = None
+        self._loaders: dict[tuple[str, int], DataLoader] = {}
+        self._targets: torch.Tensor | None = None
 
     @property
     def split(self) -> str:
         return self.data.name
 
-    def loader(self, kind: str) -> DataLoader:
+    def loader(self, kind: str, max_length: int) -> DataLoader:
         """The prepared dataloader of length-sorted, dynamically padded batches for ``"encoder"`` or
         ``"text_to_text"`` models, built on first use. Each batch carries a ``row`` tensor of split row indices."""
-        if kind not in self._loaders:
+        if (kind, max_length) not in self._loaders:
             texts = FORMATS[kind].texts(self.task, self.data.dataset)
-            encoded = self.tokenizer(*texts, truncation=True, max_length=self.max_length)
+            encoded = self.tokenizer(*texts, truncation=True, max_length=max_length)
             features = [
                 {name: values[row] for name, values in encoded.items()} | {"row": row}
                 for row in range(self.data.dataset.num_rows)
@@ -184,13 +191,18 @@ class GlueScorer:
             loader = DataLoader(
                 features, batch_size=self.batch_size, shuffle=False, collate_fn=DataCollatorWithPadding(self.tokenizer)
             )
-            self._loaders[kind] = self.accelerator.prepare_data_loader(loader)
-        return self._loaders[kind]
+            self._loaders[kind, max_length] = self.accelerator.prepare(loader)
+        return self._loaders[kind, max_length]
 
-    def _t5_targets(self) -> list[torch.Tensor]:
+    def _max_length(self, model: PreTrainedModel) -> int:
+        positions = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
+        return self.max_length or min(self.tokenizer.model_max_length, positions, DEFAULT_MAX_LENGTH)
+
+    def _t5_targets(self) -> torch.Tensor:
+        """The task's label words as T5 targets (with EOS), one row each, padded with -100."""
         if self._targets is None:
-            words = list(self.task.t5_label_words)
-            self._targets = [torch.tensor([ids]) for ids in self.tokenizer(text_target=words)["input_ids"]]
+            ids = self.tokenizer(text_target=list(self.task.t5_label_words))["input_ids"]
+            self._targets = torch.nn.utils.rnn.pad_sequence([torch.tensor(t) for t in ids], True, -100)
         return self._targets
 
     def score(self, model: PreTrainedModel, return_predictions: bool = False) -> EvalResult:
@@ -218,7 +230,7 @@ class GlueScorer:
         model.to(device).eval()
         rows, outputs = [], []
         bar = tqdm(
-            self.loader(kind), desc=f"{self.task.name} {self.split}", disable=not (self.progress and accelerator.is_main_process)
+            self.loader(kind, self._max_length(model)), desc=f"{self.task.name} {self.split}", disable=not (self.progress and accelerator.is_main_process)
         )
         try:
             with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype, enabled=device.type == "cuda"):

@@ -1,0 +1,63 @@
+"""``hf-soups evaluate``: score a checkpoint (an ingredient or a soup) on a GLUE task and print a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from hf_soups.evaluation import EvalResult, evaluate_glue, get_task, load_glue_model
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a checkpoint on a GLUE task",
+        description="Score an encoder classifier or a T5 model on a GLUE task, on one process or many "
+        "(run it under `accelerate launch`). Split names: train, validation (MNLI: validation_matched, "
+        "validation_mismatched), optionally with a seeded part, e.g. validation:select, validation:report, "
+        "train:heldout.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="Hub repo id or local folder (e.g. a soup)")
+    parser.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    parser.add_argument("--split", help="split to score (default: the task's validation split)")
+    parser.add_argument("--revision", help="Hub revision of MODEL")
+    parser.add_argument("--glue-dir", help="local GLUE folder in the tsv layout (default: nyu-mll/glue from the Hub)")
+    parser.add_argument("--batch-size", type=int, default=32, help="examples per batch and process (default 32)")
+    parser.add_argument("--output", help="also write the result as JSON to this file")
+    parser.set_defaults(func=run)
+
+
+def format_table(model: str, result: EvalResult) -> str:
+    """The result as a two-column text table, main metric marked.
+
+    Example:
+        >>> result = EvalResult("rte", "validation", {"accuracy": 0.6606}, "accuracy", 277)
+        >>> print(format_table("runs/a", result))
+        model        runs/a
+        task         rte
+        split        validation
+        examples     277
+        accuracy *   0.6606
+    """
+    rows = [("model", model), ("task", result.task), ("split", result.split), ("examples", str(result.num_examples))]
+    rows += [(name + (" *" if name == result.main_metric else ""), f"{value:.4f}") for name, value in result.metrics.items()]
+    width = max(len(name) for name, _ in rows) + 3
+    return "\n".join(f"{name:<{width}}{value}" for name, value in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    task = get_task(args.task)
+    model, tokenizer = load_glue_model(args.model, revision=args.revision)
+    accelerator = Accelerator()
+    result = evaluate_glue(
+        model, tokenizer, task, args.split, accelerator=accelerator, batch_size=args.batch_size, glue_dir=args.glue_dir
+    )
+    if not accelerator.is_main_process:
+        return 0
+    print(format_table(args.model, result))
+    if args.output:
+        Path(args.output).write_text(json.dumps({"model": args.model, **result.to_dict()}, indent=2) + "\n")
+    return 0
