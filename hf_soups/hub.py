@@ -1,0 +1,149 @@
+"""Push a soup folder to the Hugging Face Hub: weights, config, tokenizer, card, recipe and record in one commit.
+
+The Hub endpoint is ``huggingface_hub``'s (``HF_ENDPOINT``); the token comes from the argument, ``HF_TOKEN`` or the
+saved login (``hf auth login``) and is never written to a log, an error message, the card or a file. A failed push
+raises one :class:`~hf_soups.errors.SoupError` saying what went wrong, and never touches the local folder.
+
+Example:
+    >>> push_soup("my-soup", "me/bert-rte-soup", private=True)  # doctest: +SKIP
+    'https://huggingface.co/me/bert-rte-soup/commit/4f1c0e...'
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import httpx2
+from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, HfUriError, OfflineModeIsEnabled
+from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, parse_hf_uri
+
+from hf_soups import __version__
+from hf_soups.card import CARD_FILE, build_card
+from hf_soups.errors import SoupError
+from hf_soups.record import SOUP_FILE
+
+logger = logging.getLogger(__name__)
+
+# HTTP status → what it means for a push (anything else: the server's own message).
+STATUS_REASONS = {
+    401: "the Hub rejected the token (401): check HF_TOKEN or run `hf auth login`",
+    403: "the token may not write to this repo (403 Forbidden)",
+    404: "the repo or revision was not found (404), or the token may not see it",
+    409: "the Hub refused the change (409 Conflict)",
+    412: "the branch moved while pushing (412): push again",
+}
+
+
+def push_soup(
+    soup_dir: str | Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+) -> str:
+    """Upload a soup folder to a Hub model repo as one commit, creating the repo (and branch) when missing.
+
+    Every file of the folder goes in (weights, ``config.json``, tokenizer files, ``recipe.yaml``, ``soup.json``,
+    plots). A ``README.md`` already in the folder is pushed as it is; without one, the card is generated from
+    ``soup.json`` (see :func:`~hf_soups.card.build_card`) and uploaded without writing it to the folder.
+
+    Args:
+        soup_dir: the soup folder (it must hold ``soup.json``).
+        repo_id: ``owner/name`` of the model repo (``owner/name@branch`` is the same as passing ``revision``).
+        token: a Hub token with write access; default: ``HF_TOKEN``, then the saved login.
+        private: create the repo private (an existing repo keeps its visibility).
+        revision: the branch to commit to (created from ``main`` when missing); default: ``main``.
+        create_pr: open a pull request (against ``revision``, or ``main``) instead of committing to the branch.
+        commit_message: default: ``"Upload model soup with hf-soups <version>"``.
+
+    Returns:
+        The URL of the commit.
+
+    Raises:
+        SoupError: no ``soup.json``, no token, a repo id that is not a model repo, or a failed push (server down,
+            token rejected, server error); the message never contains the token.
+
+    Example:
+        >>> push_soup("my-soup", "me/bert-rte-soup", revision="greedy", create_pr=True)  # doctest: +SKIP
+        'https://huggingface.co/me/bert-rte-soup/commit/9b2d...'
+    """
+    folder = Path(soup_dir)
+    if not (folder / SOUP_FILE).is_file():
+        raise SoupError(f"soup folder {folder}: no {SOUP_FILE} (push a folder written by hf-soups)")
+    repo_id, revision = parse_repo_id(repo_id, revision)
+    token = token or get_token()
+    if not token:
+        raise SoupError("no Hub token: pass --token / token=, set HF_TOKEN or run `hf auth login`")
+    api = HfApi(token=token)
+    operations = upload_operations(folder, repo_id)
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    logger.info("pushing %d files from %s to %s on %s", len(operations), folder, where, api.endpoint)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision and revision != constants.DEFAULT_REVISION and not revision.startswith("refs/pr/"):
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.create_commit(
+            repo_id,
+            operations,
+            commit_message=commit_message or f"Upload model soup with hf-soups {__version__}",
+            revision=revision,
+            create_pr=create_pr,
+        )
+    except (httpx2.HTTPError, OSError, ValueError, RuntimeError) as err:
+        message = f"push of {folder} to {where} failed: {_reason(err, api.endpoint)}; the local folder is unchanged"
+        raise SoupError(message.replace(token, "<token>")) from None
+    logger.info("pushed %s: %s", where, info.commit_url)
+    return info.commit_url
+
+
+def parse_repo_id(repo_id: str, revision: str | None = None) -> tuple[str, str | None]:
+    """``owner/name[@revision]`` (or a Hub URL) → ``(owner/name, revision)``; other repo types are refused.
+
+    Example:
+        >>> parse_repo_id("me/soup@dev")
+        ('me/soup', 'dev')
+    """
+    uri_text = repo_id if repo_id.startswith(("hf://", "http://", "https://")) else f"hf://{repo_id}"
+    try:
+        uri = parse_hf_uri(uri_text, endpoint=constants.ENDPOINT)
+    except HfUriError as err:
+        raise SoupError(f"repo id {repo_id!r}: {err}") from None
+    if uri.type != "model":
+        raise SoupError(f"repo id {repo_id!r} names a {uri.type} repo; a soup is pushed to a model repo")
+    if uri.path_in_repo:
+        raise SoupError(f"repo id {repo_id!r} names a file in a repo; give the repo as owner/name")
+    if uri.revision and revision and uri.revision != revision:
+        raise SoupError(f"repo id {repo_id!r} names revision {uri.revision!r} but revision={revision!r} was given")
+    return uri.id, uri.revision or revision
+
+
+def upload_operations(folder: Path, repo_id: str) -> list[CommitOperationAdd]:
+    """One addition per file of the folder (``.git``/cache folders skipped), plus a generated card when missing."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    operations = [
+        CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))
+        for path in filter_repo_objects(files, ignore_patterns=DEFAULT_IGNORE_PATTERNS)
+    ]
+    if not (folder / CARD_FILE).is_file():
+        card = str(build_card(folder, repo_id=repo_id)).encode()
+        operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card))
+    return operations
+
+
+def _reason(err: Exception, endpoint: str) -> str:
+    if isinstance(err, OfflineModeIsEnabled):
+        return "HF_HUB_OFFLINE is set, so the Hub is not contacted"
+    if isinstance(err, httpx2.TransportError):
+        return f"cannot reach the Hub at {endpoint} ({type(err).__name__})"
+    response = err.response if isinstance(err, HfHubHTTPError) else None
+    if response is not None:
+        if response.status_code >= 500:
+            return f"the Hub answered {response.status_code} (server error); nothing was committed"
+        server = response.headers.get("X-Error-Message") or ""
+        reason = STATUS_REASONS.get(response.status_code, f"the Hub answered {response.status_code}")
+        return f"{reason}{': ' + server if server else ''}"
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
