@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+pytest_plugins = ["hf_soups.testing.fixtures"]  # the local test Hub: fixture `hub_server`
+
 import os
 from collections.abc import Callable
 from pathlib import Path
