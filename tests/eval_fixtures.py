@@ -1,0 +1,113 @@
+"""Helpers for the evaluation tests: tiny tokenizers and models built offline, and GLUE tsv folders written the way
+the GLUE download lays them out (headers and columns as in the real files, not taken from hf_soups' registry)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizerFast,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "is", "not", "big", "red", "null", '"', "."]
+# T5 needs its task prefixes, field names and label words in the vocabulary.
+T5_WORDS = WORDS + [
+    "rte", "mnli", "stsb", "sst2", "sentence", "sentence1", "sentence2", "hypothesis", "premise", ":", "entailment",
+    "not_entailment", "neutral", "contradiction", "positive", "negative", *"012345",
+]
+
+# Real GLUE headers.
+HEADERS = {
+    "RTE": ["index", "sentence1", "sentence2", "label"],
+    "SST-2": ["sentence", "label"],
+    "STS-B": ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"],
+    "QQP": ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+    "QNLI": ["index", "question", "sentence", "label"],
+    "WNLI": ["index", "sentence1", "sentence2", "label"],
+    "MNLI": ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+             "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "label2", "label3", "label4",
+             "label5", "gold_label"],
+}
+
+
+def sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS[:12]) for _ in range(rng.randint(2, 12)))
+
+
+def write_tsv(path: Path, header: list[str] | None, rows: list[list[str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ([header] if header else []) + rows
+    path.write_text("".join("\t".join(map(str, row)) + "\n" for row in lines), encoding="utf-8")
+    return path
+
+
+def write_rte(glue_dir: Path, num_rows: int, seed: int = 0, file: str = "dev.tsv") -> Path:
+    """An RTE file of random sentences: labels are names, as in the real file."""
+    rng = random.Random(seed)
+    rows = [[i, sentence(rng), sentence(rng), rng.choice(["entailment", "not_entailment"])] for i in range(num_rows)]
+    return write_tsv(glue_dir / "RTE" / file, HEADERS["RTE"], rows)
+
+
+def write_sst2(glue_dir: Path, num_rows: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    rows = [[sentence(rng) + " ", rng.randint(0, 1)] for _ in range(num_rows)]
+    return write_tsv(glue_dir / "SST-2" / "dev.tsv", HEADERS["SST-2"], rows)
+
+
+def write_stsb(glue_dir: Path, num_rows: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    rows = [
+        [i, "main-captions", "MSRvid", "2012test", f"{i:04d}", "none", "none", sentence(rng), sentence(rng),
+         f"{rng.uniform(0, 5):.3f}"]
+        for i in range(num_rows)
+    ]
+    return write_tsv(glue_dir / "STS-B" / "dev.tsv", HEADERS["STS-B"], rows)
+
+
+def write_mnli(glue_dir: Path, rows: list[tuple[str, str, str]], file: str = "dev_matched.tsv") -> Path:
+    """MNLI rows ``(premise, hypothesis, gold_label)`` with the parse and annotator columns filled in."""
+    lines = [
+        [i, 1000 + i, f"{1000 + i}e", "fiction", "( x )", "( y )", "(ROOT x)", "(ROOT y)", premise, hypothesis,
+         gold, gold, gold, gold, gold, gold]
+        for i, (premise, hypothesis, gold) in enumerate(rows)
+    ]
+    return write_tsv(glue_dir / "MNLI" / file, HEADERS["MNLI"], lines)
+
+
+def tiny_bert_tokenizer(folder: Path) -> BertTokenizerFast:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+
+
+def tiny_bert(num_labels: int = 2, seed: int = 0, **config) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    values = dict(vocab_size=5 + len(WORDS), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=32, max_position_embeddings=64, num_labels=num_labels)
+    return BertForSequenceClassification(BertConfig(**(values | config))).eval()
+
+
+def tiny_t5_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer that appends ``</s>`` like T5's (``0.2`` → ``0 . 2 </s>``)."""
+    vocab = {word: i for i, word in enumerate(["<pad>", "</s>", "<unk>", *T5_WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_t5(seed: int = 0) -> T5ForConditionalGeneration:
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=3 + len(T5_WORDS), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
+                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    return T5ForConditionalGeneration(config).eval()
