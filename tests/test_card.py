@@ -1,0 +1,128 @@
+"""The soup model card: metadata, body, round trip through ModelCard.load, plain merges."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from hf_soups.card import build_card, common_license, format_gain, write_card
+from hf_soups.errors import SoupError
+from hf_soups.record import IngredientRecord, RecipeRecord, SoupRecord, SoupResult
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def soup_record(licenses: tuple[str | None, ...] = (None, None, None), folders: list[Path] | None = None) -> SoupRecord:
+    ingredients = []
+    for i, _ in enumerate(licenses):
+        common = dict(weight=0.5 if i < 2 else 0.0, kept=i < 2, hyperparameters={"learning_rate": 2e-5 * (i + 1)},
+                      scores={"select": {"accuracy": 0.6 + i / 100}})
+        if folders:
+            ingredients.append(IngredientRecord(spec=str(folders[i]), source="local", **common))
+        else:
+            ingredients.append(IngredientRecord(spec=f"me/bert-rte@lr{i}", source="hub", repo_id="me/bert-rte",
+                                                revision=SHA, **common))
+    return SoupRecord(
+        hf_soups_version="0.1.0", dtype="float32", ingredients=ingredients, base_model="google-bert/bert-base-uncased",
+        model_type="bert", architecture="BertForSequenceClassification",
+        recipe=RecipeRecord(
+            name="greedy", task="rte", metric="accuracy", select_split="validation:select",
+            report_split="validation:report", split_rule={"seed": 0, "rows": {"select": 138, "report": 139}},
+            trajectory=[{"spec": "me/bert-rte@lr1", "score": 0.61, "kept": True},
+                        {"spec": "me/bert-rte@lr0", "score": 0.62, "kept": True}],
+        ),
+        results=[
+            SoupResult("best individual", {"select": {"accuracy": 0.61}, "report": {"accuracy": 0.63}}),
+            SoupResult("uniform", {"select": {"accuracy": 0.62}, "report": {"accuracy": 0.635}},
+                       {"delta": 0.4, "low": -0.8, "high": 1.6, "resamples": 1000}),
+            SoupResult("greedy", {"select": {"accuracy": 0.64}, "report": {"accuracy": 0.652}},
+                       {"delta": 2.2, "low": 0.5, "high": 3.9, "resamples": 1000}),
+        ],
+    )
+
+
+def test_template_is_package_data():
+    assert (importlib.resources.files("hf_soups.model_cards") / "soup_card.md.j2").is_file()
+
+
+def test_card_metadata_and_body(tmp_path):
+    soup = tmp_path / "soup"
+    soup.mkdir()
+    soup_record().save(soup)
+    (soup / "greedy_trajectory.png").write_bytes(b"png")
+    (soup / "vocab.txt").write_text("[PAD]\n")
+
+    card = build_card(soup, repo_id="me/rte-soup")
+    data = card.data
+    assert data.library_name == "transformers" and data.base_model == "google-bert/bert-base-uncased"
+    assert data.tags == ["model-soup", "merge", "hf-soups", "rte"]
+    assert data.datasets == ["nyu-mll/glue"] and data.pipeline_tag == "text-classification"
+    assert data.license is None  # the ingredients' cards are not known here
+    [result] = data.eval_results
+    assert (result.metric_type, result.metric_value, result.dataset_split) == ("accuracy", 0.652, "validation:report")
+    assert (result.dataset_type, result.dataset_config, data.model_name) == ("nyu-mll/glue", "rte", "me/rte-soup")
+
+    text = card.text
+    assert "arXiv:2203.05482" in text
+    assert f"| 3 | [me/bert-rte@lr2](https://huggingface.co/me/bert-rte/tree/{SHA}) | `{SHA[:12]}` | " \
+           "learning_rate=6e-05 | 0.62 | no | 0 |" in text
+    assert "| uniform | 0.62 | 0.635 | +0.4 (95% CI −0.8 … +1.6) |" in text
+    assert "**uniform**: the 95% interval of the gain contains 0" in text
+    assert "**greedy**: better than the best individual model" in text
+    assert "`validation:select` (138 examples)" in text and "(n = 139)" in text
+    assert "![Greedy soup trajectory: held-out score after each candidate](greedy_trajectory.png)" in text
+    assert 'AutoModelForSequenceClassification.from_pretrained("me/rte-soup")' in text
+    assert 'AutoTokenizer.from_pretrained("me/rte-soup")' in text
+    assert "hf-soups cook recipe.yaml -o soup" in text
+    assert "The scores come from 138 selection" in text and "GLUE test set" in text
+
+
+def test_written_card_loads_back_with_the_same_metadata(tmp_path):
+    soup_record().save(tmp_path)
+    built = build_card(tmp_path, repo_id="me/rte-soup")
+    path = write_card(tmp_path, repo_id="me/rte-soup")
+    assert path == tmp_path / "README.md"
+    loaded = ModelCard.load(path)
+    assert loaded.data.to_dict() == built.data.to_dict()
+    assert loaded.data.eval_results == built.data.eval_results
+
+
+def test_plain_merge_card_degrades_gracefully(tmp_path):
+    record = SoupRecord(
+        hf_soups_version="0.1.0", dtype="bfloat16", architecture="T5ForConditionalGeneration",
+        ingredients=[IngredientRecord(spec="runs/a", source="local", weight=0.5),
+                     IngredientRecord(spec="me/t5@v1", source="hub", repo_id="me/t5", revision=SHA, weight=0.5)],
+    )
+    card = build_card(record)
+    assert card.data.pipeline_tag == "text2text-generation"
+    assert card.data.eval_results is None and card.data.datasets is None
+    assert card.data.tags == ["model-soup", "merge", "hf-soups"]
+    assert "no evaluation was run" in card.text and "## Results" not in card.text
+    assert f"hf-soups merge runs/a me/t5@{SHA} --weights 0.5,0.5 -o soup" in card.text
+    assert "AutoModelForSeq2SeqLM" in card.text
+    ModelCard(str(card))  # the metadata parses
+
+
+def test_license_only_when_all_kept_ingredients_agree(tmp_path):
+    folders = []
+    for i, license in enumerate(["apache-2.0", "apache-2.0", "mit"]):
+        folder = tmp_path / f"ing{i}"
+        folder.mkdir()
+        (folder / "README.md").write_text(f"---\nlicense: {license}\n---\n# ingredient\n")
+        folders.append(folder)
+    record = soup_record(folders=folders)  # the third ingredient (mit) is not kept
+    assert common_license(record) == "apache-2.0"
+    record.ingredients[2].kept = True
+    assert common_license(record) is None
+    (folders[0] / "README.md").unlink()
+    record.ingredients[2].kept = False
+    assert common_license(record) is None
+
+
+def test_format_gain_and_missing_record(tmp_path):
+    assert format_gain({"delta": 0.4, "low": -0.8, "high": 1.6}) == "+0.4 (95% CI −0.8 … +1.6)"
+    with pytest.raises(SoupError, match="no soup.json"):
+        build_card(tmp_path)
