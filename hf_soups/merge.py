@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from hf_soups import __version__
 from hf_soups.errors import SoupError
+from hf_soups.hashing import HashCache
 from hf_soups.ingredients import (
     TOKENIZER_FILES,
     CheckpointChoice,
@@ -89,8 +90,9 @@ class WeightedSum:
         >>> classifier = total.pop_average("classifier.weight")  # doctest: +SKIP
     """
 
-    def __init__(self, plan: MergePlan) -> None:
+    def __init__(self, plan: MergePlan, hash_cache: HashCache | None = None) -> None:
         self.plan = plan
+        self.hash_cache = hash_cache
         self.tensors: dict[str, torch.Tensor] = {}
         self.total_weight = 0.0
         self.added: list[Ingredient] = []
@@ -103,7 +105,7 @@ class WeightedSum:
         """
         hashes = {}
         for file in ingredient.weight_files:
-            known = ingredient.known_sha256.get(file.name)
+            known = ingredient.known_sha256.get(file.name) or (self.hash_cache and self.hash_cache.get(file))
             hasher = None if known else hashlib.sha256()
             if file.suffix == ".safetensors":
                 stream = stream_tensors(file, {n: i for n, (f, i) in ingredient.layout.items() if f == file}, hasher)
@@ -116,6 +118,8 @@ class WeightedSum:
                 if progress is not None:
                     progress.update()
             hashes[file.name] = known or hasher.hexdigest()  # type: ignore[union-attr]
+            if self.hash_cache is not None and not known:
+                self.hash_cache.put(file, hashes[file.name])
         self.total_weight += weight
         self.added.append(ingredient)
         return hashes
@@ -124,14 +128,14 @@ class WeightedSum:
         current = self.tensors.get(name)
         if not self.plan.is_float(name):
             if current is None:
-                self.tensors[name] = tensor
+                self.tensors[name] = tensor.clone()
             elif not torch.equal(current, tensor):
                 raise SoupError(
                     f"{ingredient.label}: integer tensor '{name}' differs from {self.added[0].label}'s "
                     "(integer and bool buffers are copied, so all ingredients must agree)"
                 )
         elif current is None:
-            self.tensors[name] = tensor.to(torch.float32).mul_(weight)
+            self.tensors[name] = tensor.to(torch.float32, copy=True).mul_(weight)
         else:
             current.add_(tensor, alpha=weight)
 
@@ -146,7 +150,7 @@ class WeightedSum:
         tensor = self.tensors.pop(name)
         if self.plan.is_float(name):
             tensor.div_(self.total_weight)
-            if not torch.isfinite(tensor).all():
+            if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():  # a sum is cheaper; confirm
                 raise SoupError(f"tensor '{name}' has NaN or Inf values in {self._non_finite_source(name)}")
         return tensor
 
@@ -292,7 +296,8 @@ def merge_models(
     resolved = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token)
     plan = validate(resolved, allow_single=allow_single)
     raw_weights = check_weights(weights, len(resolved))
-    total = WeightedSum(plan)
+    hash_cache = HashCache()
+    total = WeightedSum(plan, hash_cache)
     steps = sum(len(i.layout) for i in resolved) + len(plan.shapes)
     with tqdm(total=steps, desc="merging", unit="tensor", disable=not progress) as bar:
         hashes = [total.add(ingredient, w, bar) for ingredient, w in zip(resolved, raw_weights)]
@@ -300,6 +305,7 @@ def merge_models(
         with atomic_folder(output_dir, overwrite) as tmp:
             write_model_folder(tmp, _counted(total.pop_average, bar), plan, dtypes, resolved[0], max_shard_size)
             soup_record(resolved, raw_weights, hashes, dtypes).save(tmp)
+    hash_cache.save()
     return output_dir
 
 

@@ -19,7 +19,8 @@ import hashlib
 import io
 import json
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,32 +118,54 @@ def stream_tensors(
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield every tensor of a safetensors file in file order, reading the file once from start to end.
 
+    Tensors are read into two alternating buffers (each the size of the largest tensor), so a yielded tensor is
+    valid until the next one is yielded: a caller that keeps a tensor must copy it. Hashing runs on a second thread
+    (``hashlib`` releases the GIL), overlapping with the caller's work on the tensor.
+
     Args:
         path: the file.
-        header: its :func:`read_header`.
+        header: its :func:`read_header`, or the part of it to yield (the rest is still read and hashed).
         hasher: when given, every byte of the file goes through it (``hasher.hexdigest()`` is the file's sha256
             once the iterator is exhausted).
 
     Yields:
-        ``(name, tensor)``; the tensor owns its own buffer.
+        ``(name, tensor)``, a view of one of the read buffers.
     """
+    size = max((info.nbytes for info in header.values()), default=0)
+    buffers = [bytearray(size), bytearray(size)]
+    pending: list[Future | None] = [None, None]
     position = 0
-    with open(path, "rb") as f:
-        for info in header.values():
-            gap = f.read(info.start - position)
-            if hasher is not None:
-                hasher.update(gap)
-            buffer = bytearray(info.nbytes)
-            if f.readinto(buffer) != info.nbytes:
+    with open(path, "rb") as f, ThreadPoolExecutor(max_workers=1) as hashing:
+        update = (lambda data: hashing.submit(hasher.update, data)) if hasher is not None else None
+        for index, info in enumerate(sorted(header.values(), key=lambda i: i.start)):
+            _skip(f, info.start - position, update)
+            slot = index % 2
+            if pending[slot] is not None:
+                pending[slot].result()  # the hash thread is done with this buffer
+            data = memoryview(buffers[slot])[: info.nbytes]
+            if f.readinto(data) != info.nbytes:
                 raise SoupError(f"{path}: truncated while reading tensor '{info.name}'")
-            if hasher is not None:
-                hasher.update(buffer)
+            pending[slot] = update(data) if update else None
             position = info.end
-            tensor = torch.frombuffer(buffer, dtype=info.dtype) if info.nbytes else torch.empty(0, dtype=info.dtype)
+            numel = info.nbytes // info.dtype.itemsize
+            tensor = torch.frombuffer(buffers[slot], dtype=info.dtype, count=numel) if numel else torch.empty(0, dtype=info.dtype)
             yield info.name, tensor.view(info.shape)
-        if hasher is not None:
-            while chunk := f.read(_CHUNK):
-                hasher.update(chunk)
+        if update is not None:
+            _skip(f, None, update)
+
+
+def _skip(f: io.BufferedReader, count: int | None, update: Callable[[bytes], object] | None) -> None:
+    """Move ``count`` bytes on (``None``: to the end), hashing them when there is a hasher."""
+    if update is None:
+        f.seek(count or 0, io.SEEK_CUR)
+        return
+    while count is None or count > 0:
+        chunk = f.read(_CHUNK if count is None else min(count, _CHUNK))
+        if not chunk:
+            return
+        update(chunk)
+        if count is not None:
+            count -= len(chunk)
 
 
 def torch_bin_header(path: Path) -> dict[str, TensorInfo]:

@@ -19,6 +19,14 @@ GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(40)), "the", "a", "cat", "dog"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_hash_cache(tmp_path_factory):
+    """Each test session starts with an empty weight-file hash cache of its own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_SOUPS_HASH_CACHE", str(tmp_path_factory.mktemp("hash-cache") / "sha256.json"))
+        yield
+
+
 def tiny_bert_config(**overrides) -> BertConfig:
     """A 2-layer BERT classifier config small enough for unit tests."""
     values = dict(

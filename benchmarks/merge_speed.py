@@ -1,0 +1,133 @@
+"""Merge speed and memory: hf_soups against the I/O floor and mergekit's `linear` merge, side by side in one run.
+
+N checkpoints of BERT-base shape (built from config, 110M parameters, fp32) are written once; then, for each N,
+three child processes run in turn, each timed (wall) and measured (max RSS, which counts memory-mapped input pages):
+
+- floor: a Python process that imports torch and safetensors, reads every input file once with plain reads and
+  writes one output file of the soup's size;
+- hf_soups: ``merge_models(paths, out)``;
+- mergekit (optional): ``mergekit-yaml`` with a ``linear`` merge of the same inputs (its own venv, see
+  ``benchmarks/setup_mergekit.sh``).
+
+Every run reads from a warm page cache (the floor runs first and warms it). The table gives ratios, which are what
+is comparable on a noisy machine.
+
+Usage:
+    python benchmarks/merge_speed.py --workdir /tmp/merge-bench --counts 2 4 8 16 \\
+        --mergekit benchmarks/.venv-mergekit/bin/mergekit-yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FLOOR = """
+import sys, torch, safetensors
+paths, out = sys.argv[1:-1], sys.argv[-1]
+buffer = bytearray(64 << 20)
+for path in paths:
+    with open(path, "rb") as f:
+        while f.readinto(buffer):
+            pass
+size = __import__("os").path.getsize(paths[0])
+with open(out, "wb") as f:
+    for start in range(0, size, len(buffer)):
+        f.write(memoryview(buffer)[: min(len(buffer), size - start)])
+"""
+
+HF_SOUPS = """
+import sys
+from hf_soups import merge_models
+merge_models(sys.argv[1:-1], sys.argv[-1], progress=False)
+"""
+
+
+def make_checkpoints(workdir: Path, count: int) -> list[Path]:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folders = [workdir / f"ckpt{i}" for i in range(count)]
+    if all((f / "model.safetensors").exists() for f in folders):
+        return folders
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig())  # BERT-base shape
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    for i, folder in enumerate(folders):
+        if (folder / "model.safetensors").exists():
+            continue
+        generator = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(base[name] + 1e-3 * torch.randn(param.shape, generator=generator))
+        model.save_pretrained(folder)
+    return folders
+
+
+def measure(command: list[str]) -> tuple[float, int]:
+    """Wall seconds and max RSS (bytes) of a child process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command[:3]} failed: {process.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def mergekit_command(mergekit: str, folders: list[Path], out: Path, config: Path) -> list[str]:
+    lines = ["merge_method: linear", "dtype: float32", "models:"]
+    for folder in folders:
+        lines += [f"  - model: {folder}", "    parameters:", "      weight: 1.0"]
+    config.write_text("\n".join(lines) + "\n")
+    return [mergekit, str(config), str(out), "--quiet", "--no-write-model-card", "--lazy-unpickle"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hf-soups-merge-bench")
+    parser.add_argument("--counts", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each tool per N (the median is shown)")
+    parser.add_argument("--mergekit", help="path to mergekit-yaml (see benchmarks/setup_mergekit.sh)")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    folders = make_checkpoints(args.workdir, max(args.counts))
+    checkpoint = (folders[0] / "model.safetensors").stat().st_size
+    print(f"checkpoint: BERT-base shape, fp32, {checkpoint / 1e6:.0f} MB; median of {args.repeats} runs per cell")
+    print("| N | floor s | hf_soups s | hf_soups / floor | peak RSS / checkpoint | mergekit s | hf_soups / mergekit | mergekit RSS / checkpoint |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for count in args.counts:
+        inputs = [str(f / "model.safetensors") for f in folders[:count]]
+        dirs = [str(f) for f in folders[:count]]
+        runs: dict[str, list[tuple[float, int]]] = {"floor": [], "hf": [], "mergekit": []}
+        for _ in range(args.repeats):
+            out = args.workdir / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            runs["floor"].append(measure([sys.executable, "-c", FLOOR, *inputs, str(out / "floor.bin")]))
+            runs["hf"].append(measure([sys.executable, "-c", HF_SOUPS, *dirs, str(out / "soup")]))
+            if args.mergekit:
+                command = mergekit_command(args.mergekit, folders[:count], out / "mergekit", args.workdir / "linear.yml")
+                runs["mergekit"].append(measure(command))
+        floor = statistics.median(w for w, _ in runs["floor"])
+        hf = statistics.median(w for w, _ in runs["hf"])
+        hf_rss = statistics.median(r for _, r in runs["hf"])
+        row = f"| {count} | {floor:.2f} | {hf:.2f} | {hf / floor:.2f} | {hf_rss / checkpoint:.2f} |"
+        if runs["mergekit"]:
+            mk = statistics.median(w for w, _ in runs["mergekit"])
+            mk_rss = statistics.median(r for _, r in runs["mergekit"])
+            row += f" {mk:.2f} | {hf / mk:.2f} | {mk_rss / checkpoint:.2f} |"
+        else:
+            row += " – | – | – |"
+        print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
