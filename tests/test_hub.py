@@ -1,0 +1,192 @@
+"""Pulling ingredients from and pushing soups to the local test Hub with the real huggingface_hub client."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard, constants, snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+from transformers import AutoModelForSequenceClassification
+
+from hf_soups.cli import main
+from hf_soups.errors import SoupError
+from hf_soups.hub import parse_repo_id, push_soup
+from hf_soups.merge import merge_models
+from hf_soups.record import RecipeRecord, SoupRecord, SoupResult
+from hf_soups.testing.hub_server import DEFAULT_USER
+
+SOUP_REPO = f"{DEFAULT_USER}/rte-soup"
+
+
+def upload(api: HfApi, folder: Path, repo_id: str, revision: str | None = None, private: bool = False) -> str:
+    """Push an ingredient folder (creating repo and branch) and return the commit sha."""
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, commit_message="train").oid
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture
+def soup(make_ingredients, tmp_path) -> Path:
+    """A merged soup of two local tiny BERT classifiers (plain merge: no recipe, no results)."""
+    return merge_models(make_ingredients(2), output_dir=tmp_path / "soup", progress=False)
+
+
+def test_soup_of_hub_ingredients_is_pushed_in_one_commit_and_loads_back(
+    hub_server, make_ingredients, tmp_path, monkeypatch, caplog, capsys
+):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    api = HfApi()
+    first, second, third = make_ingredients(3)
+    upload(api, first, f"{DEFAULT_USER}/bert-rte")
+    upload(api, second, f"{DEFAULT_USER}/bert-rte", revision="lr3e-5")  # the same repo at a second revision
+    pinned = upload(api, third, f"{DEFAULT_USER}/bert-rte-seed2", private=True)
+    specs = [f"{DEFAULT_USER}/bert-rte", f"{DEFAULT_USER}/bert-rte@lr3e-5", f"{DEFAULT_USER}/bert-rte-seed2@{pinned}"]
+    folder = merge_models(specs, output_dir=tmp_path / "soup", progress=False)
+
+    record = SoupRecord.load(folder)
+    assert [i.revision for i in record.ingredients][2] == pinned
+    record.recipe = RecipeRecord(name="uniform", task="rte", metric="accuracy", select_split="validation:select",
+                                 report_split="validation:report", split_rule={"rows": {"select": 8, "report": 9}})
+    record.results = [SoupResult("best individual", {"select": {"accuracy": 0.5}, "report": {"accuracy": 5 / 9}}),
+                      SoupResult("uniform", {"select": {"accuracy": 0.625}, "report": {"accuracy": 6 / 9}},
+                                 {"delta": 11.1, "low": -11.1, "high": 33.3, "resamples": 1000})]
+    record.save(folder)
+    before = snapshot(folder)
+
+    url = push_soup(folder, SOUP_REPO)
+    commits = api.list_repo_commits(SOUP_REPO)
+    assert len(commits) == 2 and url == f"{hub_server.endpoint}/{SOUP_REPO}/commit/{commits[0].commit_id}"
+    assert set(before) | {"README.md", ".gitattributes"} == set(api.list_repo_files(SOUP_REPO))
+    assert snapshot(folder) == before  # the card went up without being written here
+
+    pushed = AutoModelForSequenceClassification.from_pretrained(SOUP_REPO)
+    local = AutoModelForSequenceClassification.from_pretrained(folder)
+    assert all(torch.equal(v, state(local)[k]) for k, v in state(pushed).items())
+    card = ModelCard.load(SOUP_REPO)
+    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("accuracy", 6 / 9)]
+    assert card.data.base_model is None and "+11.1 (95% CI −11.1 … +33.3)" in card.text
+
+    token = hub_server.token.encode()
+    out = capsys.readouterr()
+    assert hub_server.token not in caplog.text + out.out + out.err
+    stored = [p for root in (folder, Path(constants.HF_HOME), hub_server.root) for p in root.rglob("*") if p.is_file()]
+    assert stored and not [p for p in stored if token in p.read_bytes()]
+
+
+def test_push_to_a_branch_and_as_a_pull_request(hub_server, soup):
+    api = HfApi(token=hub_server.token)
+    push_soup(soup, f"{SOUP_REPO}@greedy", token=hub_server.token)
+    assert "config.json" not in api.list_repo_files(SOUP_REPO)
+    dev = AutoModelForSequenceClassification.from_pretrained(SOUP_REPO, revision="greedy", token=hub_server.token)
+    assert dev.config.num_labels == 2
+
+    url = push_soup(soup, SOUP_REPO, token=hub_server.token, create_pr=True, commit_message="Add the soup")
+    pr = api.list_repo_refs(SOUP_REPO, include_pull_requests=True).pull_requests
+    assert [(ref.ref, url.endswith(ref.target_commit)) for ref in pr] == [("refs/pr/1", True)]
+    assert api.list_repo_commits(SOUP_REPO, revision="refs/pr/1")[0].title == "Add the soup"
+
+
+def test_token_from_saved_login_and_missing_token(hub_server, soup):
+    with pytest.raises(SoupError, match="no Hub token"):
+        push_soup(soup, SOUP_REPO)
+    Path(constants.HF_TOKEN_PATH).write_text(hub_server.token)
+    assert push_soup(soup, SOUP_REPO, private=True).startswith(f"{hub_server.endpoint}/{SOUP_REPO}/commit/")
+    assert HfApi(token=hub_server.token).model_info(SOUP_REPO).private is True
+
+
+def _closed_port_endpoint() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("server down", "cannot reach the Hub"),
+        ("wrong token", "rejected the token"),
+        ("server error", "answered 500 (server error)"),
+        ("dataset repo", "names a dataset repo"),
+    ],
+)
+def test_failed_push_is_one_clear_error_and_leaves_the_folder_intact(
+    hub_server, soup, monkeypatch, capsys, case, expected
+):
+    repo, token = SOUP_REPO, hub_server.token
+    if case == "server down":
+        monkeypatch.setattr(constants, "ENDPOINT", _closed_port_endpoint())
+    elif case == "wrong token":
+        token = "hf_" + "x" * 32
+    elif case == "server error":
+        hub_server.fail(r"^POST /api/models/.*/commit/", status=500)
+    else:
+        repo = f"datasets/{SOUP_REPO}"
+    before = snapshot(soup)
+
+    with pytest.raises(SoupError, match=re.escape(expected)) as err:
+        push_soup(soup, repo, token=token)
+    assert token not in str(err.value)
+    assert main(["push", str(soup), repo, "--token", token]) == 2
+    out = capsys.readouterr()
+    [error] = [line for line in out.err.splitlines() if line.startswith("hf-soups push: error:")]
+    assert expected in error and token not in out.out + out.err
+    assert snapshot(soup) == before
+    if case == "server error":
+        assert len(HfApi(token=hub_server.token).list_repo_commits(SOUP_REPO)) == 1  # nothing committed
+
+
+def test_cli_push(hub_server, soup, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    assert main(["push", str(soup), SOUP_REPO, "--revision", "v1"]) == 0
+    assert f"{hub_server.endpoint}/{SOUP_REPO}/commit/" in capsys.readouterr().out
+    card = ModelCard.load(snapshot_download(SOUP_REPO, revision="v1") + "/README.md")
+    assert card.data.tags == ["model-soup", "merge", "hf-soups"] and "no evaluation was run" in card.text
+
+
+def test_offline_mode_uses_cached_ingredients_and_fails_clearly_without_them(
+    hub_server, make_ingredients, tmp_path, monkeypatch, soup
+):
+    api = HfApi(token=hub_server.token)
+    first, second, third = make_ingredients(3, name="hub")
+    for name, folder in (("a", first), ("b", second), ("uncached", third)):
+        upload(api, folder, f"{DEFAULT_USER}/{name}")
+    merge_models([f"{DEFAULT_USER}/a", f"{DEFAULT_USER}/b"], output_dir=tmp_path / "online", progress=False)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = merge_models([f"{DEFAULT_USER}/a", f"{DEFAULT_USER}/b"], output_dir=tmp_path / "offline", progress=False)
+    assert snapshot(offline) == snapshot(tmp_path / "online")
+    with pytest.raises(LocalEntryNotFoundError):
+        snapshot_download(f"{DEFAULT_USER}/uncached")
+    with pytest.raises(SoupError, match="not in the local Hub cache"):
+        merge_models([f"{DEFAULT_USER}/a", f"{DEFAULT_USER}/uncached"], output_dir=tmp_path / "no", progress=False)
+    with pytest.raises(SoupError, match="HF_HUB_OFFLINE is set"):
+        push_soup(soup, SOUP_REPO, token=hub_server.token)
+
+
+def test_parse_repo_id():
+    assert parse_repo_id("me/soup") == ("me/soup", None)
+    assert parse_repo_id("me/soup@dev") == ("me/soup", "dev")
+    with pytest.raises(SoupError, match="names a space repo"):
+        parse_repo_id("spaces/me/soup")
+    with pytest.raises(SoupError, match="names revision 'dev' but revision='main'"):
+        parse_repo_id("me/soup@dev", revision="main")
+    with pytest.raises(SoupError, match="namespace/name"):
+        parse_repo_id("soup")
