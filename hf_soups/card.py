@@ -32,7 +32,6 @@ from hf_soups.record import SOUP_FILE, IngredientRecord, SoupRecord, SoupResult
 TEMPLATE = "soup_card.md.j2"
 CARD_FILE = "README.md"
 TRAJECTORY_PLOT = "greedy_trajectory.png"
-RECIPE_FILE = "recipe.yaml"
 GLUE_DATASET = "nyu-mll/glue"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
 # Architecture suffix → (pipeline tag, Auto class of the usage snippet). T5 "ForConditionalGeneration" is text2text.

@@ -6,7 +6,7 @@ that ``huggingface_hub`` and ``transformers``' ``from_pretrained`` use:
 - ``POST /api/repos/create``, ``GET /api/whoami-v2``, ``POST /api/validate-yaml``;
 - ``GET /api/{type}s/{repo}[/revision/{rev}]`` (repo info with ``siblings`` and ``cardData``),
   ``/tree/{rev}[/{path}]``, ``/refs``, ``/commits/{rev}``;
-- ``POST|DELETE /api/{type}s/{repo}/branch/{name}``, ``POST /api/{type}s/{repo}/tag/{rev}``;
+- ``POST /api/{type}s/{repo}/branch/{name}``, ``POST /api/{type}s/{repo}/tag/{rev}``;
 - ``POST /api/{type}s/{repo}/preupload/{rev}`` and ``/commit/{rev}`` (the NDJSON payload: ``file``, ``lfsFile``,
   ``deletedFile``, ``deletedFolder``; ``?create_pr=1`` opens ``refs/pr/N``);
 - ``POST /{repo}.git/info/lfs/objects/batch`` (basic transfer) and the ``PUT`` it points to;
@@ -137,13 +137,10 @@ def _git_oid(content: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
 
 
-def _card_metadata(content: bytes) -> dict[str, Any]:
-    """The YAML header of a ``README.md`` ({} when there is none or it does not parse)."""
-    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", content.decode("utf-8", "replace"), re.DOTALL)
-    try:
-        data = yaml.safe_load(match[1]) if match else None
-    except yaml.YAMLError:
-        return {}
+def _card_metadata(text: str) -> dict[str, Any]:
+    """The YAML header of a ``README.md`` ({} when there is none); raises ``yaml.YAMLError`` when it does not parse."""
+    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.DOTALL)
+    data = yaml.safe_load(match[1]) if match else None
     return data if isinstance(data, dict) else {}
 
 
@@ -218,14 +215,10 @@ class HubServer:
         return token
 
     def fail(self, pattern: str, status: int = 500, times: int | None = None) -> None:
-        """Answer ``status`` to requests whose ``"METHOD /path"`` matches the regex ``pattern`` (``times`` times, or
-        until :meth:`clear_failures`)."""
+        """Answer ``status`` to the requests whose ``"METHOD /path"`` matches the regex ``pattern`` (the next
+        ``times`` ones, or all)."""
         with self._lock:
             self._failures.append([re.compile(pattern), status, times])
-
-    def clear_failures(self) -> None:
-        with self._lock:
-            self._failures.clear()
 
     def _injected_failure(self, request_line: str) -> int | None:
         with self._lock:
@@ -324,7 +317,11 @@ class HubServer:
 
     def repo_info(self, repo: Repo, revision: str, blobs: bool) -> dict[str, Any]:
         commit = self.get_commit(repo, revision)
-        card = _card_metadata(self.read(commit.files["README.md"])) if "README.md" in commit.files else {}
+        readme = commit.files.get("README.md")
+        try:
+            card = _card_metadata(self.read(readme).decode("utf-8", "replace")) if readme else {}
+        except yaml.YAMLError:
+            card = {}
         siblings = []
         for path, blob in sorted(commit.files.items()):
             sibling: dict[str, Any] = {"rfilename": path}
@@ -390,12 +387,6 @@ class HubServer:
         if branch in repo.branches or branch in repo.tags:
             raise HubHTTPError(409, f"Reference already exists: {branch}")
         repo.branches[branch] = self.get_commit(repo, starting_point or "main").sha
-
-    def delete_branch(self, repo: Repo, branch: str) -> None:
-        if branch == "main":
-            raise HubHTTPError(403, "Cannot delete the default branch")
-        if repo.branches.pop(branch, None) is None:
-            raise HubHTTPError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
 
     def create_tag(self, repo: Repo, revision: str, tag: str) -> None:
         if tag in repo.tags or tag in repo.branches:
@@ -489,7 +480,6 @@ _ROUTES = [
     ("GET", r"/api/{type}/{repo}/refs", "refs"),
     ("GET", r"/api/{type}/{repo}/commits/(?P<rev>[^/]+)", "commits"),
     ("POST", r"/api/{type}/{repo}/branch/(?P<rev>[^/]+)", "create_branch"),
-    ("DELETE", r"/api/{type}/{repo}/branch/(?P<rev>[^/]+)", "delete_branch"),
     ("POST", r"/api/{type}/{repo}/tag/(?P<rev>[^/]+)", "create_tag"),
     ("POST", r"/api/{type}/{repo}/preupload/(?P<rev>[^/]+)", "preupload"),
     ("POST", r"/api/{type}/{repo}/commit/(?P<rev>[^/]+)", "commit"),
@@ -524,9 +514,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
 
     # ---------------------------------------------------------------- plumbing
     def _dispatch(self, method: str) -> None:
@@ -586,11 +573,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, self.server_hub.create_repo(self.user, self._json()))
 
     def route_validate_yaml(self) -> None:
-        content = self._json().get("content", "")
-        match = re.match(r"^---\s*\n(.*?)\n---", content, re.DOTALL)
         try:
-            if match:
-                yaml.safe_load(match[1])
+            _card_metadata(self._json().get("content", ""))
         except yaml.YAMLError as err:
             self._send(400, {"errors": [{"message": f"Invalid YAML: {err}"}], "warnings": []})
             return
@@ -612,10 +596,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def route_create_branch(self, type: str, repo: str, rev: str) -> None:
         self.server_hub.create_branch(self._repo(repo, type, write=True), rev, self._json().get("startingPoint"))
-        self._send(200, {})
-
-    def route_delete_branch(self, type: str, repo: str, rev: str) -> None:
-        self.server_hub.delete_branch(self._repo(repo, type, write=True), rev)
         self._send(200, {})
 
     def route_create_tag(self, type: str, repo: str, rev: str) -> None:
