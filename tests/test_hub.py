@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import HfApi, ModelCard, constants, snapshot_download
+from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import AutoModelForSequenceClassification
 
@@ -103,12 +103,14 @@ def test_push_to_a_branch_and_as_a_pull_request(hub_server, soup):
     assert api.list_repo_commits(SOUP_REPO, revision="refs/pr/1")[0].title == "Add the soup"
 
 
-def test_token_from_saved_login_and_missing_token(hub_server, soup):
+def test_token_from_saved_login_and_missing_token_and_own_card(hub_server, soup):
     with pytest.raises(SoupError, match="no Hub token"):
         push_soup(soup, SOUP_REPO)
     Path(constants.HF_TOKEN_PATH).write_text(hub_server.token)
+    (soup / "README.md").write_text("---\nlicense: mit\n---\nMy own card.\n")  # a card in the folder goes as is
     assert push_soup(soup, SOUP_REPO, private=True).startswith(f"{hub_server.endpoint}/{SOUP_REPO}/commit/")
     assert HfApi(token=hub_server.token).model_info(SOUP_REPO).private is True
+    assert Path(hf_hub_download(SOUP_REPO, "README.md", token=hub_server.token)).read_text().endswith("My own card.\n")
 
 
 def _closed_port_endpoint() -> str:
