@@ -18,10 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,7 +31,9 @@ from typing import Any, Literal
 import torch
 
 from hf_soups.errors import SoupError
-from hf_soups.tensorfile import TensorInfo, read_header, torch_bin_header
+from hf_soups.hashing import HashCache
+from hf_soups.record import IngredientRecord
+from hf_soups.tensorfile import TensorInfo, read_header, stream_bin_tensors, stream_tensors, torch_bin_header
 
 # Files a soup needs from a Hub repo: config, weights, tokenizer (never optimizer states or training args).
 HUB_ALLOW_PATTERNS = [
@@ -106,7 +109,8 @@ class Ingredient:
         source: ``"hub"`` or ``"local"``.
         repo_id: the Hub repo, for Hub ingredients.
         revision: the resolved commit sha, for Hub ingredients.
-        known_sha256: weight file name → sha256 already recorded by the Hub cache (no need to hash it again).
+        sha256: weight file name → sha256 of its bytes: from the Hub cache for Hub files, else filled in by
+            :meth:`tensors` the first time a file is read (or from the :class:`~hf_soups.hashing.HashCache`).
     """
 
     spec: str
@@ -114,7 +118,7 @@ class Ingredient:
     source: str = "local"
     repo_id: str | None = None
     revision: str | None = None
-    known_sha256: dict[str, str] = field(default_factory=dict)
+    sha256: dict[str, str] = field(default_factory=dict)
 
     @cached_property
     def config(self) -> dict[str, Any]:
@@ -170,6 +174,38 @@ class Ingredient:
                 canonical = name
             names[name] = None if canonical != name and canonical in self.layout else canonical
         return names
+
+    def tensors(self, hash_cache: HashCache | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """Stream the ingredient's tensors under their soup names, each weight file read once, start to end.
+
+        Tied aliases whose canonical tensor is stored too are skipped. Files not hashed yet are hashed on the way
+        into :attr:`sha256` (and ``hash_cache``). Each tensor is valid until the next one is yielded.
+
+        Example:
+            >>> for name, tensor in ingredient.tensors():  # doctest: +SKIP
+            ...     model_state[name].copy_(tensor)
+        """
+        for file in self.weight_files:
+            known = self.sha256.get(file.name) or (hash_cache.get(file) if hash_cache is not None else None)
+            hasher = None if known else hashlib.sha256()
+            if file.suffix == ".safetensors":
+                stream = stream_tensors(file, {n: i for n, (f, i) in self.layout.items() if f == file}, hasher)
+            else:
+                stream = stream_bin_tensors(file, hasher)
+            for stored, tensor in stream:
+                name = self.canonical_names[stored]
+                if name is not None:
+                    yield name, tensor
+            self.sha256[file.name] = known or hasher.hexdigest()  # type: ignore[union-attr]
+            if hash_cache is not None and not known:
+                hash_cache.put(file, self.sha256[file.name])
+
+    def record(self, weight: float = 0.0, kept: bool = True) -> IngredientRecord:
+        """This ingredient's entry in ``soup.json`` (hashes as far as they are known)."""
+        return IngredientRecord(
+            spec=self.spec, source=self.source, repo_id=self.repo_id, revision=self.revision, files=dict(self.sha256),
+            weight=weight, kept=kept,
+        )
 
     @property
     def label(self) -> str:
@@ -280,7 +316,7 @@ def _from_hub(spec: str, token: str | bool | None) -> Ingredient:
         blob = Path(os.path.realpath(file)).name  # the cache stores LFS files under their sha256
         if len(blob) == 64 and all(c in "0123456789abcdef" for c in blob):
             known[file.name] = blob
-    return Ingredient(spec=spec, path=folder, source="hub", repo_id=repo_id, revision=folder.name, known_sha256=known)
+    return Ingredient(spec=spec, path=folder, source="hub", repo_id=repo_id, revision=folder.name, sha256=known)
 
 
 def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> MergePlan:

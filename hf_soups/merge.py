@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import shutil
@@ -38,8 +37,8 @@ from hf_soups.ingredients import (
     resolve_ingredients,
     validate,
 )
-from hf_soups.record import IngredientRecord, SoupRecord
-from hf_soups.tensorfile import plan_layout, stream_bin_tensors, stream_tensors, write_safetensors
+from hf_soups.record import SoupRecord
+from hf_soups.tensorfile import plan_layout, write_safetensors
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -74,20 +73,24 @@ def check_weights(weights: Sequence[float] | None, count: int) -> list[float]:
     return weights
 
 
-class WeightedSum:
-    """An fp32 running sum Σ wᵢθᵢ over ingredients streamed in one at a time.
+class RunningMean:
+    """The weighted mean Σ wᵢθᵢ / Σ wᵢ of ingredients streamed in one at a time, kept in fp32.
 
-    Integer and bool tensors are not summed: the first ingredient's copy is kept, and every later ingredient must
-    hold the same values.
+    Each ingredient moves the mean towards itself: ``mean.lerp_(θ, w / W)`` with ``W`` the weight added so far,
+    which after the last ingredient is exactly the weighted average, in one model of memory. The greedy recipe
+    computes its candidates with the same operation (:meth:`candidate`), so a greedy soup and ``merge_models`` of
+    its members give bit-identical weights. Integer and bool tensors are not averaged: the first ingredient's copy
+    is kept, and every later ingredient must hold the same values.
 
     Args:
         plan: the validated :class:`~hf_soups.ingredients.MergePlan`.
+        hash_cache: where to look up and remember weight-file hashes.
 
     Example:
-        >>> total = WeightedSum(validate(ingredients))  # doctest: +SKIP
+        >>> mean = RunningMean(validate(ingredients))  # doctest: +SKIP
         >>> for ingredient in ingredients:  # doctest: +SKIP
-        ...     total.add(ingredient, 1.0)
-        >>> classifier = total.pop_average("classifier.weight")  # doctest: +SKIP
+        ...     mean.add(ingredient, 1.0)
+        >>> classifier = mean.tensors["classifier.weight"]  # doctest: +SKIP
     """
 
     def __init__(self, plan: MergePlan, hash_cache: HashCache | None = None) -> None:
@@ -97,71 +100,65 @@ class WeightedSum:
         self.total_weight = 0.0
         self.added: list[Ingredient] = []
 
-    def add(self, ingredient: Ingredient, weight: float, progress: tqdm | None = None) -> dict[str, str]:
-        """Stream one ingredient into the sum, reading each of its weight files once.
+    def step(self, weight: float) -> float:
+        """The interpolation factor that adds an ingredient of ``weight`` to the mean so far."""
+        total = self.total_weight + weight
+        return weight / total if total > 0 else 1.0
 
-        Returns:
-            Weight file name → sha256 of its bytes.
-        """
-        hashes = {}
-        for file in ingredient.weight_files:
-            known = ingredient.known_sha256.get(file.name) or (self.hash_cache and self.hash_cache.get(file))
-            hasher = None if known else hashlib.sha256()
-            if file.suffix == ".safetensors":
-                stream = stream_tensors(file, {n: i for n, (f, i) in ingredient.layout.items() if f == file}, hasher)
+    def add(self, ingredient: Ingredient, weight: float = 1.0, progress: tqdm | None = None) -> None:
+        """Stream one ingredient into the mean, reading each of its weight files once."""
+        factor = self.step(weight)
+        for name, tensor in ingredient.tensors(self.hash_cache):
+            current = self.tensors.get(name)
+            if current is None:
+                self.tensors[name] = tensor.to(torch.float32 if self.plan.is_float(name) else tensor.dtype, copy=True)
+            elif not self.plan.is_float(name):
+                if not torch.equal(current, tensor):
+                    raise SoupError(
+                        f"{ingredient.label}: integer tensor '{name}' differs from {self.added[0].label}'s "
+                        "(integer and bool buffers are copied, so all ingredients must agree)"
+                    )
             else:
-                stream = stream_bin_tensors(file, hasher)
-            for stored_name, tensor in stream:
-                name = ingredient.canonical_names[stored_name]
-                if name is not None:
-                    self._add_tensor(name, tensor, weight, ingredient)
-                if progress is not None:
-                    progress.update()
-            hashes[file.name] = known or hasher.hexdigest()  # type: ignore[union-attr]
-            if self.hash_cache is not None and not known:
-                self.hash_cache.put(file, hashes[file.name])
+                current.lerp_(tensor.to(torch.float32), factor)
+            if progress is not None:
+                progress.update()
         self.total_weight += weight
         self.added.append(ingredient)
-        return hashes
 
-    def _add_tensor(self, name: str, tensor: torch.Tensor, weight: float, ingredient: Ingredient) -> None:
-        current = self.tensors.get(name)
-        if not self.plan.is_float(name):
-            if current is None:
-                self.tensors[name] = tensor.clone()
-            elif not torch.equal(current, tensor):
-                raise SoupError(
-                    f"{ingredient.label}: integer tensor '{name}' differs from {self.added[0].label}'s "
-                    "(integer and bool buffers are copied, so all ingredients must agree)"
-                )
-        elif current is None:
-            self.tensors[name] = tensor.to(torch.float32, copy=True).mul_(weight)
-        else:
-            current.add_(tensor, alpha=weight)
+    def candidate(self, ingredient: Ingredient, out: dict[str, torch.Tensor], weight: float = 1.0) -> None:
+        """Write into ``out`` the mean with ``ingredient`` added, leaving this mean unchanged (greedy's trial step).
 
-    def pop_average(self, name: str) -> torch.Tensor:
-        """Return ``Σ wᵢθᵢ / Σ wᵢ`` of one tensor in fp32 (integer tensors as stored) and drop it from the sum.
+        ``out[name]`` are fp32 tensors (a model's parameters); :meth:`accept` then makes them the mean.
+        """
+        factor = self.step(weight)
+        for name, tensor in ingredient.tensors(self.hash_cache):
+            if self.plan.is_float(name):
+                torch.lerp(self.tensors[name], tensor.to(torch.float32), factor, out=out[name])
 
-        Dividing in place and dropping each tensor once it is taken keeps the write at about one model of memory.
+    def accept(self, ingredient: Ingredient, candidate: dict[str, torch.Tensor], weight: float = 1.0) -> None:
+        """Make the :meth:`candidate` tensors the mean: ``ingredient`` is now part of it."""
+        for name, tensor in candidate.items():
+            if self.plan.is_float(name):
+                self.tensors[name].copy_(tensor)
+        self.total_weight += weight
+        self.added.append(ingredient)
+
+    def check_finite(self, name: str) -> torch.Tensor:
+        """Return the mean of one tensor after checking it has no NaN or Inf.
 
         Raises:
-            SoupError: the average is NaN or Inf; the message names the ingredient that holds such values.
+            SoupError: naming the tensor and the ingredient that holds such values.
         """
-        tensor = self.tensors.pop(name)
-        if self.plan.is_float(name):
-            tensor.div_(self.total_weight)
-            if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():  # a sum is cheaper; confirm
-                raise SoupError(f"tensor '{name}' has NaN or Inf values in {self._non_finite_source(name)}")
+        tensor = self.tensors[name]
+        if self.plan.is_float(name) and not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
+            raise SoupError(f"tensor '{name}' has NaN or Inf values in {self._non_finite_source(name)}")
         return tensor
 
     def _non_finite_source(self, name: str) -> str:
         for ingredient in self.added:
-            for stored, canonical in ingredient.canonical_names.items():
-                if canonical == name:
-                    file = ingredient.layout[stored][0]
-                    stream = stream_tensors(file, {stored: ingredient.layout[stored][1]}) if file.suffix == ".safetensors" else stream_bin_tensors(file)
-                    if any(n == stored and not torch.isfinite(t).all() for n, t in stream):
-                        return f"{ingredient.label} ({file.name})"
+            for tensor_name, tensor in ingredient.tensors():
+                if tensor_name == name and not torch.isfinite(tensor).all():
+                    return ingredient.label
         return "the average (overflow)"
 
 
@@ -292,29 +289,60 @@ def merge_models(
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise SoupError(f"output folder {output_dir} exists (pass overwrite=True / --overwrite to replace it)")
-    out_dtype = parse_dtype(dtype)
+    parse_dtype(dtype)
     resolved = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token)
     plan = validate(resolved, allow_single=allow_single)
     raw_weights = check_weights(weights, len(resolved))
     hash_cache = HashCache()
-    total = WeightedSum(plan, hash_cache)
+    mean = RunningMean(plan, hash_cache)
     steps = sum(len(i.layout) for i in resolved) + len(plan.shapes)
     with tqdm(total=steps, desc="merging", unit="tensor", disable=not progress) as bar:
-        hashes = [total.add(ingredient, w, bar) for ingredient, w in zip(resolved, raw_weights)]
-        dtypes = output_dtypes(plan, out_dtype)
-        with atomic_folder(output_dir, overwrite) as tmp:
-            write_model_folder(tmp, _counted(total.pop_average, bar), plan, dtypes, resolved[0], max_shard_size)
-            soup_record(resolved, raw_weights, hashes, dtypes).save(tmp)
+        for ingredient, weight in zip(resolved, raw_weights):
+            mean.add(ingredient, weight, bar)
+        write_soup(output_dir, mean, soup_record(resolved, raw_weights), dtype, max_shard_size, overwrite, bar)
     hash_cache.save()
     return output_dir
 
 
-def _counted(get: Callable[[str], torch.Tensor], bar: tqdm) -> Callable[[str], torch.Tensor]:
-    def counted(name: str) -> torch.Tensor:
-        bar.update()
-        return get(name)
+def write_soup(
+    output_dir: str | Path,
+    mean: RunningMean,
+    record: SoupRecord,
+    dtype: str | torch.dtype | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    overwrite: bool = False,
+    progress: tqdm | None = None,
+    extras: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write a soup folder atomically: weights, config and tokenizer (from the first ingredient), ``soup.json``.
 
-    return counted
+    Args:
+        output_dir: the folder to create.
+        mean: the soup's weights.
+        record: its ``soup.json`` (the ``dtype`` field is filled in here).
+        dtype: the dtype to write (default: the ingredients').
+        max_shard_size: shard above this size.
+        overwrite: replace an existing folder.
+        progress: a bar to advance once per tensor written.
+        extras: called with the temporary folder to add more files (recipe, plots, card) before it is renamed.
+
+    Returns:
+        ``output_dir``.
+    """
+    dtypes = output_dtypes(mean.plan, parse_dtype(dtype))
+    record.dtype = "+".join(sorted({str(d).removeprefix("torch.") for d in dtypes.values() if d.is_floating_point}))
+
+    def tensor(name: str) -> torch.Tensor:
+        if progress is not None:
+            progress.update()
+        return mean.check_finite(name)
+
+    with atomic_folder(Path(output_dir), overwrite) as tmp:
+        write_model_folder(tmp, tensor, mean.plan, dtypes, mean.added[0], max_shard_size)
+        record.save(tmp)
+        if extras is not None:
+            extras(tmp)
+    return Path(output_dir)
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -326,28 +354,16 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
-def soup_record(
-    ingredients: Sequence[Ingredient],
-    weights: Sequence[float],
-    hashes: Sequence[dict[str, str]],
-    dtypes: dict[str, torch.dtype],
-) -> SoupRecord:
-    """The ``soup.json`` record of a merge: each ingredient's origin, file hashes and normalised weight."""
+def soup_record(ingredients: Sequence[Ingredient], weights: Sequence[float]) -> SoupRecord:
+    """The ``soup.json`` record of a soup: each ingredient's origin, file hashes and normalised weight."""
     total = sum(weights)
-    float_dtypes = sorted({str(d).removeprefix("torch.") for d in dtypes.values() if d.is_floating_point})
     config = ingredients[0].config
     return SoupRecord(
         hf_soups_version=__version__,
-        dtype="+".join(float_dtypes),
+        dtype="",
         model_type=config.get("model_type"),
         architecture=(config.get("architectures") or [None])[0],
-        ingredients=[
-            IngredientRecord(
-                spec=i.spec, source=i.source, repo_id=i.repo_id, revision=i.revision, files=h, weight=w / total,
-                kept=w > 0,
-            )
-            for i, w, h in zip(ingredients, weights, hashes)
-        ],
+        ingredients=[i.record(weight=w / total, kept=w > 0) for i, w in zip(ingredients, weights)],
     )
 
 
