@@ -18,7 +18,7 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,7 @@ DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
 }
+Weight = float | Mapping[str, float]  # one weight per ingredient, or one per ingredient and tensor
 COPIED_FILES = ["generation_config.json", *TOKENIZER_FILES]
 DEFAULT_MAX_SHARD_SIZE = "50GB"  # transformers' save_pretrained default
 
@@ -97,18 +98,34 @@ class RunningMean:
         self.plan = plan
         self.hash_cache = hash_cache
         self.tensors: dict[str, torch.Tensor] = {}
-        self.total_weight = 0.0
+        self.totals: dict[str, float] = {}
         self.added: list[Ingredient] = []
 
-    def step(self, weight: float) -> float:
-        """The interpolation factor that adds an ingredient of ``weight`` to the mean so far."""
-        total = self.total_weight + weight
-        return weight / total if total > 0 else 1.0
+    def factor(self, name: str, weight: Weight) -> float:
+        """The interpolation factor that adds an ingredient of ``weight`` to the mean of tensor ``name`` so far."""
+        w = weight[name] if isinstance(weight, Mapping) else weight
+        total = self.totals.get(name, 0.0) + w
+        return w / total if total > 0 else 1.0
 
-    def add(self, ingredient: Ingredient, weight: float = 1.0, progress: tqdm | None = None) -> None:
-        """Stream one ingredient into the mean, reading each of its weight files once."""
-        factor = self.step(weight)
-        for name, tensor in ingredient.tensors(self.hash_cache):
+    def add(self, ingredient: Ingredient, weight: Weight = 1.0, progress: tqdm | None = None) -> None:
+        """Stream one ingredient into the mean, reading each of its weight files once.
+
+        Args:
+            ingredient: the ingredient.
+            weight: its weight, or tensor name → weight (one weight per layer).
+            progress: a bar to advance once per tensor.
+        """
+        self.add_tensors(ingredient.tensors(self.hash_cache), ingredient, weight, progress)
+
+    def add_tensors(
+        self,
+        tensors: Iterable[tuple[str, torch.Tensor]],
+        ingredient: Ingredient,
+        weight: Weight = 1.0,
+        progress: tqdm | None = None,
+    ) -> None:
+        """Add an ingredient's tensors given as ``(name, tensor)`` (streamed, or already in memory)."""
+        for name, tensor in tensors:
             current = self.tensors.get(name)
             if current is None:
                 self.tensors[name] = tensor.to(torch.float32 if self.plan.is_float(name) else tensor.dtype, copy=True)
@@ -119,28 +136,30 @@ class RunningMean:
                         "(integer and bool buffers are copied, so all ingredients must agree)"
                     )
             else:
-                current.lerp_(tensor.to(torch.float32), factor)
+                current.lerp_(tensor.to(torch.float32), self.factor(name, weight))
             if progress is not None:
                 progress.update()
-        self.total_weight += weight
-        self.added.append(ingredient)
+        self._count(ingredient, weight)
 
-    def candidate(self, ingredient: Ingredient, out: dict[str, torch.Tensor], weight: float = 1.0) -> None:
+    def candidate(self, ingredient: Ingredient, out: dict[str, torch.Tensor], weight: Weight = 1.0) -> None:
         """Write into ``out`` the mean with ``ingredient`` added, leaving this mean unchanged (greedy's trial step).
 
         ``out[name]`` are fp32 tensors (a model's parameters); :meth:`accept` then makes them the mean.
         """
-        factor = self.step(weight)
         for name, tensor in ingredient.tensors(self.hash_cache):
             if self.plan.is_float(name):
-                torch.lerp(self.tensors[name], tensor.to(torch.float32), factor, out=out[name])
+                torch.lerp(self.tensors[name], tensor.to(torch.float32), self.factor(name, weight), out=out[name])
 
-    def accept(self, ingredient: Ingredient, candidate: dict[str, torch.Tensor], weight: float = 1.0) -> None:
+    def accept(self, ingredient: Ingredient, candidate: dict[str, torch.Tensor], weight: Weight = 1.0) -> None:
         """Make the :meth:`candidate` tensors the mean: ``ingredient`` is now part of it."""
-        for name, tensor in candidate.items():
+        for name in self.tensors:
             if self.plan.is_float(name):
-                self.tensors[name].copy_(tensor)
-        self.total_weight += weight
+                self.tensors[name].copy_(candidate[name])
+        self._count(ingredient, weight)
+
+    def _count(self, ingredient: Ingredient, weight: Weight) -> None:
+        for name in self.plan.shapes:
+            self.totals[name] = self.totals.get(name, 0.0) + (weight[name] if isinstance(weight, Mapping) else weight)
         self.added.append(ingredient)
 
     def check_finite(self, name: str) -> torch.Tensor:
