@@ -29,7 +29,8 @@ T5_WORDS = WORDS + [
 HEADERS = {
     "RTE": ["index", "sentence1", "sentence2", "label"],
     "SST-2": ["sentence", "label"],
-    "STS-B": ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"],
+    "STS-B": ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2",
+              "score"],
     "QQP": ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
     "QNLI": ["index", "question", "sentence", "label"],
     "WNLI": ["index", "sentence1", "sentence2", "label"],

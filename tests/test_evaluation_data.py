@@ -32,7 +32,7 @@ def test_shared_glue_row_counts(task, split):
     assert list(dataset["idx"][:3]) == [0, 1, 2]
     if split == "validation" and task in LABEL_COUNTS:
         labels, counts = np.unique(np.asarray(list(dataset["label"])), return_counts=True)
-        assert dict(zip(labels.tolist(), counts.tolist())) == LABEL_COUNTS[task]
+        assert dict(zip(labels.tolist(), counts.tolist(), strict=True)) == LABEL_COUNTS[task]
 
 
 @needs_shared
@@ -41,7 +41,8 @@ def test_shared_glue_rows_as_on_the_hub():
     assert rte["sentence2"] == "Christopher Reeve had an accident." and rte["label"] == 1  # not_entailment
     mrpc = read_glue_tsv(SHARED_GLUE, "mrpc", "validation")[0]  # bare quote kept, BOM stripped from the header
     assert mrpc["sentence2"].startswith('" The foodservice pie') and mrpc["label"] == 1
-    assert read_glue_tsv(SHARED_GLUE, "sst2", "validation")[0]["sentence"] == "it 's a charming and often affecting journey . "
+    sst2 = read_glue_tsv(SHARED_GLUE, "sst2", "validation")[0]
+    assert sst2["sentence"] == "it 's a charming and often affecting journey . "
     stsb = read_glue_tsv(SHARED_GLUE, "stsb", "validation")[1]
     assert stsb["label"] == pytest.approx(4.75) and stsb["sentence1"] == "A young child is riding a horse."
     cola = read_glue_tsv(SHARED_GLUE, "cola", "validation")
@@ -52,7 +53,8 @@ def test_mnli_qqp_qnli_wnli_layouts(tmp_path):
     write_mnli(tmp_path, [("p0", "h0", "entailment"), ("p1", "h1", "neutral"), ("p2", "null", "contradiction")])
     write_mnli(tmp_path, [("q0", "k0", "neutral")], file="dev_mismatched.tsv")
     write_tsv(tmp_path / "QQP" / "dev.tsv", HEADERS["QQP"], [[7, 1, 2, "how?", "NA", 1], [8, 3, 4, "why?", "why", 0]])
-    write_tsv(tmp_path / "QNLI" / "dev.tsv", HEADERS["QNLI"], [[0, "q?", "s.", "not_entailment"], [1, "q", "s", "entailment"]])
+    qnli = [[0, "q?", "s.", "not_entailment"], [1, "q", "s", "entailment"]]
+    write_tsv(tmp_path / "QNLI" / "dev.tsv", HEADERS["QNLI"], qnli)
     write_tsv(tmp_path / "WNLI" / "dev.tsv", HEADERS["WNLI"], [[0, "a", "b", 1], [1, "c", "d", 0]])
 
     mnli = read_glue_tsv(tmp_path, "mnli", "validation_matched")

@@ -43,7 +43,8 @@ def format_table(model: str, result: EvalResult) -> str:
         accuracy *   0.6606
     """
     rows = [("model", model), ("task", result.task), ("split", result.split), ("examples", str(result.num_examples))]
-    rows += [(name + (" *" if name == result.main_metric else ""), f"{value:.4f}") for name, value in result.metrics.items()]
+    for name, value in result.metrics.items():
+        rows.append((name + (" *" if name == result.main_metric else ""), f"{value:.4f}"))
     width = max(len(name) for name, _ in rows) + 3
     return "\n".join(f"{name:<{width}}{value}" for name, value in rows)
 

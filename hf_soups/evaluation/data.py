@@ -180,14 +180,16 @@ def load_glue_split(
         SoupError: unknown split (the message lists the valid ones), an empty split, unreadable data.
 
     Example:
-        >>> split = load_glue_split("mrpc", "train:heldout", glue_dir="glue_data", rule=SplitRule(seed=1))  # doctest: +SKIP
+        >>> rule = SplitRule(seed=1)
+        >>> split = load_glue_split("mrpc", "train:heldout", glue_dir="glue_data", rule=rule)  # doctest: +SKIP
         >>> split.rule["rows"]  # doctest: +SKIP
         366
     """
     spec = get_task(task)
     split = split or spec.validation_split
     if split not in split_names(spec):
-        raise SoupError(f"unknown split {split!r} for task {spec.name!r}; valid splits: {', '.join(split_names(spec))}")
+        valid = ", ".join(split_names(spec))
+        raise SoupError(f"unknown split {split!r} for task {spec.name!r}; valid splits: {valid}")
     rule = rule or SplitRule()
     base, _, part = split.partition(":")
     if glue_dir is not None:

@@ -8,8 +8,9 @@ exactly once whatever the number of processes. Models run under ``torch.inferenc
 
 Encoder classifiers give one logit per class (one score for STS-B). Text-to-text models (T5) get T5's GLUE input
 (``"rte sentence1: … sentence2: …"``) and each label word is scored by its summed token log-likelihood, teacher
-forced (no free generation): the prediction is the best-scoring word. For STS-B the candidates are the 26 strings
-``"0.0"``, ``"0.2"``, … ``"5.0"`` and the prediction is the value of the best-scoring one, as T5's decoding would give.
+forced (no free generation): the prediction is the best-scoring word. For STS-B the candidates are the 26
+strings ``"0.0"``, ``"0.2"``, … ``"5.0"`` and the prediction is the value of the best-scoring one: what T5's decoding
+would give, restricted to valid outputs (not the probability-weighted mean, which T5 never produces).
 
 Example:
     >>> scorer = GlueScorer("rte", tokenizer, "validation:select", glue_dir="glue_data")  # doctest: +SKIP
@@ -91,7 +92,7 @@ def _t5_forward(model: PreTrainedModel, batch: dict[str, torch.Tensor], targets:
     Returns:
         (batch, num_targets) scores.
     """
-    batch_size, (num_targets, length) = len(batch["input_ids"]), targets.shape
+    batch_size, num_targets = len(batch["input_ids"]), len(targets)
     encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     labels = targets.to(batch["input_ids"].device).repeat(batch_size, 1)
     logits = model(
@@ -194,7 +195,8 @@ class GlueScorer:
             self._loaders[kind, max_length] = self.accelerator.prepare(loader)
         return self._loaders[kind, max_length]
 
-    def _max_length(self, model: PreTrainedModel) -> int:
+    def max_length_for(self, model: PreTrainedModel) -> int:
+        """The truncation length used for a model (see ``max_length``)."""
         positions = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
         return self.max_length or min(self.tokenizer.model_max_length, positions, DEFAULT_MAX_LENGTH)
 
@@ -230,10 +232,13 @@ class GlueScorer:
         model.to(device).eval()
         rows, outputs = [], []
         bar = tqdm(
-            self.loader(kind, self._max_length(model)), desc=f"{self.task.name} {self.split}", disable=not (self.progress and accelerator.is_main_process)
+            self.loader(kind, self.max_length_for(model)),
+            desc=f"{self.task.name} {self.split}",
+            disable=not (self.progress and accelerator.is_main_process),
         )
+        autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=device.type == "cuda")
         try:
-            with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype, enabled=device.type == "cuda"):
+            with torch.inference_mode(), autocast:
                 for batch in bar:
                     batch_rows = batch.pop("row")
                     logits = fmt.forward(model, batch, targets).float()
@@ -244,7 +249,9 @@ class GlueScorer:
             model.train(was_training)
         row_ids = torch.cat(rows).numpy()
         if not np.array_equal(np.sort(row_ids), np.arange(len(self.labels))):
-            raise RuntimeError(f"gathered {len(row_ids)} outputs for {len(self.labels)} examples: rows were lost or repeated")
+            raise RuntimeError(
+                f"gathered {len(row_ids)} outputs for {len(self.labels)} examples: rows were lost or repeated"
+            )
         logits = torch.cat(outputs).numpy()[np.argsort(row_ids)]
         predictions = fmt.predict(self.task, logits)
         result = EvalResult(
