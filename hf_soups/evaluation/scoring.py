@@ -137,7 +137,8 @@ class GlueScorer:
         tokenizer: the tokenizer shared by the models to score.
         split: a split name (see :func:`~hf_soups.evaluation.data.split_names`); ``None`` is the validation split.
         glue_dir: a local GLUE tsv folder; ``None`` loads ``nyu-mll/glue`` from the Hub.
-        batch_size: examples per batch and process.
+        batch_size: examples per batch and process. A T5 batch runs its decoder on ``batch_size`` times the number
+            of label words (26 for STS-B), so lower it for large T5 models on STS-B.
         accelerator: the :class:`accelerate.Accelerator` to run under; a default one is made when ``None``.
         max_length: truncation length; ``None`` is the smallest of the tokenizer's maximum, the model's
             ``max_position_embeddings`` and 512.
