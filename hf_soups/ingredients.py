@@ -51,6 +51,8 @@ HUB_ALLOW_PATTERNS = [
     "spiece.model",
     "*.tiktoken",
     "chat_template*",
+    "adapter_config.json",  # PEFT adapters (their weights: *.safetensors, adapter_model.bin)
+    "adapter_model.bin",
 ]
 TOKENIZER_FILES = [
     "tokenizer.json",
@@ -228,8 +230,13 @@ def resolve_ingredients(
     specs: Sequence[str | os.PathLike[str] | Ingredient],
     checkpoints: CheckpointChoice | None = None,
     token: str | bool | None = None,
+    base: str | os.PathLike[str] | Ingredient | None = None,
 ) -> list[Ingredient]:
     """Turn ingredient specs into local folders.
+
+    A folder holding ``adapter_config.json`` (a PEFT adapter) becomes a
+    :class:`~hf_soups.adapters.AdapterIngredient` over its base model: ``base`` when given, else the one its config
+    names (``base_model_name_or_path`` at ``revision``).
 
     Args:
         specs: Hub ids (``owner/name[@revision]``), local model folders or Trainer output folders.
@@ -237,6 +244,7 @@ def resolve_ingredients(
             ``"best"`` (from ``trainer_state.json``). ``None`` takes the folder itself when it holds weights, else
             all its checkpoints.
         token: Hub token (default: ``HF_TOKEN`` or the saved login).
+        base: the base model of every adapter ingredient (a spec as above, or a resolved ingredient).
 
     Returns:
         One :class:`Ingredient` per model, in the order given (a Trainer folder's checkpoints by step).
@@ -255,7 +263,9 @@ def resolve_ingredients(
             ingredients.append(_from_hub(spec, token))
         else:
             raise SoupError(f"ingredient '{spec}': no such folder, and not a Hub repo id (owner/name[@revision])")
-    return ingredients
+    from hf_soups.adapters import with_bases  # imported here: hf_soups.adapters builds on this module
+
+    return with_bases(ingredients, base, token)
 
 
 def _local(path: Path, checkpoints: CheckpointChoice | None) -> list[Ingredient]:
@@ -265,7 +275,9 @@ def _local(path: Path, checkpoints: CheckpointChoice | None) -> list[Ingredient]
         (p for p in path.iterdir() if p.is_dir() and _CHECKPOINT.match(p.name)),
         key=lambda p: int(_CHECKPOINT.match(p.name).group(1)),  # type: ignore[union-attr]
     )
-    has_weights = any((path / name).is_file() for layout in WEIGHT_LAYOUTS for name in layout)
+    has_weights = any((path / name).is_file() for layout in WEIGHT_LAYOUTS for name in layout) or (
+        path / "adapter_config.json"
+    ).is_file()
     if checkpoints is None and (has_weights or not subfolders):
         return [Ingredient(spec=str(path), path=path)]
     if not subfolders:
@@ -339,6 +351,9 @@ def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> M
             f"only one ingredient ({ingredients[0].spec}): a soup needs at least two (allow_single / --allow-single "
             "copies one model)"
         )
+    from hf_soups.adapters import check_adapters  # imported here: hf_soups.adapters builds on this module
+
+    check_adapters(ingredients)
     first = ingredients[0]
     shapes, first_dtypes = _tensors(first)
     dtypes = {name: [dtype] for name, dtype in first_dtypes.items()}
