@@ -91,7 +91,11 @@ class RecipeRecord:
 
 @dataclass
 class SoupRecord:
-    """Everything ``soup.json`` holds."""
+    """Everything ``soup.json`` holds.
+
+    ``adapter`` is set when the soup was written as a PEFT adapter: ``{"type": "lora", "output": "exact" or "svd",
+    "r": 16, "relative_error": 0.02, "max_module_relative_error": 0.05}`` (errors of the truncated SVD, 0 if exact).
+    """
 
     hf_soups_version: str
     dtype: str
@@ -101,6 +105,7 @@ class SoupRecord:
     architecture: str | None = None
     recipe: RecipeRecord | None = None
     results: list[SoupResult] = field(default_factory=list)
+    adapter: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
