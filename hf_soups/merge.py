@@ -20,13 +20,14 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
 from tqdm.auto import tqdm
 
 from hf_soups import __version__
+from hf_soups.adapters import AdapterIngredient, AdapterOutput, AdapterSoup, base_name
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import (
@@ -270,6 +271,9 @@ def merge_models(
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     token: str | bool | None = None,
     progress: bool = True,
+    base: str | Path | Ingredient | None = None,
+    adapter_output: AdapterOutput = "full",
+    adapter_rank: int | None = None,
 ) -> Path | PreTrainedModel:
     """Average fine-tuned checkpoints of one base model into one model (a uniform or weighted soup).
 
@@ -285,6 +289,11 @@ def merge_models(
         max_shard_size: shard the output above this size, like ``save_pretrained``.
         token: Hub token for private repos (default: ``HF_TOKEN`` or the saved login).
         progress: show a tqdm bar over tensors.
+        base: the base model of PEFT adapter ingredients (default: the one each adapter's config names).
+        adapter_output: for soups of adapters (see :mod:`hf_soups.adapters`): ``"full"`` writes the model
+            base + Σ wᵢΔWᵢ (adapters and full models may be mixed); ``"exact"`` writes that soup as a PEFT adapter of
+            rank Σrᵢ; ``"svd"`` as a rank-``adapter_rank`` adapter (truncated SVD, relative error in ``soup.json``).
+        adapter_rank: the rank of the ``"svd"`` adapter.
 
     Returns:
         The output folder, or the loaded model when ``output_dir`` is ``None``.
@@ -298,20 +307,32 @@ def merge_models(
         PosixPath('soup')
         >>> model = merge_models(["me/bert-rte@lr2e-5", "me/bert-rte@lr3e-5"])  # doctest: +SKIP
     """
+    if adapter_output not in get_args(AdapterOutput):
+        raise SoupError(f"adapter_output: '{adapter_output}' is not one of {', '.join(get_args(AdapterOutput))}")
+    if (adapter_output == "svd") != (adapter_rank is not None):
+        raise SoupError("adapter_rank: give it with adapter_output='svd' (and only then)")
+    if output_dir is None and adapter_output != "full":
+        raise SoupError(f"adapter_output='{adapter_output}' writes an adapter folder: give output_dir")
     if output_dir is None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = merge_models(
                 ingredients, Path(tmp) / "soup", weights=weights, dtype=dtype, allow_single=allow_single,
-                checkpoints=checkpoints, max_shard_size=max_shard_size, token=token, progress=progress,
+                checkpoints=checkpoints, max_shard_size=max_shard_size, token=token, progress=progress, base=base,
             )
             return load_model(folder)  # type: ignore[arg-type]
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise SoupError(f"output folder {output_dir} exists (pass overwrite=True / --overwrite to replace it)")
     parse_dtype(dtype)
-    resolved = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token)
+    resolved = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token, base=base)
     plan = validate(resolved, allow_single=allow_single)
     raw_weights = check_weights(weights, len(resolved))
+    if adapter_output != "full":
+        soup = AdapterSoup.exact(resolved, raw_weights)
+        return write_adapter_soup(
+            output_dir, soup if adapter_rank is None else soup.truncated(adapter_rank),
+            soup_record(resolved, raw_weights), resolved[0], dtype, overwrite,
+        )
     hash_cache = HashCache()
     mean = RunningMean(plan, hash_cache)
     steps = sum(len(i.layout) for i in resolved) + len(plan.shapes)
@@ -364,6 +385,40 @@ def write_soup(
     return Path(output_dir)
 
 
+def write_adapter_soup(
+    output_dir: str | Path,
+    soup: AdapterSoup,
+    record: SoupRecord,
+    template: Ingredient,
+    dtype: str | torch.dtype | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a soup of adapters as a PEFT adapter folder, atomically, with ``soup.json`` and tokenizer files.
+
+    Args:
+        output_dir: the folder to create.
+        soup: the exact or truncated adapter soup.
+        record: its ``soup.json``; ``dtype`` and ``adapter`` (:meth:`~hf_soups.adapters.AdapterSoup.summary`) are
+            filled in here.
+        template: the ingredient whose tokenizer files are copied.
+        dtype: the dtype to write (default fp32).
+        overwrite: replace an existing folder.
+
+    Returns:
+        ``output_dir``.
+    """
+    chosen = parse_dtype(dtype) or torch.float32
+    record.dtype = str(chosen).removeprefix("torch.")
+    record.adapter = soup.summary()
+    with atomic_folder(Path(output_dir), overwrite) as tmp:
+        soup.save(tmp, chosen)
+        record.save(tmp)
+        for name in COPIED_FILES:
+            if (template.path / name).is_file():
+                shutil.copyfile(template.path / name, tmp / name)
+    return Path(output_dir)
+
+
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     """``"bf16"`` → ``torch.bfloat16`` (also fp16/fp32 and long names); ``None`` and torch dtypes pass through."""
     if dtype is None or isinstance(dtype, torch.dtype):
@@ -380,6 +435,7 @@ def soup_record(ingredients: Sequence[Ingredient], weights: Sequence[float]) -> 
     return SoupRecord(
         hf_soups_version=__version__,
         dtype="",
+        base_model=next((base_name(i.base) for i in ingredients if isinstance(i, AdapterIngredient) and i.base), None),
         model_type=config.get("model_type"),
         architecture=(config.get("architectures") or [None])[0],
         ingredients=[i.record(weight=w / total, kept=w > 0) for i, w in zip(ingredients, weights)],
