@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hf_soups.merge import DTYPES, merge_models
+from hf_soups.record import SoupRecord
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: the folder's own model if it has one, else all checkpoints)",
     )
     parser.add_argument("--max-shard-size", default="50GB", help="shard the output above this size (default 50GB)")
+    adapters = parser.add_argument_group("PEFT LoRA adapters (ingredients with adapter_config.json)")
+    adapters.add_argument(
+        "--base", help="base model of the adapters (default: the base_model_name_or_path each adapter's config names)"
+    )
+    adapters.add_argument(
+        "--adapter-output", choices=["full", "exact", "svd"], default="full",
+        help="full: the merged model base + Σ wᵢΔWᵢ (default; adapters and full models may be mixed); exact: a PEFT "
+        "adapter of rank Σrᵢ with the same weights; svd: a rank --adapter-rank adapter by truncated SVD",
+    )
+    adapters.add_argument("--adapter-rank", type=int, metavar="R", help="rank of the --adapter-output svd adapter")
     parser.set_defaults(func=run)
 
 
@@ -39,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
     path = merge_models(
         args.ingredients, output_dir=args.output, weights=args.weights, dtype=args.dtype, overwrite=args.overwrite,
         allow_single=args.allow_single, checkpoints=args.checkpoints, max_shard_size=args.max_shard_size,
+        base=args.base, adapter_output=args.adapter_output, adapter_rank=args.adapter_rank,
     )
     print(f"soup written to {path}")
+    adapter = SoupRecord.load(path).adapter
+    if adapter is not None:
+        print(
+            f"{adapter['output']} LoRA adapter of rank {adapter['r']}: relative error {adapter['relative_error']:.4g} "
+            f"(Frobenius, over all target weights; worst weight {adapter['max_module_relative_error']:.4g})"
+        )
     return 0
