@@ -29,7 +29,7 @@ import json
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -173,6 +173,8 @@ class AdapterIngredient(Ingredient):
         for name, factors in self.factors.items():
             if name not in shapes:
                 raise SoupError(f"{self.label}: LoRA target '{name}' is not a tensor of its base {self._base.label}")
+            if factors.B.shape[1] != factors.rank:
+                raise SoupError(f"{self.label}: '{name}' has lora_A of rank {factors.rank} but lora_B of rank {factors.B.shape[1]}")
             delta_shape = (factors.B.shape[0], factors.A.shape[1])
             if (delta_shape[::-1] if factors.fan_in_fan_out else delta_shape) != shapes[name]:
                 raise SoupError(
@@ -247,7 +249,7 @@ def with_bases(
         if key not in bases:
             try:
                 (resolved,) = resolve_ingredients([spec], token=token)
-            except (SoupError, ValueError) as err:
+            except SoupError as err:
                 raise SoupError(f"{label}: base model: {err}") from None
             if isinstance(resolved, AdapterIngredient) or is_adapter(resolved.path):
                 raise SoupError(f"{label}: base model {resolved.spec} is itself an adapter")
@@ -259,7 +261,7 @@ def with_bases(
         if isinstance(ingredient, AdapterIngredient) or not is_adapter(ingredient.path):
             result.append(ingredient)
             continue
-        adapter = AdapterIngredient(**{f: getattr(ingredient, f) for f in ("spec", "path", "source", "repo_id", "revision", "sha256")})
+        adapter = AdapterIngredient(**{f.name: getattr(ingredient, f.name) for f in fields(ingredient)})
         if base is not None:
             adapter.base = resolve(base, adapter.label)
         else:
@@ -457,7 +459,8 @@ def apply_adapters(
         model: the base model, loaded once.
         adapters: the adapters in the soup (all over that base).
         base_state: the base values of the parameters to write, from :func:`base_snapshot`.
-        weights: mixing weights (normalised here); uniform when ``None``.
+        weights: mixing weights, as checked by :func:`~hf_soups.merge.check_weights` (normalised here); uniform when
+            ``None``.
 
     Example:
         >>> model = load_model(adapters[0].base.path)  # doctest: +SKIP
@@ -467,11 +470,9 @@ def apply_adapters(
     """
     weights = [1.0] * len(adapters) if weights is None else list(weights)
     total = sum(weights)
-    if len(weights) != len(adapters) or total <= 0:
-        raise SoupError(f"weights: {weights} do not fit {len(adapters)} adapters (one each, summing to more than 0)")
     for name, base in base_state.items():
         value = base.float().clone()
-        for adapter, weight in zip(adapters, weights):
+        for adapter, weight in zip(adapters, weights, strict=True):
             if name in adapter.factors:
                 value += adapter.factors[name].delta() * (weight / total)
             elif name in adapter.full:
