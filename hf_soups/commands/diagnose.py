@@ -1,0 +1,51 @@
+"""``hf-soups diagnose``: why a soup of these ingredients helps or not (weight space, loss barriers, verdicts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "diagnose",
+        help="check whether ingredients can be souped, and why not",
+        description="Compare the ingredients' task vectors (θᵢ − θ₀, centred on --base or else on their mean) per "
+        "layer group, and with --task the selection-split score along the line from the best ingredient to each "
+        "other one. Prints a verdict per ingredient (soup-compatible, different head, different basin, off-base) "
+        "with what to change.",
+    )
+    parser.add_argument("ingredients", nargs="+", metavar="ING", help="Hub repo (owner/name[@revision]) or local folder")
+    parser.add_argument("--base", help="the pretrained model the ingredients were fine-tuned from (default: use "
+                        "their mean as centre)")
+    parser.add_argument("--task", help="GLUE task for the loss-landscape view (cola, sst2, mrpc, stsb, rte, ...)")
+    parser.add_argument("--glue-dir", help="local GLUE folder in the tsv layout (default: nyu-mll/glue from the Hub)")
+    parser.add_argument("--split", default="validation:select",
+                        help="split the landscape is scored on (default validation:select)")
+    parser.add_argument("--batch-size", type=int, default=32, help="evaluation batch size (default 32)")
+    parser.add_argument("--output", help="write the diagnosis as JSON to this file")
+    parser.add_argument("--plots", metavar="DIR", help="write cosine_heatmap.png (and interpolation.png) here")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hf_soups.diagnostics import diagnose, format_report, plot_cosines, plot_interpolation
+
+    diagnosis = diagnose(
+        args.ingredients, base=args.base, task=args.task, glue_dir=args.glue_dir, split=args.split,
+        batch_size=args.batch_size,
+    )
+    print(format_report(diagnosis))
+    if args.output:
+        Path(args.output).write_text(json.dumps(diagnosis.to_dict(), indent=2) + "\n")
+    if args.plots:
+        folder = Path(args.plots)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        if diagnosis.weights is not None:
+            written.append(plot_cosines(diagnosis.weights, folder / "cosine_heatmap.png"))
+        if diagnosis.landscape is not None:
+            written.append(plot_interpolation(diagnosis.landscape, folder / "interpolation.png"))
+        print("plots: " + ", ".join(str(p) for p in written))
+    return 0
