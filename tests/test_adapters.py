@@ -155,7 +155,7 @@ def test_adapters_mix_with_full_models(lora, tmp_path):
 
 
 def test_adapter_over_another_base_is_refused(lora, tmp_path):
-    base_dir, adapters = lora
+    _, adapters = lora
     torch.manual_seed(1)  # same architecture and shapes, other weights: only the base's identity tells them apart
     BertForSequenceClassification(tiny_bert_config()).save_pretrained(tmp_path / "other-base")
     stranger = make_adapter(tmp_path / "other-base", tmp_path / "stranger", 5, *ADAPTERS[0])
@@ -176,7 +176,7 @@ def test_base_given_explicitly(lora, tmp_path):
 
 
 def test_adapter_that_does_not_fit_its_base_is_refused(lora, tmp_path):
-    base_dir, adapters = lora
+    _, adapters = lora
     broken = tmp_path / "broken"
     shutil.copytree(adapters[0], broken)
     tensors = load_file(broken / "adapter_model.safetensors")
