@@ -11,4 +11,19 @@ from hf_soups.errors import SoupError  # noqa: E402
 from hf_soups.ingredients import Ingredient, resolve_ingredients, validate  # noqa: E402
 from hf_soups.merge import load_model, merge_models  # noqa: E402
 
-__all__ = ["Ingredient", "SoupError", "__version__", "load_model", "merge_models", "resolve_ingredients", "validate"]
+_RECIPES = {"cook", "ensemble_scores", "greedy_soup", "learned_soup", "uniform_soup"}
+
+
+def __getattr__(name: str):
+    """Recipes import transformers, datasets and accelerate: load them only when asked for."""
+    if name in _RECIPES:
+        import hf_soups.recipes
+
+        return getattr(hf_soups.recipes, name)
+    raise AttributeError(f"module 'hf_soups' has no attribute {name!r}")
+
+
+__all__ = [
+    "Ingredient", "SoupError", "__version__", "cook", "ensemble_scores", "greedy_soup", "learned_soup", "load_model",
+    "merge_models", "resolve_ingredients", "uniform_soup", "validate",
+]

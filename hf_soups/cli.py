@@ -15,7 +15,7 @@ from hf_soups import __version__
 from hf_soups.errors import SoupError
 
 # Sub-command modules under hf_soups.commands, in the order `--help` lists them.
-COMMANDS = ["merge", "evaluate", "diagnose", "push"]
+COMMANDS = ["merge", "soup", "cook", "evaluate", "diagnose", "push"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -113,6 +113,7 @@ class Ingredient:
         revision: the resolved commit sha, for Hub ingredients.
         sha256: weight file name → sha256 of its bytes: from the Hub cache for Hub files, else filled in by
             :meth:`tensors` the first time a file is read (or from the :class:`~hf_soups.hashing.HashCache`).
+        reads: how many times :meth:`tensors` streamed the weights in full (recipes promise at most two).
     """
 
     spec: str
@@ -121,6 +122,7 @@ class Ingredient:
     repo_id: str | None = None
     revision: str | None = None
     sha256: dict[str, str] = field(default_factory=dict)
+    reads: int = 0
 
     @cached_property
     def config(self) -> dict[str, Any]:
@@ -201,6 +203,7 @@ class Ingredient:
             self.sha256[file.name] = known or hasher.hexdigest()  # type: ignore[union-attr]
             if hash_cache is not None and not known:
                 hash_cache.put(file, self.sha256[file.name])
+        self.reads += 1
 
     def record(self, weight: float = 0.0, kept: bool = True) -> IngredientRecord:
         """This ingredient's entry in ``soup.json`` (hashes as far as they are known)."""

@@ -1,0 +1,208 @@
+"""The greedy soup (Wortsman et al. 2022, Recipe 1): add ingredients best first, keep each one only if the soup's
+selection score does not drop.
+
+Each ingredient is read at most twice: once in the tasting pass (scored alone, and added to the uniform soup on the
+way) and once in the greedy pass, where the candidate soup (the running mean with the candidate added) is written
+straight into the scoring model's parameters. Memory is the fp32 running mean beside the model being scored. After
+every step a state folder (``<output>.greedy-state``) records the mean, the members and the trajectory, so an
+interrupted run continues with ``resume=True`` and ends with the same members and bit-identical weights.
+
+Example:
+    >>> from hf_soups import greedy_soup
+    >>> report = greedy_soup(["runs/a", "runs/b", "runs/c"], "rte", "soup", glue_dir="glue_data")  # doctest: +SKIP
+    >>> print(report.table)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from hf_soups.errors import SoupError
+from hf_soups.evaluation import EvalResult
+from hf_soups.merge import RunningMean
+from hf_soups.recipes.judge import SPLITS
+from hf_soups.recipes.kitchen import Kitchen, Tasting, best_index
+from hf_soups.recipes.serving import SoupReport, is_main_process, serve
+
+STATE_FILE = "state.json"
+
+
+def cook_greedy(
+    kitchen: Kitchen,
+    output_dir: str | Path | None = None,
+    ensemble: bool = False,
+    resume: bool = False,
+    dtype: str | torch.dtype | None = None,
+    overwrite: bool = False,
+) -> SoupReport:
+    """Run the greedy recipe in a :class:`~hf_soups.recipes.kitchen.Kitchen` (see :func:`hf_soups.greedy_soup`)."""
+    if len(kitchen.ingredients) < 2:
+        raise SoupError("greedy soup: needs at least two ingredients")
+    state_dir = Path(f"{output_dir}.greedy-state") if output_dir is not None else None
+    state = GreedyState.load(state_dir, kitchen) if resume and state_dir is not None else None
+    if state is None:
+        tastings, uniform = kitchen.taste_all()
+        state = GreedyState(tastings=tastings, uniform=uniform.tensors, order=_order(tastings))
+        state.save(state_dir, kitchen)
+    mean = RunningMean(kitchen.plan, kitchen.hash_cache)
+    if state.members:  # resumed: the mean of the members so far, each of weight 1
+        mean.tensors = state.mean
+        mean.totals = {name: float(len(state.members)) for name in kitchen.plan.shapes}
+        mean.added = [kitchen.ingredients[i] for i in state.members]
+    steps = tqdm(state.order, desc="greedy soup", initial=state.step, disable=not kitchen.progress)
+    for index in state.order[state.step :]:
+        ingredient, alone = kitchen.ingredients[index], state.tastings[index].select.main
+        if not state.members:
+            mean.add(ingredient)
+            kept, score = True, alone
+        else:
+            mean.candidate(ingredient, kitchen.parameters())
+            score = kitchen.judge.score(kitchen.model, "select").main
+            kept = score >= state.score  # ties are kept, as the paper's ≥ says
+            if kept:
+                mean.accept(ingredient, kitchen.parameters())
+        if kept:
+            state.members.append(index)
+            state.score = score
+        state.trajectory.append(
+            {"spec": ingredient.spec, "ingredient_score": alone, "score": score, "kept": kept, "soup_score": state.score}
+        )
+        state.step += 1
+        state.mean = mean.tensors
+        state.save(state_dir, kitchen)
+        steps.update()
+    steps.close()
+    greedy = kitchen.serve(mean, "greedy")
+    uniform_mean = RunningMean(kitchen.plan)
+    uniform_mean.tensors = state.uniform
+    soups = [greedy, kitchen.serve(uniform_mean, "uniform")]
+    if ensemble:
+        soups.append(kitchen.ensemble(state.tastings))
+    report = serve(
+        kitchen, "greedy", mean, [(i, 1.0) for i in state.members], state.tastings, soups, output_dir, dtype,
+        overwrite, trajectory=state.trajectory,
+    )
+    if state_dir is not None and is_main_process(kitchen.judge):
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return report
+
+
+def _order(tastings: list[Tasting]) -> list[int]:
+    """Ingredients by selection score, best first (input order on ties); the best is :func:`best_index`."""
+    order = sorted(range(len(tastings)), key=lambda i: -tastings[i].select.main)
+    assert order[0] == best_index(tastings)
+    return order
+
+
+class GreedyState:
+    """Where a greedy run stands: the tastings, the order, the members so far, the running mean, the trajectory."""
+
+    def __init__(self, tastings: list[Tasting], uniform: dict[str, torch.Tensor], order: list[int]) -> None:
+        self.tastings = tastings
+        self.uniform = uniform
+        self.order = order
+        self.step = 0
+        self.members: list[int] = []
+        self.score = -np.inf
+        self.mean: dict[str, torch.Tensor] = {}
+        self.trajectory: list[dict[str, Any]] = []
+
+    def save(self, folder: Path | None, kitchen: Kitchen) -> None:
+        """Write the state (main process only); ``state.json`` is written last and names its tensor files."""
+        if folder is None or not is_main_process(kitchen.judge):
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {"uniform": "uniform.safetensors", "mean": f"mean-{self.step}.safetensors", "arrays": "tastings.npz"}
+        if not (folder / files["uniform"]).exists():
+            _atomic(folder / files["uniform"], lambda p: save_file(self.uniform, p))
+            _atomic(folder / files["arrays"], lambda p: np.savez(p, **_arrays(self.tastings)), suffix=".npz")
+        if self.mean:
+            _atomic(folder / files["mean"], lambda p: save_file(self.mean, p))
+        data = {
+            "ingredients": [{"spec": i.spec, "sha256": dict(i.sha256)} for i in kitchen.ingredients],
+            "splits": kitchen.judge.split_names, "task": kitchen.judge.task, "files": files, "order": self.order,
+            "step": self.step, "members": self.members, "score": self.score, "trajectory": self.trajectory,
+            "tastings": [{"name": t.name, **{s: getattr(t, s).to_dict() for s in SPLITS}} for t in self.tastings],
+        }
+        _atomic(folder / STATE_FILE, lambda p: Path(p).write_text(json.dumps(data)))
+        for old in folder.glob("mean-*.safetensors"):
+            if old.name != files["mean"]:
+                old.unlink()
+
+    @classmethod
+    def load(cls, folder: Path, kitchen: Kitchen) -> GreedyState | None:
+        """The saved state, after checking it belongs to these ingredients and splits; ``None`` if there is none.
+
+        Raises:
+            SoupError: the state was made with other ingredients, weights or splits.
+        """
+        if not (folder / STATE_FILE).is_file():
+            return None
+        data = json.loads((folder / STATE_FILE).read_text())
+        saved = [entry["spec"] for entry in data["ingredients"]]
+        if saved != [i.spec for i in kitchen.ingredients]:
+            raise SoupError(f"--resume: the state in {folder} is for ingredients {saved}, not the ones given")
+        for entry, ingredient in zip(data["ingredients"], kitchen.ingredients):
+            if entry["sha256"] != _file_hashes(ingredient, kitchen):
+                raise SoupError(f"--resume: {ingredient.label} has changed since the state in {folder} was saved")
+        if data["splits"] != kitchen.judge.split_names or data["task"] != kitchen.judge.task:
+            raise SoupError(f"--resume: the state in {folder} was made on {data['task']} {data['splits']}")
+        arrays = np.load(folder / data["files"]["arrays"])
+        tastings = [
+            Tasting(t["name"], *(_result(t[s], arrays, i, s) for s in SPLITS)) for i, t in enumerate(data["tastings"])
+        ]
+        state = cls(tastings, load_file(folder / data["files"]["uniform"]), data["order"])
+        state.step, state.members, state.score = data["step"], data["members"], data["score"]
+        state.trajectory = data["trajectory"]
+        if state.members:
+            state.mean = load_file(folder / data["files"]["mean"])
+        return state
+
+
+def _file_hashes(ingredient: Any, kitchen: Kitchen) -> dict[str, str]:
+    """sha256 of the ingredient's weight files: known ones from the Hub or the hash cache, the others hashed now."""
+    for file in ingredient.weight_files:
+        if file.name not in ingredient.sha256:
+            known = kitchen.hash_cache.get(file)
+            if known is None:
+                with open(file, "rb") as f:
+                    known = hashlib.file_digest(f, "sha256").hexdigest()
+            ingredient.sha256[file.name] = known
+    return dict(ingredient.sha256)
+
+
+def _arrays(tastings: list[Tasting]) -> dict[str, np.ndarray]:
+    arrays = {}
+    for i, tasting in enumerate(tastings):
+        for split in SPLITS:
+            result = getattr(tasting, split)
+            for kind in ("predictions", "logits", "labels"):
+                arrays[f"{i}.{split}.{kind}"] = getattr(result, kind)
+    return arrays
+
+
+def _result(data: dict[str, Any], arrays: Any, index: int, split: str) -> EvalResult:
+    result = EvalResult(
+        task=data["task"], split=data["split"], metrics=data["metrics"], main_metric=data["main_metric"],
+        num_examples=data["num_examples"], split_rule=data["split_rule"],
+    )
+    for kind in ("predictions", "logits", "labels"):
+        setattr(result, kind, arrays[f"{index}.{split}.{kind}"])
+    return result
+
+
+def _atomic(path: Path, write: Any, suffix: str = "") -> None:
+    """Write through a temporary file renamed into place, so a kill never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{suffix}")
+    write(str(tmp))
+    os.replace(tmp, path)

@@ -1,0 +1,146 @@
+"""Judges: what a recipe scores a model with, on a *selection* split and a separate *report* split.
+
+A recipe only needs :class:`Judge`'s three things: the name of the metric it selects on, a way to score a model on
+``"select"`` or ``"report"``, and the main-metric function for bootstrap resamples. :class:`GlueJudge` scores a GLUE
+task with :class:`~hf_soups.evaluation.GlueScorer`; the Trainer callback brings its own judge built on the
+Trainer's ``eval_dataset`` and ``compute_metrics``.
+
+Example:
+    >>> judge = GlueJudge("rte", tokenizer, glue_dir="glue_data")  # doctest: +SKIP
+    >>> judge.score(model, "select").main  # doctest: +SKIP
+    0.652
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from hf_soups.errors import SoupError
+from hf_soups.evaluation import EvalResult, GlueScorer, SplitRule, get_task, glue_metrics
+from hf_soups.evaluation.models import is_text_to_text
+from hf_soups.evaluation.scoring import FORMATS
+
+SPLITS = ("select", "report")
+
+
+class Judge(Protocol):
+    """Scores models for a recipe.
+
+    Attributes:
+        task: the task name (``"rte"``), or a free name for custom judges.
+        metric: the main metric's name; recipes select on it.
+        split_names: ``{"select": "validation:select", "report": "validation:report"}``.
+        split_rule: what reproduces the splits (recorded in ``soup.json``; ``rows`` gives each split's size).
+    """
+
+    task: str
+    metric: str
+    split_names: dict[str, str]
+    split_rule: dict[str, Any]
+
+    def score(self, model: PreTrainedModel, split: str, return_predictions: bool = False) -> EvalResult:
+        """Score a model on ``"select"`` or ``"report"``; every process of a distributed run calls it."""
+
+    def main_metric(self, predictions: np.ndarray, labels: np.ndarray) -> float:
+        """The main metric on arrays (bootstrap resamples)."""
+
+    def ensemble(self, results: list[EvalResult], text_to_text: bool) -> EvalResult:
+        """The logit ensemble of models scored with ``return_predictions=True`` on one split."""
+
+    def train_batches(self, model: PreTrainedModel) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """``(model inputs, labels)`` batches of the selection split, for the learned recipe."""
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss of the learned recipe."""
+
+
+class GlueJudge:
+    """A GLUE task scored on a selection split and a report split.
+
+    Args:
+        task: a GLUE task name.
+        tokenizer: the ingredients' tokenizer.
+        select_split / report_split: split names (see :func:`~hf_soups.evaluation.split_names`); the same split
+            for both is allowed with a warning (the soup's number is then not held out).
+        glue_dir: a local GLUE tsv folder, else the Hub's ``nyu-mll/glue``.
+        batch_size: per process.
+        accelerator: an ``accelerate.Accelerator`` (one is made when ``None``).
+        rule: the seed and fractions of the ``:select``/``:report`` parts.
+        progress: progress bars (main process only).
+    """
+
+    def __init__(
+        self,
+        task: str,
+        tokenizer: PreTrainedTokenizerBase,
+        select_split: str = "validation:select",
+        report_split: str = "validation:report",
+        glue_dir: str | Path | None = None,
+        batch_size: int = 32,
+        accelerator: Any = None,
+        rule: SplitRule | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.spec = get_task(task)
+        self.task, self.metric = self.spec.name, self.spec.main_metric
+        if select_split == report_split:
+            warnings.warn(
+                f"select and report split are both {select_split!r}: the soup's reported score is not held out",
+                stacklevel=2,
+            )
+        self.split_names = {"select": select_split, "report": report_split}
+        self.scorers = {
+            part: GlueScorer(self.spec, tokenizer, name, glue_dir, batch_size, accelerator, rule=rule, progress=progress)
+            for part, name in self.split_names.items()
+        }
+        self.accelerator = self.scorers["select"].accelerator
+        self.split_rule = {
+            part: scorer.data.rule for part, scorer in self.scorers.items()
+        } | {"rows": {part: scorer.data.dataset.num_rows for part, scorer in self.scorers.items()}}
+
+    def score(self, model: PreTrainedModel, split: str, return_predictions: bool = False) -> EvalResult:
+        return self.scorers[split].score(model, return_predictions=return_predictions)
+
+    def main_metric(self, predictions: np.ndarray, labels: np.ndarray) -> float:
+        return glue_metrics(self.spec, predictions, labels)[self.metric]
+
+    def ensemble(self, results: list[EvalResult], text_to_text: bool) -> EvalResult:
+        first = results[0]
+        predictions = ensemble_predictions(self.spec, [r.logits for r in results], text_to_text)
+        return EvalResult(
+            task=first.task, split=first.split, metrics=glue_metrics(self.spec, predictions, first.labels),
+            main_metric=first.main_metric, num_examples=first.num_examples, split_rule=first.split_rule,
+            predictions=predictions, labels=first.labels,
+        )
+
+
+    def train_batches(self, model: PreTrainedModel) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        if is_text_to_text(model):
+            raise SoupError("learned soup: needs an encoder classifier or regressor; use greedy or uniform for T5")
+        scorer = self.scorers["select"]
+        for batch in scorer.loader("encoder", scorer.max_length_for(model)):
+            rows = batch.pop("row")
+            yield batch, torch.as_tensor(scorer.labels[rows.cpu().numpy()])
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.spec.is_regression:
+            return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+        return torch.nn.functional.cross_entropy(logits, labels.long())
+
+
+def ensemble_predictions(spec: Any, logits: list[np.ndarray], text_to_text: bool) -> np.ndarray:
+    """Predictions of the logit ensemble: the mean of the models' class probabilities (softmax of their logits, or
+    of T5's label-word log-likelihoods), or the mean output for an encoder regressor (STS-B)."""
+    kind = "text_to_text" if text_to_text else "encoder"
+    if spec.is_regression and not text_to_text:
+        return FORMATS[kind].predict(spec, np.mean(logits, axis=0))
+    probabilities = [np.exp(l - l.max(-1, keepdims=True)) for l in logits]
+    probabilities = [p / p.sum(-1, keepdims=True) for p in probabilities]
+    return FORMATS[kind].predict(spec, np.mean(probabilities, axis=0))

@@ -1,0 +1,185 @@
+"""What every recipe shares: validated ingredients, one model to score weights in, the tasting pass, the results.
+
+A :class:`Kitchen` holds one model built from the first ingredient's config. Scoring a set of weights means
+copying them into that model's parameters (never loading a second model), so a recipe needs about one model of
+memory beside its fp32 running mean. The *tasting* pass reads every ingredient once, scores it on the selection
+and report splits, and adds it to the uniform soup on the way.
+
+Example:
+    >>> kitchen = Kitchen(["runs/a", "runs/b", "runs/c"], GlueJudge("rte", tokenizer, glue_dir="glue"))  # doctest: +SKIP
+    >>> tastings, uniform = kitchen.taste_all()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from tqdm.auto import tqdm
+
+from hf_soups.errors import SoupError
+from hf_soups.evaluation import EvalResult
+from hf_soups.evaluation.models import is_text_to_text
+from hf_soups.hashing import HashCache
+from hf_soups.ingredients import CheckpointChoice, Ingredient, resolve_ingredients, validate
+from hf_soups.merge import RunningMean
+from hf_soups.record import SoupResult
+from hf_soups.recipes.judge import SPLITS, Judge
+from hf_soups.stats import paired_bootstrap
+
+
+@dataclass
+class Tasting:
+    """One model's scores: an ingredient's, or a soup's (``name`` is the ingredient spec or the recipe)."""
+
+    name: str
+    select: EvalResult
+    report: EvalResult
+
+    def scores(self) -> dict[str, dict[str, float]]:
+        return {"select": self.select.metrics, "report": self.report.metrics}
+
+
+class Kitchen:
+    """Ingredients, a judge and one model whose parameters take whatever weights are to be scored.
+
+    Args:
+        ingredients: specs or resolved ingredients (see :func:`~hf_soups.ingredients.resolve_ingredients`).
+        judge: scores models on the selection and report splits.
+        checkpoints: which ``checkpoint-*`` of Trainer output folders to take.
+        token: Hub token.
+        progress: progress bars.
+    """
+
+    def __init__(
+        self,
+        ingredients: Sequence[str | Path | Ingredient],
+        judge: Judge,
+        checkpoints: CheckpointChoice | None = None,
+        token: str | bool | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.ingredients = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token)
+        self.plan = validate(self.ingredients)
+        self.judge = judge
+        self.progress = progress
+        self.hash_cache = HashCache()
+        self.model = build_model(self.ingredients[0])
+        self.text_to_text = is_text_to_text(self.model)
+        self._check_model_coverage()
+
+    def _check_model_coverage(self) -> None:
+        state = self.model.state_dict(keep_vars=True)
+        missing = sorted(set(self.plan.shapes) - set(state))
+        if missing:
+            raise SoupError(f"{self.ingredients[0].label}: tensor '{missing[0]}' is not a parameter of {type(self.model).__name__}")
+        loaded = {state[name].data_ptr() for name in self.plan.shapes}
+        untied = sorted(name for name in set(state) - set(self.plan.shapes) if state[name].data_ptr() not in loaded)
+        if untied:
+            raise SoupError(f"{self.ingredients[0].label}: the checkpoints have no tensor '{untied[0]}' that {type(self.model).__name__} needs")
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """The model's tensors that the soup sets, by soup name (on the CPU, where the weights are combined)."""
+        self.model.to("cpu")
+        state = self.model.state_dict(keep_vars=True)
+        return {name: state[name].data for name in self.plan.shapes}
+
+    def load(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy ``(name, tensor)`` into the model."""
+        params = self.parameters()
+        with torch.no_grad():
+            for name, tensor in tensors:
+                params[name].copy_(tensor)
+
+    def score(self, name: str, predictions: bool = True) -> Tasting:
+        """Score the weights now in the model on both splits."""
+        select, report = (self.judge.score(self.model, split, return_predictions=predictions) for split in SPLITS)
+        return Tasting(name, select, report)
+
+    def taste_all(self, uniform: bool = True) -> tuple[list[Tasting], RunningMean | None]:
+        """Read each ingredient once: score it on both splits and (optionally) add it to the uniform soup.
+
+        Returns:
+            The tastings in ingredient order, and the uniform soup's running mean.
+        """
+        mean = RunningMean(self.plan, self.hash_cache) if uniform else None
+        tastings = []
+        for ingredient in tqdm(self.ingredients, desc="tasting ingredients", disable=not self.progress):
+            stream = self._into_model(ingredient.tensors(self.hash_cache))
+            if mean is not None:
+                mean.add_tensors(stream, ingredient)
+            else:
+                for _ in stream:
+                    pass
+            tastings.append(self.score(ingredient.spec))
+        return tastings, mean
+
+    def _into_model(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+        params = self.parameters()
+        with torch.no_grad():
+            for name, tensor in tensors:
+                params[name].copy_(tensor)
+                yield name, tensor
+
+    def serve(self, mean: RunningMean, name: str) -> Tasting:
+        """Load a soup's mean into the model and score it."""
+        self.load(mean.tensors.items())
+        return self.score(name)
+
+    def ensemble(self, tastings: Sequence[Tasting]) -> Tasting:
+        """The logit-ensemble baseline of the given ingredients (N× the inference cost; not a soup)."""
+        select, report = (
+            self.judge.ensemble([getattr(t, split) for t in tastings], self.text_to_text) for split in SPLITS
+        )
+        return Tasting("ensemble", select, report)
+
+
+def build_model(ingredient: Ingredient) -> transformers.PreTrainedModel:
+    """The ingredient's architecture built from its config (weights are set later), in fp32 eval mode."""
+    config = transformers.AutoConfig.from_pretrained(ingredient.path)
+    architecture = (config.architectures or [None])[0]
+    model_class = getattr(transformers, architecture or "", None)
+    if model_class is None:
+        raise SoupError(f"{ingredient.label}: config.json names no architecture transformers knows ({architecture!r})")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return model_class(config).float().eval()
+
+
+def best_index(tastings: Sequence[Tasting]) -> int:
+    """The ingredient with the highest selection score (the first one on ties)."""
+    return int(np.argmax([t.select.main for t in tastings]))
+
+
+def results(tastings: Sequence[Tasting], soups: Sequence[Tasting], judge: Judge, resamples: int = 1000) -> list[SoupResult]:
+    """The results table's rows: the best individual (chosen on the selection split), then each soup or baseline
+    with its report-split gain over the best individual and a paired-bootstrap 95% interval."""
+    best = tastings[best_index(tastings)]
+    rows = [SoupResult("best individual", best.scores())]
+    for soup in soups:
+        gain = paired_bootstrap(
+            judge.main_metric, best.report.labels, best.report.predictions, soup.report.predictions, resamples=resamples
+        )
+        rows.append(SoupResult(soup.name, soup.scores(), gain))
+    return rows
+
+
+def format_table(tastings: Sequence[Tasting], rows: Sequence[SoupResult], metric: str, kept: Sequence[bool] | None = None) -> str:
+    """The plain-text results table: each ingredient, then each soup, on both splits."""
+    lines = [f"{'model':<44} {'select ' + metric:>18} {'report ' + metric:>18}  note", "-" * 92]
+    for i, tasting in enumerate(tastings):
+        note = "" if kept is None else ("kept" if kept[i] else "")
+        lines.append(f"{_short(tasting.name):<44} {tasting.select.main:>18.4f} {tasting.report.main:>18.4f}  {note}")
+    lines.append("-" * 92)
+    for row in rows:
+        note = "" if row.gain is None else f"report Δ {row.gain['delta']:+.4f} (95% CI {row.gain['low']:+.4f} … {row.gain['high']:+.4f})"
+        lines.append(f"{row.name:<44} {row.scores['select'][metric]:>18.4f} {row.scores['report'][metric]:>18.4f}  {note}")
+    return "\n".join(lines)
+
+
+def _short(name: str, width: int = 44) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1):]

@@ -1,0 +1,256 @@
+"""Recipes: greedy with known answers, resume, re-cooking, learned weights, the GLUE front end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from hf_soups import SoupError, cook, greedy_soup, learned_soup, uniform_soup
+from hf_soups.cli import main
+from hf_soups.evaluation import EvalResult
+from hf_soups.recipes.judge import ensemble_predictions
+from hf_soups.recipes.kitchen import Kitchen
+from hf_soups.recipes.learned import cook_learned
+
+from conftest import GLUE_DIR
+
+ROWS = 100
+
+
+class BiasJudge:
+    """Scores a model by how close its classifier bias is to zero: right answers known by construction.
+
+    The score is an accuracy on ROWS rows whose first ``round(ROWS * quality)`` predictions are right, quality =
+    max(0, 1 − ‖bias‖₁), the same on both splits.
+    """
+
+    task, metric = "toy", "accuracy"
+    split_names = {"select": "toy:select", "report": "toy:report"}
+    split_rule = {"rows": {"select": ROWS, "report": ROWS}}
+
+    def __init__(self, interrupt_after: int | None = None) -> None:
+        self.calls, self.interrupt_after = 0, interrupt_after
+
+    def score(self, model, split, return_predictions=False):
+        if split == "select":
+            self.calls += 1
+            if self.interrupt_after is not None and self.calls > self.interrupt_after:
+                raise KeyboardInterrupt
+        quality = max(0.0, 1.0 - float(model.classifier.bias.detach().abs().sum()))
+        labels = np.ones(ROWS, dtype=int)
+        predictions = (np.arange(ROWS) < round(ROWS * quality)).astype(int)
+        logits = np.stack([1 - predictions, predictions], axis=1).astype(float)
+        return EvalResult("toy", split, {"accuracy": self.main_metric(predictions, labels)}, "accuracy", ROWS, {},
+                          predictions, logits, labels)
+
+    def main_metric(self, predictions, labels):
+        return float(np.mean(predictions == labels))
+
+    def ensemble(self, results, text_to_text):
+        predictions = ensemble_predictions(_Spec(), [r.logits for r in results], text_to_text)
+        labels = results[0].labels
+        return EvalResult("toy", results[0].split, {"accuracy": self.main_metric(predictions, labels)}, "accuracy",
+                          ROWS, {}, predictions, None, labels)
+
+
+class _Spec:
+    is_regression = False
+
+
+def with_bias(folders, biases):
+    for folder, bias in zip(folders, biases):
+        state = load_file(folder / "model.safetensors")
+        state["classifier.bias"] = torch.tensor(bias)
+        save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    return folders
+
+
+def sha(folder):
+    return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
+
+
+def kept(report):
+    return [Path(i.spec).name for i in report.record.ingredients if i.kept]
+
+
+def test_greedy_keeps_what_helps_and_rejects_a_bad_ingredient(make_ingredients, tmp_path):
+    folders = with_bias(make_ingredients(4), [[0.3, 0.0], [5.0, 5.0], [0.0, -0.32], [0.0, 0.2]])
+    report = greedy_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
+    # selection order: ing3 (0.8), ing0 (0.7), ing2 (0.68), ing1 (0.0); ing3+ing0 → bias (0.15, 0.1): 0.75 < 0.8,
+    # rejected; ing3+ing2 → (0, -0.06): 0.94, kept; with ing1 the bias explodes
+    trajectory = report.record.recipe.trajectory
+    assert [Path(t["spec"]).name for t in trajectory] == ["ing3", "ing0", "ing2", "ing1"]
+    assert [t["kept"] for t in trajectory] == [True, False, True, False]
+    assert kept(report) == ["ing2", "ing3"]
+    assert report.record.results[0].name == "best individual"
+    greedy = next(r for r in report.record.results if r.name == "greedy")
+    assert greedy.scores["select"]["accuracy"] >= report.record.results[0].scores["select"]["accuracy"]
+
+
+def test_greedy_keeps_ties(make_ingredients, tmp_path):
+    folders = with_bias(make_ingredients(3), [[0.2, 0.0], [5.0, 5.0], [0.2, 0.0]])
+    report = greedy_soup(folders, judge=BiasJudge(), progress=False)
+    assert kept(report) == ["ing0", "ing2"]  # the copy scores the same: ≥ keeps it
+
+
+def test_greedy_reads_each_ingredient_at_most_twice(make_ingredients):
+    from hf_soups.ingredients import resolve_ingredients
+
+    ingredients = resolve_ingredients(with_bias(make_ingredients(4), [[0.1, 0], [0.2, 0], [0.3, 0], [0.4, 0]]))
+    greedy_soup(ingredients, judge=BiasJudge(), progress=False)
+    assert [i.reads for i in ingredients] == [2, 2, 2, 2]
+
+
+def test_greedy_soup_equals_merge_of_its_members_bit_for_bit(make_ingredients, tmp_path):
+    from hf_soups import merge_models
+
+    folders = with_bias(make_ingredients(3), [[0.1, 0.0], [-0.1, 0.0], [0.05, 0.0]])
+    report = greedy_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
+    order = [folders[int(Path(t["spec"]).name[-1])] for t in report.record.recipe.trajectory if t["kept"]]
+    assert len(order) >= 2
+    merged = merge_models(order, tmp_path / "merged", progress=False)
+    assert sha(merged) == sha(tmp_path / "soup")
+
+
+def test_interrupted_greedy_resumes_to_the_same_soup(make_ingredients, tmp_path):
+    folders = with_bias(make_ingredients(5), [[0.1, 0], [-0.1, 0], [0.3, 0.3], [0.02, 0], [-0.05, 0.1]])
+    clean = greedy_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "clean", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        # 5 tastings, then Ctrl-C while the third greedy candidate is scored
+        greedy_soup(folders, judge=BiasJudge(interrupt_after=7), output_dir=tmp_path / "soup", progress=False)
+    assert not (tmp_path / "soup").exists()
+    state = json.loads((tmp_path / "soup.greedy-state" / "state.json").read_text())
+    assert 0 < state["step"] < len(folders)
+    judge = BiasJudge()
+    resumed = greedy_soup(folders, judge=judge, output_dir=tmp_path / "soup", resume=True, progress=False)
+    # no re-tasting: the remaining candidates, then the greedy and uniform soups for the table
+    assert judge.calls == len(folders) - state["step"] + 2
+    assert kept(resumed) == kept(clean)
+    assert sha(tmp_path / "soup") == sha(tmp_path / "clean")
+    assert not (tmp_path / "soup.greedy-state").exists()
+
+
+def test_resume_state_of_other_ingredients_is_refused(make_ingredients, tmp_path):
+    folders = with_bias(make_ingredients(3), [[0.1, 0], [-0.1, 0], [0.3, 0.3]])
+    with pytest.raises(KeyboardInterrupt):
+        greedy_soup(folders, judge=BiasJudge(interrupt_after=4), output_dir=tmp_path / "soup", progress=False)
+    with pytest.raises(SoupError, match="--resume: the state .* is for ingredients"):
+        greedy_soup(folders[:2], judge=BiasJudge(), output_dir=tmp_path / "soup", resume=True, progress=False)
+
+
+def test_recipe_file_recooks_bit_for_bit(make_ingredients, tmp_path):
+    folders = with_bias(make_ingredients(3), [[0.1, 0.0], [-0.1, 0.0], [0.05, 0.0]])
+    report = greedy_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
+    recipe = yaml.safe_load((tmp_path / "soup" / "recipe.yaml").read_text())
+    assert recipe["recipe"] == "greedy" and [Path(m["ingredient"]).name for m in recipe["mix"]] == ["ing2", "ing1"]
+    assert sorted(kept(report)) == ["ing1", "ing2"]
+    assert main(["cook", str(tmp_path / "soup" / "recipe.yaml"), "-o", str(tmp_path / "again")]) == 0
+    assert sha(tmp_path / "again") == sha(tmp_path / "soup")
+
+
+def test_recooking_a_changed_ingredient_is_refused(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    uniform_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
+    with_bias(folders[1:], [[0.7, 0.7]])
+    with pytest.raises(SoupError, match="has changed since the recipe was written"):
+        cook(tmp_path / "soup", tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+
+
+def test_unreadable_recipe_file(tmp_path):
+    (tmp_path / "recipe.yaml").write_text("mix: [unclosed")
+    with pytest.raises(SoupError, match="recipe file .* cannot be read"):
+        cook(tmp_path / "recipe.yaml", tmp_path / "out")
+
+
+def test_greedy_needs_two_ingredients(make_ingredients):
+    with pytest.raises(SoupError, match="at least two"):
+        greedy_soup(make_ingredients(1), judge=BiasJudge(), progress=False)
+
+
+class AgreementJudge(BiasJudge):
+    """Scores agreement with a teacher model's predictions on fixed random inputs; trains on the same inputs."""
+
+    def __init__(self, teacher, vocab=49, rows=64):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.inputs = {"input_ids": torch.randint(5, vocab, (rows, 12), generator=generator)}
+        with torch.no_grad():
+            self.labels = teacher(**self.inputs).logits.argmax(-1)
+
+    def score(self, model, split, return_predictions=False):
+        with torch.no_grad():
+            logits = model.eval()(**self.inputs).logits
+        predictions, labels = logits.argmax(-1).numpy(), self.labels.numpy()
+        return EvalResult("toy", split, {"accuracy": self.main_metric(predictions, labels)}, "accuracy", len(labels),
+                          {}, predictions, logits.numpy(), labels)
+
+    def train_batches(self, model):
+        yield self.inputs, self.labels
+
+    def loss(self, logits, labels):
+        return torch.nn.functional.cross_entropy(logits, labels)
+
+
+@pytest.mark.parametrize("granularity", ["ingredient", "layer"])
+def test_learned_weights_sum_to_one_and_beat_uniform(make_ingredients, tmp_path, granularity):
+    from transformers import AutoModelForSequenceClassification
+
+    folders = make_ingredients(3)
+    big = make_ingredients(2, name="far", initializer_range=0.5)  # far from the teacher: they pull the uniform soup away
+    teacher = AutoModelForSequenceClassification.from_pretrained(folders[0])
+    kitchen = Kitchen(folders[:1] + big, AgreementJudge(teacher), progress=False)
+    report = cook_learned(kitchen, tmp_path / "soup", granularity=granularity, epochs=30, lr=0.2)
+    weights = [i.weight for i in report.record.ingredients]
+    assert sum(weights) == pytest.approx(1.0)
+    scores = {r.name: r.scores["select"]["accuracy"] for r in report.record.results}
+    assert scores["learned"] >= scores["uniform"]
+    recipe = yaml.safe_load((tmp_path / "soup" / "recipe.yaml").read_text())
+    if granularity == "ingredient":
+        assert weights[0] > 1 / 3  # it learned to lean on the teacher
+    else:
+        per_tensor = [entry["layer_weights"] for entry in recipe["mix"]]
+        assert all(sum(w[name] for w in per_tensor) == pytest.approx(1.0) for name in per_tensor[0])
+    assert sha(cook(tmp_path / "soup", tmp_path / "again")) == sha(tmp_path / "soup")
+
+
+def test_learned_soup_fails_clearly_when_it_cannot_fit(make_ingredients, monkeypatch):
+    monkeypatch.setattr("os.sysconf", lambda name: 1)
+    with pytest.raises(SoupError, match="learned soup: needs about .* memory"):
+        learned_soup(make_ingredients(2), judge=BiasJudge(), progress=False)
+
+
+needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="needs ../shared/data/glue")
+
+
+@needs_glue
+def test_soup_command_on_rte_end_to_end(make_ingredients, tmp_path, capsys):
+    folders = make_ingredients(3)
+    out = tmp_path / "soup"
+    argv = ["soup", "--recipe", "greedy", "--task", "rte", *map(str, folders), "-o", str(out),
+            "--glue-dir", str(GLUE_DIR), "--ensemble", "--batch-size", "64"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    for row in ["best individual", "greedy", "uniform", "ensemble", "95% CI"]:
+        assert row in table
+    record = json.loads((out / "soup.json").read_text())
+    assert record["recipe"]["split_rule"]["rows"] == {"select": 138, "report": 139}
+    assert {r["name"] for r in record["results"]} == {"best individual", "greedy", "uniform", "ensemble"}
+    assert all(r["gain"] is None or r["gain"]["resamples"] >= 1000 for r in record["results"])
+    for name in ["recipe.yaml", "README.md", "greedy_trajectory.png", "ingredients_vs_soups.png", "model.safetensors"]:
+        assert (out / name).is_file(), name
+    assert "model-soup" in (out / "README.md").read_text()
+
+
+@needs_glue
+def test_select_and_report_on_the_same_split_warns(make_ingredients):
+    with pytest.warns(UserWarning, match="not held out"):
+        uniform_soup(make_ingredients(2), "rte", glue_dir=GLUE_DIR, select_split="validation",
+                     report_split="validation", progress=False)
