@@ -106,7 +106,7 @@ def layer_group(name: str) -> str:
 def _group_order(group: str) -> tuple[int, str, int]:
     block = _BLOCK.search(group + ".")
     if block:
-        return 1, group[: block.start(2)], int(block.group(2))
+        return 1, str(group.startswith("decoder")) + group[: block.start(2)], int(block.group(2))
     return {"embeddings": 0, "other": 2, "pooler": 3, "head": 4}[group], "", 0
 
 
@@ -483,7 +483,7 @@ def diagnose(
         if task is not None and len(usable) >= 2:
             landscape = loss_landscape(usable, plan, task, split, glue_dir, batch_size)
             findings += _judge_landscape(landscape, verdicts)
-    if len(set(v.verdict for v in verdicts.values())) == 1 and not findings:
+    if all(v.verdict == "soup-compatible" for v in verdicts.values()):
         findings.append("all ingredients look soup-compatible" + ("" if task else " in weight space (give --task to "
                         "check for loss barriers)"))
     return Diagnosis([i.spec for i in resolved], weights, landscape, [verdicts[i.spec] for i in resolved], findings)
@@ -516,14 +516,14 @@ def _judge_weights(weights: WeightSpace, verdicts: dict[str, Verdict]) -> list[s
         points = np.block([[points, body.norms[:, None]], [body.norms[None, :], np.zeros((1, 1))]])
     for i, spec in enumerate(specs):
         others = [k for k in range(len(points)) if k != i]
-        nearest = min(points[i, k] for k in others)
+        nearest = min((points[i, k] for k in others), default=0.0)
         among = [points[a, b] for a in others for b in others if a < b]
         scale = float(np.median(among)) if among else 0.0
         if scale > 0 and nearest > OFF_BASE_RATIO * scale:
             verdicts[spec] = Verdict(spec, "off-base", [
-                f"its nearest distance to the {'others and the base' if weights.base else 'others'} is "
+                (f"its nearest distance to the {'others and the base' if weights.base else 'others'} is "
                 f"{nearest / scale:.0f}× their typical distance (body task-vector norm {body.norms[i]:.3g}): "
-                "fine-tuned from another base model?"
+                "fine-tuned from another base model?")
             ])
     head = weights.groups.get("head")
     on_base = [i for i, spec in enumerate(specs) if verdicts[spec].verdict != "off-base"]
@@ -538,8 +538,8 @@ def _judge_weights(weights: WeightSpace, verdicts: dict[str, Verdict]) -> list[s
         if typical < HEAD_COSINE:
             differing.append(specs[i])
             verdicts[specs[i]] = Verdict(specs[i], "different head", [
-                f"head weight cosine {typical:.2f} with the others (below {HEAD_COSINE}) while the body is shared "
-                f"(body task-vector cosine {np.median([body.cosines[i, k] for k in on_base if k != i]):.2f})"
+                (f"head weight cosine {typical:.2f} with the others (below {HEAD_COSINE}) while the body is shared: "
+                "the heads started from different random inits (or training moved them far from a shared one)")
             ])
     if differing:
         findings.append(
@@ -564,8 +564,8 @@ def _judge_landscape(landscape: Landscape, verdicts: dict[str, Verdict]) -> list
                 verdicts[curve.partner].reasons.append(reason)
     if not barred:
         return []
-    return [f"{len(barred)} of {len(landscape.curves)} ingredients lie behind a loss barrier from the best one "
-            f"({landscape.best}): averaging them with it will hurt"]
+    return [(f"{len(barred)} of {len(landscape.curves)} ingredients lie behind a loss barrier from the best one "
+            f"({landscape.best}): averaging them with it will hurt")]
 
 
 def format_report(diagnosis: Diagnosis) -> str:
@@ -573,6 +573,9 @@ def format_report(diagnosis: Diagnosis) -> str:
     lines = []
     if diagnosis.weights is not None:
         lines.append(f"centre: {diagnosis.weights.centre}")
+        if diagnosis.weights.base is None:
+            lines.append("  (task vectors from the mean sum to zero: their cosines show which ingredients deviate "
+                         "together, -1 for two; give --base for cosines of true task vectors)")
     width = max(len(v.spec) for v in diagnosis.verdicts) + 2
     lines += ["", f"{'ingredient':<{width}}verdict"]
     for verdict in diagnosis.verdicts:

@@ -16,7 +16,13 @@ from transformers import BertForSequenceClassification, BertModel
 from hf_soups import diagnostics
 from hf_soups.cli import main
 from hf_soups.diagnostics import (
-    Curve, Landscape, Verdict, _judge_landscape, diagnose, loss_landscape, weight_space,
+    Curve,
+    Landscape,
+    Verdict,
+    _judge_landscape,
+    diagnose,
+    loss_landscape,
+    weight_space,
 )
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import resolve_ingredients, validate
@@ -155,8 +161,8 @@ def test_barrier_marks_a_different_basin():
     assert curves[0].barrier == pytest.approx(0.0) and curves[1].barrier == pytest.approx(0.19)
     assert [verdicts[s].verdict for s in ["best", "flat", "valley"]] == ["soup-compatible", "soup-compatible",
                                                                          "different basin"]
-    assert findings == ["1 of 2 ingredients lie behind a loss barrier from the best one (best): averaging them with "
-                        "it will hurt"]
+    assert findings == [("1 of 2 ingredients lie behind a loss barrier from the best one (best): averaging them with "
+                        "it will hurt")]
 
 
 @needs_glue

@@ -63,14 +63,14 @@ def test_glue_metric(labels):
     rng = np.random.default_rng(6)
     scores = labels * 5.0
     a, b = scores + rng.normal(0, 2, len(labels)), scores + rng.normal(0, 0.5, len(labels))
-    pearson = lambda p, y: glue_metrics("stsb", p, y)["pearson"]  # noqa: E731
+    pearson = lambda p, y: glue_metrics("stsb", p, y)["pearson"]
     gain = paired_bootstrap(pearson, scores, a, b, resamples=200)
     assert 0 < gain["low"] < gain["delta"] < gain["high"]
 
 
 def test_non_finite_resamples_are_dropped():
     labels = np.array([0, 0, 0, 1])
-    undefined_without_positives = lambda p, y: accuracy(p, y) if y.any() else float("nan")  # noqa: E731
+    undefined_without_positives = lambda p, y: accuracy(p, y) if y.any() else float("nan")
     gain = paired_bootstrap(undefined_without_positives, labels, labels, 1 - labels, resamples=200)
     assert 0 < gain["resamples"] < 200  # P(no positive row in 4 draws) = (3/4)^4 ≈ 0.32
     assert gain["delta"] == gain["low"] == gain["high"] == -1.0
@@ -79,13 +79,13 @@ def test_non_finite_resamples_are_dropped():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(predictions_b=np.zeros(3)), "have 4, 4 and 3 rows"),
-        (dict(resamples=0), "resamples must be at least 1"),
-        (dict(confidence=1.0), "confidence must be between 0 and 1"),
+        ({"predictions_b": np.zeros(3)}, "have 4, 4 and 3 rows"),
+        ({"resamples": 0}, "resamples must be at least 1"),
+        ({"confidence": 1.0}, "confidence must be between 0 and 1"),
     ],
 )
 def test_bad_input(kwargs, message):
-    args = dict(labels=np.zeros(4), predictions_a=np.zeros(4), predictions_b=np.zeros(4)) | kwargs
+    args = {"labels": np.zeros(4), "predictions_a": np.zeros(4), "predictions_b": np.zeros(4)} | kwargs
     with pytest.raises(SoupError, match=message):
         paired_bootstrap(accuracy, **args)
 

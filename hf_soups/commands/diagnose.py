@@ -30,7 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_soups.diagnostics import diagnose, format_report, plot_cosines, plot_interpolation
+    from hf_soups.diagnostics import (
+        diagnose,
+        format_report,
+        plot_cosines,
+        plot_interpolation,
+    )
 
     diagnosis = diagnose(
         args.ingredients, base=args.base, task=args.task, glue_dir=args.glue_dir, split=args.split,
