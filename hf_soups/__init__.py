@@ -12,18 +12,23 @@ from hf_soups.ingredients import Ingredient, resolve_ingredients, validate  # no
 from hf_soups.merge import load_model, merge_models  # noqa: E402
 
 _RECIPES = {"cook", "ensemble_scores", "greedy_soup", "learned_soup", "uniform_soup"}
+_CALLBACK = {"SoupCallback", "SoupTrainer"}
 
 
 def __getattr__(name: str):
-    """Recipes import transformers, datasets and accelerate: load them only when asked for."""
+    """Recipes and the Trainer callback import transformers, datasets and accelerate: load them only when asked for."""
     if name in _RECIPES:
         import hf_soups.recipes
 
         return getattr(hf_soups.recipes, name)
+    if name in _CALLBACK:
+        import hf_soups.callback
+
+        return getattr(hf_soups.callback, name)
     raise AttributeError(f"module 'hf_soups' has no attribute {name!r}")
 
 
 __all__ = [
-    "Ingredient", "SoupError", "__version__", "cook", "ensemble_scores", "greedy_soup", "learned_soup", "load_model",
-    "merge_models", "resolve_ingredients", "uniform_soup", "validate",
+    "Ingredient", "SoupCallback", "SoupError", "SoupTrainer", "__version__", "cook", "ensemble_scores", "greedy_soup",
+    "learned_soup", "load_model", "merge_models", "resolve_ingredients", "uniform_soup", "validate",
 ]

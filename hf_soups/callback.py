@@ -1,0 +1,603 @@
+"""Turn a ``transformers.Trainer`` sweep into a soup: :class:`SoupCallback`, :class:`SoupTrainer` and the pantry.
+
+Every run of a sweep (one after another, or at once in separate processes) adds its final model, and optionally each
+saved ``checkpoint-*``, to one *pantry* folder. Each entry records its run name, the run's ``TrainingArguments``, its
+last eval metrics and a fingerprint of the weights training started from. Entries are written to a temporary folder
+and renamed into place, so a crashed run leaves no half entry behind and concurrent runs never collide.
+
+A soup needs one starting point: the callback refuses to cook entries whose starting weights differ. The random
+classifier head depends on the seed in force when the model is created, so a sweep over seeds needs
+``pin_head=True``: the first run saves its initial head in the pantry and every later run loads it.
+
+Cooking runs a recipe (greedy by default) judged by a GLUE task (``task="rte"``) or by the Trainer's
+``eval_dataset`` and ``compute_metrics`` (split into seeded selection and report halves), writes the soup with its
+card and plots, and pushes it when asked. Under ``accelerate launch`` every process takes part in scoring and only
+the main one writes. For a GLUE ``compute_metrics`` in your own script see :func:`hf_soups.evaluation.compute_metrics`.
+
+Example:
+    >>> soup = SoupCallback("pantry", pin_head=True)  # doctest: +SKIP
+    >>> for lr in (2e-5, 3e-5, 5e-5):  # doctest: +SKIP
+    ...     args = TrainingArguments(f"runs/lr{lr}", learning_rate=lr, eval_strategy="epoch")
+    ...     trainer = Trainer(model_fn(), args, train_dataset=train, eval_dataset=dev,
+    ...                       compute_metrics=compute_metrics("rte"), callbacks=[soup])
+    ...     trainer.train()
+    >>> print(soup.cook(trainer).table)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import EvalPrediction, PreTrainedModel, Trainer, TrainerCallback
+
+from hf_soups import __version__
+from hf_soups.errors import SoupError
+from hf_soups.evaluation import EvalResult
+from hf_soups.evaluation.data import SPLIT_METHOD
+from hf_soups.ingredients import Ingredient
+from hf_soups.record import IngredientRecord
+
+ENTRY_FILE = "ingredient.json"
+HEAD_FILE = "start-head.safetensors"
+# TrainingArguments that name places or accounts, not how a model was trained.
+BOOKKEEPING_ARGS = frozenset({"output_dir", "logging_dir", "run_name", "hub_model_id", "hub_token", "push_to_hub"})
+
+
+# ------------------------------------------------------------------------------------------------- fingerprints
+
+
+def head_names(model: PreTrainedModel) -> set[str]:
+    """The state-dict names outside the base model (``classifier.*`` for BERT); empty for models without a head
+    of their own (T5)."""
+    names = set(model.state_dict())
+    prefix = f"{model.base_model_prefix}."
+    head = {name for name in names if not name.startswith(prefix)}
+    return head if head != names else set()
+
+
+def fingerprint(model: PreTrainedModel) -> dict[str, str]:
+    """sha256 of a model's state dict (names, dtypes, shapes, bytes), whole and split into body and head.
+
+    Example:
+        >>> fingerprint(model)["head"][:12]  # doctest: +SKIP
+        '3f1c0e9a2b7d'
+    """
+    head = head_names(model)
+    hashers = {part: hashlib.sha256() for part in ("weights", "body", "head")}
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous()
+        for part in ("weights", "head" if name in head else "body"):
+            hashers[part].update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
+            hashers[part].update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {part: hasher.hexdigest() for part, hasher in hashers.items()}
+
+
+# ------------------------------------------------------------------------------------------------------ pantry
+
+
+@dataclass
+class PantryIngredient(Ingredient):
+    """An :class:`~hf_soups.ingredients.Ingredient` from a pantry: its record carries the hyperparameters that
+    differ between the pantry's entries."""
+
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, weight: float = 0.0, kept: bool = True) -> IngredientRecord:
+        record = super().record(weight, kept)
+        record.hyperparameters = dict(self.hyperparameters)
+        return record
+
+
+class Pantry:
+    """A folder of ingredients shared by the runs of a sweep.
+
+    Each entry is a ``save_pretrained`` folder (model and tokenizer) with an ``ingredient.json``: run name, kind
+    (``"final"`` or ``"checkpoint"``), step, epoch, the run's ``TrainingArguments``, its last eval metrics and the
+    fingerprint of its starting weights. Entries are written under ``.tmp-*`` and renamed into place (a taken name
+    gets a ``-2``, ``-3``, ... suffix), so readers only ever see complete entries.
+
+    Example:
+        >>> pantry = Pantry("pantry")  # doctest: +SKIP
+        >>> [entry.name for entry in pantry.entries()]  # doctest: +SKIP
+        ['lr2e-05', 'lr3e-05']
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def add(self, name: str, model: PreTrainedModel, tokenizer: Any, info: dict[str, Any]) -> Path:
+        """Save a model (and its tokenizer) as a new entry named ``name`` (or ``name-2``, ... when taken)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".tmp-{uuid.uuid4().hex}"
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        info = {**info, "created": time.time(), "hf_soups_version": __version__}
+        (tmp / ENTRY_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        base = name.replace(os.sep, "_")
+        for attempt in range(1, 1000):
+            target = self.path / (base if attempt == 1 else f"{base}-{attempt}")
+            try:
+                os.rename(tmp, target)  # fails when the target exists and is not empty
+                return target
+            except OSError:
+                if not target.exists():
+                    raise
+        raise SoupError(f"pantry {self.path}: no free entry name for {base!r}")
+
+    def entries(self, kind: str | None = None) -> list[PantryEntry]:
+        """The complete entries (of one ``kind`` when given), by name."""
+        if not self.path.is_dir():
+            return []
+        entries = [
+            PantryEntry(folder, json.loads((folder / ENTRY_FILE).read_text()))
+            for folder in sorted(self.path.iterdir())
+            if not folder.name.startswith(".") and (folder / ENTRY_FILE).is_file()
+        ]
+        return [e for e in entries if kind is None or e.info["kind"] == kind]
+
+    def pin_head(self, model: PreTrainedModel) -> None:
+        """Load the pantry's starting head into ``model``, saving the model's own head there first when the pantry
+        has none yet (the first writer wins, also between processes)."""
+        names = head_names(model)
+        if not names:
+            return
+        state = model.state_dict()
+        path = self.path / HEAD_FILE
+        if not path.is_file():
+            self.path.mkdir(parents=True, exist_ok=True)
+            tmp = self.path / f".tmp-{uuid.uuid4().hex}.safetensors"
+            save_file({name: state[name].detach().to("cpu").contiguous() for name in names}, tmp)
+            try:
+                os.link(tmp, path)  # atomic create-if-absent
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        pinned = load_file(path)
+        for name in sorted(names | set(pinned)):
+            if name not in pinned or name not in names or pinned[name].shape != state[name].shape:
+                raise SoupError(
+                    f"pantry {self.path}: pinned head tensor '{name}' in {HEAD_FILE} does not fit "
+                    f"{type(model).__name__} (another model or label count started this pantry)"
+                )
+        with torch.no_grad():
+            for name in names:
+                state[name].copy_(pinned[name])
+
+    def ingredients(self, entries: list[PantryEntry] | None = None) -> list[PantryIngredient]:
+        """The entries (default: all of them) as ingredients, after checking they share one start; each records
+        the hyperparameters that differ between them.
+
+        Raises:
+            SoupError: no entries, or two entries that started from different weights.
+        """
+        entries = self.entries() if entries is None else entries
+        if not entries:
+            raise SoupError(f"pantry {self.path}: no ingredients yet (train with SoupCallback first)")
+        check_same_start(entries)
+        differing = differing_hyperparameters(entries)
+        return [
+            PantryIngredient(spec=str(e.path), path=e.path, hyperparameters={k: e.hyperparameters().get(k) for k in differing})
+            for e in entries
+        ]
+
+
+@dataclass
+class PantryEntry:
+    """One pantry folder and its ``ingredient.json``."""
+
+    path: Path
+    info: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The run's TrainingArguments (bookkeeping ones left out) and the epoch it had reached."""
+        args = {k: v for k, v in self.info["training_args"].items() if k not in BOOKKEEPING_ARGS}
+        return args | {"epoch": self.info["epoch"]}
+
+
+def differing_hyperparameters(entries: list[PantryEntry]) -> list[str]:
+    """The hyperparameter names whose values are not the same in every entry, sorted."""
+    params = [entry.hyperparameters() for entry in entries]
+    keys = set().union(*params)
+    return sorted(k for k in keys if len({json.dumps(p.get(k), sort_keys=True, default=str) for p in params}) > 1)
+
+
+def check_same_start(entries: list[PantryEntry]) -> None:
+    """Refuse entries that started from different weights (a soup averages fine-tunings of one start).
+
+    Raises:
+        SoupError: naming the two entries and, when only the heads differ, how to pin the head.
+    """
+    first = entries[0]
+    for entry in entries[1:]:
+        a, b = first.info["start"], entry.info["start"]
+        if a["weights"] == b["weights"]:
+            continue
+        where = f"pantry entries '{first.name}' and '{entry.name}'"
+        if a["body"] == b["body"]:
+            raise SoupError(
+                f"{where} start from different classifier heads (a new head is initialised at random from the seed "
+                "in force when the model is created), so they make no soup. Pin the head: "
+                "SoupCallback(pin_head=True) saves the first run's initial head in the pantry and loads it in every "
+                "later run; retrain into a new pantry with it"
+            )
+        raise SoupError(f"{where} start from different pretrained weights; a soup needs one starting model")
+
+
+# ------------------------------------------------------------------------------------------------------- judge
+
+
+class TrainerJudge:
+    """A :class:`~hf_soups.recipes.judge.Judge` built on a Trainer's ``eval_dataset`` and ``compute_metrics``.
+
+    The eval dataset is split once into a seeded *selection* part (``select_fraction`` of the rows) and a *report*
+    part, the same way GLUE splits are (see :mod:`hf_soups.evaluation.data`). Batches come from the Trainer's own
+    eval dataloader (its collator, column removal and batch size, prepared by its accelerator); outputs are
+    gathered with ``gather_for_metrics``, so every example counts once whatever the number of processes.
+
+    Predictions handed to ``compute_metrics`` are the logits, as in ``Trainer.evaluate``. The main metric is
+    ``args.metric_for_best_model`` (without ``eval_``) or the first metric ``compute_metrics`` returns; recipes
+    maximise it. Encoder classifiers and regressors only (use a GLUE ``task`` for T5).
+
+    Args:
+        trainer: a Trainer with ``eval_dataset`` and ``compute_metrics``.
+        seed: seed of the row permutation.
+        select_fraction: the selection part's share of the rows.
+        progress: progress bars (main process only).
+
+    Example:
+        >>> judge = TrainerJudge(trainer)  # doctest: +SKIP
+        >>> judge.score(model, "select").metrics  # doctest: +SKIP
+        {'accuracy': 0.71}
+    """
+
+    task = None
+
+    def __init__(self, trainer: Trainer, seed: int = 0, select_fraction: float = 0.5, progress: bool = True) -> None:
+        if trainer.eval_dataset is None or isinstance(trainer.eval_dataset, dict):
+            raise SoupError("soup judged by the Trainer: give the Trainer one eval_dataset, or cook with a GLUE task=")
+        if trainer.compute_metrics is None:
+            raise SoupError("soup judged by the Trainer: give the Trainer a compute_metrics, or cook with a GLUE task=")
+        if len(trainer.label_names) != 1:
+            raise SoupError(f"soup judged by the Trainer: needs one label column, the Trainer has {trainer.label_names}")
+        if trainer.args.greater_is_better is False:
+            raise SoupError(
+                f"soup judged by the Trainer: recipes maximise their metric, but metric_for_best_model="
+                f"{trainer.args.metric_for_best_model!r} is lower-is-better; choose a metric to maximise"
+            )
+        if not 0.0 < select_fraction < 1.0:
+            raise SoupError(f"select_fraction={select_fraction} must be strictly between 0 and 1")
+        self.trainer, self.accelerator, self.progress = trainer, trainer.accelerator, progress
+        self.label_name = trainer.label_names[0]
+        dataset = trainer.eval_dataset
+        order = np.random.default_rng(seed).permutation(len(dataset))
+        cut = math.floor(select_fraction * len(dataset))
+        rows = {"select": np.sort(order[:cut]), "report": np.sort(order[cut:])}
+        if min(len(r) for r in rows.values()) == 0:
+            raise SoupError(f"soup judged by the Trainer: eval_dataset has {len(dataset)} rows, too few to split")
+        self.parts = {split: _subset(dataset, r) for split, r in rows.items()}
+        self.split_names = {split: f"eval_dataset:{split}" for split in rows}
+        self.split_rule = {
+            "source": "Trainer eval_dataset", "base_rows": len(dataset), "seed": seed,
+            "select_fraction": select_fraction, "method": SPLIT_METHOD,
+            "rows": {split: len(r) for split, r in rows.items()},
+        }
+        wanted = trainer.args.metric_for_best_model
+        self.metric: str | None = wanted.removeprefix("eval_") if wanted else None
+
+    def outputs(self, model: PreTrainedModel, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """The model's logits and the labels on one part, in row order (every process gets all of them)."""
+        loader = self.trainer.get_eval_dataloader(self.parts[split])
+        was_training = model.training
+        model.to(self.accelerator.device).eval()
+        logits, labels = [], []
+        bar = tqdm(loader, desc=f"eval_dataset:{split}", disable=not (self.progress and self.accelerator.is_main_process))
+        try:
+            with torch.inference_mode():
+                for batch in bar:
+                    batch_labels = batch.pop(self.label_name)
+                    batch_logits = model(**batch).logits.float()
+                    batch_logits, batch_labels = self.accelerator.gather_for_metrics((batch_logits, batch_labels))
+                    logits.append(batch_logits.cpu())
+                    labels.append(batch_labels.cpu())
+        finally:
+            model.train(was_training)
+        rows = len(self.parts[split])
+        gathered = sum(len(l) for l in labels)
+        if gathered != rows:
+            raise SoupError(f"eval_dataset:{split}: gathered {gathered} outputs for {rows} rows (dataloader_drop_last?)")
+        return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+    def metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        values = self.trainer.compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels))
+        metrics = {k.removeprefix("eval_"): float(v) for k, v in values.items() if np.isscalar(v)}
+        if self.metric is None:
+            self.metric = next(iter(metrics))
+        if self.metric not in metrics:
+            raise SoupError(f"compute_metrics returns {sorted(metrics)}, not metric_for_best_model {self.metric!r}")
+        return metrics
+
+    def _result(self, split: str, predictions: np.ndarray, labels: np.ndarray) -> EvalResult:
+        metrics = self.metrics(predictions, labels)
+        return EvalResult(
+            task=self.task, split=self.split_names[split], metrics=metrics, main_metric=self.metric,
+            num_examples=len(labels), split_rule=self.split_rule, predictions=predictions, logits=predictions,
+            labels=labels,
+        )
+
+    def score(self, model: PreTrainedModel, split: str, return_predictions: bool = False) -> EvalResult:
+        result = self._result(split, *self.outputs(model, split))
+        if not return_predictions:
+            result.predictions = result.logits = result.labels = None
+        return result
+
+    def main_metric(self, predictions: np.ndarray, labels: np.ndarray) -> float:
+        return self.metrics(predictions, labels)[self.metric]
+
+    def ensemble(self, results: list[EvalResult], text_to_text: bool) -> EvalResult:
+        """Mean class probabilities, given to ``compute_metrics`` as log-probabilities (the mean output for a
+        one-output regressor)."""
+        logits = np.stack([r.logits for r in results])
+        if logits.shape[-1] == 1:
+            mixed = logits.mean(0)
+        else:
+            probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+            mixed = np.log((probabilities / probabilities.sum(-1, keepdims=True)).mean(0))
+        split = next(s for s, name in self.split_names.items() if name == results[0].split)
+        return self._result(split, mixed, results[0].labels)
+
+    def train_batches(self, model: PreTrainedModel):
+        for batch in self.trainer.get_eval_dataloader(self.parts["select"]):
+            labels = batch.pop(self.label_name)
+            yield batch, labels
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if logits.shape[-1] == 1:
+            return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+        return torch.nn.functional.cross_entropy(logits, labels.long())
+
+
+def _subset(dataset: Any, rows: np.ndarray) -> Any:
+    if hasattr(dataset, "select"):  # datasets.Dataset: keeps column removal by the Trainer
+        return dataset.select(rows)
+    return torch.utils.data.Subset(dataset, rows.tolist())
+
+
+# ---------------------------------------------------------------------------------------------------- callback
+
+
+class SoupCallback(TrainerCallback):
+    """Collects every run of a sweep into a pantry and cooks a soup from it.
+
+    Args:
+        pantry: the folder shared by every run of the sweep.
+        checkpoints: also add each saved ``checkpoint-*`` (``on_save``), not only each run's final model.
+        pin_head: give every run the same starting classifier head: the first run saves its initial head in the
+            pantry, later runs load it (``on_train_begin``). Needed when the runs create their models under
+            different seeds.
+        cook_on_end: cook at the end of a run (``on_train_end``) once the pantry holds ``sweep_size`` final models
+            (default: at the end of every run from the second on; the last run's soup is the sweep's).
+        sweep_size: see ``cook_on_end``.
+        recipe: ``"greedy"``, ``"uniform"`` or ``"learned"`` (see :data:`hf_soups.recipes.RECIPES`).
+        task: judge with this GLUE task instead of the Trainer's ``eval_dataset`` and ``compute_metrics``.
+        glue_dir: a local GLUE tsv folder for ``task`` (default: the Hub's ``nyu-mll/glue``).
+        output_dir: the soup folder (default: ``<Trainer output_dir>/soup``).
+        ensemble: add the logit-ensemble baseline to the results table.
+        push_to_hub / hub_model_id / hub_token / hub_private_repo: push the soup; each defaults to the Trainer's
+            setting, and the soup's repo to the Trainer's ``hub_model_id`` (or output folder name) + ``-soup``.
+        seed / select_fraction: the split of the Trainer's eval dataset into selection and report parts.
+
+    Example:
+        >>> callback = SoupCallback("pantry", pin_head=True, cook_on_end=True, sweep_size=4, task="rte")  # doctest: +SKIP
+        >>> for lr, seed in grid:  # doctest: +SKIP
+        ...     Trainer(make_model(), TrainingArguments(f"runs/{lr}-{seed}", learning_rate=lr, seed=seed),
+        ...             train_dataset=train, processing_class=tokenizer, callbacks=[callback]).train()
+    """
+
+    def __init__(
+        self,
+        pantry: str | Path,
+        checkpoints: bool = False,
+        pin_head: bool = False,
+        cook_on_end: bool = False,
+        sweep_size: int | None = None,
+        recipe: str = "greedy",
+        task: str | None = None,
+        glue_dir: str | Path | None = None,
+        output_dir: str | Path | None = None,
+        ensemble: bool = True,
+        push_to_hub: bool | None = None,
+        hub_model_id: str | None = None,
+        hub_token: str | None = None,
+        hub_private_repo: bool | None = None,
+        seed: int = 0,
+        select_fraction: float = 0.5,
+    ) -> None:
+        from hf_soups.recipes import RECIPES
+
+        if recipe not in RECIPES:
+            raise SoupError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        self.pantry = Pantry(pantry)
+        self.checkpoints, self.pin_head = checkpoints, pin_head
+        self.cook_on_end, self.sweep_size = cook_on_end, sweep_size
+        self.recipe, self.task, self.glue_dir, self.output_dir, self.ensemble = recipe, task, glue_dir, output_dir, ensemble
+        self.push_to_hub, self.hub_model_id, self.hub_token = push_to_hub, hub_model_id, hub_token
+        self.hub_private_repo = hub_private_repo
+        self.seed, self.select_fraction = seed, select_fraction
+        self.trainer: Trainer | None = None  # set by SoupTrainer: lets cook_on_end judge with the Trainer
+        self.last_report = None
+        self._start: dict[str, str] = {}
+
+    # -- collecting
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.cook_on_end and self.task is None and self.trainer is None:
+            raise SoupError(
+                "SoupCallback(cook_on_end=True) needs a judge: pass task= (a GLUE task), use SoupTrainer, or call "
+                "callback.cook(trainer) after the sweep"
+            )
+        if self.pin_head:
+            self.pantry.pin_head(model)
+        self._start = fingerprint(model)
+
+    def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if self.checkpoints and state.is_world_process_zero:
+            self._add(f"{run_name(args)}.checkpoint-{state.global_step}", "checkpoint", args, state, model, processing_class)
+
+    def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if state.is_world_process_zero:
+            self._add(run_name(args), "final", args, state, model, processing_class)
+        PartialState().wait_for_everyone()
+        if self.cook_on_end:
+            finals = len(self._shared_entries("final"))
+            if finals >= (self.sweep_size or 2):
+                self.last_report = self.cook(self.trainer, args=args)
+
+    def _add(self, name: str, kind: str, args, state, model, tokenizer) -> Path:
+        info = {
+            "run_name": run_name(args), "kind": kind, "step": state.global_step, "epoch": state.epoch,
+            "training_args": args.to_dict(), "metrics": last_eval_metrics(state.log_history),
+            "start": self._start,
+        }
+        return self.pantry.add(name, model, tokenizer, info)
+
+    def _shared_entries(self, kind: str | None = None) -> list[PantryEntry]:
+        """The pantry's entries as the main process sees them, so every process cooks the same ingredients."""
+        listed = [self.pantry.entries(kind) if PartialState().is_main_process else None]
+        return broadcast_object_list(listed)[0]
+
+    # -- cooking
+
+    def cook(
+        self,
+        trainer: Trainer | None = None,
+        recipe: str | None = None,
+        output_dir: str | Path | None = None,
+        task: str | None = None,
+        push_to_hub: bool | None = None,
+        args: Any = None,
+        **options: Any,
+    ):
+        """Cook the pantry's final models (and checkpoints, with ``checkpoints=True``) into a soup.
+
+        Every process of a distributed run must call this; only the main one writes and pushes.
+
+        Args:
+            trainer: judges with its ``eval_dataset`` and ``compute_metrics`` (unless a GLUE ``task`` is set) and
+                gives the defaults of ``output_dir`` and the Hub settings.
+            recipe: overrides the callback's recipe.
+            output_dir: the soup folder (default: the callback's, else ``<Trainer output_dir>/soup``).
+            task: a GLUE task to judge with (overrides the callback's).
+            push_to_hub: overrides the callback's and the Trainer's setting.
+            args: ``TrainingArguments`` for the defaults when no trainer is given.
+            **options: recipe options (``resume=True`` for greedy; ``granularity``, ``epochs``, ``lr`` for learned).
+
+        Returns:
+            A :class:`~hf_soups.recipes.serving.SoupReport`: ``.table``, ``.record``, ``.output_dir``, ``.model``.
+
+        Raises:
+            SoupError: no judge, an empty pantry, or ingredients that started from different weights.
+
+        Example:
+            >>> report = callback.cook(trainer, recipe="uniform")  # doctest: +SKIP
+            >>> print(report.table)  # doctest: +SKIP
+        """
+        from hf_soups.hub import push_soup
+        from hf_soups.recipes import RECIPES, make_kitchen
+
+        args = trainer.args if trainer is not None else args
+        task = task or self.task
+        if task is None and trainer is None:
+            raise SoupError("cook: give the Trainer (its eval_dataset and compute_metrics judge) or a GLUE task=")
+        ingredients = self.pantry.ingredients(self._shared_entries())
+        output_dir = Path(output_dir or self.output_dir or Path(args.output_dir) / "soup")
+        batch_size = args.per_device_eval_batch_size if args is not None else 32
+        accelerator = trainer.accelerator if trainer is not None else None
+        if task is not None:
+            kitchen = make_kitchen(ingredients, task, glue_dir=self.glue_dir, batch_size=batch_size, accelerator=accelerator)
+        else:
+            judge = TrainerJudge(trainer, self.seed, self.select_fraction)  # type: ignore[arg-type]
+            kitchen = make_kitchen(ingredients, judge=judge)
+        report = RECIPES[recipe or self.recipe].cook(kitchen, output_dir, ensemble=self.ensemble, overwrite=True, **options)
+        push = _first(push_to_hub, self.push_to_hub, getattr(args, "push_to_hub", None), False)
+        if push and PartialState().is_main_process:
+            repo_id = self.hub_model_id or f"{getattr(args, 'hub_model_id', None) or Path(args.output_dir).name}-soup"
+            push_soup(
+                output_dir, repo_id, token=self.hub_token or getattr(args, "hub_token", None),
+                private=bool(_first(self.hub_private_repo, getattr(args, "hub_private_repo", None), False)),
+            )
+        PartialState().wait_for_everyone()
+        return report
+
+
+def _first(*values: Any) -> Any:
+    return next(v for v in values if v is not None)
+
+
+def run_name(args: Any) -> str:
+    """The run's name: ``args.run_name``, else its output folder's name."""
+    return args.run_name or Path(args.output_dir).name
+
+
+def last_eval_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """The ``eval_*`` numbers of the last evaluation in a Trainer's log history (empty if none ran)."""
+    evals = [entry for entry in log_history if any(key.startswith("eval_") for key in entry)]
+    if not evals:
+        return {}
+    return {k: v for k, v in evals[-1].items() if k.startswith("eval_") and isinstance(v, int | float)}
+
+
+# ------------------------------------------------------------------------------------------------- SoupTrainer
+
+
+class SoupTrainer(Trainer):
+    """A :class:`transformers.Trainer` with a :class:`SoupCallback` installed and :meth:`soup` to cook.
+
+    Training is exactly the Trainer's; the callback adds the run's model to the pantry at the end.
+
+    Args:
+        *args, **kwargs: the Trainer's.
+        pantry: the sweep's shared pantry folder (default: ``<output_dir>/pantry``).
+        soup_callback: a configured :class:`SoupCallback` to install instead (its pantry wins).
+
+    Example:
+        >>> soup = SoupCallback("pantry", pin_head=True)  # doctest: +SKIP
+        >>> for lr in (2e-5, 5e-5):  # doctest: +SKIP
+        ...     trainer = SoupTrainer(model_fn(), TrainingArguments(f"runs/{lr}", learning_rate=lr),
+        ...                           train_dataset=train, eval_dataset=dev, compute_metrics=compute_metrics("rte"),
+        ...                           soup_callback=soup)
+        ...     trainer.train()
+        >>> print(trainer.soup().table)  # doctest: +SKIP
+    """
+
+    def __init__(self, *args: Any, pantry: str | Path | None = None, soup_callback: SoupCallback | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.soup_callback = soup_callback or SoupCallback(pantry or Path(self.args.output_dir) / "pantry")
+        self.soup_callback.trainer = self
+        self.add_callback(self.soup_callback)
+
+    def soup(self, **kwargs: Any):
+        """Cook the pantry into a soup judged by this Trainer (see :meth:`SoupCallback.cook`)."""
+        return self.soup_callback.cook(self, **kwargs)
+
+
+__all__ = ["Pantry", "PantryEntry", "PantryIngredient", "SoupCallback", "SoupTrainer", "TrainerJudge", "fingerprint"]
