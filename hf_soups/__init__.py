@@ -1,34 +1,53 @@
 """hf_soups: model soups (Wortsman et al. 2022, arXiv 2203.05482) for the Hugging Face stack.
 
+Names are imported on first use, so ``hf-soups --help`` and ``import hf_soups`` stay fast (torch, transformers and
+accelerate load only when a function that needs them is asked for).
+
 Example:
     >>> from hf_soups import merge_models
     >>> merge_models(["runs/lr2e-5", "runs/lr3e-5"], output_dir="soup")  # doctest: +SKIP
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from hf_soups.errors import SoupError  # noqa: E402
-from hf_soups.ingredients import Ingredient, resolve_ingredients, validate  # noqa: E402
-from hf_soups.merge import load_model, merge_models  # noqa: E402
+# Public name → the module that defines it.
+_EXPORTS = {
+    "SoupError": "hf_soups.errors",
+    "Ingredient": "hf_soups.ingredients",
+    "resolve_ingredients": "hf_soups.ingredients",
+    "validate": "hf_soups.ingredients",
+    "load_model": "hf_soups.merge",
+    "merge_models": "hf_soups.merge",
+    "cook": "hf_soups.recipes",
+    "ensemble_scores": "hf_soups.recipes",
+    "greedy_soup": "hf_soups.recipes",
+    "learned_soup": "hf_soups.recipes",
+    "uniform_soup": "hf_soups.recipes",
+    "evaluate_glue": "hf_soups.evaluation",
+    "push_soup": "hf_soups.hub",
+    "SoupCallback": "hf_soups.callback",
+    "SoupTrainer": "hf_soups.callback",
+}
 
-_RECIPES = {"cook", "ensemble_scores", "greedy_soup", "learned_soup", "uniform_soup"}
-_CALLBACK = {"SoupCallback", "SoupTrainer"}
+if TYPE_CHECKING:
+    from hf_soups.callback import SoupCallback, SoupTrainer
+    from hf_soups.errors import SoupError
+    from hf_soups.evaluation import evaluate_glue
+    from hf_soups.hub import push_soup
+    from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
+    from hf_soups.merge import load_model, merge_models
+    from hf_soups.recipes import cook, ensemble_scores, greedy_soup, learned_soup, uniform_soup
 
 
-def __getattr__(name: str):
-    """Recipes and the Trainer callback import transformers, datasets and accelerate: load them only when asked for."""
-    if name in _RECIPES:
-        import hf_soups.recipes
-
-        return getattr(hf_soups.recipes, name)
-    if name in _CALLBACK:
-        import hf_soups.callback
-
-        return getattr(hf_soups.callback, name)
-    raise AttributeError(f"module 'hf_soups' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hf_soups' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 
-__all__ = [
-    "Ingredient", "SoupCallback", "SoupError", "SoupTrainer", "__version__", "cook", "ensemble_scores", "greedy_soup",
-    "learned_soup", "load_model", "merge_models", "resolve_ingredients", "uniform_soup", "validate",
-]
+__all__ = ["__version__", *_EXPORTS]

@@ -21,6 +21,8 @@ from hf_soups.merge import merge_models
 from hf_soups.record import RecipeRecord, SoupRecord, SoupResult
 from hf_soups.testing.hub_server import DEFAULT_USER
 
+from conftest import GLUE_DIR
+
 SOUP_REPO = f"{DEFAULT_USER}/rte-soup"
 
 
@@ -192,3 +194,39 @@ def test_parse_repo_id():
         parse_repo_id("me/soup@dev", revision="main")
     with pytest.raises(SoupError, match="namespace/name"):
         parse_repo_id("soup")
+
+
+@pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="needs ../shared/data/glue")
+def test_soup_command_with_hub_revisions_pushes_a_card_with_the_run_numbers(
+    hub_server, make_ingredients, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    api = HfApi()
+    first, second, third = make_ingredients(3)
+    upload(api, first, f"{DEFAULT_USER}/bert-rte")
+    upload(api, second, f"{DEFAULT_USER}/bert-rte", revision="lr3e-5")
+    upload(api, third, f"{DEFAULT_USER}/bert-rte", revision="seed2")
+    specs = [f"{DEFAULT_USER}/bert-rte", f"{DEFAULT_USER}/bert-rte@lr3e-5", f"{DEFAULT_USER}/bert-rte@seed2"]
+    out = tmp_path / "soup"
+    argv = ["soup", "--task", "rte", *specs, "-o", str(out), "--glue-dir", str(GLUE_DIR), "--push-to-hub", SOUP_REPO]
+    assert main(argv) == 0
+    record = SoupRecord.load(out)
+    assert all(i.revision and len(i.revision) == 40 for i in record.ingredients)
+    greedy = next(r for r in record.results if r.name == "greedy")
+    card = ModelCard.load(SOUP_REPO)
+    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [
+        ("accuracy", greedy.scores["report"]["accuracy"])
+    ]
+    pushed = AutoModelForSequenceClassification.from_pretrained(SOUP_REPO)
+    local = AutoModelForSequenceClassification.from_pretrained(out)
+    assert all(torch.equal(v, state(local)[k]) for k, v in state(pushed).items())
+    recipe = (out / "recipe.yaml").read_text()
+    assert f"{DEFAULT_USER}/bert-rte@{record.ingredients[1].revision}" in recipe  # pinned to the resolved commit
+
+
+def test_merge_command_pushes_to_the_hub(hub_server, make_ingredients, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    argv = ["merge", *map(str, make_ingredients(2)), "-o", str(tmp_path / "soup"), "--push-to-hub", SOUP_REPO]
+    assert main(argv) == 0
+    assert f"{hub_server.endpoint}/{SOUP_REPO}/commit/" in capsys.readouterr().out
+    assert "model-soup" in ModelCard.load(SOUP_REPO).data.tags

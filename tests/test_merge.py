@@ -206,3 +206,10 @@ def test_single_ingredient_copy_when_allowed(make_ingredients, tmp_path):
     folders = make_ingredients(1)
     soup = merge_models(folders, tmp_path / "soup", allow_single=True, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(read_soup(soup).values(), read_soup(folders[0]).values()))
+
+
+def test_cli_dtype_choices_match_the_merge_registry():
+    from hf_soups.commands.merge import DTYPES as CLI_DTYPES
+    from hf_soups.merge import DTYPES
+
+    assert sorted(CLI_DTYPES) == sorted(DTYPES)

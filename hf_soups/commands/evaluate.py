@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from accelerate import Accelerator
-
-from hf_soups.evaluation import EvalResult, evaluate_glue, get_task, load_glue_model
+if TYPE_CHECKING:
+    from hf_soups.evaluation import EvalResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +34,7 @@ def format_table(model: str, result: EvalResult) -> str:
     """The result as a two-column text table, main metric marked.
 
     Example:
+        >>> from hf_soups.evaluation import EvalResult
         >>> result = EvalResult("rte", "validation", {"accuracy": 0.6606}, "accuracy", 277)
         >>> print(format_table("runs/a", result))
         model        runs/a
@@ -50,6 +51,10 @@ def format_table(model: str, result: EvalResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from accelerate import Accelerator
+
+    from hf_soups.evaluation import evaluate_glue, get_task, load_glue_model
+
     task = get_task(args.task)
     model, tokenizer = load_glue_model(args.model, revision=args.revision)
     accelerator = Accelerator()

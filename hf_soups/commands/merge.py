@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from hf_soups.merge import DTYPES, merge_models
 from hf_soups.record import SoupRecord
+
+DTYPES = ["bf16", "bfloat16", "float16", "float32", "fp16", "fp32"]  # hf_soups.merge.DTYPES, without importing torch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--weights", type=lambda s: [float(w) for w in s.split(",")], metavar="W1,W2,...",
         help="one mixing weight per ingredient, comma-separated, normalised to sum 1 (default: uniform)",
     )
-    parser.add_argument("--dtype", choices=sorted(DTYPES), help="dtype to write (default: the ingredients' dtype)")
+    parser.add_argument("--dtype", choices=DTYPES, help="dtype to write (default: the ingredients' dtype)")
     parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     parser.add_argument("--allow-single", action="store_true", help="accept a single ingredient (writes a copy)")
     parser.add_argument(
@@ -33,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: the folder's own model if it has one, else all checkpoints)",
     )
     parser.add_argument("--max-shard-size", default="50GB", help="shard the output above this size (default 50GB)")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup (with a generated card) when done")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     adapters = parser.add_argument_group("PEFT LoRA adapters (ingredients with adapter_config.json)")
     adapters.add_argument(
         "--base", help="base model of the adapters (default: the base_model_name_or_path each adapter's config names)"
@@ -47,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hf_soups.merge import merge_models
+
     path = merge_models(
         args.ingredients, output_dir=args.output, weights=args.weights, dtype=args.dtype, overwrite=args.overwrite,
         allow_single=args.allow_single, checkpoints=args.checkpoints, max_shard_size=args.max_shard_size,
@@ -59,4 +64,8 @@ def run(args: argparse.Namespace) -> int:
             f"{adapter['output']} LoRA adapter of rank {adapter['r']}: relative error {adapter['relative_error']:.4g} "
             f"(Frobenius, over all target weights; worst weight {adapter['max_module_relative_error']:.4g})"
         )
+    if args.push_to_hub:
+        from hf_soups.hub import push_soup
+
+        print(f"pushed: {push_soup(path, args.push_to_hub, private=args.private)}")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from hf_soups.hub import push_soup
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hf_soups.hub import push_soup
+
     url = push_soup(
         args.soup_dir, args.repo_id, token=args.token, private=args.private, revision=args.revision,
         create_pr=args.create_pr, commit_message=args.commit_message,
