@@ -11,9 +11,11 @@ from the mean: they sum to zero, so their cosines are negative on average (exact
 which ingredients deviate together, not whether they agree.
 
 The numbers are exact (float64 sums), computed in one pass: all ingredients are streamed side by side, tensor by
-tensor, so memory is the base (one model, when given) plus one tensor per ingredient (N × the largest tensor, e.g.
-N × 94 MB for BERT-base's word embeddings), plus small N × N sums per group. Ingredients whose files store the
-tensors in different orders need more (a tensor is held until every ingredient has yielded it).
+tensor. Memory is each stream's two read buffers (2 × N × the largest tensor: 1.5 GB for 8 BERT-base ingredients,
+whose word embeddings are 94 MB; 4 GB for 8 bf16 7B models, a third of one model), float64 blocks of
+:data:`CHUNK` elements per ingredient, small N × N sums per group, and the base when given (one model).
+Ingredients whose files store the tensors in different orders need more (a tensor is copied and held until every
+ingredient has yielded it).
 
 **Loss landscape** (:func:`loss_landscape`), when a GLUE task is given: the selection-split score of each
 ingredient, and along the straight line (1 − α)·θ_best + α·θⱼ from the best ingredient to each other one at
@@ -67,7 +69,7 @@ HEAD_COSINE = 0.5
 # Name parts of task heads (new, randomly initialised at fine-tuning) and of pretrained poolers.
 HEAD_PARTS = {"classifier", "pre_classifier", "lm_head", "score", "qa_outputs", "cls"}
 POOLER_PARTS = {"pooler"}
-CHUNK = 1 << 22  # elements per float64 block when summing products
+CHUNK = 1 << 20  # elements per float64 block when summing products
 _BLOCK = re.compile(r"(?:^|\.)((?:\w+\.)?(?:layer|layers|block|h)\.(\d+))\.")
 
 VERDICTS: dict[str, str] = {
@@ -266,12 +268,20 @@ def weight_space(ingredients: Sequence[Ingredient], plan: MergePlan, base: Ingre
 
 
 def _side_by_side(ingredients: Sequence[Ingredient], plan: MergePlan) -> Iterator[tuple[str, list[torch.Tensor]]]:
-    """Yield each float tensor with its copy from every ingredient, streaming all ingredients side by side."""
+    """Yield each float tensor with its copy from every ingredient, streaming all ingredients side by side.
+
+    A stream's tensor is a view of its read buffer, valid until the stream moves on: it is used in place when every
+    ingredient yields the same name in the same round (files in one order), and copied only when it must wait.
+    """
     streams = [ingredient.tensors() for ingredient in ingredients]
     waiting: dict[str, list[torch.Tensor | None]] = {}
+    borrowed: dict[int, str] = {}  # stream → the waiting name whose tensor still views that stream's buffer
     active = list(range(len(streams)))
     while active:
         for k in list(active):
+            if borrowed.get(k) in waiting:
+                slots = waiting[borrowed.pop(k)]
+                slots[k] = slots[k].clone()  # type: ignore[union-attr]
             item = next(streams[k], None)
             if item is None:
                 active.remove(k)
@@ -280,7 +290,8 @@ def _side_by_side(ingredients: Sequence[Ingredient], plan: MergePlan) -> Iterato
             if not plan.is_float(name):
                 continue
             slots = waiting.setdefault(name, [None] * len(streams))
-            slots[k] = tensor.clone()  # the stream reuses its read buffers
+            slots[k] = tensor
+            borrowed[k] = name
             if all(t is not None for t in slots):
                 yield name, waiting.pop(name)  # type: ignore[misc]
 

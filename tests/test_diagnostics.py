@@ -100,6 +100,18 @@ def test_sums_match_a_direct_computation(runs, with_base):
     assert group.size == tau.shape[1]
 
 
+def test_files_in_another_tensor_order_give_the_same_sums(runs, tmp_path):
+    whole = runs(2, "whole")
+    legacy = tmp_path / "legacy"  # pytorch_model.bin streams in the order it was saved: here reversed
+    legacy.mkdir()
+    (legacy / "config.json").write_bytes((whole[1] / "config.json").read_bytes())
+    torch.save(dict(reversed(load_file(whole[1] / "model.safetensors").items())), legacy / "pytorch_model.bin")
+    assert [n for n, _ in resolve_ingredients([legacy])[0].tensors()] != [n for n, _ in resolve_ingredients([whole[1]])[0].tensors()]
+    reference, mixed = space(whole), space([whole[0], legacy])
+    for name, sums in reference.groups.items():
+        np.testing.assert_allclose(mixed.groups[name].gram, sums.gram, rtol=1e-12)  # summed in another order
+
+
 def test_base_without_model_prefix_or_head(runs, tmp_path):
     torch.manual_seed(0)
     BertModel(tiny_bert_config()).save_pretrained(tmp_path / "bare")  # "embeddings.…", no "bert." prefix, no head
