@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     print(report.table)
     print(f"soup written to {report.output_dir}")
     if args.push_to_hub:
+        from hf_soups.card import write_card
         from hf_soups.hub import push_soup
 
+        write_card(report.output_dir, repo_id=args.push_to_hub)  # the card names the repo it lives in
         print(f"pushed: {push_soup(report.output_dir, args.push_to_hub, private=args.private)}")
     return 0

@@ -235,6 +235,7 @@ class GlueScorer:
         bar = tqdm(
             self.loader(kind, self.max_length_for(model)),
             desc=f"{self.task.name} {self.split}",
+            leave=False,
             disable=not (self.progress and accelerator.is_main_process),
         )
         autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=device.type == "cuda")

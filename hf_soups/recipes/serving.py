@@ -93,7 +93,7 @@ def serve(
             plot_soups(folder, tastings, soups)
             if trajectory:
                 plot_trajectory(folder, trajectory, judge.metric)
-            write_card(folder)
+            write_card(folder, repo_id=Path(output_dir).name)  # not the temporary folder's name
 
         report.output_dir = write_soup(output_dir, mean, record, dtype, overwrite=overwrite, extras=extras)
     wait_for_everyone(judge)
