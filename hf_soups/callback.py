@@ -140,7 +140,7 @@ class Pantry:
         raise SoupError(f"pantry {self.path}: no free entry name for {base!r}")
 
     def entries(self, kind: str | None = None) -> list[PantryEntry]:
-        """The complete entries (of one ``kind`` when given), by name."""
+        """The complete entries (of one ``kind`` when given), in the order they were added."""
         if not self.path.is_dir():
             return []
         entries = [
@@ -148,6 +148,7 @@ class Pantry:
             for folder in sorted(self.path.iterdir())
             if not folder.name.startswith(".") and (folder / ENTRY_FILE).is_file()
         ]
+        entries.sort(key=lambda e: (e.info["created"], e.name))
         return [e for e in entries if kind is None or e.info["kind"] == kind]
 
     def pin_head(self, model: PreTrainedModel) -> None:
@@ -559,11 +560,15 @@ def run_name(args: Any) -> str:
 
 
 def last_eval_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
-    """The ``eval_*`` numbers of the last evaluation in a Trainer's log history (empty if none ran)."""
+    """The ``eval_*`` numbers of the last evaluation in a Trainer's log history, speed metrics left out (empty if
+    none ran)."""
     evals = [entry for entry in log_history if any(key.startswith("eval_") for key in entry)]
     if not evals:
         return {}
-    return {k: v for k, v in evals[-1].items() if k.startswith("eval_") and isinstance(v, int | float)}
+    return {
+        k: v for k, v in evals[-1].items()
+        if k.startswith("eval_") and isinstance(v, int | float) and not k.endswith(("_runtime", "_per_second"))
+    }
 
 
 # ------------------------------------------------------------------------------------------------- SoupTrainer

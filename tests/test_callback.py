@@ -1,0 +1,235 @@
+"""SoupCallback / SoupTrainer in Trainer scripts: pantry, same-start check, pinned heads, crashes, concurrency, Hub."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import HfApi
+from safetensors.torch import load_file
+from transformers import BertForSequenceClassification, BertModel, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from hf_soups import SoupCallback, SoupError, SoupTrainer
+from hf_soups.callback import Pantry, PantryEntry, TrainerJudge, check_same_start, fingerprint
+from hf_soups.record import SoupRecord
+from hf_soups.testing.hub_server import DEFAULT_USER
+
+from conftest import VOCAB, tiny_bert_config
+
+WORDS = VOCAB[5:]
+
+
+def accuracy(prediction) -> dict[str, float]:
+    return {"accuracy": float(np.mean(prediction.predictions.argmax(-1) == prediction.label_ids))}
+
+
+def dataset(tokenizer, rows: int, seed: int) -> datasets.Dataset:
+    """Sentences of random words, labelled by whether they mention the cat."""
+    rng = random.Random(seed)
+    sentences = [" ".join(rng.choices(WORDS, k=rng.randint(3, 8))) for _ in range(rows)]
+    labels = [int("cat" in s.split()) for s in sentences]
+    data = datasets.Dataset.from_dict({"sentence": sentences, "label": labels, "idx": list(range(rows))})
+    return data.map(lambda batch: tokenizer(batch["sentence"]), batched=True, remove_columns=["sentence"])
+
+
+@pytest.fixture
+def run(tmp_path, tiny_tokenizer):
+    """``run(name, trainer_class=Trainer, lr=, seed=, **kwargs)``: one fine-tuning run of one pretrained body, whose
+    new classifier head is drawn under ``seed``; returns the trainer after ``train()``."""
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config()).save_pretrained(base)
+    train, dev = dataset(tiny_tokenizer, 32, seed=1), dataset(tiny_tokenizer, 24, seed=2)
+
+    def make(name, trainer_class=Trainer, lr=1e-2, seed=0, train_it=True, args=None, **kwargs):
+        set_seed(seed)
+        model = BertForSequenceClassification.from_pretrained(base, num_labels=2)
+        settings = dict(
+            output_dir=str(tmp_path / "runs" / name), learning_rate=lr, seed=seed, num_train_epochs=1,
+            per_device_train_batch_size=8, per_device_eval_batch_size=8, eval_strategy="epoch", save_strategy="no",
+            report_to="none", use_cpu=True, disable_tqdm=True,
+        )
+        training_args = TrainingArguments(**settings | (args or {}))
+        trainer = trainer_class(model, training_args, train_dataset=train, eval_dataset=dev,
+                                processing_class=tiny_tokenizer, compute_metrics=accuracy, **kwargs)
+        if train_it:
+            trainer.train()
+        return trainer
+
+    return make
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def test_three_runs_fill_one_pantry_and_cook_a_soup(run, tmp_path):
+    soup = SoupCallback(tmp_path / "pantry", pin_head=True)
+    grid = [("lr1e-2-s0", 1e-2, 0), ("lr3e-2-s1", 3e-2, 1), ("lr1e-2-s2", 1e-2, 2)]
+    for name, lr, seed in grid:
+        trainer = run(name, lr=lr, seed=seed, callbacks=[soup])
+
+    entries = Pantry(tmp_path / "pantry").entries()
+    assert [e.name for e in entries] == [name for name, _, _ in grid]
+    assert len({e.info["start"]["weights"] for e in entries}) == 1  # one pinned start
+    for entry, (name, lr, seed) in zip(entries, grid):
+        assert entry.info["run_name"] == name and entry.info["kind"] == "final" and entry.info["step"] == 4
+        assert entry.info["training_args"]["learning_rate"] == lr and entry.info["training_args"]["seed"] == seed
+        assert set(entry.info["metrics"]) == {"eval_accuracy", "eval_loss"}
+        assert (entry.path / "tokenizer_config.json").is_file()
+    assert not torch.equal(weights(entries[0].path)["classifier.weight"], weights(entries[2].path)["classifier.weight"])
+
+    report = soup.cook(trainer)
+    assert report.output_dir == tmp_path / "runs" / "lr1e-2-s2" / "soup"
+    assert {"README.md", "soup.json", "model.safetensors", "recipe.yaml", "greedy_trajectory.png"} <= {
+        p.name for p in report.output_dir.iterdir()
+    }
+    record = SoupRecord.load(report.output_dir)
+    assert record.recipe.name == "greedy" and record.recipe.select_split == "eval_dataset:select"
+    assert record.recipe.split_rule["rows"] == {"select": 12, "report": 12}
+    assert [i.hyperparameters for i in record.ingredients] == [
+        {"learning_rate": lr, "seed": seed} for _, lr, seed in grid
+    ]
+    assert [r.name for r in record.results] == ["best individual", "greedy", "uniform", "ensemble"]
+    assert "learning_rate=0.03" in (report.output_dir / "README.md").read_text().replace(": ", "=")
+
+
+def test_trainer_judge_scores_like_trainer_evaluate(run):
+    trainer = run("judge", train_it=False, args={"metric_for_best_model": "eval_accuracy"})
+    judge = TrainerJudge(trainer, seed=3)
+    select, report = (set(judge.parts[split]["idx"]) for split in ("select", "report"))
+    assert not select & report and len(select | report) == 24
+    assert judge.split_rule["rows"] == {"select": 12, "report": 12}
+    for split in ("select", "report"):
+        ours = judge.score(trainer.model, split, return_predictions=True)
+        theirs = trainer.evaluate(judge.parts[split])
+        assert ours.main_metric == "accuracy" and ours.main == pytest.approx(theirs["eval_accuracy"])
+        assert ours.num_examples == 12 and ours.logits.shape == (12, 2)
+        assert judge.main_metric(ours.predictions, ours.labels) == ours.main
+
+
+def test_different_heads_refused_pinned_heads_accepted(run, tmp_path):
+    unpinned, pinned = SoupCallback(tmp_path / "unpinned"), SoupCallback(tmp_path / "pinned", pin_head=True)
+    for seed in (0, 1):
+        trainer = run(f"u{seed}", seed=seed, callbacks=[unpinned], args={"max_steps": 1})
+        run(f"p{seed}", seed=seed, callbacks=[pinned], args={"max_steps": 1})
+    with pytest.raises(SoupError, match=r"'u0' and 'u1' start from different classifier heads.*pin_head=True"):
+        unpinned.cook(trainer)
+    assert (tmp_path / "pinned" / "start-head.safetensors").is_file()
+    assert len({e.info["start"]["weights"] for e in Pantry(tmp_path / "pinned").entries()}) == 1
+    assert pinned.cook(trainer, recipe="uniform").record.recipe.name == "uniform"
+
+
+def test_different_bodies_refused(tmp_path):
+    start = {"weights": "a", "body": "b", "head": "h"}
+    other = start | {"weights": "c", "body": "d"}
+    entries = [PantryEntry(tmp_path / "x", {"start": start}), PantryEntry(tmp_path / "y", {"start": other})]
+    with pytest.raises(SoupError, match="'x' and 'y' start from different pretrained weights"):
+        check_same_start(entries)
+
+
+def test_soup_trainer_is_trainer_plus_callback(run, tmp_path):
+    callback = SoupCallback(tmp_path / "pantry-a")
+    for lr in (1e-2, 3e-2):
+        plain = run(f"a{lr:g}", lr=lr, callbacks=[callback])
+        souped = run(f"b{lr:g}", SoupTrainer, lr=lr, pantry=tmp_path / "pantry-b")
+        callbacks = [sorted(t.callback_handler.callback_list.split("\n")) for t in (plain, souped)]
+        assert callbacks[0] == callbacks[1]
+    a, b = Pantry(tmp_path / "pantry-a").entries(), Pantry(tmp_path / "pantry-b").entries()
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        assert x.info["start"] == y.info["start"] and x.info["metrics"] == y.info["metrics"]
+        assert all(torch.equal(t, weights(y.path)[k]) for k, t in weights(x.path).items())
+    ours, theirs = souped.soup(), callback.cook(plain)
+    assert ours.output_dir == tmp_path / "runs" / "b0.03" / "soup"
+    assert ours.record.results == theirs.record.results
+    assert [i.kept for i in ours.record.ingredients] == [i.kept for i in theirs.record.ingredients]
+
+
+def test_cook_on_end_cooks_after_the_last_run(run, tmp_path):
+    callback = SoupCallback(tmp_path / "pantry", cook_on_end=True, sweep_size=2, output_dir=tmp_path / "soup")
+    run("first", SoupTrainer, soup_callback=callback)
+    assert callback.last_report is None and not (tmp_path / "soup").exists()
+    run("second", SoupTrainer, lr=3e-2, soup_callback=callback)
+    assert callback.last_report.output_dir == tmp_path / "soup"
+    assert len(SoupRecord.load(tmp_path / "soup").ingredients) == 2
+
+
+def test_cook_on_end_without_a_judge_is_refused_before_training(run, tmp_path):
+    with pytest.raises(SoupError, match="cook_on_end=True\\) needs a judge"):
+        run("r", callbacks=[SoupCallback(tmp_path / "pantry", cook_on_end=True)])
+    assert not (tmp_path / "pantry").exists()
+
+
+def test_checkpoints_join_the_pantry(run, tmp_path):
+    callback = SoupCallback(tmp_path / "pantry", checkpoints=True)
+    run("r", callbacks=[callback], args={"save_strategy": "steps", "save_steps": 2})
+    entries = Pantry(tmp_path / "pantry").entries()
+    assert [(e.name, e.info["kind"], e.info["step"]) for e in entries] == [
+        ("r.checkpoint-2", "checkpoint", 2), ("r.checkpoint-4", "checkpoint", 4), ("r", "final", 4)
+    ]
+    assert [i.hyperparameters for i in Pantry(tmp_path / "pantry").ingredients()] == [
+        {"epoch": 0.5}, {"epoch": 1.0}, {"epoch": 1.0}
+    ]
+
+
+class Crash(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        raise RuntimeError("out of memory")
+
+
+def test_a_crash_leaves_the_pantry_usable(run, tmp_path, monkeypatch):
+    callback = SoupCallback(tmp_path / "pantry")
+    trainer = run("ok1", callbacks=[callback])
+    with pytest.raises(RuntimeError, match="out of memory"):  # dies while training: adds nothing
+        run("crashed-training", callbacks=[callback, Crash()])
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):  # dies while writing its entry
+        patch.setattr(os, "rename", killed)
+        run("crashed-writing", callbacks=[callback])
+    run("ok2", lr=3e-2, callbacks=[callback])
+
+    pantry = tmp_path / "pantry"
+    assert [p.name.startswith(".tmp-") for p in sorted(pantry.iterdir())] == [True, False, False]
+    assert [e.name for e in Pantry(pantry).entries()] == ["ok1", "ok2"]
+    report = callback.cook(trainer)
+    assert [Path(i.spec).name for i in report.record.ingredients] == ["ok1", "ok2"]
+
+
+def _add_from_process(args: tuple[str, int]) -> str:
+    pantry, seed = args
+    torch.manual_seed(seed)  # every process draws its own head; pinning gives them the first writer's
+    model = BertForSequenceClassification(tiny_bert_config())
+    Pantry(pantry).pin_head(model)
+    start = fingerprint(model)
+    return Pantry(pantry).add("run", model, None, {"kind": "final", "start": start}).name
+
+
+def test_concurrent_processes_share_one_pantry(tmp_path):
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        names = pool.map(_add_from_process, [(str(tmp_path / "pantry"), seed) for seed in range(4)])
+    assert sorted(names) == ["run", "run-2", "run-3", "run-4"]
+    entries = Pantry(tmp_path / "pantry").entries()
+    assert len(entries) == 4 and len({json.dumps(e.info["start"]["head"]) for e in entries}) == 1
+    assert not [p for p in (tmp_path / "pantry").iterdir() if p.name.startswith(".tmp-")]
+    heads = [weights(e.path)["classifier.weight"] for e in entries]
+    assert all(torch.equal(h, heads[0]) for h in heads)
+
+
+def test_cook_pushes_when_asked(run, tmp_path, hub_server):
+    repo = f"{DEFAULT_USER}/sweep-soup"
+    callback = SoupCallback(tmp_path / "pantry", push_to_hub=True, hub_model_id=repo, hub_token=hub_server.token)
+    for lr in (1e-2, 3e-2):
+        trainer = run(f"r{lr:g}", lr=lr, callbacks=[callback])
+    callback.cook(trainer)
+    assert {"README.md", "soup.json", "model.safetensors"} <= set(HfApi(token=hub_server.token).list_repo_files(repo))
