@@ -27,6 +27,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData, try_to_load_fr
 
 from hf_soups import __version__
 from hf_soups.errors import SoupError
+from hf_soups.stats import within_noise
 from hf_soups.record import SOUP_FILE, IngredientRecord, SoupRecord, SoupResult
 
 TEMPLATE = "soup_card.md.j2"
@@ -217,13 +218,13 @@ def _result_row(result: SoupResult, metrics: list[str]) -> dict[str, Any]:
 
 
 def format_gain(gain: dict[str, float]) -> str:
-    """``{"delta": 0.4, "low": -0.8, "high": 1.6}`` → ``"+0.4 (95% CI −0.8 … +1.6)"``."""
+    """A gain in points: ``{"delta": 0.004, "low": -0.008, "high": 0.016}`` → ``"+0.4 (95% CI −0.8 … +1.6)"``."""
     return f"{_signed(gain['delta'])} (95% CI {_signed(gain['low'])} … {_signed(gain['high'])})"
 
 
 def _verdict(result: SoupResult) -> str:
     gain = result.gain or {}
-    if gain["low"] <= 0 <= gain["high"]:
+    if within_noise(gain):
         return (f"**{result.name}**: the 95% interval of the gain contains 0, so on this report split it cannot be "
                 "told apart from the best individual model.")
     better = gain["low"] > 0
@@ -240,11 +241,12 @@ def _merge_command(record: SoupRecord) -> str:
 
 
 def _number(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
+    """A score in points (×100), as GLUE tables show them."""
+    return "—" if value is None else f"{100 * value:.1f}"
 
 
 def _signed(value: float) -> str:
-    return f"{value:+.3g}".replace("-", "−")
+    return f"{100 * value:+.1f}".replace("-", "−")
 
 
 def _yaml(data: dict[str, Any]) -> str:

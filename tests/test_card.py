@@ -37,9 +37,9 @@ def soup_record(licenses: tuple[str | None, ...] = (None, None, None), folders: 
         results=[
             SoupResult("best individual", {"select": {"accuracy": 0.61}, "report": {"accuracy": 0.63}}),
             SoupResult("uniform", {"select": {"accuracy": 0.62}, "report": {"accuracy": 0.635}},
-                       {"delta": 0.4, "low": -0.8, "high": 1.6, "resamples": 1000}),
+                       {"delta": 0.004, "low": -0.008, "high": 0.016, "resamples": 1000}),
             SoupResult("greedy", {"select": {"accuracy": 0.64}, "report": {"accuracy": 0.652}},
-                       {"delta": 2.2, "low": 0.5, "high": 3.9, "resamples": 1000}),
+                       {"delta": 0.022, "low": 0.005, "high": 0.039, "resamples": 1000}),
         ],
     )
 
@@ -68,8 +68,8 @@ def test_card_metadata_and_body(tmp_path):
     text = card.text
     assert "arXiv:2203.05482" in text
     assert f"| 3 | [me/bert-rte@lr2](https://huggingface.co/me/bert-rte/tree/{SHA}) | `{SHA[:12]}` | " \
-           "learning_rate=6e-05 | 0.62 | no | 0 |" in text
-    assert "| uniform | 0.62 | 0.635 | +0.4 (95% CI −0.8 … +1.6) |" in text
+           "learning_rate=6e-05 | 62.0 | no | 0 |" in text
+    assert "| uniform | 62.0 | 63.5 | +0.4 (95% CI −0.8 … +1.6) |" in text
     assert "**uniform**: the 95% interval of the gain contains 0" in text
     assert "**greedy**: better than the best individual model" in text
     assert "`validation:select` (138 examples)" in text and "(n = 139)" in text
@@ -123,6 +123,6 @@ def test_license_only_when_all_kept_ingredients_agree(tmp_path):
 
 
 def test_format_gain_and_missing_record(tmp_path):
-    assert format_gain({"delta": 0.4, "low": -0.8, "high": 1.6}) == "+0.4 (95% CI −0.8 … +1.6)"
+    assert format_gain({"delta": 0.004, "low": -0.008, "high": 0.016}) == "+0.4 (95% CI −0.8 … +1.6)"
     with pytest.raises(SoupError, match="no soup.json"):
         build_card(tmp_path)

@@ -68,7 +68,7 @@ def test_soup_of_hub_ingredients_is_pushed_in_one_commit_and_loads_back(
                                  report_split="validation:report", split_rule={"rows": {"select": 8, "report": 9}})
     record.results = [SoupResult("best individual", {"select": {"accuracy": 0.5}, "report": {"accuracy": 5 / 9}}),
                       SoupResult("uniform", {"select": {"accuracy": 0.625}, "report": {"accuracy": 6 / 9}},
-                                 {"delta": 11.1, "low": -11.1, "high": 33.3, "resamples": 1000})]
+                                 {"delta": 0.111, "low": -0.111, "high": 0.333, "resamples": 1000})]
     record.save(folder)
     before = snapshot(folder)
 

@@ -21,6 +21,7 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 
+from hf_soups.card import format_gain
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.models import is_text_to_text
@@ -169,15 +170,15 @@ def results(tastings: Sequence[Tasting], soups: Sequence[Tasting], judge: Judge,
 
 
 def format_table(tastings: Sequence[Tasting], rows: Sequence[SoupResult], metric: str, kept: Sequence[bool] | None = None) -> str:
-    """The plain-text results table: each ingredient, then each soup, on both splits."""
-    lines = [f"{'model':<44} {'select ' + metric:>18} {'report ' + metric:>18}  note", "-" * 92]
+    """The plain-text results table in points (×100): each ingredient, then each soup, on both splits."""
+    lines = [f"{'model':<44} {'select ' + metric:>18} {'report ' + metric:>18}  ", "-" * 100]
     for i, tasting in enumerate(tastings):
-        note = "" if kept is None else ("kept" if kept[i] else "")
-        lines.append(f"{_short(tasting.name):<44} {tasting.select.main:>18.4f} {tasting.report.main:>18.4f}  {note}")
-    lines.append("-" * 92)
+        note = "kept" if kept is not None and kept[i] else ""
+        lines.append(f"{_short(tasting.name):<44} {100 * tasting.select.main:>18.1f} {100 * tasting.report.main:>18.1f}  {note}")
+    lines.append("-" * 100)
     for row in rows:
-        note = "" if row.gain is None else f"report Δ {row.gain['delta']:+.4f} (95% CI {row.gain['low']:+.4f} … {row.gain['high']:+.4f})"
-        lines.append(f"{row.name:<44} {row.scores['select'][metric]:>18.4f} {row.scores['report'][metric]:>18.4f}  {note}")
+        note = "" if row.gain is None else f"report gain {format_gain(row.gain)}"
+        lines.append(f"{row.name:<44} {100 * row.scores['select'][metric]:>18.1f} {100 * row.scores['report'][metric]:>18.1f}  {note}")
     return "\n".join(lines)
 
 
