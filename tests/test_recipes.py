@@ -254,3 +254,30 @@ def test_select_and_report_on_the_same_split_warns(make_ingredients):
     with pytest.warns(UserWarning, match="not held out"):
         uniform_soup(make_ingredients(2), "rte", glue_dir=GLUE_DIR, select_split="validation",
                      report_split="validation", progress=False)
+
+
+@pytest.mark.slow
+def test_two_process_greedy_equals_one_process(make_ingredients, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import hf_soups.cli
+    from eval_fixtures import write_rte
+
+    write_rte(tmp_path / "glue", 41)  # odd, so the two processes get uneven batches
+    folders = make_ingredients(3)
+    args = ["soup", "--task", "rte", *map(str, folders), "--glue-dir", str(tmp_path / "glue"), "--batch-size", "4"]
+    assert main([*args, "-o", str(tmp_path / "one")]) == 0
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", hf_soups.cli.__file__]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*launch, *args, "-o", str(tmp_path / "two")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("soup written to") == 1  # only the main process writes and prints
+    one, two = (json.loads((tmp_path / name / "soup.json").read_text()) for name in ("one", "two"))
+    assert [i["kept"] for i in one["ingredients"]] == [i["kept"] for i in two["ingredients"]]
+    assert one["results"] == two["results"]
+    assert one["recipe"]["trajectory"] == two["recipe"]["trajectory"]
+    assert sha(tmp_path / "one") == sha(tmp_path / "two")
