@@ -39,7 +39,7 @@ from safetensors.torch import save_file
 
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
-from hf_soups.ingredients import Ingredient, resolve_ingredients
+from hf_soups.ingredients import TOKENIZER_FILES, Ingredient, resolve_ingredients
 from hf_soups.record import IngredientRecord
 from hf_soups.tensorfile import read_header, stream_bin_tensors, stream_tensors
 
@@ -210,6 +210,12 @@ class AdapterIngredient(Ingredient):
             "base": base_name(self._base), "revision": self._base.revision,
         }
         return record
+
+    @property
+    def tokenizer_path(self) -> Path:
+        """The adapter folder when it holds tokenizer files, else the base's."""
+        has_tokenizer = any((self.path / name).is_file() for name in TOKENIZER_FILES)
+        return self.path if has_tokenizer else self._base.tokenizer_path
 
     @property
     def _base(self) -> Ingredient:

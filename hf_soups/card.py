@@ -99,6 +99,7 @@ def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None) -> Mod
             record=record,
             recipe=recipe,
             kept=sum(i.kept for i in record.ingredients),
+            adapters=sum(i.adapter is not None for i in record.ingredients),
             ingredients=[_ingredient_row(i, recipe.metric if recipe else None) for i in record.ingredients],
             split_rule=_yaml(recipe.split_rule) if recipe and recipe.split_rule else None,
             options=_yaml(recipe.options) if recipe and recipe.options else None,
@@ -197,6 +198,9 @@ def _ingredient_row(ingredient: IngredientRecord, metric: str | None) -> dict[st
     score = ingredient.scores.get("select", {}).get(metric) if metric else None
     hyper = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                       for k, v in ingredient.hyperparameters.items())
+    if ingredient.adapter:
+        lora = f"LoRA adapter r={ingredient.adapter.get('r')}, lora_alpha={ingredient.adapter.get('lora_alpha')}"
+        hyper = f"{lora}; {hyper}" if hyper else lora
     return {
         "name": name,
         "revision": f"`{ingredient.revision[:12]}`" if ingredient.revision else "—",

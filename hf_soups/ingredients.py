@@ -205,6 +205,11 @@ class Ingredient:
                 hash_cache.put(file, self.sha256[file.name])
         self.reads += 1
 
+    @property
+    def tokenizer_path(self) -> Path:
+        """The folder whose tokenizer files go with this ingredient."""
+        return self.path
+
     def record(self, weight: float = 0.0, kept: bool = True) -> IngredientRecord:
         """This ingredient's entry in ``soup.json`` (hashes as far as they are known)."""
         return IngredientRecord(

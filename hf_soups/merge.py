@@ -227,8 +227,9 @@ def write_model_folder(
         config["dtype"] = str(float_dtypes.pop()).removeprefix("torch.")
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     for name in COPIED_FILES:
-        if (template.path / name).is_file():
-            shutil.copyfile(template.path / name, folder / name)
+        source = (template.tokenizer_path if name in TOKENIZER_FILES else template.path) / name
+        if source.is_file():
+            shutil.copyfile(source, folder / name)
 
 
 @contextlib.contextmanager

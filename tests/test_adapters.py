@@ -199,3 +199,27 @@ def test_apply_adapters_swaps_soups_on_one_loaded_base(lora, tmp_path):
     apply_adapters(model, ingredients[2:], base_state)
     torch.testing.assert_close(logits(model), logits(merged(base_dir, adapters[2])), atol=1e-5, rtol=0)
     assert torch.equal(model.bert.embeddings.word_embeddings.weight, untouched)
+
+
+def test_greedy_and_uniform_soups_of_adapters(lora, tmp_path):
+    """Recipes take adapters as ingredients; soup.json, recipe.yaml and the card say they were adapters, with ranks."""
+    import yaml
+
+    from hf_soups import cook, greedy_soup, uniform_soup
+    from test_recipes import BiasJudge
+
+    _, adapters = lora
+    greedy = greedy_soup(adapters, judge=BiasJudge(), output_dir=tmp_path / "greedy", progress=False)
+    assert any(i.kept for i in greedy.record.ingredients)
+    uniform_soup(adapters, judge=BiasJudge(), output_dir=tmp_path / "uniform", progress=False)
+    full = merge_models(adapters, tmp_path / "merged", progress=False)
+    assert torch.equal(load_file(tmp_path / "uniform" / "model.safetensors")["classifier.weight"],
+                       load_file(full / "model.safetensors")["classifier.weight"])
+    record = json.loads((tmp_path / "uniform" / "soup.json").read_text())
+    assert [i["adapter"]["r"] for i in record["ingredients"]] == [r for r, *_ in ADAPTERS]
+    recipe = yaml.safe_load((tmp_path / "uniform" / "recipe.yaml").read_text())
+    assert [m["adapter"]["lora_alpha"] for m in recipe["mix"]] == [a for _, a, *_ in ADAPTERS]
+    card = (tmp_path / "uniform" / "README.md").read_text()
+    assert "LoRA adapter r=4, lora_alpha=16" in card and "PEFT LoRA adapters" in card
+    cooked = cook(tmp_path / "uniform", tmp_path / "again")
+    assert (cooked / "model.safetensors").read_bytes() == (tmp_path / "uniform" / "model.safetensors").read_bytes()

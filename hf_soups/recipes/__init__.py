@@ -64,7 +64,7 @@ def make_kitchen(
     if judge is None:
         if task is None:
             raise ValueError("give a GLUE task or a judge")
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolved[0].path)
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolved[0].tokenizer_path)
         judge = GlueJudge(task, tokenizer, select_split, report_split, glue_dir, batch_size, accelerator, progress=progress)
     return Kitchen(resolved, judge, progress=progress)
 

@@ -141,7 +141,7 @@ class Kitchen:
 
 def build_model(ingredient: Ingredient) -> transformers.PreTrainedModel:
     """The ingredient's architecture built from its config (weights are set later), in fp32 eval mode."""
-    config = transformers.AutoConfig.from_pretrained(ingredient.path)
+    config = transformers.CONFIG_MAPPING[ingredient.config["model_type"]].from_dict(ingredient.config)
     architecture = (config.architectures or [None])[0]
     model_class = getattr(transformers, architecture or "", None)
     if model_class is None:

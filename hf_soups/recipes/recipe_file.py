@@ -48,6 +48,7 @@ def write_recipe(folder: Path, record: SoupRecord, mix: Sequence[tuple[Ingredien
                 "ingredient": pinned_spec(ingredient),
                 "sha256": dict(ingredient.sha256),
                 ("layer_weights" if isinstance(weight, dict) else "weight"): weight,
+                **({"adapter": ingredient.record().adapter} if ingredient.record().adapter else {}),
             }
             for ingredient, weight in mix
         ],
