@@ -281,3 +281,32 @@ def test_two_process_greedy_equals_one_process(make_ingredients, tmp_path):
     assert one["results"] == two["results"]
     assert one["recipe"]["trajectory"] == two["recipe"]["trajectory"]
     assert sha(tmp_path / "one") == sha(tmp_path / "two")
+
+
+@pytest.mark.slow
+def test_greedy_killed_mid_run_resumes_from_its_state(make_ingredients, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from eval_fixtures import write_rte
+
+    write_rte(tmp_path / "glue", 40)
+    folders = make_ingredients(4)
+    args = [sys.executable, "-m", "hf_soups.cli", "soup", "--task", "rte", *map(str, folders),
+            "--glue-dir", str(tmp_path / "glue")]
+    assert subprocess.run([*args, "-o", str(tmp_path / "clean")], capture_output=True).returncode == 0
+    process = subprocess.Popen([*args, "-o", str(tmp_path / "soup")], stderr=subprocess.DEVNULL)
+    state_file = tmp_path / "soup.greedy-state" / "state.json"
+    deadline = time.monotonic() + 120
+    while not (state_file.exists() and json.loads(state_file.read_text())["step"] >= 1):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "soup").exists()
+    assert subprocess.run([*args, "-o", str(tmp_path / "soup"), "--resume"], capture_output=True).returncode == 0
+    clean, resumed = (json.loads((tmp_path / name / "soup.json").read_text()) for name in ("clean", "soup"))
+    assert [i["kept"] for i in clean["ingredients"]] == [i["kept"] for i in resumed["ingredients"]]
+    assert sha(tmp_path / "soup") == sha(tmp_path / "clean")

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_soups.errors import SoupError
@@ -96,11 +97,12 @@ class GlueJudge:
                 stacklevel=2,
             )
         self.split_names = {"select": select_split, "report": report_split}
+        accelerator = accelerator or Accelerator()
         self.scorers = {
             part: GlueScorer(self.spec, tokenizer, name, glue_dir, batch_size, accelerator, rule=rule, progress=progress)
             for part, name in self.split_names.items()
         }
-        self.accelerator = self.scorers["select"].accelerator
+        self.accelerator = accelerator
         self.split_rule = {
             part: scorer.data.rule for part, scorer in self.scorers.items()
         } | {"rows": {part: scorer.data.dataset.num_rows for part, scorer in self.scorers.items()}}
