@@ -5,7 +5,9 @@ three child processes run in turn, each timed (wall) and measured (max RSS, whic
 
 - floor: a Python process that imports torch and safetensors, reads every input file once with plain reads and
   writes one output file of the soup's size;
-- hf_soups: ``merge_models(paths, out)``;
+- hf_soups: ``merge_models(paths, out)``, first with an empty sha256 cache (every input is hashed while it streams:
+  sha256 runs at about 1.2 GB/s on one core here, slower than reading from the page cache), then again with the
+  digests cached (keyed by size, mtime and inode), the case of every later merge or recipe over the same files;
 - mergekit (optional): ``mergekit-yaml`` with a ``linear`` merge of the same inputs (its own venv, see
   ``benchmarks/setup_mergekit.sh``).
 
@@ -71,10 +73,10 @@ def make_checkpoints(workdir: Path, count: int) -> list[Path]:
     return folders
 
 
-def measure(command: list[str]) -> tuple[float, int]:
+def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """Wall seconds and max RSS (bytes) of a child process."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -100,30 +102,35 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     folders = make_checkpoints(args.workdir, max(args.counts))
     checkpoint = (folders[0] / "model.safetensors").stat().st_size
-    print(f"checkpoint: BERT-base shape, fp32, {checkpoint / 1e6:.0f} MB; median of {args.repeats} runs per cell")
-    print("| N | floor s | hf_soups s | hf_soups / floor | peak RSS / checkpoint | mergekit s | hf_soups / mergekit | mergekit RSS / checkpoint |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"checkpoint: BERT-base shape, fp32, {checkpoint / 1e6:.0f} MB; medians of {args.repeats} runs per cell")
+    print("| N | floor s | hf_soups, hashing s | ratio to floor | hf_soups, cached hashes s | ratio to floor | "
+          "peak RSS / checkpoint | mergekit s | hf_soups (hashing) / mergekit | mergekit RSS / checkpoint |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for count in args.counts:
         inputs = [str(f / "model.safetensors") for f in folders[:count]]
         dirs = [str(f) for f in folders[:count]]
-        runs: dict[str, list[tuple[float, int]]] = {"floor": [], "hf": [], "mergekit": []}
+        cache = args.workdir / f"sha256-{count}.json"
+        env = {**os.environ, "HF_SOUPS_HASH_CACHE": str(cache)}
+        runs: dict[str, list[tuple[float, int]]] = {"floor": [], "cold": [], "warm": [], "mergekit": []}
         for _ in range(args.repeats):
             out = args.workdir / "out"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
             runs["floor"].append(measure([sys.executable, "-c", FLOOR, *inputs, str(out / "floor.bin")]))
-            runs["hf"].append(measure([sys.executable, "-c", HF_SOUPS, *dirs, str(out / "soup")]))
+            cache.unlink(missing_ok=True)
+            runs["cold"].append(measure([sys.executable, "-c", HF_SOUPS, *dirs, str(out / "cold")], env))
+            runs["warm"].append(measure([sys.executable, "-c", HF_SOUPS, *dirs, str(out / "warm")], env))
             if args.mergekit:
                 command = mergekit_command(args.mergekit, folders[:count], out / "mergekit", args.workdir / "linear.yml")
                 runs["mergekit"].append(measure(command))
-        floor = statistics.median(w for w, _ in runs["floor"])
-        hf = statistics.median(w for w, _ in runs["hf"])
-        hf_rss = statistics.median(r for _, r in runs["hf"])
-        row = f"| {count} | {floor:.2f} | {hf:.2f} | {hf / floor:.2f} | {hf_rss / checkpoint:.2f} |"
-        if runs["mergekit"]:
-            mk = statistics.median(w for w, _ in runs["mergekit"])
-            mk_rss = statistics.median(r for _, r in runs["mergekit"])
-            row += f" {mk:.2f} | {hf / mk:.2f} | {mk_rss / checkpoint:.2f} |"
+        wall = {name: statistics.median(w for w, _ in cells) for name, cells in runs.items() if cells}
+        rss = {name: statistics.median(r for _, r in cells) for name, cells in runs.items() if cells}
+        row = (
+            f"| {count} | {wall['floor']:.2f} | {wall['cold']:.2f} | {wall['cold'] / wall['floor']:.2f} | "
+            f"{wall['warm']:.2f} | {wall['warm'] / wall['floor']:.2f} | {max(rss['cold'], rss['warm']) / checkpoint:.2f} |"
+        )
+        if "mergekit" in wall:
+            row += f" {wall['mergekit']:.2f} | {wall['cold'] / wall['mergekit']:.2f} | {rss['mergekit'] / checkpoint:.2f} |"
         else:
             row += " – | – | – |"
         print(row, flush=True)
