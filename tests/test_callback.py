@@ -12,16 +12,28 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import VOCAB, tiny_bert_config
 from huggingface_hub import HfApi
 from safetensors.torch import load_file
-from transformers import BertForSequenceClassification, BertModel, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import (
+    BertForSequenceClassification,
+    BertModel,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
 
 from hf_soups import SoupCallback, SoupError, SoupTrainer
-from hf_soups.callback import Pantry, PantryEntry, TrainerJudge, check_same_start, fingerprint
+from hf_soups.callback import (
+    Pantry,
+    PantryEntry,
+    TrainerJudge,
+    check_same_start,
+    fingerprint,
+)
 from hf_soups.record import SoupRecord
 from hf_soups.testing.hub_server import DEFAULT_USER
-
-from conftest import VOCAB, tiny_bert_config
 
 WORDS = VOCAB[5:]
 
@@ -51,11 +63,11 @@ def run(tmp_path, tiny_tokenizer):
     def make(name, trainer_class=Trainer, lr=1e-2, seed=0, train_it=True, args=None, **kwargs):
         set_seed(seed)
         model = BertForSequenceClassification.from_pretrained(base, num_labels=2)
-        settings = dict(
-            output_dir=str(tmp_path / "runs" / name), learning_rate=lr, seed=seed, num_train_epochs=1,
-            per_device_train_batch_size=8, per_device_eval_batch_size=8, eval_strategy="epoch", save_strategy="no",
-            report_to="none", use_cpu=True, disable_tqdm=True,
-        )
+        settings = {
+            "output_dir": str(tmp_path / "runs" / name), "learning_rate": lr, "seed": seed, "num_train_epochs": 1,
+            "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8, "eval_strategy": "epoch",
+            "save_strategy": "no", "report_to": "none", "use_cpu": True, "disable_tqdm": True,
+        }
         training_args = TrainingArguments(**settings | (args or {}))
         trainer = trainer_class(model, training_args, train_dataset=train, eval_dataset=dev,
                                 processing_class=tiny_tokenizer, compute_metrics=accuracy, **kwargs)
