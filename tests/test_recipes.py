@@ -123,15 +123,15 @@ def test_interrupted_greedy_resumes_to_the_same_soup(make_ingredients, tmp_path)
     folders = with_bias(make_ingredients(5), [[0.1, 0], [-0.1, 0], [0.3, 0.3], [0.02, 0], [-0.05, 0.1]])
     clean = greedy_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "clean", progress=False)
     with pytest.raises(KeyboardInterrupt):
-        # 5 tastings, then Ctrl-C while the third greedy candidate is scored
+        # 5 tastings and the uniform soup, then Ctrl-C while the second greedy candidate is scored
         greedy_soup(folders, judge=BiasJudge(interrupt_after=7), output_dir=tmp_path / "soup", progress=False)
     assert not (tmp_path / "soup").exists()
     state = json.loads((tmp_path / "soup.greedy-state" / "state.json").read_text())
     assert 0 < state["step"] < len(folders)
     judge = BiasJudge()
     resumed = greedy_soup(folders, judge=judge, output_dir=tmp_path / "soup", resume=True, progress=False)
-    # no re-tasting: the remaining candidates, then the greedy and uniform soups for the table
-    assert judge.calls == len(folders) - state["step"] + 2
+    # no re-tasting: the remaining candidates, then the greedy soup for the table (the uniform's scores are saved)
+    assert judge.calls == len(folders) - state["step"] + 1
     assert kept(resumed) == kept(clean)
     assert sha(tmp_path / "soup") == sha(tmp_path / "clean")
     assert not (tmp_path / "soup.greedy-state").exists()

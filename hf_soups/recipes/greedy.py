@@ -52,7 +52,9 @@ def cook_greedy(
     state = GreedyState.load(state_dir, kitchen) if resume and state_dir is not None else None
     if state is None:
         tastings, uniform = kitchen.taste_all()
-        state = GreedyState(tastings=tastings, uniform=uniform.tensors, order=_order(tastings))
+        # score the uniform soup now, so its weights need not stay in memory beside the greedy mean
+        state = GreedyState(tastings=tastings, uniform=kitchen.serve(uniform, "uniform"), order=_order(tastings))
+        del uniform
         state.save(state_dir, kitchen)
     mean = RunningMean(kitchen.plan, kitchen.hash_cache)
     if state.members:  # resumed: the mean of the members so far, each of weight 1
@@ -82,10 +84,7 @@ def cook_greedy(
         state.save(state_dir, kitchen)
         steps.update()
     steps.close()
-    greedy = kitchen.serve(mean, "greedy")
-    uniform_mean = RunningMean(kitchen.plan)
-    uniform_mean.tensors = state.uniform
-    soups = [greedy, kitchen.serve(uniform_mean, "uniform")]
+    soups = [kitchen.serve(mean, "greedy"), state.uniform]
     if ensemble:
         soups.append(kitchen.ensemble(state.tastings))
     report = serve(
@@ -105,9 +104,10 @@ def _order(tastings: list[Tasting]) -> list[int]:
 
 
 class GreedyState:
-    """Where a greedy run stands: the tastings, the order, the members so far, the running mean, the trajectory."""
+    """Where a greedy run stands: the tastings (the uniform soup's last), the order, the members so far, the running
+    mean, the trajectory."""
 
-    def __init__(self, tastings: list[Tasting], uniform: dict[str, torch.Tensor], order: list[int]) -> None:
+    def __init__(self, tastings: list[Tasting], uniform: Tasting, order: list[int]) -> None:
         self.tastings = tastings
         self.uniform = uniform
         self.order = order
@@ -122,17 +122,17 @@ class GreedyState:
         if folder is None or not is_main_process(kitchen.judge):
             return
         folder.mkdir(parents=True, exist_ok=True)
-        files = {"uniform": "uniform.safetensors", "mean": f"mean-{self.step}.safetensors", "arrays": "tastings.npz"}
-        if not (folder / files["uniform"]).exists():
-            _atomic(folder / files["uniform"], lambda p: save_file(self.uniform, p))
-            _atomic(folder / files["arrays"], lambda p: np.savez(p, **_arrays(self.tastings)), suffix=".npz")
+        files = {"mean": f"mean-{self.step}.safetensors", "arrays": "tastings.npz"}
+        tastings = [*self.tastings, self.uniform]
+        if not (folder / files["arrays"]).exists():
+            _atomic(folder / files["arrays"], lambda p: np.savez(p, **_arrays(tastings)), suffix=".npz")
         if self.mean:
             _atomic(folder / files["mean"], lambda p: save_file(self.mean, p))
         data = {
             "ingredients": [{"spec": i.spec, "sha256": dict(i.sha256)} for i in kitchen.ingredients],
             "splits": kitchen.judge.split_names, "task": kitchen.judge.task, "files": files, "order": self.order,
             "step": self.step, "members": self.members, "score": self.score, "trajectory": self.trajectory,
-            "tastings": [{"name": t.name, **{s: getattr(t, s).to_dict() for s in SPLITS}} for t in self.tastings],
+            "tastings": [{"name": t.name, **{s: getattr(t, s).to_dict() for s in SPLITS}} for t in tastings],
         }
         _atomic(folder / STATE_FILE, lambda p: Path(p).write_text(json.dumps(data)))
         for old in folder.glob("mean-*.safetensors"):
@@ -161,7 +161,7 @@ class GreedyState:
         tastings = [
             Tasting(t["name"], *(_result(t[s], arrays, i, s) for s in SPLITS)) for i, t in enumerate(data["tastings"])
         ]
-        state = cls(tastings, load_file(folder / data["files"]["uniform"]), data["order"])
+        state = cls(tastings[:-1], tastings[-1], data["order"])
         state.step, state.members, state.score = data["step"], data["members"], data["score"]
         state.trajectory = data["trajectory"]
         if state.members:
