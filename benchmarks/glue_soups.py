@@ -97,7 +97,7 @@ def main() -> None:
         greedy_seconds = time.perf_counter() - start
         reads = sum(i.reads for i in kitchen.ingredients)
         floor = greedy_cost(kitchen)
-        learned = cook_learned(kitchen, epochs=3)
+        learned = cook_learned(kitchen, epochs=2)
         rows = {r.name: r for r in greedy.record.results} | {"learned": learned.record.results[1]}
         metric = kitchen.judge.metric
         kept = [Path(i.spec).name for i in greedy.record.ingredients if i.kept]

@@ -10,12 +10,12 @@ new classification head) are centred on the ingredients' mean. With the mean as 
 from the mean: they sum to zero, so their cosines are negative on average (exactly −1 for two ingredients) and say
 which ingredients deviate together, not whether they agree.
 
-The numbers are exact (float64 sums), computed in one pass: all ingredients are streamed side by side, tensor by
-tensor. Memory is each stream's two read buffers (2 × N × the largest tensor: 1.5 GB for 8 BERT-base ingredients,
-whose word embeddings are 94 MB; 4 GB for 8 bf16 7B models, a third of one model), float64 blocks of
-:data:`CHUNK` elements per ingredient, small N × N sums per group, and the base when given (one model).
-Ingredients whose files store the tensors in different orders need more (a tensor is copied and held until every
-ingredient has yielded it).
+The numbers are exact (float64 sums), computed in one pass over the soup's tensors: each tensor is read in blocks of
+:data:`CHUNK` elements, the same element range from every ingredient (and the base), with ``seek`` + ``readinto`` on
+the safetensors files, each opened once for the whole pass. Memory is N + 1 float64 blocks of 4 MiB, reused, and one
+read at a time, whatever the model size (about 40 MB for 8 ingredients), plus small N × N sums per group.
+Ingredients whose tensors are not stored as they are in safetensors files (``pytorch_model.bin`` files, which have
+no byte offsets; LoRA adapters, which are their base + ΔW) are loaded whole once instead: one model each in memory.
 
 **Loss landscape** (:func:`loss_landscape`), when a GLUE task is given: the selection-split score of each
 ingredient, and along the straight line (1 − α)·θ_best + α·θⱼ from the best ingredient to each other one at
@@ -45,8 +45,10 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ import torch
 
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, MergePlan, resolve_ingredients, validate
+from hf_soups.tensorfile import read_tensor_range
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # A midpoint more than 2 points (of a 0..1 metric) below the endpoints' mean is a barrier: larger than the usual
@@ -69,7 +72,7 @@ HEAD_COSINE = 0.5
 # Name parts of task heads (new, randomly initialised at fine-tuning) and of pretrained poolers.
 HEAD_PARTS = {"classifier", "pre_classifier", "lm_head", "score", "qa_outputs", "cls"}
 POOLER_PARTS = {"pooler"}
-CHUNK = 1 << 20  # elements per float64 block when summing products
+CHUNK = 1 << 19  # elements per ingredient per read: 4 MiB as float64
 _BLOCK = re.compile(r"(?:^|\.)((?:\w+\.)?(?:layer|layers|block|h)\.(\d+))\.")
 
 VERDICTS: dict[str, str] = {
@@ -248,72 +251,77 @@ def weight_space(ingredients: Sequence[Ingredient], plan: MergePlan, base: Ingre
         SoupError: a base tensor's shape differs from the ingredients', or the base shares no tensor with them.
     """
     n = len(ingredients)
-    centre = _base_tensors(base, plan) if base is not None else {}
+    base_names = _base_names(base, plan) if base is not None else {}
     groups: dict[str, GroupSums] = {}
-    for name, tensors in _side_by_side(ingredients, plan):
-        sums = groups.setdefault(layer_group(name), GroupSums.empty(n))
-        flat = [t.reshape(-1) for t in tensors]
-        base_flat = centre[name].reshape(-1) if name in centre else None
-        for start in range(0, flat[0].numel(), CHUNK):
-            block = torch.stack([t[start : start + CHUNK] for t in flat]).to(torch.float64)
-            middle = base_flat[start : start + CHUNK].to(torch.float64) if base_flat is not None else block.mean(0)
-            vectors = block - middle
-            sums.gram += (vectors @ vectors.T).numpy()
-            sums.centre_dot += (vectors @ middle).numpy()
-            sums.centre_sq += float(middle @ middle)
-        sums.size += flat[0].numel()
-        sums.tensors.append(name)
+    block, centre = torch.empty(n, CHUNK, dtype=torch.float64), torch.empty(CHUNK, dtype=torch.float64)  # reused
+    with ExitStack() as files:
+        readers = [_reader(ingredient, files) for ingredient in ingredients]
+        read_base = _reader(base, files) if base is not None else None
+        for name in (name for name in plan.shapes if plan.is_float(name)):
+            sums = groups.setdefault(layer_group(name), GroupSums.empty(n))
+            size = math.prod(plan.shapes[name])
+            for start in range(0, size, CHUNK):
+                count = min(CHUNK, size - start)
+                vectors, middle = block[:, :count], centre[:count]
+                for row, read in zip(vectors, readers):
+                    row.copy_(read(name, start, count))
+                if read_base is not None and name in base_names:
+                    middle.copy_(read_base(base_names[name], start, count))
+                else:
+                    torch.mean(vectors, 0, out=middle)
+                vectors -= middle
+                sums.gram += (vectors @ vectors.T).numpy()
+                sums.centre_dot += (vectors @ middle).numpy()
+                sums.centre_sq += float(middle @ middle)
+            sums.size += size
+            sums.tensors.append(name)
     ordered = {name: groups[name] for name in sorted(groups, key=_group_order)}
     return WeightSpace([i.spec for i in ingredients], base.spec if base is not None else None, ordered)
 
 
-def _side_by_side(ingredients: Sequence[Ingredient], plan: MergePlan) -> Iterator[tuple[str, list[torch.Tensor]]]:
-    """Yield each float tensor with its copy from every ingredient, streaming all ingredients side by side.
+def _reader(ingredient: Ingredient, files: ExitStack) -> Callable[[str, int, int], torch.Tensor]:
+    """``read(name, start, count)``: elements ``start .. start + count`` of a tensor (by soup name), flattened.
 
-    A stream's tensor is a view of its read buffer, valid until the stream moves on: it is used in place when every
-    ingredient yields the same name in the same round (files in one order), and copied only when it must wait.
+    Safetensors ingredients are read by byte range from their files, opened once (closed with ``files``).
+    ``pytorch_model.bin`` files (no byte offsets) and ingredients that compute their tensors (LoRA adapters: base
+    + ΔW) are loaded whole, once.
     """
-    streams = [ingredient.tensors() for ingredient in ingredients]
-    waiting: dict[str, list[torch.Tensor | None]] = {}
-    borrowed: dict[int, str] = {}  # stream → the waiting name whose tensor still views that stream's buffer
-    active = list(range(len(streams)))
-    while active:
-        for k in list(active):
-            if borrowed.get(k) in waiting:
-                slots = waiting[borrowed.pop(k)]
-                slots[k] = slots[k].clone()  # type: ignore[union-attr]
-            item = next(streams[k], None)
-            if item is None:
-                active.remove(k)
-                continue
-            name, tensor = item
-            if not plan.is_float(name):
-                continue
-            slots = waiting.setdefault(name, [None] * len(streams))
-            slots[k] = tensor
-            borrowed[k] = name
-            if all(t is not None for t in slots):
-                yield name, waiting.pop(name)  # type: ignore[misc]
+    stored_as_is = type(ingredient).tensors is Ingredient.tensors
+    if not stored_as_is or any(file.suffix != ".safetensors" for file in ingredient.weight_files):
+        state = {name: tensor.clone().reshape(-1) for name, tensor in ingredient.tensors()}
+        return lambda name, start, count: state[name][start : start + count]
+    opened = {file: files.enter_context(open(file, "rb")) for file in ingredient.weight_files}
+    where = {
+        canonical: (opened[file], info)
+        for stored, (file, info) in ingredient.layout.items()
+        if (canonical := ingredient.canonical_names[stored]) is not None
+    }
+    return lambda name, start, count: read_tensor_range(*where[name], start, count)
 
 
-def _base_tensors(base: Ingredient, plan: MergePlan) -> dict[str, torch.Tensor]:
-    """The base's float tensors under the ingredients' names (``embeddings.x`` ↔ ``bert.embeddings.x``)."""
+def _base_names(base: Ingredient, plan: MergePlan) -> dict[str, str]:
+    """The ingredients' float tensor names → the base's names for them (``bert.embeddings.x`` ↔ ``embeddings.x``).
+
+    Raises:
+        SoupError: a base tensor's shape differs from the ingredients', or the base shares no tensor with them.
+    """
     unprefixed = {name.split(".", 1)[1]: name for name in plan.shapes if "." in name}
-    tensors = {}
-    for stored, tensor in base.tensors():
-        name = stored if stored in plan.shapes else unprefixed.get(stored)
-        if name is None or not plan.is_float(name) or not tensor.is_floating_point():
+    names = {}
+    for stored, own in base.canonical_names.items():
+        info = base.layout[stored][1]
+        name = None if own is None else own if own in plan.shapes else unprefixed.get(own)
+        if name is None or not plan.is_float(name) or not info.dtype.is_floating_point:
             continue
-        if tuple(tensor.shape) != tuple(plan.shapes[name]):
+        if info.shape != tuple(plan.shapes[name]):
             raise SoupError(
-                f"base '{base.spec}': tensor '{stored}' has shape {list(tensor.shape)}, the ingredients have "
-                f"{list(plan.shapes[name])}{'' if stored == name else f' (as {name!r})'} (is it the model they were "
+                f"base '{base.spec}': tensor '{own}' has shape {list(info.shape)}, the ingredients have "
+                f"{list(plan.shapes[name])}{'' if own == name else f' (as {name!r})'} (is it the model they were "
                 "fine-tuned from?)"
             )
-        tensors[name] = tensor.clone()
-    if not tensors:
+        names[name] = own
+    if not names:
         raise SoupError(f"base '{base.spec}': shares no tensor names with the ingredients (is it their base model?)")
-    return tensors
+    return names
 
 
 @dataclass

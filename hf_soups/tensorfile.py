@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -152,6 +153,37 @@ def stream_tensors(
             yield info.name, tensor.view(info.shape)
         if update is not None:
             _skip(f, None, update)
+
+
+def read_tensor_range(f: BinaryIO, info: TensorInfo, start: int, count: int) -> torch.Tensor:
+    """Read elements ``start .. start + count`` of a tensor (flattened) from an open safetensors file.
+
+    One ``seek`` and one ``readinto`` into a fresh tensor: memory is the range read, whatever the tensor's size.
+
+    Args:
+        f: the file, opened in binary mode (its position is moved).
+        info: the tensor, from :func:`read_header` of that file.
+        start: the first element.
+        count: how many elements.
+
+    Returns:
+        A 1-D tensor of ``count`` elements of ``info.dtype``.
+
+    Raises:
+        SoupError: the range lies outside the tensor, or the file ends before it.
+
+    Example:
+        >>> with open("model.safetensors", "rb") as f:  # doctest: +SKIP
+        ...     first_row = read_tensor_range(f, header["bert.embeddings.word_embeddings.weight"], 0, 768)
+    """
+    numel = info.nbytes // info.dtype.itemsize
+    if start < 0 or count < 0 or start + count > numel:
+        raise SoupError(f"tensor '{info.name}': elements {start}..{start + count} are outside its {numel} elements")
+    tensor = torch.empty(count, dtype=info.dtype)
+    f.seek(info.start + start * info.dtype.itemsize)
+    if f.readinto(tensor.view(torch.uint8).numpy()) != count * info.dtype.itemsize:
+        raise SoupError(f"{f.name}: truncated while reading tensor '{info.name}'")
+    return tensor
 
 
 def _skip(f: io.BufferedReader, count: int | None, update: Callable[[bytes], object] | None) -> None:

@@ -310,3 +310,11 @@ def test_greedy_killed_mid_run_resumes_from_its_state(make_ingredients, tmp_path
     clean, resumed = (json.loads((tmp_path / name / "soup.json").read_text()) for name in ("clean", "soup"))
     assert [i["kept"] for i in clean["ingredients"]] == [i["kept"] for i in resumed["ingredients"]]
     assert sha(tmp_path / "soup") == sha(tmp_path / "clean")
+
+
+def test_existing_output_folder_is_refused_before_any_work(make_ingredients, tmp_path):
+    (tmp_path / "soup").mkdir()
+    judge = BiasJudge()
+    with pytest.raises(SoupError, match="exists"):
+        greedy_soup(make_ingredients(2), judge=judge, output_dir=tmp_path / "soup", progress=False)
+    assert judge.calls == 0

@@ -19,6 +19,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
+from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients
 from hf_soups.recipes.greedy import cook_greedy
 from hf_soups.recipes.judge import GlueJudge, Judge
@@ -81,7 +82,15 @@ def run_recipe(
     options: dict[str, Any] | None = None,
     **kitchen_options: Any,
 ) -> SoupReport:
-    """Cook the recipe ``name`` (see :data:`RECIPES`); ``kitchen_options`` go to :func:`make_kitchen`."""
+    """Cook the recipe ``name`` (see :data:`RECIPES`); ``kitchen_options`` go to :func:`make_kitchen`.
+
+    Raises:
+        SoupError: an unknown recipe, an existing ``output_dir`` (unless ``overwrite``), or bad ingredients.
+    """
+    if name not in RECIPES:
+        raise SoupError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}")
+    if output_dir is not None and Path(output_dir).exists() and not overwrite:
+        raise SoupError(f"output folder {output_dir} exists (pass overwrite=True / --overwrite to replace it)")
     kitchen = make_kitchen(ingredients, task, **kitchen_options)
     return RECIPES[name].cook(kitchen, output_dir, ensemble=ensemble, dtype=dtype, overwrite=overwrite, **(options or {}))
 

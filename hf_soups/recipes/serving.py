@@ -86,17 +86,19 @@ def serve(
     table = format_table(tastings, rows, judge.metric, kept)
     kitchen.load(mean.tensors.items())
     report = SoupReport(record=record, table=table, model=kitchen.model)
-    if output_dir is not None and is_main_process(judge):
+    try:
+        if output_dir is not None and is_main_process(judge):
 
-        def extras(folder: Path) -> None:
-            write_recipe(folder, record, [(kitchen.ingredients[i], w) for i, w in mix])
-            plot_soups(folder, tastings, soups)
-            if trajectory:
-                plot_trajectory(folder, trajectory, judge.metric)
-            write_card(folder, repo_id=Path(output_dir).name)  # not the temporary folder's name
+            def extras(folder: Path) -> None:
+                write_recipe(folder, record, [(kitchen.ingredients[i], w) for i, w in mix])
+                plot_soups(folder, tastings, soups)
+                if trajectory:
+                    plot_trajectory(folder, trajectory, judge.metric)
+                write_card(folder, repo_id=Path(output_dir).name)  # not the temporary folder's name
 
-        report.output_dir = write_soup(output_dir, mean, record, dtype, overwrite=overwrite, extras=extras)
-    wait_for_everyone(judge)
+            report.output_dir = write_soup(output_dir, mean, record, dtype, overwrite=overwrite, extras=extras)
+    finally:
+        wait_for_everyone(judge)  # also when the main process failed to write: the others must not hang
     return report
 
 
