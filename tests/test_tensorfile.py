@@ -1,0 +1,46 @@
+"""Byte-range reads of single tensors from safetensors files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from hf_soups.errors import SoupError
+from hf_soups.tensorfile import read_header, read_tensor_range
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64])
+def test_ranges_are_the_tensors_elements(tmp_path, dtype):
+    tensors = {"a": torch.arange(5).to(dtype), "b": (torch.randn(7, 9) * 100).to(dtype), "c": torch.ones(3, dtype=dtype)}
+    save_file(tensors, tmp_path / "x.safetensors")
+    header = read_header(tmp_path / "x.safetensors")
+    flat = tensors["b"].reshape(-1)
+    with open(tmp_path / "x.safetensors", "rb") as f:
+        for start, count in [(0, 63), (0, 1), (62, 1), (10, 20), (63, 0)]:
+            torch.testing.assert_close(read_tensor_range(f, header["b"], start, count), flat[start : start + count],
+                                       rtol=0, atol=0)
+        chunks = [read_tensor_range(f, header["b"], start, min(8, 63 - start)) for start in range(0, 63, 8)]
+        assert torch.equal(torch.cat(chunks), flat)  # reads in any order from one open file
+        assert torch.equal(read_tensor_range(f, header["c"], 1, 2), tensors["c"][1:])
+
+
+def test_range_outside_the_tensor_is_refused(tmp_path):
+    save_file({"w": torch.zeros(4, 4)}, tmp_path / "x.safetensors")
+    info = read_header(tmp_path / "x.safetensors")["w"]
+    with open(tmp_path / "x.safetensors", "rb") as f:
+        with pytest.raises(SoupError, match=r"tensor 'w': elements 10\.\.17 are outside its 16 elements"):
+            read_tensor_range(f, info, 10, 7)
+        with pytest.raises(SoupError, match="outside"):
+            read_tensor_range(f, info, -1, 2)
+
+
+def test_truncated_file_is_reported(tmp_path):
+    path = tmp_path / "x.safetensors"
+    save_file({"w": torch.zeros(100)}, path)
+    info = read_header(path)["w"]
+    path.write_bytes(path.read_bytes()[:-40])  # the file lost its last 10 elements after the header was read
+    with open(path, "rb") as f:
+        assert torch.equal(read_tensor_range(f, info, 0, 90), torch.zeros(90))
+        with pytest.raises(SoupError, match=r"x\.safetensors: truncated while reading tensor 'w'"):
+            read_tensor_range(f, info, 80, 20)
