@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import GLUE_DIR, perturbed, tiny_bert_config
+from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import BertForSequenceClassification, BertModel
 
@@ -25,7 +26,7 @@ from hf_soups.diagnostics import (
     weight_space,
 )
 from hf_soups.errors import SoupError
-from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
 
 needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="GLUE data not available")
 
@@ -110,6 +111,46 @@ def test_files_in_another_tensor_order_give_the_same_sums(runs, tmp_path):
     reference, mixed = space(whole), space([whole[0], legacy])
     for name, sums in reference.groups.items():
         np.testing.assert_allclose(mixed.groups[name].gram, sums.gram, rtol=1e-12)  # summed in another order
+
+
+def test_chunked_reads_of_sharded_and_bf16_files_match_a_direct_computation(runs, tmp_path, monkeypatch):
+    base, = runs(1, "base", noise=0)
+    folders = runs(3, "ft", noise=0.01)
+    model = BertForSequenceClassification.from_pretrained(folders[1])
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    folders = [folders[0], tmp_path / "sharded", tmp_path / "bf16"]
+    shards = [sorted(f.glob("*.safetensors")) for f in [*folders, base]]
+    assert len(shards[1]) > 1
+    opened = []
+    monkeypatch.setattr(diagnostics, "CHUNK", 7)  # many blocks per tensor, and a remainder
+    monkeypatch.setattr(diagnostics, "open", lambda path, mode: opened.append(path) or open(path, mode), raising=False)
+    monkeypatch.setattr(Ingredient, "tensors", lambda self, hash_cache=None: pytest.fail("loaded whole"))
+    weights = space(folders, base=base)
+    assert sorted(opened) == sorted(p for files in shards for p in files)  # each file opened once for the whole pass
+    states = [{n: t for path in files for n, t in load_file(path).items()} for files in shards]
+    for name, group in weights.groups.items():
+        flat = np.stack([np.concatenate([s[n].double().numpy().ravel() for n in group.tensors]) for s in states])
+        tau = flat[:3] - flat[3]
+        np.testing.assert_allclose(group.gram, tau @ tau.T, rtol=1e-10, err_msg=name)
+        np.testing.assert_allclose(group.centre_dot, tau @ flat[3], rtol=1e-10, err_msg=name)
+
+
+def test_adapter_is_its_merged_model_in_weight_space(runs, tmp_path):
+    base, = runs(1, "base", noise=0)
+    torch.manual_seed(1)
+    model = get_peft_model(BertForSequenceClassification.from_pretrained(base),
+                           LoraConfig(task_type="SEQ_CLS", r=2, lora_alpha=4, target_modules=["query", "value"]))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name or "modules_to_save" in name:
+                param.add_(torch.randn(param.shape) * 0.3)
+    model.save_pretrained(tmp_path / "adapter")
+    model.merge_and_unload().save_pretrained(tmp_path / "merged")
+    weights = space([tmp_path / "adapter", tmp_path / "merged"], base=base)
+    assert weights.overall.norms[0] > 0.1
+    np.testing.assert_allclose(weights.overall.norms[0], weights.overall.norms[1], rtol=1e-6)
+    np.testing.assert_allclose(weights.overall.cosines, 1.0, atol=1e-6)
 
 
 def test_base_without_model_prefix_or_head(runs, tmp_path):
