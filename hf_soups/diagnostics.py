@@ -236,7 +236,7 @@ class WeightSpace:
 
 
 def weight_space(ingredients: Sequence[Ingredient], plan: MergePlan, base: Ingredient | None = None) -> WeightSpace:
-    """Task-vector norms, cosines and distances per layer group, streamed tensor by tensor in one pass.
+    """Task-vector norms, cosines and distances per layer group, in one pass of element ranges (see the module doc).
 
     Args:
         ingredients: validated ingredients.
@@ -257,7 +257,7 @@ def weight_space(ingredients: Sequence[Ingredient], plan: MergePlan, base: Ingre
     with ExitStack() as files:
         readers = [_reader(ingredient, files) for ingredient in ingredients]
         read_base = _reader(base, files) if base is not None else None
-        for name in (name for name in plan.shapes if plan.is_float(name)):
+        for name in filter(plan.is_float, plan.shapes):
             sums = groups.setdefault(layer_group(name), GroupSums.empty(n))
             size = math.prod(plan.shapes[name])
             for start in range(0, size, CHUNK):
