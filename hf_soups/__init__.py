@@ -34,7 +34,7 @@ _EXPORTS = {
     "SoupTrainer": "hf_soups.callback",
 }
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
     from hf_soups.callback import SoupCallback, SoupTrainer
     from hf_soups.errors import SoupError
     from hf_soups.evaluation import evaluate_glue
@@ -50,4 +50,9 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [  # the names of _EXPORTS, spelled out for linters and IDEs
+    "Ingredient", "SoupCallback", "SoupError", "SoupTrainer", "__version__", "cook", "ensemble_scores", "evaluate_glue",
+    "greedy_soup", "learned_soup", "load_model", "merge_models", "push_soup", "resolve_ingredients", "uniform_soup",
+    "validate",
+]
+assert set(__all__) == {"__version__", *_EXPORTS}
