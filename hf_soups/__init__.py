@@ -55,4 +55,3 @@ __all__ = [  # the names of _EXPORTS, spelled out for linters and IDEs
     "greedy_soup", "learned_soup", "load_model", "merge_models", "push_soup", "resolve_ingredients", "uniform_soup",
     "validate",
 ]
-assert set(__all__) == {"__version__", *_EXPORTS}

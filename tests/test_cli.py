@@ -32,3 +32,10 @@ def test_help_explains_every_option():
     assert result.returncode == 0
     for option in ["--output", "--weights", "--dtype", "--overwrite", "--allow-single", "--checkpoints", "--max-shard-size"]:
         assert option in result.stdout
+
+
+def test_package_exports_resolve_lazily():
+    import hf_soups
+
+    assert set(hf_soups.__all__) == {"__version__", *hf_soups._EXPORTS}
+    assert all(callable(getattr(hf_soups, name)) for name in hf_soups._EXPORTS)
