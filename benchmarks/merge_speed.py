@@ -53,6 +53,8 @@ merge_models(sys.argv[1:-1], sys.argv[-1], progress=False)
 
 
 def make_checkpoints(workdir: Path, count: int) -> list[Path]:
+    """Write the checkpoints (run in a child process: a parent holding a model would inflate every later child's
+    max RSS, which Linux counts from the fork)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -98,9 +100,15 @@ def main() -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each tool per N (the median is shown)")
     parser.add_argument("--mergekit", help="path to mergekit-yaml (see benchmarks/setup_mergekit.sh)")
+    parser.add_argument("--make-checkpoints", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    folders = make_checkpoints(args.workdir, max(args.counts))
+    if args.make_checkpoints:
+        make_checkpoints(args.workdir, args.make_checkpoints)
+        return
+    count = max(args.counts)
+    subprocess.run([sys.executable, __file__, "--make-checkpoints", str(count), "--workdir", str(args.workdir)], check=True)
+    folders = [args.workdir / f"ckpt{i}" for i in range(count)]
     checkpoint = (folders[0] / "model.safetensors").stat().st_size
     print(f"checkpoint: BERT-base shape, fp32, {checkpoint / 1e6:.0f} MB; medians of {args.repeats} runs per cell")
     print("| N | floor s | hf_soups, hashing s | ratio to floor | hf_soups, cached hashes s | ratio to floor | "

@@ -20,7 +20,7 @@ import io
 import json
 import struct
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -119,9 +119,10 @@ def stream_tensors(
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield every tensor of a safetensors file in file order, reading the file once from start to end.
 
-    Tensors are read into two alternating buffers (each the size of the largest tensor), so a yielded tensor is
-    valid until the next one is yielded: a caller that keeps a tensor must copy it. Hashing runs on a second thread
-    (``hashlib`` releases the GIL), overlapping with the caller's work on the tensor.
+    A reader thread reads (and hashes) the next tensor into the other of two alternating buffers (each the size of
+    the largest tensor) while the caller works on the current one: file reads, ``hashlib`` and torch ops all
+    release the GIL, so reading overlaps the caller's arithmetic. A yielded tensor is valid until the next one is
+    yielded: a caller that keeps a tensor must copy it.
 
     Args:
         path: the file.
@@ -132,24 +133,29 @@ def stream_tensors(
     Yields:
         ``(name, tensor)``, a view of one of the read buffers.
     """
-    size = max((info.nbytes for info in header.values()), default=0)
+    infos = sorted(header.values(), key=lambda i: i.start)
+    size = max((info.nbytes for info in infos), default=0)
     buffers = [bytearray(size), bytearray(size)]
-    pending: list[Future | None] = [None, None]
-    position = 0
-    with open(path, "rb") as f, ThreadPoolExecutor(max_workers=1) as hashing:
-        update = (lambda data: hashing.submit(hasher.update, data)) if hasher is not None else None
-        for index, info in enumerate(sorted(header.values(), key=lambda i: i.start)):
-            _skip(f, info.start - position, update)
-            slot = index % 2
-            if pending[slot] is not None:
-                pending[slot].result()  # the hash thread is done with this buffer
-            data = memoryview(buffers[slot])[: info.nbytes]
+    update = hasher.update if hasher is not None else None
+    with open(path, "rb") as f, ThreadPoolExecutor(max_workers=1) as reader:
+
+        def read(index: int) -> None:  # runs on the reader thread, one call at a time, in file order
+            info = infos[index]
+            _skip(f, info.start - (infos[index - 1].end if index else 0), update)
+            data = memoryview(buffers[index % 2])[: info.nbytes]
             if f.readinto(data) != info.nbytes:
                 raise SoupError(f"{path}: truncated while reading tensor '{info.name}'")
-            pending[slot] = update(data) if update else None
-            position = info.end
+            if update is not None:
+                update(data)
+
+        pending = reader.submit(read, 0) if infos else None
+        for index, info in enumerate(infos):
+            pending.result()  # type: ignore[union-attr]
+            if index + 1 < len(infos):  # the caller is done with the other buffer: fill it meanwhile
+                pending = reader.submit(read, index + 1)
             numel = info.nbytes // info.dtype.itemsize
-            tensor = torch.frombuffer(buffers[slot], dtype=info.dtype, count=numel) if numel else torch.empty(0, dtype=info.dtype)
+            buffer = buffers[index % 2]
+            tensor = torch.frombuffer(buffer, dtype=info.dtype, count=numel) if numel else torch.empty(0, dtype=info.dtype)
             yield info.name, tensor.view(info.shape)
         if update is not None:
             _skip(f, None, update)
