@@ -112,6 +112,10 @@ class AdapterIngredient(Ingredient):
     def canonical_names(self) -> dict[str, str | None]:
         return self._base.canonical_names
 
+    @property
+    def reads_ranges(self) -> bool:
+        return False  # its tensors are computed (base + ΔW), not stored
+
     @cached_property
     def adapter_file(self) -> Path:
         for name in ADAPTER_WEIGHTS:

@@ -18,11 +18,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,7 +34,15 @@ import torch
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.record import IngredientRecord
-from hf_soups.tensorfile import TensorInfo, read_header, stream_bin_tensors, stream_tensors, torch_bin_header
+from hf_soups.tensorfile import (
+    BackgroundHasher,
+    RangeReader,
+    TensorInfo,
+    read_header,
+    stream_bin_tensors,
+    stream_tensors,
+    torch_bin_header,
+)
 
 # Files a soup needs from a Hub repo: config, weights, tokenizer (never optimizer states or training args).
 HUB_ALLOW_PATTERNS = [
@@ -190,7 +199,7 @@ class Ingredient:
             ...     model_state[name].copy_(tensor)
         """
         for file in self.weight_files:
-            known = self.sha256.get(file.name) or (hash_cache.get(file) if hash_cache is not None else None)
+            known = self._known_hash(file, hash_cache)
             hasher = None if known else hashlib.sha256()
             if file.suffix == ".safetensors":
                 stream = stream_tensors(file, {n: i for n, (f, i) in self.layout.items() if f == file}, hasher)
@@ -200,10 +209,53 @@ class Ingredient:
                 name = self.canonical_names[stored]
                 if name is not None:
                     yield name, tensor
-            self.sha256[file.name] = known or hasher.hexdigest()  # type: ignore[union-attr]
-            if hash_cache is not None and not known:
-                hash_cache.put(file, self.sha256[file.name])
+            self._remember_hash(file, known or hasher.hexdigest(), hash_cache)  # type: ignore[union-attr]
         self.reads += 1
+
+    @property
+    def reads_ranges(self) -> bool:
+        """Whether :meth:`open_ranges` can read this ingredient: safetensors weights (``pytorch_model.bin`` cannot)."""
+        return all(file.suffix == ".safetensors" for file in self.weight_files)
+
+    @contextlib.contextmanager
+    def open_ranges(
+        self, background: BackgroundHasher, hash_cache: HashCache | None = None
+    ) -> Iterator[Callable[[str, int, int], torch.Tensor]]:
+        """Open each weight file once for reads of element ranges of tensors, by soup name, in any order.
+
+        Yields ``read(name, start, count)``, which returns elements ``start .. start + count`` of the flattened tensor,
+        valid until its next call. Files not hashed yet are hashed on ``background`` as they are read (see
+        :class:`~hf_soups.tensorfile.RangeReader`); when the block ends without error their hashes go into
+        :attr:`sha256` (and ``hash_cache``) and the ingredient counts one more read.
+
+        Example:
+            >>> with BackgroundHasher() as background, ingredient.open_ranges(background) as read:  # doctest: +SKIP
+            ...     first_row = read("bert.embeddings.word_embeddings.weight", 0, 768)
+        """
+        stored = {canonical: name for name, canonical in self.canonical_names.items() if canonical is not None}
+        with contextlib.ExitStack() as stack:
+            readers, known = {}, {}
+            for file in self.weight_files:
+                known[file] = self._known_hash(file, hash_cache)
+                hasher = None if known[file] else hashlib.sha256()
+                readers[file] = stack.enter_context(RangeReader(file, hasher, background))
+
+            def read(name: str, start: int, count: int) -> torch.Tensor:
+                file, info = self.layout[stored[name]]
+                return readers[file].read(info, start, count)
+
+            yield read
+            for file, reader in readers.items():
+                self._remember_hash(file, known[file] or reader.hexdigest(), hash_cache)
+        self.reads += 1
+
+    def _known_hash(self, file: Path, hash_cache: HashCache | None) -> str | None:
+        return self.sha256.get(file.name) or (hash_cache.get(file) if hash_cache is not None else None)
+
+    def _remember_hash(self, file: Path, digest: str, hash_cache: HashCache | None) -> None:
+        if hash_cache is not None and self.sha256.get(file.name) != digest:
+            hash_cache.put(file, digest)
+        self.sha256[file.name] = digest
 
     @property
     def tokenizer_path(self) -> Path:

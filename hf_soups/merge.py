@@ -1,9 +1,12 @@
 """The streaming weighted average at the heart of every soup.
 
-Ingredients are streamed one after another, tensor by tensor, into an fp32 running sum Σ wᵢθᵢ: each weight file
-is opened once, read once from start to end and hashed on the way, so peak memory is about one model (the fp32
-sum) whatever the number of ingredients. The soup is then written tensor by tensor into a temporary folder beside
-the target and renamed into place, so an interrupted merge leaves no output folder.
+Ingredients are added into an fp32 running mean Σ wᵢθᵢ / Σ wᵢ, kept as ``lerp`` steps so that every recipe computes
+its soups with the same arithmetic. :meth:`RunningMean.add_all` (merges) opens each weight file once and works
+tensor by tensor in pieces of ``PIECE`` elements, adding every ingredient's copy of a piece while it is in the CPU
+cache; :meth:`RunningMean.add` (greedy, one ingredient at a time) streams one ingredient from start to end. Either
+way each file is read once and hashed on the way, and peak memory is about one model (the fp32 mean) whatever the
+number of ingredients. The soup is then written tensor by tensor into a temporary folder beside the target and
+renamed into place, so an interrupted merge leaves no output folder.
 
 Example:
     >>> from hf_soups import merge_models
@@ -23,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
 import torch
-from huggingface_hub import split_torch_state_dict_into_shards
+from huggingface_hub.constants import SAFETENSORS_WEIGHTS_FILE_PATTERN
+from huggingface_hub.serialization import split_state_dict_into_shards_factory
 from tqdm.auto import tqdm
 
 from hf_soups import __version__
@@ -39,7 +43,7 @@ from hf_soups.ingredients import (
     validate,
 )
 from hf_soups.record import SoupRecord
-from hf_soups.tensorfile import plan_layout, write_safetensors
+from hf_soups.tensorfile import BackgroundHasher, plan_layout, write_safetensors
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -75,6 +79,19 @@ def check_weights(weights: Sequence[float] | None, count: int) -> list[float]:
     return weights
 
 
+PIECE = 1 << 18  # elements of the mean worked on at once by RunningMean.add_all: 1 MiB of fp32 stays in the CPU cache
+
+
+def _weight(weight: Weight, name: str) -> float:
+    return weight[name] if isinstance(weight, Mapping) else weight
+
+
+def _step(total: float, weight: float) -> tuple[float, float]:
+    """The new total weight, and the lerp factor, when an ingredient of ``weight`` joins a mean of ``total``."""
+    total += weight
+    return total, (weight / total if total > 0 else 1.0)
+
+
 class RunningMean:
     """The weighted mean Σ wᵢθᵢ / Σ wᵢ of ingredients streamed in one at a time, kept in fp32.
 
@@ -104,9 +121,7 @@ class RunningMean:
 
     def factor(self, name: str, weight: Weight) -> float:
         """The interpolation factor that adds an ingredient of ``weight`` to the mean of tensor ``name`` so far."""
-        w = weight[name] if isinstance(weight, Mapping) else weight
-        total = self.totals.get(name, 0.0) + w
-        return w / total if total > 0 else 1.0
+        return _step(self.totals.get(name, 0.0), _weight(weight, name))[1]
 
     def add(self, ingredient: Ingredient, weight: Weight = 1.0, progress: tqdm | None = None) -> None:
         """Stream one ingredient into the mean, reading each of its weight files once.
@@ -131,16 +146,77 @@ class RunningMean:
             if current is None:
                 self.tensors[name] = tensor.to(torch.float32 if self.plan.is_float(name) else tensor.dtype, copy=True)
             elif not self.plan.is_float(name):
-                if not torch.equal(current, tensor):
-                    raise SoupError(
-                        f"{ingredient.label}: integer tensor '{name}' differs from {self.added[0].label}'s "
-                        "(integer and bool buffers are copied, so all ingredients must agree)"
-                    )
+                self._check_integer(name, tensor, ingredient, self.added[0])
             else:
                 current.lerp_(tensor.to(torch.float32), self.factor(name, weight))
             if progress is not None:
                 progress.update()
         self._count(ingredient, weight)
+
+    def add_all(self, ingredients: Sequence[Ingredient], weights: Sequence[Weight], progress: tqdm | None = None) -> None:
+        """Add several ingredients: the same mean, bit for bit, as :meth:`add` on each in turn, but faster.
+
+        The work goes tensor by tensor and, within a tensor, in pieces of ``PIECE`` elements: every ingredient's copy
+        of a piece is read (each weight file opened once, read in ranges) and added while that piece of the mean is
+        still in the CPU cache, so the mean crosses memory once instead of once per ingredient, and sha256 runs on a
+        background thread. Ingredients that cannot be read in ranges (``pytorch_model.bin``, adapters) make it fall
+        back to :meth:`add`.
+
+        Args:
+            ingredients: the ingredients, in the order :meth:`add` would take them.
+            weights: one weight (or tensor name → weight) per ingredient.
+            progress: a bar to advance once per tensor and ingredient.
+        """
+        if not all(ingredient.reads_ranges for ingredient in ingredients):
+            for ingredient, weight in zip(ingredients, weights, strict=True):
+                self.add(ingredient, weight, progress)
+            return
+        with contextlib.ExitStack() as stack:
+            background = stack.enter_context(BackgroundHasher())
+            reads = [stack.enter_context(i.open_ranges(background, self.hash_cache)) for i in ingredients]
+            for name, shape in self.plan.shapes.items():
+                numel = math.prod(shape)
+                if self.plan.is_float(name):
+                    self._add_pieces(name, shape, reads, weights)
+                    continue
+                for ingredient, read in zip(ingredients, reads):
+                    tensor = read(name, 0, numel).view(shape)
+                    if name in self.tensors:
+                        self._check_integer(name, tensor, ingredient, (self.added or ingredients)[0])
+                    else:
+                        self.tensors[name] = tensor.clone()
+                if progress is not None:
+                    progress.update(len(ingredients))
+        for ingredient, weight in zip(ingredients, weights):
+            self._count(ingredient, weight)
+
+    def _add_pieces(
+        self, name: str, shape: tuple[int, ...], reads: list[Callable[[str, int, int], torch.Tensor]], weights: Sequence[Weight]
+    ) -> None:
+        """Add every ingredient's copy of one float tensor, ``PIECE`` elements at a time (see :meth:`add_all`)."""
+        total, factors = self.totals.get(name, 0.0), []
+        for weight in weights:
+            total, factor = _step(total, _weight(weight, name))
+            factors.append(factor)
+        fresh = name not in self.tensors
+        if fresh:
+            self.tensors[name] = torch.empty(shape, dtype=torch.float32)
+        flat = self.tensors[name].view(-1)
+        for start in range(0, flat.numel(), PIECE):
+            piece = flat[start : start + PIECE]
+            for index, (read, factor) in enumerate(zip(reads, factors)):
+                tensor = read(name, start, piece.numel())
+                if fresh and index == 0:
+                    piece.copy_(tensor)
+                else:
+                    piece.lerp_(tensor.to(torch.float32), factor)
+
+    def _check_integer(self, name: str, tensor: torch.Tensor, ingredient: Ingredient, first: Ingredient) -> None:
+        if not torch.equal(self.tensors[name], tensor):
+            raise SoupError(
+                f"{ingredient.label}: integer tensor '{name}' differs from {first.label}'s "
+                "(integer and bool buffers are copied, so all ingredients must agree)"
+            )
 
     def candidate(self, ingredient: Ingredient, out: dict[str, torch.Tensor], weight: Weight = 1.0) -> None:
         """Write into ``out`` the mean with ``ingredient`` added, leaving this mean unchanged (greedy's trial step).
@@ -160,7 +236,7 @@ class RunningMean:
 
     def _count(self, ingredient: Ingredient, weight: Weight) -> None:
         for name in self.plan.shapes:
-            self.totals[name] = self.totals.get(name, 0.0) + (weight[name] if isinstance(weight, Mapping) else weight)
+            self.totals[name] = self.totals.get(name, 0.0) + _weight(weight, name)
         self.added.append(ingredient)
 
     def check_finite(self, name: str) -> torch.Tensor:
@@ -213,8 +289,10 @@ def write_model_folder(
         template: the ingredient whose config, generation config and tokenizer files are copied.
         max_shard_size: shard above this size, as ``save_pretrained`` does.
     """
-    meta = {name: torch.empty(shape, dtype=dtypes[name], device="meta") for name, shape in plan.shapes.items()}
-    split = split_torch_state_dict_into_shards(meta, max_shard_size=max_shard_size)
+    sizes = {name: math.prod(shape) * dtypes[name].itemsize for name, shape in plan.shapes.items()}
+    split = split_state_dict_into_shards_factory(
+        sizes, get_storage_size=int, filename_pattern=SAFETENSORS_WEIGHTS_FILE_PATTERN, max_shard_size=max_shard_size
+    )
     for filename, names in split.filename_to_tensors.items():
         layout = plan_layout((name, dtypes[name], plan.shapes[name]) for name in names)
         write_safetensors(folder / filename, ((name, tensors(name).to(dtypes[name])) for name in names), layout)
@@ -336,10 +414,9 @@ def merge_models(
         )
     hash_cache = HashCache()
     mean = RunningMean(plan, hash_cache)
-    steps = sum(len(i.layout) for i in resolved) + len(plan.shapes)
+    steps = (len(resolved) + 1) * len(plan.shapes)
     with tqdm(total=steps, desc="merging", unit="tensor", disable=not progress) as bar:
-        for ingredient, weight in zip(resolved, raw_weights):
-            mean.add(ingredient, weight, bar)
+        mean.add_all(resolved, raw_weights, bar)
         write_soup(output_dir, mean, soup_record(resolved, raw_weights), dtype, max_shard_size, overwrite, bar)
     hash_cache.save()
     return output_dir

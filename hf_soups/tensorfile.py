@@ -18,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import struct
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 import torch
 
@@ -46,6 +48,7 @@ SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
 DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
 _CHUNK = 16 * 1024 * 1024
+_HASH_CHUNK = 1024 * 1024  # gaps between ranges (headers, unread tensors) are hashed in pieces this size
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,141 @@ def stream_tensors(
             yield info.name, tensor.view(info.shape)
         if update is not None:
             _skip(f, None, update)
+
+
+class BackgroundHasher:
+    """Hashes chunks on one background thread, in the order given, through a small ring of reused buffers.
+
+    sha256 (about 1.2 GB/s on one core) is slower than reading from the page cache, so a merge reads each chunk
+    into the next buffer of the ring (:meth:`buffer`), queues it (:meth:`hash`) and goes on averaging while this
+    thread hashes; a buffer is handed out again only once its hash is done, which bounds memory at ``depth``
+    buffers and allocates nothing per chunk. ``hashlib`` releases the GIL while it hashes.
+
+    Example:
+        >>> with BackgroundHasher() as background:
+        ...     digest = hashlib.sha256()
+        ...     background.buffer(7)[:] = b"weights"
+        ...     background.hash(digest)
+        ...     background.wait()
+        >>> digest.hexdigest()[:8]
+        '9a129038'
+    """
+
+    def __init__(self, depth: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-soups-sha256")
+        self._buffers = [bytearray() for _ in range(depth)]
+        self._hashing: list[Future[None] | None] = [None] * depth
+        self._next = 0
+        self._view: memoryview | None = None
+
+    def buffer(self, nbytes: int) -> memoryview:
+        """The next buffer of the ring, ``nbytes`` long, once it is free: read a chunk into it, then :meth:`hash`."""
+        slot = self._next
+        if self._hashing[slot] is not None:
+            self._hashing[slot].result()  # type: ignore[union-attr]
+        if len(self._buffers[slot]) < nbytes:
+            self._buffers[slot] = bytearray(nbytes)
+        self._view = memoryview(self._buffers[slot])[:nbytes]
+        return self._view
+
+    def hash(self, hasher: hashlib._Hash) -> None:
+        """Queue ``hasher.update`` of the chunk last read into :meth:`buffer`."""
+        self._hashing[self._next] = self._pool.submit(hasher.update, self._view)
+        self._next = (self._next + 1) % len(self._buffers)
+
+    def wait(self) -> None:
+        """Return once every queued chunk is hashed."""
+        for future in self._hashing:
+            if future is not None:
+                future.result()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RangeReader:
+    """A safetensors file opened once and read in element ranges of its tensors, in any order.
+
+    Reads are ``os.preadv`` calls into a reused buffer (the ring of ``background`` when hashing). With a ``hasher``, every byte of the file goes through it in
+    file order: while reads move forward, the bytes read (and any gap before them) are hashed on the way, on the
+    ``background`` thread; a read behind an earlier one leaves the hash to :meth:`hexdigest`, which then hashes the
+    file in one more sequential pass (only files laid out unlike the soup's order pay that).
+
+    Args:
+        path: the file.
+        hasher: e.g. ``hashlib.sha256()``, or ``None`` not to hash.
+        background: the thread that hashes (required with ``hasher``).
+
+    Example:
+        >>> with RangeReader(path) as reader:  # doctest: +SKIP
+        ...     first_row = reader.read(header["bert.embeddings.word_embeddings.weight"], 0, 768)
+    """
+
+    def __init__(self, path: Path, hasher: hashlib._Hash | None = None, background: BackgroundHasher | None = None):
+        if hasher is not None and background is None:
+            raise ValueError("a hasher needs a BackgroundHasher")
+        self.path = Path(path)
+        self.hasher = hasher
+        self.background = background
+        self._fd = os.open(self.path, os.O_RDONLY)
+        self._buffer = bytearray()
+        self._hashed = 0  # bytes of the file hashed (or queued) so far, from its start
+        self._in_order = True
+
+    def read(self, info: TensorInfo, start: int, count: int) -> torch.Tensor:
+        """Elements ``start .. start + count`` of a tensor (flattened), a view valid until the next :meth:`read`.
+
+        Raises:
+            SoupError: the file ends before the range.
+        """
+        offset, nbytes = info.start + start * info.dtype.itemsize, count * info.dtype.itemsize
+        hashing = self.hasher is not None and self._in_order
+        if hashing and offset < self._hashed:
+            self._in_order = hashing = False
+        if hashing:
+            self._hash_until(offset)
+            data = self.background.buffer(nbytes)  # type: ignore[union-attr]
+        else:
+            if len(self._buffer) < nbytes:
+                self._buffer = bytearray(nbytes)
+            data = memoryview(self._buffer)[:nbytes]
+        if os.preadv(self._fd, [data], offset) != nbytes:
+            raise SoupError(f"{self.path}: truncated while reading tensor '{info.name}'")
+        if hashing:
+            self.background.hash(self.hasher)  # type: ignore[union-attr,arg-type]
+            self._hashed = offset + nbytes
+        return torch.frombuffer(data, dtype=info.dtype, count=count) if count else torch.empty(0, dtype=info.dtype)
+
+    def hexdigest(self) -> str:
+        """The file's hash, once every range was read: the rest of the file is hashed here."""
+        if self.hasher is None:
+            raise ValueError("this reader does not hash")
+        if not self._in_order:
+            self.hasher = hashlib.new(self.hasher.name)
+            self._hashed = 0
+        self._hash_until(os.fstat(self._fd).st_size)
+        self.background.wait()  # type: ignore[union-attr]
+        return self.hasher.hexdigest()
+
+    def _hash_until(self, offset: int) -> None:
+        while self._hashed < offset:
+            data = self.background.buffer(min(_HASH_CHUNK, offset - self._hashed))  # type: ignore[union-attr]
+            if os.preadv(self._fd, [data], self._hashed) != len(data):
+                raise SoupError(f"{self.path}: truncated (ends before byte {self._hashed + len(data)})")
+            self.background.hash(self.hasher)  # type: ignore[union-attr,arg-type]
+            self._hashed += len(data)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def read_tensor_range(f: BinaryIO, info: TensorInfo, start: int, count: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, T5ForConditionalGeneration
 
 from hf_soups import merge_models
+from hf_soups.errors import SoupError
 from hf_soups.merge import RunningMean
 from hf_soups.ingredients import resolve_ingredients, validate
 
@@ -162,6 +163,71 @@ def test_running_mean_reads_each_file_once(make_ingredients, monkeypatch):
         mean.add(ingredient, 1.0)
     files = [f for i in ingredients for f in i.weight_files]
     assert sorted(opened) == sorted(files) and len(files) > 3
+
+
+def test_running_mean_add_all_opens_each_file_once(make_ingredients, monkeypatch):
+    import hf_soups.ingredients
+
+    folders = make_ingredients(3, save={"max_shard_size": "20KB"})
+    ingredients = resolve_ingredients(folders)
+    opened = []
+    real_reader = hf_soups.ingredients.RangeReader
+
+    def counting(path, *args):
+        opened.append(path)
+        return real_reader(path, *args)
+
+    monkeypatch.setattr("hf_soups.ingredients.RangeReader", counting)
+    RunningMean(validate(ingredients)).add_all(ingredients, [1.0] * 3)
+    files = [f for i in ingredients for f in i.weight_files]
+    assert sorted(opened) == sorted(files) and len(files) > 3
+    assert [i.reads for i in ingredients] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("case", ["uniform", "weighted", "per-tensor", "bf16+fp32", "t5-aliases", "sharded"])
+def test_add_all_equals_adding_one_by_one_bit_for_bit(make_ingredients, monkeypatch, case):
+    """The tensor-major fast path (pieces of a few elements here) gives the same bits and hashes as add()."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr("hf_soups.merge.PIECE", 7)
+    if case == "bf16+fp32":
+        folders = make_ingredients(2) + make_ingredients(1, dtype=torch.bfloat16, name="half")
+    elif case == "t5-aliases":
+        folders = make_ingredients(3, arch="t5")
+        state = load_file(folders[1] / "model.safetensors")
+        state["lm_head.weight"] = state["shared.weight"].clone()  # an old checkpoint storing the tied alias
+        save_file(state, folders[1] / "model.safetensors", metadata={"format": "pt"})
+    else:
+        folders = make_ingredients(3, save={"max_shard_size": "20KB"} if case == "sharded" else None)
+    weights = {"weighted": [0.2, 0.0, 0.5]}.get(case, [1.0, 1.0, 1.0])
+    one_by_one, all_at_once = resolve_ingredients(folders), resolve_ingredients(folders)
+    plan = validate(one_by_one)
+    if case == "per-tensor":
+        weights = [{name: (k + 1) * (j % 3) for j, name in enumerate(plan.shapes)} for k in range(3)]
+    expected, got = RunningMean(plan), RunningMean(plan)
+    for ingredient, weight in zip(one_by_one, weights):
+        expected.add(ingredient, weight)
+    got.add_all(all_at_once, weights)
+    assert got.tensors.keys() == expected.tensors.keys()
+    assert all(torch.equal(got.tensors[n], expected.tensors[n]) for n in expected.tensors)
+    assert got.totals == expected.totals
+    for ingredient in all_at_once:
+        assert ingredient.sha256 == {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in ingredient.weight_files}
+
+
+def test_disagreeing_integer_buffers_are_refused(make_ingredients, tmp_path):
+    from safetensors.torch import save_file
+
+    folders = make_ingredients(2)
+    for i, folder in enumerate(folders):
+        state = load_file(folder / "model.safetensors")
+        state["steps"] = torch.tensor([i, 4])
+        save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(SoupError, match=r"ingredient '.*ing1': integer tensor 'steps' differs from ingredient '.*ing0'"):
+        merge_models(folders, tmp_path / "soup", progress=False)
+    assert list(tmp_path.glob("*soup*")) == []
 
 
 def _merge_script(folders, output, max_shard_size):

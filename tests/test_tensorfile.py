@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from hf_soups.errors import SoupError
-from hf_soups.tensorfile import read_header, read_tensor_range
+from hf_soups.tensorfile import BackgroundHasher, RangeReader, read_header, read_tensor_range
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64])
@@ -44,3 +44,32 @@ def test_truncated_file_is_reported(tmp_path):
         assert torch.equal(read_tensor_range(f, info, 0, 90), torch.zeros(90))
         with pytest.raises(SoupError, match=r"x\.safetensors: truncated while reading tensor 'w'"):
             read_tensor_range(f, info, 80, 20)
+
+
+@pytest.mark.parametrize("order", ["forward", "forward with gaps", "backward"])
+def test_range_reader_hashes_the_whole_file_whatever_the_read_order(tmp_path, order):
+    import hashlib
+
+    path = tmp_path / "x.safetensors"
+    tensors = {f"t{i}": torch.randn(50 + i) for i in range(6)}
+    save_file(tensors, path)
+    header = read_header(path)
+    names = {"forward": list(header), "forward with gaps": list(header)[1:5:2], "backward": list(header)[::-1]}[order]
+    with BackgroundHasher(depth=2) as background, RangeReader(path, hashlib.sha256(), background) as reader:
+        for name in names:
+            pieces = [reader.read(header[name], start, min(7, header[name].shape[0] - start)).clone()
+                      for start in range(0, header[name].shape[0], 7)]
+            assert torch.equal(torch.cat(pieces), tensors[name])
+        assert reader.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_range_reader_reports_a_file_truncated_after_its_header_was_read(tmp_path):
+    import hashlib
+
+    path = tmp_path / "x.safetensors"
+    save_file({"w": torch.zeros(100)}, path)
+    info = read_header(path)["w"]
+    path.write_bytes(path.read_bytes()[:-40])
+    with BackgroundHasher() as background, RangeReader(path, hashlib.sha256(), background) as reader:
+        with pytest.raises(SoupError, match=r"x\.safetensors: truncated while reading tensor 'w'"):
+            reader.read(info, 0, 100)

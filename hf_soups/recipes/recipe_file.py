@@ -104,14 +104,13 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
     ingredients = resolve_ingredients([entry["ingredient"] for entry in data["mix"]], token=token)
     plan = validate(ingredients, allow_single=True)
     mean = RunningMean(plan, HashCache())
-    weights = []
+    mix = [entry.get("layer_weights", entry.get("weight", 1.0)) for entry in data["mix"]]
+    mean.add_all(ingredients, mix)
     for ingredient, entry in zip(ingredients, data["mix"]):
-        weight = entry.get("layer_weights", entry.get("weight", 1.0))
-        mean.add(ingredient, weight)
         for name, sha in (entry.get("sha256") or {}).items():
             if ingredient.sha256.get(name) != sha:
                 raise SoupError(f"{ingredient.label}: {name} has changed since the recipe was written (sha256 differs)")
-        weights.append(weight if not isinstance(weight, dict) else sum(weight.values()) / len(weight))
+    weights = [w if not isinstance(w, dict) else sum(w.values()) / len(w) for w in mix]
     record = soup_record(ingredients, weights)
     record.recipe = RecipeRecord(
         name=data.get("recipe") or "uniform", task=data.get("task"), metric=data.get("metric"),
