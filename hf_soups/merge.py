@@ -178,13 +178,13 @@ class RunningMean:
                 numel = math.prod(shape)
                 if self.plan.is_float(name):
                     self._add_pieces(name, shape, reads, weights)
-                    continue
-                for ingredient, read in zip(ingredients, reads):
-                    tensor = read(name, 0, numel).view(shape)
-                    if name in self.tensors:
-                        self._check_integer(name, tensor, ingredient, (self.added or ingredients)[0])
-                    else:
-                        self.tensors[name] = tensor.clone()
+                else:
+                    for ingredient, read in zip(ingredients, reads):
+                        tensor = read(name, 0, numel).view(shape)
+                        if name in self.tensors:
+                            self._check_integer(name, tensor, ingredient, (self.added or ingredients)[0])
+                        else:
+                            self.tensors[name] = tensor.clone()
                 if progress is not None:
                     progress.update(len(ingredients))
         for ingredient, weight in zip(ingredients, weights):

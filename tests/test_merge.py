@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
@@ -178,7 +179,11 @@ def test_running_mean_add_all_opens_each_file_once(make_ingredients, monkeypatch
         return real_reader(path, *args)
 
     monkeypatch.setattr("hf_soups.ingredients.RangeReader", counting)
-    RunningMean(validate(ingredients)).add_all(ingredients, [1.0] * 3)
+    plan = validate(ingredients)
+    bar = types.SimpleNamespace(n=0)
+    bar.update = lambda n=1: setattr(bar, "n", bar.n + n)
+    RunningMean(plan).add_all(ingredients, [1.0] * 3, bar)
+    assert bar.n == 3 * len(plan.shapes)  # one step per tensor and ingredient
     files = [f for i in ingredients for f in i.weight_files]
     assert sorted(opened) == sorted(files) and len(files) > 3
     assert [i.reads for i in ingredients] == [1, 1, 1]
