@@ -26,13 +26,7 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import time
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,209 +34,14 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import EvalPrediction, PreTrainedModel, Trainer, TrainerCallback
 
-from hf_soups import __version__
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.data import SPLIT_METHOD
-from hf_soups.ingredients import Ingredient
-from hf_soups.record import IngredientRecord
-
-ENTRY_FILE = "ingredient.json"
-HEAD_FILE = "start-head.safetensors"
-# TrainingArguments that name places or accounts, not how a model was trained.
-BOOKKEEPING_ARGS = frozenset({"output_dir", "logging_dir", "run_name", "hub_model_id", "hub_token", "push_to_hub"})
-
-
-# ------------------------------------------------------------------------------------------------- fingerprints
-
-
-def head_names(model: PreTrainedModel) -> set[str]:
-    """The state-dict names outside the base model (``classifier.*`` for BERT); empty for models without a head
-    of their own (T5)."""
-    names = set(model.state_dict())
-    prefix = f"{model.base_model_prefix}."
-    head = {name for name in names if not name.startswith(prefix)}
-    return head if head != names else set()
-
-
-def fingerprint(model: PreTrainedModel) -> dict[str, str]:
-    """sha256 of a model's state dict (names, dtypes, shapes, bytes), whole and split into body and head.
-
-    Example:
-        >>> fingerprint(model)["head"][:12]  # doctest: +SKIP
-        '3f1c0e9a2b7d'
-    """
-    head = head_names(model)
-    hashers = {part: hashlib.sha256() for part in ("weights", "body", "head")}
-    for name, tensor in sorted(model.state_dict().items()):
-        data = tensor.detach().to("cpu").contiguous()
-        for part in ("weights", "head" if name in head else "body"):
-            hashers[part].update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
-            hashers[part].update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return {part: hasher.hexdigest() for part, hasher in hashers.items()}
-
-
-# ------------------------------------------------------------------------------------------------------ pantry
-
-
-@dataclass
-class PantryIngredient(Ingredient):
-    """An :class:`~hf_soups.ingredients.Ingredient` from a pantry: its record carries the hyperparameters that
-    differ between the pantry's entries."""
-
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-
-    def record(self, weight: float = 0.0, kept: bool = True) -> IngredientRecord:
-        record = super().record(weight, kept)
-        record.hyperparameters = dict(self.hyperparameters)
-        return record
-
-
-class Pantry:
-    """A folder of ingredients shared by the runs of a sweep.
-
-    Each entry is a ``save_pretrained`` folder (model and tokenizer) with an ``ingredient.json``: run name, kind
-    (``"final"`` or ``"checkpoint"``), step, epoch, the run's ``TrainingArguments``, its last eval metrics and the
-    fingerprint of its starting weights. Entries are written under ``.tmp-*`` and renamed into place (a taken name
-    gets a ``-2``, ``-3``, ... suffix), so readers only ever see complete entries.
-
-    Example:
-        >>> pantry = Pantry("pantry")  # doctest: +SKIP
-        >>> [entry.name for entry in pantry.entries()]  # doctest: +SKIP
-        ['lr2e-05', 'lr3e-05']
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def add(self, name: str, model: PreTrainedModel, tokenizer: Any, info: dict[str, Any]) -> Path:
-        """Save a model (and its tokenizer) as a new entry named ``name`` (or ``name-2``, ... when taken)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f".tmp-{uuid.uuid4().hex}"
-        model.save_pretrained(tmp)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        info = {**info, "created": time.time(), "hf_soups_version": __version__}
-        (tmp / ENTRY_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
-        base = name.replace(os.sep, "_")
-        for attempt in range(1, 1000):
-            target = self.path / (base if attempt == 1 else f"{base}-{attempt}")
-            try:
-                os.rename(tmp, target)  # fails when the target exists and is not empty
-                return target
-            except OSError:
-                if not target.exists():
-                    raise
-        raise SoupError(f"pantry {self.path}: no free entry name for {base!r}")
-
-    def entries(self, kind: str | None = None) -> list[PantryEntry]:
-        """The complete entries (of one ``kind`` when given), in the order they were added."""
-        if not self.path.is_dir():
-            return []
-        entries = [
-            PantryEntry(folder, json.loads((folder / ENTRY_FILE).read_text()))
-            for folder in sorted(self.path.iterdir())
-            if not folder.name.startswith(".") and (folder / ENTRY_FILE).is_file()
-        ]
-        entries.sort(key=lambda e: (e.info["created"], e.name))
-        return [e for e in entries if kind is None or e.info["kind"] == kind]
-
-    def pin_head(self, model: PreTrainedModel) -> None:
-        """Load the pantry's starting head into ``model``, saving the model's own head there first when the pantry
-        has none yet (the first writer wins, also between processes)."""
-        names = head_names(model)
-        if not names:
-            return
-        state = model.state_dict()
-        path = self.path / HEAD_FILE
-        if not path.is_file():
-            self.path.mkdir(parents=True, exist_ok=True)
-            tmp = self.path / f".tmp-{uuid.uuid4().hex}.safetensors"
-            save_file({name: state[name].detach().to("cpu").contiguous() for name in names}, tmp)
-            try:
-                os.link(tmp, path)  # atomic create-if-absent
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
-        pinned = load_file(path)
-        for name in sorted(names | set(pinned)):
-            if name not in pinned or name not in names or pinned[name].shape != state[name].shape:
-                raise SoupError(
-                    f"pantry {self.path}: pinned head tensor '{name}' in {HEAD_FILE} does not fit "
-                    f"{type(model).__name__} (another model or label count started this pantry)"
-                )
-        with torch.no_grad():
-            for name in names:
-                state[name].copy_(pinned[name])
-
-    def ingredients(self, entries: list[PantryEntry] | None = None) -> list[PantryIngredient]:
-        """The entries (default: all of them) as ingredients, after checking they share one start; each records
-        the hyperparameters that differ between them.
-
-        Raises:
-            SoupError: no entries, or two entries that started from different weights.
-        """
-        entries = self.entries() if entries is None else entries
-        if not entries:
-            raise SoupError(f"pantry {self.path}: no ingredients yet (train with SoupCallback first)")
-        check_same_start(entries)
-        differing = differing_hyperparameters(entries)
-        return [
-            PantryIngredient(spec=str(e.path), path=e.path, hyperparameters={k: e.hyperparameters().get(k) for k in differing})
-            for e in entries
-        ]
-
-
-@dataclass
-class PantryEntry:
-    """One pantry folder and its ``ingredient.json``."""
-
-    path: Path
-    info: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def hyperparameters(self) -> dict[str, Any]:
-        """The run's TrainingArguments (bookkeeping ones left out) and the epoch it had reached."""
-        args = {k: v for k, v in self.info["training_args"].items() if k not in BOOKKEEPING_ARGS}
-        return args | {"epoch": self.info["epoch"]}
-
-
-def differing_hyperparameters(entries: list[PantryEntry]) -> list[str]:
-    """The hyperparameter names whose values are not the same in every entry, sorted."""
-    params = [entry.hyperparameters() for entry in entries]
-    keys = set().union(*params)
-    return sorted(k for k in keys if len({json.dumps(p.get(k), sort_keys=True, default=str) for p in params}) > 1)
-
-
-def check_same_start(entries: list[PantryEntry]) -> None:
-    """Refuse entries that started from different weights (a soup averages fine-tunings of one start).
-
-    Raises:
-        SoupError: naming the two entries and, when only the heads differ, how to pin the head.
-    """
-    first = entries[0]
-    for entry in entries[1:]:
-        a, b = first.info["start"], entry.info["start"]
-        if a["weights"] == b["weights"]:
-            continue
-        where = f"pantry entries '{first.name}' and '{entry.name}'"
-        if a["body"] == b["body"]:
-            raise SoupError(
-                f"{where} start from different classifier heads (a new head is initialised at random from the seed "
-                "in force when the model is created), so they make no soup. Pin the head: "
-                "SoupCallback(pin_head=True) saves the first run's initial head in the pantry and loads it in every "
-                "later run; retrain into a new pantry with it"
-            )
-        raise SoupError(f"{where} start from different pretrained weights; a soup needs one starting model")
-
+from hf_soups.pantry import Pantry, PantryEntry, PinHead, fingerprint
+from hf_soups.probe import probe_head
 
 # ------------------------------------------------------------------------------------------------------- judge
 
@@ -391,10 +190,14 @@ class SoupCallback(TrainerCallback):
 
     Args:
         pantry: the folder shared by every run of the sweep.
-        checkpoints: also add each saved ``checkpoint-*`` (``on_save``), not only each run's final model.
-        pin_head: give every run the same starting classifier head: the first run saves its initial head in the
-            pantry, later runs load it (``on_train_begin``). Needed when the runs create their models under
-            different seeds.
+        checkpoints: also add each ``checkpoint-*`` the Trainer saves (``on_save``; when is the Trainer's
+            ``save_strategy``: every epoch, every ``save_steps``), by hard links to its files, not only each run's
+            final model. Cook them with ``entries="all"`` or ``"last:K"``.
+        pin_head: give every run the same starting classifier head (``on_train_begin``): ``True`` saves the first
+            run's initial (random) head in the pantry and later runs load it; ``"probe"`` first fits the head on the
+            frozen model's features of the training set (:func:`hf_soups.probe.probe_head`, one process under
+            ``accelerate launch``), the start that makes runs soupable. Needed when the runs create their models
+            under different seeds.
         cook_on_end: cook at the end of a run (``on_train_end``) once the pantry holds ``sweep_size`` final models
             (default: at the end of every run from the second on; the last run's soup is the sweep's).
         sweep_size: see ``cook_on_end``.
@@ -418,7 +221,7 @@ class SoupCallback(TrainerCallback):
         self,
         pantry: str | Path,
         checkpoints: bool = False,
-        pin_head: bool = False,
+        pin_head: PinHead = False,
         cook_on_end: bool = False,
         sweep_size: int | None = None,
         recipe: str = "greedy",
@@ -447,39 +250,51 @@ class SoupCallback(TrainerCallback):
         self.trainer: Trainer | None = None  # set by SoupTrainer: lets cook_on_end judge with the Trainer
         self.last_report = None
         self._start: dict[str, str] = {}
+        self._saved_step: int | None = None
 
     # -- collecting
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         if self.cook_on_end and self.task is None and self.trainer is None:
             raise SoupError(
                 "SoupCallback(cook_on_end=True) needs a judge: pass task= (a GLUE task), use SoupTrainer, or call "
                 "callback.cook(trainer) after the sweep"
             )
-        if self.pin_head:
+        if self.pin_head == "probe":
+            if PartialState().is_main_process:  # one process fits the probe; the others load what it saved
+                self.pantry.pin_head(model, fit=lambda: probe_head(model, _unsharded(train_dataloader, args)))
+            PartialState().wait_for_everyone()
+            self.pantry.pin_head(model)
+        elif self.pin_head:
             self.pantry.pin_head(model)
         self._start = fingerprint(model)
 
     def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self.checkpoints and state.is_world_process_zero:
-            self._add(f"{run_name(args)}.checkpoint-{state.global_step}", "checkpoint", args, state, model, processing_class)
+            folder = checkpoint_folder(args, state)
+            self._saved_step = state.global_step
+            self._add(f"{run_name(args)}.checkpoint-{state.global_step}", "checkpoint", args, state, model,
+                      processing_class, link_from=folder if folder.is_dir() else None)
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         if state.is_world_process_zero:
-            self._add(run_name(args), "final", args, state, model, processing_class)
+            folder = checkpoint_folder(args, state)  # a checkpoint of this step holds this very model: link its files
+            same = self._saved_step == state.global_step and folder.is_dir() and not args.load_best_model_at_end
+            link = folder if same else None
+            self._add(run_name(args), "final", args, state, model, processing_class, link_from=link)
         PartialState().wait_for_everyone()
         if self.cook_on_end:
             finals = len(self._shared_entries("final"))
             if finals >= (self.sweep_size or 2):
                 self.last_report = self.cook(self.trainer, args=args)
 
-    def _add(self, name: str, kind: str, args, state, model, tokenizer) -> Path:
+    def _add(self, name: str, kind: str, args, state, model, tokenizer, link_from: Path | None = None) -> Path:
         info = {
             "run_name": run_name(args), "kind": kind, "step": state.global_step, "epoch": state.epoch,
             "training_args": args.to_dict(), "metrics": last_eval_metrics(state.log_history),
             "start": self._start,
         }
-        return self.pantry.add(name, model, tokenizer, info)
+        return self.pantry.add(name, model, tokenizer, info, link_from=link_from)
 
     def _shared_entries(self, kind: str | None = None) -> list[PantryEntry]:
         """The pantry's entries as the main process sees them, so every process cooks the same ingredients."""
@@ -496,6 +311,7 @@ class SoupCallback(TrainerCallback):
         task: str | None = None,
         push_to_hub: bool | None = None,
         args: Any = None,
+        entries: str | None = None,
         **options: Any,
     ):
         """Cook the pantry's final models (and checkpoints, with ``checkpoints=True``) into a soup.
@@ -510,6 +326,9 @@ class SoupCallback(TrainerCallback):
             task: a GLUE task to judge with (overrides the callback's).
             push_to_hub: overrides the callback's and the Trainer's setting.
             args: ``TrainingArguments`` for the defaults when no trainer is given.
+            entries: which pantry entries (see :meth:`~hf_soups.pantry.Pantry.select`): ``"final"``, ``"all"``
+                (every checkpoint along each run) or ``"last:K"``; default ``"all"`` with ``checkpoints=True``,
+                else ``"final"``.
             **options: recipe options (``resume=True`` for greedy; ``granularity``, ``epochs``, ``lr`` for learned).
 
         Returns:
@@ -529,8 +348,10 @@ class SoupCallback(TrainerCallback):
         task = task or self.task
         if task is None and trainer is None:
             raise SoupError("cook: give the Trainer (its eval_dataset and compute_metrics judge) or a GLUE task=")
-        ingredients = self.pantry.ingredients(self._shared_entries())
-        output_dir = Path(output_dir or self.output_dir or Path(args.output_dir) / "soup")
+        which = entries or ("all" if self.checkpoints else "final")
+        ingredients = self.pantry.ingredients(self.pantry.select(which, self._shared_entries()))
+        default_dir = Path(args.output_dir) / "soup" if args is not None else self.pantry.path.parent / "soup"
+        output_dir = Path(output_dir or self.output_dir or default_dir)
         batch_size = args.per_device_eval_batch_size if args is not None else 32
         accelerator = trainer.accelerator if trainer is not None else None
         if task is not None:
@@ -552,6 +373,18 @@ class SoupCallback(TrainerCallback):
 
 def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
+
+
+def checkpoint_folder(args: Any, state: Any) -> Path:
+    """The folder the Trainer saves its checkpoint of the current step to."""
+    return Path(args.output_dir) / f"checkpoint-{state.global_step}"
+
+
+def _unsharded(loader: Any, args: Any) -> torch.utils.data.DataLoader:
+    """Every training example once, in order, in the Trainer's batches (not one process's shard)."""
+    if loader is None:
+        raise SoupError("SoupCallback(pin_head='probe') needs the Trainer's train dataloader (a train_dataset)")
+    return torch.utils.data.DataLoader(loader.dataset, batch_size=args.per_device_train_batch_size, collate_fn=loader.collate_fn)
 
 
 def run_name(args: Any) -> str:
@@ -605,4 +438,4 @@ class SoupTrainer(Trainer):
         return self.soup_callback.cook(self, **kwargs)
 
 
-__all__ = ["Pantry", "PantryEntry", "PantryIngredient", "SoupCallback", "SoupTrainer", "TrainerJudge", "fingerprint"]
+__all__ = ["SoupCallback", "SoupTrainer", "TrainerJudge"]

@@ -123,6 +123,9 @@ class Ingredient:
         sha256: weight file name → sha256 of its bytes: from the Hub cache for Hub files, else filled in by
             :meth:`tensors` the first time a file is read (or from the :class:`~hf_soups.hashing.HashCache`).
         reads: how many times :meth:`tensors` streamed the weights in full (recipes promise at most two).
+        hyperparameters: what is known of how it was trained (a pantry entry's differing TrainingArguments).
+        start_head: how the classifier head training started from was made (a pantry's ``"random"`` pinned head
+            or ``"probe"``d head), when known.
     """
 
     spec: str
@@ -132,6 +135,8 @@ class Ingredient:
     revision: str | None = None
     sha256: dict[str, str] = field(default_factory=dict)
     reads: int = 0
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    start_head: str | None = None
 
     @cached_property
     def config(self) -> dict[str, Any]:
@@ -266,7 +271,7 @@ class Ingredient:
         """This ingredient's entry in ``soup.json`` (hashes as far as they are known)."""
         return IngredientRecord(
             spec=self.spec, source=self.source, repo_id=self.repo_id, revision=self.revision, files=dict(self.sha256),
-            weight=weight, kept=kept,
+            weight=weight, kept=kept, hyperparameters=dict(self.hyperparameters), start_head=self.start_head,
         )
 
     @property

@@ -35,6 +35,7 @@ class IngredientRecord:
         hyperparameters: what is known of how it was trained (learning rate, epochs, seed, ...).
         scores: split name → metric name → value, filled by recipes.
         adapter: for PEFT adapters, ``{"type": "lora", "r": 8, "lora_alpha": 16, "base": "..."}``.
+        start_head: for pantry entries with a pinned start head, how it was made (``"random"`` or ``"probe"``).
     """
 
     spec: str
@@ -47,6 +48,7 @@ class IngredientRecord:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     adapter: dict[str, Any] | None = None
+    start_head: str | None = None
 
 
 @dataclass

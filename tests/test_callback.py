@@ -25,13 +25,8 @@ from transformers import (
 )
 
 from hf_soups import SoupCallback, SoupError, SoupTrainer
-from hf_soups.callback import (
-    Pantry,
-    PantryEntry,
-    TrainerJudge,
-    check_same_start,
-    fingerprint,
-)
+from hf_soups.callback import TrainerJudge
+from hf_soups.pantry import Pantry, PantryEntry, check_same_start, fingerprint
 from hf_soups.record import SoupRecord
 from hf_soups.testing.hub_server import DEFAULT_USER
 

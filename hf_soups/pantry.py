@@ -1,0 +1,284 @@
+"""The pantry: one folder that collects the models of a sweep, with how each was trained and where it started.
+
+Each entry is a ``save_pretrained`` folder (model and tokenizer) with an ``ingredient.json``: run name, kind
+(``"final"`` or ``"checkpoint"``), step, epoch, the run's ``TrainingArguments``, its last eval metrics and the
+fingerprint of its starting weights. Entries are written under ``.tmp-*`` and renamed into place (a taken name gets
+a ``-2``, ``-3``, ... suffix), so readers only ever see complete entries and concurrent runs never collide. A
+checkpoint the Trainer has just saved joins by hard links to its files: no weight file is written twice.
+
+A soup needs one starting point. The pantry can hold the sweep's *start head* (``start-head.safetensors``): the
+first run's random head (``pin_head=True``) or a head fitted on the frozen encoder's features (``pin_head="probe"``,
+see :mod:`hf_soups.probe`); every later run loads it.
+
+Example:
+    >>> pantry = Pantry("pantry")  # doctest: +SKIP
+    >>> [entry.name for entry in pantry.entries()]  # doctest: +SKIP
+    ['lr2e-05', 'lr2e-05.checkpoint-500', 'lr3e-05']
+    >>> ingredients = pantry.ingredients(pantry.select("last:2"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel
+
+from hf_soups import __version__
+from hf_soups.errors import SoupError
+from hf_soups.ingredients import Ingredient, resolve_ingredients
+from hf_soups.probe import head_names
+
+ENTRY_FILE = "ingredient.json"
+HEAD_FILE = "start-head.safetensors"
+HEAD_INFO_FILE = "start-head.json"
+# TrainingArguments that name places or accounts, not how a model was trained.
+BOOKKEEPING_ARGS = frozenset({"output_dir", "logging_dir", "run_name", "hub_model_id", "hub_token", "push_to_hub"})
+# Files of a Trainer checkpoint that belong to the optimizer and the Trainer, not to the model.
+TRAINER_STATE_FILES = re.compile(r"^(optimizer|scheduler|scaler|rng_state|trainer_state|training_args)")
+PinHead = bool | Literal["probe"]
+
+
+def fingerprint(model: PreTrainedModel) -> dict[str, str]:
+    """sha256 of a model's state dict (names, dtypes, shapes, bytes), whole and split into body and head.
+
+    Example:
+        >>> fingerprint(model)["head"][:12]  # doctest: +SKIP
+        '3f1c0e9a2b7d'
+    """
+    head = head_names(model)
+    hashers = {part: hashlib.sha256() for part in ("weights", "body", "head")}
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous()
+        for part in ("weights", "head" if name in head else "body"):
+            hashers[part].update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
+            hashers[part].update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {part: hasher.hexdigest() for part, hasher in hashers.items()}
+
+
+@dataclass
+class PantryEntry:
+    """One pantry folder and its ``ingredient.json``."""
+
+    path: Path
+    info: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The run's TrainingArguments (bookkeeping ones left out) and the epoch it had reached."""
+        args = {k: v for k, v in self.info["training_args"].items() if k not in BOOKKEEPING_ARGS}
+        return args | {"epoch": self.info["epoch"]}
+
+
+class Pantry:
+    """A folder of ingredients shared by the runs of a sweep (see the module docstring).
+
+    Args:
+        path: the folder.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # -- writing
+
+    def add(
+        self, name: str, model: PreTrainedModel, tokenizer: Any, info: dict[str, Any], link_from: Path | None = None
+    ) -> Path:
+        """Add a model as a new entry named ``name`` (or ``name-2``, ... when taken).
+
+        Args:
+            name: the entry's name.
+            model: the model, saved with ``save_pretrained`` unless ``link_from`` is given.
+            tokenizer: saved beside it (``None``: none).
+            info: the entry's ``ingredient.json`` content.
+            link_from: a folder the Trainer has just saved this model to (a ``checkpoint-*``): its model, config and
+                tokenizer files are hard-linked (copied across file systems) instead of written again.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".tmp-{uuid.uuid4().hex}"
+        if link_from is not None:
+            tmp.mkdir()
+            for file in sorted(link_from.iterdir()):
+                if file.is_file() and not TRAINER_STATE_FILES.match(file.name):
+                    _link_or_copy(file, tmp / file.name)
+        else:
+            model.save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+        info = {**info, "created": time.time(), "hf_soups_version": __version__}
+        (tmp / ENTRY_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        base = name.replace(os.sep, "_")
+        for attempt in range(1, 1000):
+            target = self.path / (base if attempt == 1 else f"{base}-{attempt}")
+            try:
+                os.rename(tmp, target)  # fails when the target exists and is not empty
+                return target
+            except OSError:
+                if not target.exists():
+                    raise
+        raise SoupError(f"pantry {self.path}: no free entry name for {base!r}")
+
+    def pin_head(self, model: PreTrainedModel, fit: Callable[[], dict[str, torch.Tensor]] | None = None) -> str | None:
+        """Load the pantry's start head into ``model``, making it first when the pantry has none yet.
+
+        The first writer wins, also between processes. Without ``fit`` the model's own (random) head becomes the
+        start head; with ``fit`` (e.g. ``lambda: probe_head(model, batches)``) the head it returns does.
+
+        Returns:
+            How the start head was made (``"random"`` or ``"probe"``), or ``None`` for a model without a head.
+
+        Raises:
+            SoupError: the pantry's head does not fit the model (another model or label count started it).
+        """
+        names = head_names(model)
+        if not names:
+            return None
+        path = self.path / HEAD_FILE
+        if not path.is_file():
+            mode = "random" if fit is None else "probe"
+            state = model.state_dict()
+            head = {n: state[n].detach().to("cpu").contiguous() for n in names} if fit is None else fit()
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / HEAD_INFO_FILE).write_text(json.dumps({"mode": mode, "created": time.time()}) + "\n")
+            tmp = self.path / f".tmp-{uuid.uuid4().hex}.safetensors"
+            save_file(head, tmp)
+            try:
+                os.link(tmp, path)  # atomic create-if-absent
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        pinned = load_file(path)
+        state = model.state_dict()
+        for name in sorted(names | set(pinned)):
+            if name not in pinned or name not in names or pinned[name].shape != state[name].shape:
+                raise SoupError(
+                    f"pantry {self.path}: pinned head tensor '{name}' in {HEAD_FILE} does not fit "
+                    f"{type(model).__name__} (another model or label count started this pantry)"
+                )
+        with torch.no_grad():
+            for name in names:
+                state[name].copy_(pinned[name])
+        return self.head_mode()
+
+    def head_mode(self) -> str | None:
+        """How the pantry's start head was made: ``"random"``, ``"probe"``, or ``None`` when it has none."""
+        if not (self.path / HEAD_FILE).is_file():
+            return None
+        info = self.path / HEAD_INFO_FILE
+        return json.loads(info.read_text())["mode"] if info.is_file() else "random"
+
+    # -- reading
+
+    def entries(self, kind: str | None = None) -> list[PantryEntry]:
+        """The complete entries (of one ``kind`` when given), in the order they were added."""
+        if not self.path.is_dir():
+            return []
+        entries = [
+            PantryEntry(folder, json.loads((folder / ENTRY_FILE).read_text()))
+            for folder in sorted(self.path.iterdir())
+            if not folder.name.startswith(".") and (folder / ENTRY_FILE).is_file()
+        ]
+        entries.sort(key=lambda e: (e.info["created"], e.name))
+        return [e for e in entries if kind is None or e.info["kind"] == kind]
+
+    def select(self, which: str = "final", entries: list[PantryEntry] | None = None) -> list[PantryEntry]:
+        """The entries a soup takes: ``"final"`` (each run's final model), ``"all"`` (every checkpoint along each
+        run, and its final model where no checkpoint was saved at the same step) or ``"last:K"`` (each run's last K
+        of those).
+
+        Raises:
+            SoupError: an unknown choice.
+        """
+        entries = self.entries() if entries is None else entries
+        if which == "final":
+            return [e for e in entries if e.info["kind"] == "final"]
+        match = re.fullmatch(r"all|last:([1-9]\d*)", which)
+        if match is None:
+            raise SoupError(f"pantry entries {which!r}: choose 'final', 'all' or 'last:K' (K ≥ 1)")
+        runs: dict[str, list[PantryEntry]] = {}
+        for entry in entries:
+            runs.setdefault(entry.info["run_name"], []).append(entry)
+        chosen = []
+        for run in runs.values():
+            steps = {e.info["step"] for e in run if e.info["kind"] == "checkpoint"}
+            trajectory = sorted(
+                (e for e in run if e.info["kind"] == "checkpoint" or e.info["step"] not in steps),
+                key=lambda e: e.info["step"],
+            )
+            chosen.extend(trajectory if match.group(1) is None else trajectory[-int(match.group(1)) :])
+        return chosen
+
+    def ingredients(self, entries: list[PantryEntry] | None = None) -> list[Ingredient]:
+        """The entries (default: all of them) as ingredients, after checking they share one start; each records
+        the hyperparameters that differ between them and the pantry's start head.
+
+        Raises:
+            SoupError: no entries, or two entries that started from different weights.
+        """
+        entries = self.entries() if entries is None else entries
+        if not entries:
+            raise SoupError(f"pantry {self.path}: no ingredients yet (train with SoupCallback first)")
+        check_same_start(entries)
+        differing = differing_hyperparameters(entries)
+        ingredients = resolve_ingredients([e.path for e in entries])
+        head = self.head_mode()
+        for ingredient, entry in zip(ingredients, entries, strict=True):
+            ingredient.spec = str(entry.path)
+            ingredient.hyperparameters = {k: entry.hyperparameters().get(k) for k in differing}
+            ingredient.start_head = head
+        return ingredients
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, target)
+
+
+def differing_hyperparameters(entries: Iterable[PantryEntry]) -> list[str]:
+    """The hyperparameter names whose values are not the same in every entry, sorted."""
+    params = [entry.hyperparameters() for entry in entries]
+    keys = set().union(*params)
+    return sorted(k for k in keys if len({json.dumps(p.get(k), sort_keys=True, default=str) for p in params}) > 1)
+
+
+def check_same_start(entries: list[PantryEntry]) -> None:
+    """Refuse entries that started from different weights (a soup averages fine-tunings of one start).
+
+    Raises:
+        SoupError: naming the two entries and, when only the heads differ, how to pin the head.
+    """
+    first = entries[0]
+    for entry in entries[1:]:
+        a, b = first.info["start"], entry.info["start"]
+        if a["weights"] == b["weights"]:
+            continue
+        where = f"pantry entries '{first.name}' and '{entry.name}'"
+        if a["body"] == b["body"]:
+            raise SoupError(
+                f"{where} start from different classifier heads (a new head is initialised at random from the seed "
+                "in force when the model is created), so they make no soup. Pin the head: "
+                "SoupCallback(pin_head=True) saves the first run's initial head in the pantry and loads it in every "
+                "later run; retrain into a new pantry with it"
+            )
+        raise SoupError(f"{where} start from different pretrained weights; a soup needs one starting model")
+
+
+__all__ = ["Pantry", "PantryEntry", "check_same_start", "differing_hyperparameters", "fingerprint"]

@@ -1,0 +1,131 @@
+"""A linear-probed classifier head: the shared start that makes fine-tuned runs soupable (LP-FT, DiWA).
+
+A new classifier head initialised at random pushes runs apart early; fitting the head's last linear layer on the
+frozen encoder's features first (logistic regression for classification, ridge regression for a one-output
+regressor such as STS-B, both from scikit-learn) gives every run of a sweep one good start (Kumar et al. 2022,
+arXiv 2202.10054; Ramé et al. 2022, arXiv 2205.09739).
+
+Example:
+    >>> from hf_soups.probe import probe_head
+    >>> fitted = probe_head(model, trainer.get_train_dataloader())  # doctest: +SKIP
+    >>> sorted(fitted)  # doctest: +SKIP
+    ['classifier.bias', 'classifier.weight']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from hf_soups.errors import SoupError
+
+LABEL_KEYS = ("labels", "label")
+
+
+def head_names(model: PreTrainedModel) -> set[str]:
+    """The state-dict names outside the base model (``classifier.*`` for BERT); empty for models without a head
+    of their own (T5)."""
+    names = set(model.state_dict())
+    prefix = f"{model.base_model_prefix}."
+    head = {name for name in names if not name.startswith(prefix)}
+    return head if head != names else set()
+
+
+def output_layer(model: PreTrainedModel) -> tuple[str, torch.nn.Linear]:
+    """The head's last linear layer (``classifier`` for BERT, ``classifier.out_proj`` for RoBERTa), by module name.
+
+    Raises:
+        SoupError: the model has no head of its own, or its head ends in no linear layer.
+    """
+    head = head_names(model)
+    linears = [
+        (name, module) for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and f"{name}.weight" in head
+    ]
+    if not linears:
+        raise SoupError(f"pin_head='probe': {type(model).__name__} has no linear classifier head to probe")
+    return linears[-1]
+
+
+@torch.no_grad()
+def probe_features(model: PreTrainedModel, batches: Iterable[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs of the head's output layer (eval mode: no dropout) and the labels, for every training example."""
+    _, layer = output_layer(model)
+    features: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: features.append(inputs[0].detach().float().cpu()))
+    labels = []
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            batch = dict(batch)
+            key = next((k for k in LABEL_KEYS if k in batch), None)
+            if key is None:
+                raise SoupError("pin_head='probe': the training batches carry no 'labels' column")
+            labels.append(batch.pop(key).detach().cpu())
+            device = next(model.parameters()).device
+            model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not features:
+        raise SoupError("pin_head='probe': the training set is empty")
+    return torch.cat(features).numpy(), torch.cat(labels).numpy()
+
+
+def fit_linear(features: np.ndarray, labels: np.ndarray, num_outputs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Weight (``num_outputs × d``) and bias of a linear map fitted to the features: multinomial logistic regression
+    for classes, ridge regression for one output.
+
+    Raises:
+        SoupError: a classification set with fewer than two classes.
+    """
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    if num_outputs == 1:
+        ridge = Ridge(alpha=1.0).fit(features, labels.astype(np.float64))
+        return ridge.coef_.reshape(1, -1), np.atleast_1d(ridge.intercept_)
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise SoupError(f"pin_head='probe': the training labels hold {len(classes)} class; a probe needs two or more")
+    logistic = LogisticRegression(max_iter=2000, random_state=seed).fit(features, labels.astype(np.int64))
+    weight = np.zeros((num_outputs, features.shape[1]))
+    bias = np.zeros(num_outputs)
+    if len(logistic.classes_) == 2:  # one decision function w·x + b: logits (0, f) give the same softmax
+        weight[logistic.classes_[1]], bias[logistic.classes_[1]] = logistic.coef_[0], logistic.intercept_[0]
+    else:
+        weight[logistic.classes_], bias[logistic.classes_] = logistic.coef_, logistic.intercept_
+    return weight, bias
+
+
+def probe_head(model: PreTrainedModel, batches: Iterable[dict[str, Any]], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Fit the head's output layer on the frozen model's features of ``batches`` and set it in ``model``.
+
+    Args:
+        model: a sequence classifier (BERT, RoBERTa, ...) with its new head; the rest of the head (RoBERTa's dense
+            layer) keeps its initialisation.
+        batches: the training set as model-input batches with a ``labels`` column (a Trainer's train dataloader).
+        seed: the solver's seed.
+
+    Returns:
+        The head's tensors after the fit (state-dict name → CPU tensor), to save as the sweep's start head.
+
+    Example:
+        >>> head = probe_head(model, trainer.get_train_dataloader())  # doctest: +SKIP
+    """
+    _, layer = output_layer(model)
+    features, labels = probe_features(model, batches)
+    weight, bias = fit_linear(features, labels, layer.out_features, seed)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weight))
+        if layer.bias is not None:
+            layer.bias.copy_(torch.from_numpy(bias))
+    state = model.state_dict()
+    return {key: state[key].detach().to("cpu").contiguous() for key in sorted(head_names(model))}
+
+
+__all__ = ["fit_linear", "head_names", "output_layer", "probe_features", "probe_head"]
