@@ -28,6 +28,7 @@ _EXPORTS = {
     "greedy_soup": "hf_soups.recipes",
     "learned_soup": "hf_soups.recipes",
     "uniform_soup": "hf_soups.recipes",
+    "stock_soup": "hf_soups.recipes",
     "evaluate_glue": "hf_soups.evaluation",
     "push_soup": "hf_soups.hub",
     "SoupCallback": "hf_soups.callback",
@@ -41,7 +42,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from hf_soups.hub import push_soup
     from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
     from hf_soups.merge import load_model, merge_models
-    from hf_soups.recipes import cook, ensemble_scores, greedy_soup, learned_soup, uniform_soup
+    from hf_soups.recipes import cook, ensemble_scores, greedy_soup, learned_soup, stock_soup, uniform_soup
 
 
 def __getattr__(name: str) -> Any:
@@ -52,6 +53,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [  # the names of _EXPORTS, spelled out for linters and IDEs
     "Ingredient", "SoupCallback", "SoupError", "SoupTrainer", "__version__", "cook", "ensemble_scores", "evaluate_glue",
-    "greedy_soup", "learned_soup", "load_model", "merge_models", "push_soup", "resolve_ingredients", "uniform_soup",
+    "greedy_soup", "learned_soup", "load_model", "merge_models", "push_soup", "resolve_ingredients", "stock_soup", "uniform_soup",
     "validate",
 ]

@@ -251,6 +251,7 @@ class SoupCallback(TrainerCallback):
         self.last_report = None
         self._start: dict[str, str] = {}
         self._saved_step: int | None = None
+        self._start_model: str | None = None
 
     # -- collecting
 
@@ -268,6 +269,7 @@ class SoupCallback(TrainerCallback):
         elif self.pin_head:
             self.pantry.pin_head(model)
         self._start = fingerprint(model)
+        self._start_model = str(model.name_or_path) if getattr(model, "name_or_path", None) else None
 
     def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self.checkpoints and state.is_world_process_zero:
@@ -292,7 +294,7 @@ class SoupCallback(TrainerCallback):
         info = {
             "run_name": run_name(args), "kind": kind, "step": state.global_step, "epoch": state.epoch,
             "training_args": args.to_dict(), "metrics": last_eval_metrics(state.log_history),
-            "start": self._start,
+            "start": self._start, "start_model": self._start_model,
         }
         return self.pantry.add(name, model, tokenizer, info, link_from=link_from)
 
@@ -359,6 +361,8 @@ class SoupCallback(TrainerCallback):
         else:
             judge = TrainerJudge(trainer, self.seed, self.select_fraction)  # type: ignore[arg-type]
             kitchen = make_kitchen(ingredients, judge=judge)
+        if (recipe or self.recipe) == "stock" and options.get("base") is None:
+            options["base"], options["start_head"] = self.pantry.start_model()
         report = RECIPES[recipe or self.recipe].cook(kitchen, output_dir, ensemble=self.ensemble, overwrite=True, **options)
         push = _first(push_to_hub, self.push_to_hub, getattr(args, "push_to_hub", None), False)
         if push and PartialState().is_main_process:

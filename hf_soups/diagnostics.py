@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from hf_soups.errors import SoupError
-from hf_soups.ingredients import Ingredient, MergePlan, resolve_ingredients, validate
+from hf_soups.ingredients import Ingredient, MergePlan, base_names, resolve_ingredients, validate
 from hf_soups.tensorfile import read_tensor_range
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -251,7 +251,7 @@ def weight_space(ingredients: Sequence[Ingredient], plan: MergePlan, base: Ingre
         SoupError: a base tensor's shape differs from the ingredients', or the base shares no tensor with them.
     """
     n = len(ingredients)
-    base_names = _base_names(base, plan) if base is not None else {}
+    names_in_base = base_names(base, plan) if base is not None else {}
     groups: dict[str, GroupSums] = {}
     block, centre = torch.empty(n, CHUNK, dtype=torch.float64), torch.empty(CHUNK, dtype=torch.float64)  # reused
     with ExitStack() as files:
@@ -265,8 +265,8 @@ def weight_space(ingredients: Sequence[Ingredient], plan: MergePlan, base: Ingre
                 vectors, middle = block[:, :count], centre[:count]
                 for row, read in zip(vectors, readers):
                     row.copy_(read(name, start, count))
-                if read_base is not None and name in base_names:
-                    middle.copy_(read_base(base_names[name], start, count))
+                if read_base is not None and name in names_in_base:
+                    middle.copy_(read_base(names_in_base[name], start, count))
                 else:
                     torch.mean(vectors, 0, out=middle)
                 vectors -= middle
@@ -297,31 +297,6 @@ def _reader(ingredient: Ingredient, files: ExitStack) -> Callable[[str, int, int
         if (canonical := ingredient.canonical_names[stored]) is not None
     }
     return lambda name, start, count: read_tensor_range(*where[name], start, count)
-
-
-def _base_names(base: Ingredient, plan: MergePlan) -> dict[str, str]:
-    """The ingredients' float tensor names → the base's names for them (``bert.embeddings.x`` ↔ ``embeddings.x``).
-
-    Raises:
-        SoupError: a base tensor's shape differs from the ingredients', or the base shares no tensor with them.
-    """
-    unprefixed = {name.split(".", 1)[1]: name for name in plan.shapes if "." in name}
-    names = {}
-    for stored, own in base.canonical_names.items():
-        info = base.layout[stored][1]
-        name = None if own is None else own if own in plan.shapes else unprefixed.get(own)
-        if name is None or not plan.is_float(name) or not info.dtype.is_floating_point:
-            continue
-        if info.shape != tuple(plan.shapes[name]):
-            raise SoupError(
-                f"base '{base.spec}': tensor '{own}' has shape {list(info.shape)}, the ingredients have "
-                f"{list(plan.shapes[name])}{'' if own == name else f' (as {name!r})'} (is it the model they were "
-                "fine-tuned from?)"
-            )
-        names[name] = own
-    if not names:
-        raise SoupError(f"base '{base.spec}': shares no tensor names with the ingredients (is it their base model?)")
-    return names
 
 
 @dataclass

@@ -472,3 +472,28 @@ def label_map(config: dict[str, Any]) -> dict[int, str]:
     if "id2label" in config:
         return {int(k): v for k, v in config["id2label"].items()}
     return {i: f"LABEL_{i}" for i in range(config.get("num_labels", 2))}
+
+
+def base_names(base: Ingredient, plan: MergePlan) -> dict[str, str]:
+    """The ingredients' float tensor names → the base's names for them (``bert.embeddings.x`` ↔ ``embeddings.x``).
+
+    Raises:
+        SoupError: a base tensor's shape differs from the ingredients', or the base shares no tensor with them.
+    """
+    unprefixed = {name.split(".", 1)[1]: name for name in plan.shapes if "." in name}
+    names = {}
+    for stored, own in base.canonical_names.items():
+        info = base.layout[stored][1]
+        name = None if own is None else own if own in plan.shapes else unprefixed.get(own)
+        if name is None or not plan.is_float(name) or not info.dtype.is_floating_point:
+            continue
+        if info.shape != tuple(plan.shapes[name]):
+            raise SoupError(
+                f"base '{base.spec}': tensor '{own}' has shape {list(info.shape)}, the ingredients have "
+                f"{list(plan.shapes[name])}{'' if own == name else f' (as {name!r})'} (is it the model they were "
+                "fine-tuned from?)"
+            )
+        names[name] = own
+    if not names:
+        raise SoupError(f"base '{base.spec}': shares no tensor names with the ingredients (is it their base model?)")
+    return names

@@ -183,6 +183,22 @@ class Pantry:
         info = self.path / HEAD_INFO_FILE
         return json.loads(info.read_text())["mode"] if info.is_file() else "random"
 
+    def start_model(self) -> tuple[str, Path | None]:
+        """The weights every run started from: the pretrained model the entries record, and the start head file
+        when the pantry pinned one (Model Stock's θ₀).
+
+        Raises:
+            SoupError: no entries, entries that record no start model or different ones.
+        """
+        models = {e.info.get("start_model") for e in self.entries()}
+        if len(models) != 1 or None in models:
+            raise SoupError(
+                f"pantry {self.path}: its entries record {'no' if None in models or not models else 'different'} "
+                "start models; give the base model explicitly (base=...)"
+            )
+        head = self.path / HEAD_FILE
+        return models.pop(), head if head.is_file() else None
+
     # -- reading
 
     def entries(self, kind: str | None = None) -> list[PantryEntry]:

@@ -27,6 +27,7 @@ from transformers import (
 from hf_soups import SoupCallback, SoupError, SoupTrainer
 from hf_soups.callback import TrainerJudge
 from hf_soups.pantry import Pantry, PantryEntry, check_same_start, fingerprint
+from hf_soups.ingredients import validate
 from hf_soups.record import SoupRecord
 from hf_soups.testing.hub_server import DEFAULT_USER
 
@@ -240,3 +241,68 @@ def test_cook_pushes_when_asked(run, tmp_path, hub_server):
         trainer = run(f"r{lr:g}", lr=lr, callbacks=[callback])
     callback.cook(trainer)
     assert {"README.md", "soup.json", "model.safetensors"} <= set(HfApi(token=hub_server.token).list_repo_files(repo))
+
+
+def start_loss(trainer) -> float:
+    """The trainer's model's mean loss (eval mode) on its training set: how good a start its head is."""
+    return trainer.evaluate(trainer.train_dataset)["eval_loss"]
+
+
+def test_a_probe_head_is_every_runs_start_and_beats_a_random_head(run, tmp_path):
+    callback = SoupCallback(tmp_path / "pantry", pin_head="probe")
+    trainers = [run(f"s{seed}", seed=seed, callbacks=[callback], args={"max_steps": 1}) for seed in (0, 1)]
+    pantry = Pantry(tmp_path / "pantry")
+    assert pantry.head_mode() == "probe"
+    assert len({e.info["start"]["weights"] for e in pantry.entries()}) == 1
+
+    head = load_file(tmp_path / "pantry" / "start-head.safetensors")
+    untrained = run("fresh", seed=5, train_it=False)
+    random_loss = start_loss(untrained)
+    untrained.model.load_state_dict(head, strict=False)
+    assert start_loss(untrained) < random_loss
+    report = callback.cook(trainers[-1], recipe="uniform")
+    assert {i.start_head for i in report.record.ingredients} == {"probe"}
+    assert "a linear probe fitted on the frozen encoder's features" in (report.output_dir / "README.md").read_text()
+
+
+def test_checkpoints_join_by_hard_links_and_greedy_can_keep_them(run, tmp_path):
+    callback = SoupCallback(tmp_path / "pantry", checkpoints=True, pin_head=True)
+    for seed in (0, 1):
+        trainer = run(f"r{seed}", seed=seed, callbacks=[callback], args={"save_strategy": "steps", "save_steps": 2})
+    pantry = Pantry(tmp_path / "pantry")
+    by_name = {e.name: e.path for e in pantry.entries()}
+    for seed in (0, 1):
+        for step in (2, 4):
+            ours = by_name[f"r{seed}.checkpoint-{step}"] / "model.safetensors"
+            theirs = tmp_path / "runs" / f"r{seed}" / f"checkpoint-{step}" / "model.safetensors"
+            assert ours.stat().st_ino == theirs.stat().st_ino  # the checkpoint's file, not a second copy
+        assert (by_name[f"r{seed}"] / "model.safetensors").stat().st_ino == ours.stat().st_ino  # final = last one
+    assert [e.name for e in pantry.select("all")] == ["r0.checkpoint-2", "r0.checkpoint-4", "r1.checkpoint-2", "r1.checkpoint-4"]
+    assert [e.name for e in pantry.select("last:1")] == ["r0.checkpoint-4", "r1.checkpoint-4"]
+    assert [e.name for e in pantry.select("final")] == ["r0", "r1"]
+    with pytest.raises(SoupError, match="choose 'final', 'all' or 'last:K'"):
+        pantry.select("last:0")
+
+    report = callback.cook(trainer)  # checkpoints=True: greedy over every checkpoint along the runs
+    assert [Path(i.spec).name for i in report.record.ingredients] == [e.name for e in pantry.select("all")]
+    assert any(i.kept for i in report.record.ingredients)
+
+
+def test_stock_from_a_pantry_uses_the_recorded_start(run, tmp_path):
+    from hf_soups.recipes.stock import StockBase, stock_soup_tensors
+
+    callback = SoupCallback(tmp_path / "pantry", pin_head=True)
+    for seed in (0, 1, 2):
+        trainer = run(f"r{seed}", seed=seed, lr=3e-2, callbacks=[callback])
+    report = callback.cook(trainer, recipe="stock")
+    base = report.record.recipe.options["base"]
+    assert base["ingredient"] == str(tmp_path / "base")  # the pretrained body every run loaded
+    assert base["head"] == str(tmp_path / "pantry" / "start-head.safetensors")
+    assert report.record.recipe.options["uniform_tensors"] == []
+    ingredients = Pantry(tmp_path / "pantry").ingredients(Pantry(tmp_path / "pantry").select("final"))
+    expected, _ = stock_soup_tensors(
+        ingredients, validate(ingredients), StockBase.resolve(tmp_path / "base", tmp_path / "pantry" / "start-head.safetensors")
+    )
+    written = weights(report.output_dir)
+    for name, tensor in expected.tensors.items():
+        assert torch.equal(written[name], tensor), name

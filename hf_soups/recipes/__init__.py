@@ -27,6 +27,7 @@ from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.learned import cook_learned
 from hf_soups.recipes.recipe_file import cook
 from hf_soups.recipes.serving import SoupReport
+from hf_soups.recipes.stock import cook_stock
 from hf_soups.recipes.uniform import cook_uniform
 
 
@@ -42,6 +43,7 @@ RECIPES: dict[str, Recipe] = {
     "uniform": Recipe(cook_uniform),
     "greedy": Recipe(cook_greedy, ("resume",)),
     "learned": Recipe(cook_learned, ("granularity", "epochs", "lr")),
+    "stock": Recipe(cook_stock, ("base", "start_head")),
 }
 
 
@@ -140,6 +142,22 @@ def learned_soup(
     return run_recipe("learned", ingredients, task, output_dir, options=options, **kwargs)
 
 
+def stock_soup(ingredients, task=None, output_dir=None, *, base=None, start_head=None, **kwargs: Any) -> SoupReport:
+    """The Model Stock soup (Jang et al. 2024): per tensor, the ingredients' mean pulled towards the base θ₀ by the
+    agreement of their task vectors (see :mod:`hf_soups.recipes.stock`), scored beside every ingredient.
+
+    Args:
+        ingredients, task, output_dir, **kwargs: as :func:`greedy_soup`.
+        base: θ₀, the pretrained model the ingredients were fine-tuned from (Hub id, folder or ingredient).
+        start_head: a safetensors file of the classifier head every ingredient started from (a pantry's
+            ``start-head.safetensors``); without it a new head is averaged uniformly.
+
+    Example:
+        >>> stock_soup(["runs/a", "runs/b", "runs/c"], "rte", "soup", base="bert-base-uncased", glue_dir="glue")  # doctest: +SKIP
+    """
+    return run_recipe("stock", ingredients, task, output_dir, options={"base": base, "start_head": start_head}, **kwargs)
+
+
 def ensemble_scores(ingredients, task=None, **kwargs: Any):
     """The logit-ensemble baseline (mean of the ingredients' probabilities; N× the inference cost, not a soup) on
     the selection and report splits.
@@ -157,5 +175,5 @@ def ensemble_scores(ingredients, task=None, **kwargs: Any):
 
 __all__ = [
     "RECIPES", "GlueJudge", "Judge", "Kitchen", "Recipe", "SoupReport", "cook", "ensemble_scores", "greedy_soup",
-    "learned_soup", "make_kitchen", "run_recipe", "uniform_soup",
+    "learned_soup", "make_kitchen", "run_recipe", "stock_soup", "uniform_soup",
 ]

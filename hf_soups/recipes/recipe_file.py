@@ -43,6 +43,7 @@ def write_recipe(folder: Path, record: SoupRecord, mix: Sequence[tuple[Ingredien
         "select_split": recipe.select_split if recipe else None,
         "report_split": recipe.report_split if recipe else None,
         "dtype": record.dtype,
+        **({"base": recipe.options["base"]} if recipe and recipe.name == "stock" else {}),
         "mix": [
             {
                 "ingredient": pinned_spec(ingredient),
@@ -103,9 +104,13 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
     data = read_recipe(path)
     ingredients = resolve_ingredients([entry["ingredient"] for entry in data["mix"]], token=token)
     plan = validate(ingredients, allow_single=True)
-    mean = RunningMean(plan, HashCache())
     mix = [entry.get("layer_weights", entry.get("weight", 1.0)) for entry in data["mix"]]
-    mean.add_all(ingredients, mix)
+    options: dict[str, Any] = {"cooked_from": str(path)}
+    if data.get("recipe") == "stock":
+        mean, options["base"] = _stock(data, ingredients, plan, path, token)
+    else:
+        mean = RunningMean(plan, HashCache())
+        mean.add_all(ingredients, mix)
     for ingredient, entry in zip(ingredients, data["mix"]):
         for name, sha in (entry.get("sha256") or {}).items():
             if ingredient.sha256.get(name) != sha:
@@ -114,11 +119,30 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
     record = soup_record(ingredients, weights)
     record.recipe = RecipeRecord(
         name=data.get("recipe") or "uniform", task=data.get("task"), metric=data.get("metric"),
-        select_split=data.get("select_split"), report_split=data.get("report_split"),
-        options={"cooked_from": str(path)},
+        select_split=data.get("select_split"), report_split=data.get("report_split"), options=options,
     )
 
     def extras(folder: Path) -> None:
         write_recipe(folder, record, list(zip(ingredients, [e.get("layer_weights", e.get("weight", 1.0)) for e in data["mix"]])))
 
     return write_soup(output_dir, mean, record, data.get("dtype") or None, overwrite=overwrite, extras=extras)
+
+
+def _stock(
+    data: dict[str, Any], ingredients: list[Ingredient], plan: Any, path: Path, token: str | bool | None
+) -> tuple[RunningMean, dict[str, Any]]:
+    """Re-cook a Model Stock soup from the recipe's ``base`` (its weight files' and start head's sha256 checked)."""
+    from hf_soups.recipes.stock import StockBase, stock_soup_tensors  # the recipes build on this module
+
+    base_entry = data.get("base")
+    if not isinstance(base_entry, dict) or not isinstance(base_entry.get("ingredient"), str):
+        raise SoupError(f"recipe file {path}: a stock recipe needs a `base` with its `ingredient`")
+    head = base_entry.get("head")
+    base = StockBase(resolve_ingredients([base_entry["ingredient"]], token=token)[0], Path(head) if head else None)
+    if base_entry.get("head_sha256") != base.head_sha256():
+        raise SoupError(f"recipe file {path}: start head {base.head} has changed since the recipe was written (sha256 differs)")
+    mean, _ = stock_soup_tensors(ingredients, plan, base, HashCache())
+    for name, sha in (base_entry.get("sha256") or {}).items():
+        if base.ingredient.sha256.get(name) != sha:
+            raise SoupError(f"{base.ingredient.label}: {name} has changed since the recipe was written (sha256 differs)")
+    return mean, base.to_dict()

@@ -1,0 +1,225 @@
+"""Model Stock (Jang et al., ECCV 2024, arXiv 2403.19522): a soup of few ingredients pulled towards their base.
+
+Per tensor, with θ₀ the base (the pretrained model the ingredients were fine-tuned from, with the sweep's start
+head when one was pinned) and k ingredients θᵢ: cos θ is the mean pairwise cosine of the task vectors θᵢ − θ₀,
+t = k·cos θ / (1 + (k − 1)·cos θ), and the soup is t·mean(θᵢ) + (1 − t)·θ₀ — as mergekit's ``model_stock``
+(non-filter-wise) computes it. Tensors the base lacks (a new classifier head when no start head is known) are
+averaged uniformly, and the record says which.
+
+One streaming pass: tensor by tensor, in pieces, every ingredient's copy of a piece is read once, added to the
+mean and to the task vectors' Gram matrix; the base's copy of the current tensor is the only other thing held.
+Memory is the fp32 soup plus one tensor; each input is read once (and hashed on the way).
+
+Example:
+    >>> from hf_soups.recipes.stock import StockBase, stock_soup_tensors
+    >>> base = StockBase(resolve_ingredients(["bert-base-uncased"])[0])  # doctest: +SKIP
+    >>> tensors, ratios = stock_soup_tensors(ingredients, validate(ingredients), base)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from hf_soups.errors import SoupError
+from hf_soups.hashing import HashCache
+from hf_soups.ingredients import Ingredient, MergePlan, base_names, resolve_ingredients
+from hf_soups.merge import PIECE, RunningMean
+from hf_soups.recipes.kitchen import Kitchen
+from hf_soups.recipes.recipe_file import pinned_spec
+from hf_soups.recipes.serving import SoupReport, serve
+from hf_soups.tensorfile import BackgroundHasher
+
+
+@dataclass
+class StockBase:
+    """θ₀ for Model Stock.
+
+    Attributes:
+        ingredient: the pretrained model the ingredients were fine-tuned from (its tensor names may lack the
+            ingredients' model prefix, ``bert.``, and it may lack the head).
+        head: a safetensors file of start-head tensors by soup name (a pantry's ``start-head.safetensors``), which
+            the ingredients' training started from; it completes the base.
+    """
+
+    ingredient: Ingredient
+    head: Path | None = None
+
+    def head_sha256(self) -> str | None:
+        return None if self.head is None else hashlib.sha256(self.head.read_bytes()).hexdigest()
+
+    @classmethod
+    def resolve(cls, base: str | Path | Ingredient | StockBase | None, head: str | Path | None = None) -> StockBase | None:
+        """A base from a spec (Hub id or folder), a resolved ingredient, or a base as it is."""
+        if base is None or isinstance(base, StockBase):
+            return base
+        ingredient = base if isinstance(base, Ingredient) else resolve_ingredients([base])[0]
+        return cls(ingredient, None if head is None else Path(head))
+
+    def to_dict(self) -> dict[str, str | dict[str, str] | None]:
+        """What ``soup.json`` and ``recipe.yaml`` record of the base (sha256 as far as read)."""
+        return {
+            "ingredient": pinned_spec(self.ingredient), "sha256": dict(self.ingredient.sha256),
+            "head": None if self.head is None else str(self.head), "head_sha256": self.head_sha256(),
+        }
+
+
+def check_base(
+    base: StockBase | None, ingredients: Sequence[Ingredient], plan: MergePlan
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Check the base against the ingredients.
+
+    Returns:
+        The ingredients' float tensor names → the base's names for them, and the head tensors by soup name.
+
+    Raises:
+        SoupError: no base, fewer than two ingredients, a base of another model type, a base or head tensor of
+            another shape, a head tensor the ingredients lack, or a base that shares no tensor with them.
+    """
+    if base is None:
+        raise SoupError(
+            "model stock: needs the base model θ₀ the ingredients were fine-tuned from (--base, or a pantry that "
+            "recorded its start model)"
+        )
+    if len(ingredients) < 2:
+        raise SoupError(f"model stock: needs at least two ingredients, got {len(ingredients)}")
+    ours, theirs = ingredients[0].config.get("model_type"), base.ingredient.config.get("model_type")
+    if ours != theirs:
+        raise SoupError(f"base '{base.ingredient.spec}': is a {theirs!r} model, the ingredients are {ours!r}")
+    names = base_names(base.ingredient, plan)
+    head: dict[str, torch.Tensor] = {}
+    if base.head is not None:
+        try:
+            with safe_open(str(base.head), "pt") as f:
+                head = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise SoupError(f"start head {base.head}: cannot be read ({err})") from None
+        for name, tensor in head.items():
+            if name not in plan.shapes or tuple(tensor.shape) != tuple(plan.shapes[name]):
+                have = plan.shapes.get(name)
+                raise SoupError(
+                    f"start head {base.head}: tensor '{name}' {list(tensor.shape)} does not fit the ingredients "
+                    f"({'no such tensor' if have is None else list(have)})"
+                )
+    return names, head
+
+
+def stock_soup_tensors(
+    ingredients: Sequence[Ingredient], plan: MergePlan, base: StockBase | None, hash_cache: HashCache | None = None
+) -> tuple[RunningMean, dict[str, float | None]]:
+    """The Model Stock soup of ``ingredients`` over ``base``, streamed (see the module docstring).
+
+    Args:
+        ingredients: validated ingredients (safetensors weights).
+        plan: their :func:`~hf_soups.ingredients.validate` plan.
+        base: θ₀.
+        hash_cache: where weight-file hashes are looked up and remembered.
+
+    Returns:
+        The soup as a :class:`~hf_soups.merge.RunningMean` (ready for :func:`~hf_soups.merge.write_soup`), and each
+        float tensor's ratio t (``None``: not in the base, averaged uniformly).
+
+    Raises:
+        SoupError: see :func:`check_base`; ingredients stored as ``pytorch_model.bin`` or LoRA adapters.
+    """
+    names, head = check_base(base, ingredients, plan)
+    assert base is not None
+    everyone = [*ingredients, base.ingredient]
+    unreadable = next((i for i in everyone if type(i).tensors is not Ingredient.tensors or not i.reads_ranges), None)
+    if unreadable is not None:
+        raise SoupError(f"model stock: {unreadable.label} is not stored as safetensors (convert it, or merge it first)")
+    k = len(ingredients)
+    soup = RunningMean(plan, hash_cache)
+    ratios: dict[str, float | None] = {}
+    with contextlib.ExitStack() as stack:
+        background = stack.enter_context(BackgroundHasher())
+        reads = [stack.enter_context(i.open_ranges(background, hash_cache)) for i in everyone]
+        read_base = reads.pop()
+        for name, shape in plan.shapes.items():
+            numel = math.prod(shape)
+            if not plan.is_float(name):
+                for ingredient, read in zip(ingredients, reads):
+                    tensor = read(name, 0, numel).view(shape)
+                    if name in soup.tensors:
+                        soup._check_integer(name, tensor, ingredient, ingredients[0])
+                    else:
+                        soup.tensors[name] = tensor.clone()
+                continue
+            if name in head:
+                theta0 = head[name].to(torch.float32).reshape(-1)
+            elif name in names:
+                theta0 = read_base(names[name], 0, numel).to(torch.float32, copy=True)
+            else:
+                theta0 = None
+            soup.tensors[name], ratios[name] = _stock_tensor(name, shape, reads, theta0, k)
+    soup.added = list(ingredients)
+    soup.totals = {name: float(k) for name in plan.shapes}
+    return soup, ratios
+
+
+def _stock_tensor(
+    name: str, shape: tuple[int, ...], reads: list, theta0: torch.Tensor | None, k: int
+) -> tuple[torch.Tensor, float | None]:
+    numel = math.prod(shape)
+    mean = torch.empty(numel, dtype=torch.float32)
+    gram = torch.zeros(k, k, dtype=torch.float64)
+    block = torch.empty(k, min(PIECE, numel), dtype=torch.float32)
+    for start in range(0, numel, PIECE):
+        count = min(PIECE, numel - start)
+        rows = block[:, :count]
+        for row, read in zip(rows, reads):
+            row.copy_(read(name, start, count))
+        torch.mean(rows, 0, out=mean[start : start + count])
+        if theta0 is not None:
+            offsets = (rows - theta0[start : start + count]).double()
+            gram += offsets @ offsets.T
+    if theta0 is None:
+        return mean.view(shape), None
+    norms = gram.diagonal().sqrt()
+    pairs = [
+        (gram[i, j] / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1.0, 1.0) for i in range(k) for j in range(i + 1, k)
+    ]
+    cos = float(torch.stack(pairs).mean())
+    t = k * cos / (1 + (k - 1) * cos)
+    return (mean.mul_(t).add_(theta0, alpha=1 - t)).view(shape), t
+
+
+def cook_stock(
+    kitchen: Kitchen,
+    output_dir: str | Path | None = None,
+    ensemble: bool = False,
+    base: str | Path | Ingredient | StockBase | None = None,
+    start_head: str | Path | None = None,
+    dtype: str | torch.dtype | None = None,
+    overwrite: bool = False,
+) -> SoupReport:
+    """Run the Model Stock recipe in a :class:`~hf_soups.recipes.kitchen.Kitchen` (see :func:`hf_soups.stock_soup`).
+
+    Each ingredient is read twice: scored alone (with the uniform soup on the way), then streamed into the stock.
+    ``base`` is θ₀ (a spec or a resolved ingredient); ``start_head`` a safetensors file of the head tensors every
+    ingredient started from (a pantry's ``start-head.safetensors``).
+    """
+    base = StockBase.resolve(base, start_head)
+    check_base(base, kitchen.ingredients, kitchen.plan)  # before any scoring
+    tastings, uniform = kitchen.taste_all(uniform=True)
+    uniform_tasting = kitchen.serve(uniform, "uniform")
+    del uniform
+    soup, ratios = stock_soup_tensors(kitchen.ingredients, kitchen.plan, base, kitchen.hash_cache)
+    soups = [kitchen.serve(soup, "stock"), uniform_tasting]
+    if ensemble:
+        soups.append(kitchen.ensemble(tastings))
+    assert base is not None
+    options = {
+        "base": base.to_dict(),
+        "ratios": {name: t for name, t in ratios.items() if t is not None},
+        "uniform_tensors": sorted(name for name, t in ratios.items() if t is None),
+    }
+    mix = [(i, 1.0) for i in range(len(kitchen.ingredients))]
+    return serve(kitchen, "stock", soup, mix, tastings, soups, output_dir, dtype, overwrite, options=options)

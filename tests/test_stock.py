@@ -1,0 +1,157 @@
+"""Model Stock: the soup against a hand computation (BERT, T5 with tied weights), its base and start head, its
+recipe, re-cooking, a pantry's recorded start, and each bad input."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import BertForSequenceClassification, BertModel, T5ForConditionalGeneration
+
+from hf_soups import SoupError, cook, stock_soup
+from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups.recipes.kitchen import Kitchen
+from hf_soups.recipes.stock import StockBase, cook_stock, stock_soup_tensors
+
+from conftest import tiny_bert_config, tiny_t5_config
+from test_recipes import BiasJudge
+
+
+def hand_stock(thetas: list[torch.Tensor], theta0: torch.Tensor) -> torch.Tensor:
+    """Model Stock of one tensor as the paper (and mergekit's model_stock) writes it."""
+    offsets = [(w - theta0).reshape(-1) for w in thetas]
+    cosines = [
+        (a @ b / (a.norm() * b.norm()).clamp(min=1e-6)).clamp(-1, 1)
+        for i, a in enumerate(offsets) for b in offsets[i + 1 :]
+    ]
+    cos, k = torch.stack(cosines).mean(), len(thetas)
+    t = k * cos / (1 + (k - 1) * cos)
+    return t * torch.stack(thetas).mean(0) + (1 - t) * theta0
+
+
+@pytest.fixture
+def bert_base(tmp_path) -> Path:
+    """The tiny BERT that ``make_ingredients`` perturbs (same seed), saved whole: head included."""
+    torch.manual_seed(0)
+    folder = tmp_path / "base"
+    BertForSequenceClassification(tiny_bert_config()).save_pretrained(folder)
+    return folder
+
+
+def stock_of(folders, base: StockBase) -> tuple[dict[str, torch.Tensor], dict[str, float | None]]:
+    ingredients = resolve_ingredients(folders)
+    soup, ratios = stock_soup_tensors(ingredients, validate(ingredients), base)
+    return soup.tensors, ratios
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_stock_equals_the_hand_computation_on_bert(make_ingredients, bert_base, n):
+    folders = make_ingredients(n)
+    tensors, ratios = stock_of(folders, StockBase.resolve(bert_base))
+    states = [load_file(f / "model.safetensors") for f in folders]
+    theta0 = load_file(bert_base / "model.safetensors")
+    for name, value in tensors.items():
+        if value.is_floating_point():
+            expected = hand_stock([s[name] for s in states], theta0[name])
+            torch.testing.assert_close(value, expected, atol=1e-6, rtol=0)
+            assert ratios[name] is not None
+        else:
+            assert torch.equal(value, states[0][name])
+
+
+def test_stock_on_t5_keeps_the_tie(make_ingredients, tmp_path):
+    folders = make_ingredients(3, arch="t5")
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(tiny_t5_config()).save_pretrained(tmp_path / "t5-base")
+    tensors, _ = stock_of(folders, StockBase.resolve(tmp_path / "t5-base"))
+    assert "shared.weight" in tensors and "lm_head.weight" not in tensors  # one tensor for the tied three
+    states = [load_file(f / "model.safetensors") for f in folders]
+    theta0 = load_file(tmp_path / "t5-base" / "model.safetensors")
+    expected = hand_stock([s["shared.weight"] for s in states], theta0["shared.weight"])
+    torch.testing.assert_close(tensors["shared.weight"], expected, atol=1e-6, rtol=0)
+
+
+def test_a_base_without_head_averages_the_head_unless_a_start_head_is_given(make_ingredients, bert_base, tmp_path):
+    folders = make_ingredients(3)
+    body = tmp_path / "body"
+    BertForSequenceClassification.from_pretrained(bert_base).bert.save_pretrained(body)  # names lack "bert."
+    assert "embeddings.word_embeddings.weight" in load_file(body / "model.safetensors")
+    states = [load_file(f / "model.safetensors") for f in folders]
+
+    tensors, ratios = stock_of(folders, StockBase.resolve(body))
+    assert ratios["classifier.weight"] is None and ratios["classifier.bias"] is None and ratios["bert.pooler.dense.weight"] is not None
+    torch.testing.assert_close(tensors["classifier.weight"], torch.stack([s["classifier.weight"] for s in states]).mean(0))
+    whole, _ = stock_of(folders, StockBase.resolve(bert_base))
+    torch.testing.assert_close(tensors["bert.pooler.dense.weight"], whole["bert.pooler.dense.weight"], atol=1e-7, rtol=0)
+
+    head = tmp_path / "start-head.safetensors"
+    theta0 = load_file(bert_base / "model.safetensors")
+    save_file({n: theta0[n] for n in ("classifier.weight", "classifier.bias")}, head)
+    tensors, ratios = stock_of(folders, StockBase.resolve(body, head))
+    assert ratios["classifier.weight"] is not None
+    torch.testing.assert_close(tensors["classifier.weight"], whole["classifier.weight"], atol=1e-7, rtol=0)
+
+
+def test_stock_recipe_scores_records_and_recooks_bit_for_bit(make_ingredients, bert_base, tmp_path):
+    folders = make_ingredients(3)
+    report = cook_stock(Kitchen(folders, BiasJudge(), progress=False), tmp_path / "soup", base=bert_base)
+    assert [r.name for r in report.record.results] == ["best individual", "stock", "uniform"]
+    options = report.record.recipe.options
+    assert options["base"]["ingredient"] == str(bert_base) and options["uniform_tensors"] == []
+    assert set(options["ratios"]) == {n for n in validate(resolve_ingredients(folders)).shapes if "position_ids" not in n}
+    card = (tmp_path / "soup" / "README.md").read_text()
+    assert "Model Stock" in card and f"towards the base `{bert_base}`" in card and "uniform average" not in card
+    digest = hashlib.sha256((tmp_path / "soup" / "model.safetensors").read_bytes()).hexdigest()
+    again = cook(tmp_path / "soup" / "recipe.yaml", tmp_path / "again")
+    assert hashlib.sha256((again / "model.safetensors").read_bytes()).hexdigest() == digest
+
+
+def test_recooking_refuses_a_changed_base(make_ingredients, bert_base, tmp_path):
+    folders = make_ingredients(2)
+    cook_stock(Kitchen(folders, BiasJudge()), tmp_path / "soup", base=bert_base)
+    state = load_file(bert_base / "model.safetensors")
+    state["classifier.bias"] += 1
+    save_file(state, bert_base / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(SoupError, match="model.safetensors has changed since the recipe was written"):
+        cook(tmp_path / "soup" / "recipe.yaml", tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+
+
+def bad_bases(tmp_path: Path) -> dict[str, Path | None]:
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(tiny_t5_config()).save_pretrained(tmp_path / "t5")
+    BertModel(tiny_bert_config(hidden_size=8, intermediate_size=16)).save_pretrained(tmp_path / "narrow")
+    return {"none": None, "t5": tmp_path / "t5", "narrow": tmp_path / "narrow"}
+
+
+@pytest.mark.parametrize(
+    ("base", "message"),
+    [
+        ("none", r"model stock: needs the base model θ₀"),
+        ("t5", r"base '.*t5': is a 't5' model, the ingredients are 'bert'"),
+        ("narrow", r"base '.*narrow': tensor '.*' has shape \[.*\], the ingredients have"),
+    ],
+)
+def test_a_bad_base_is_refused_before_anything_is_written(make_ingredients, tmp_path, base, message):
+    folders = make_ingredients(3)
+    judge = BiasJudge()
+    with pytest.raises(SoupError, match=message):
+        stock_soup(folders, output_dir=tmp_path / "soup", base=bad_bases(tmp_path)[base], judge=judge)
+    assert not (tmp_path / "soup").exists() and judge.calls == 0
+
+
+def test_one_ingredient_is_refused(make_ingredients, bert_base):
+    ingredients = resolve_ingredients(make_ingredients(1))
+    with pytest.raises(SoupError, match=r"model stock: needs at least two ingredients, got 1"):
+        stock_soup_tensors(ingredients, validate(ingredients, allow_single=True), StockBase.resolve(bert_base))
+
+
+def test_the_card_names_the_tensors_the_base_lacks(make_ingredients, bert_base, tmp_path):
+    body = tmp_path / "body"
+    BertForSequenceClassification.from_pretrained(bert_base).bert.save_pretrained(body)
+    cook_stock(Kitchen(make_ingredients(2), BiasJudge(), progress=False), tmp_path / "soup", base=body)
+    card = (tmp_path / "soup" / "README.md").read_text()
+    assert "The base lacks 2 tensor(s)\n(classifier.bias, classifier.weight): they are the ingredients' uniform average." in card
