@@ -329,8 +329,9 @@ class SoupCallback(TrainerCallback):
             push_to_hub: overrides the callback's and the Trainer's setting.
             args: ``TrainingArguments`` for the defaults when no trainer is given.
             entries: which pantry entries (see :meth:`~hf_soups.pantry.Pantry.select`): ``"final"``, ``"all"``
-                (every checkpoint along each run) or ``"last:K"``; default ``"all"`` with ``checkpoints=True``,
-                else ``"final"``.
+                (every checkpoint along each run), ``"last:K"``, or ``"average:K"`` (each run's last K checkpoints
+                averaged into one ingredient, then the recipe across runs); default ``"all"`` with
+                ``checkpoints=True``, else ``"final"``.
             **options: recipe options (``resume=True`` for greedy; ``granularity``, ``epochs``, ``lr`` for learned).
 
         Returns:
@@ -351,7 +352,15 @@ class SoupCallback(TrainerCallback):
         if task is None and trainer is None:
             raise SoupError("cook: give the Trainer (its eval_dataset and compute_metrics judge) or a GLUE task=")
         which = entries or ("all" if self.checkpoints else "final")
-        ingredients = self.pantry.ingredients(self.pantry.select(which, self._shared_entries()))
+        listed = self._shared_entries()
+        if which.startswith("average:"):
+            k = _positive_int(which.removeprefix("average:"), which)
+            if PartialState().is_main_process:  # one process writes the averages; the others read them
+                self.pantry.run_averages(k, listed)
+            PartialState().wait_for_everyone()
+            ingredients = self.pantry.run_averages(k, listed)
+        else:
+            ingredients = self.pantry.ingredients(self.pantry.select(which, listed))
         default_dir = Path(args.output_dir) / "soup" if args is not None else self.pantry.path.parent / "soup"
         output_dir = Path(output_dir or self.output_dir or default_dir)
         batch_size = args.per_device_eval_batch_size if args is not None else 32
@@ -377,6 +386,12 @@ class SoupCallback(TrainerCallback):
 
 def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
+
+
+def _positive_int(text: str, option: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise SoupError(f"entries={option!r}: K must be a whole number ≥ 1")
+    return int(text)
 
 
 def checkpoint_folder(args: Any, state: Any) -> Path:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
@@ -42,7 +43,6 @@ from hf_soups.probe import head_names
 
 ENTRY_FILE = "ingredient.json"
 HEAD_FILE = "start-head.safetensors"
-HEAD_INFO_FILE = "start-head.json"
 # TrainingArguments that name places or accounts, not how a model was trained.
 BOOKKEEPING_ARGS = frozenset({"output_dir", "logging_dir", "run_name", "hub_model_id", "hub_token", "push_to_hub"})
 # Files of a Trainer checkpoint that belong to the optimizer and the Trainer, not to the model.
@@ -154,9 +154,8 @@ class Pantry:
             state = model.state_dict()
             head = {n: state[n].detach().to("cpu").contiguous() for n in names} if fit is None else fit()
             self.path.mkdir(parents=True, exist_ok=True)
-            (self.path / HEAD_INFO_FILE).write_text(json.dumps({"mode": mode, "created": time.time()}) + "\n")
             tmp = self.path / f".tmp-{uuid.uuid4().hex}.safetensors"
-            save_file(head, tmp)
+            save_file(head, tmp, metadata={"format": "pt", "start_head": mode})
             try:
                 os.link(tmp, path)  # atomic create-if-absent
             except FileExistsError:
@@ -180,8 +179,8 @@ class Pantry:
         """How the pantry's start head was made: ``"random"``, ``"probe"``, or ``None`` when it has none."""
         if not (self.path / HEAD_FILE).is_file():
             return None
-        info = self.path / HEAD_INFO_FILE
-        return json.loads(info.read_text())["mode"] if info.is_file() else "random"
+        with safe_open(str(self.path / HEAD_FILE), "pt") as f:
+            return (f.metadata() or {}).get("start_head", "random")
 
     def start_model(self) -> tuple[str, Path | None]:
         """The weights every run started from: the pretrained model the entries record, and the start head file
@@ -239,6 +238,45 @@ class Pantry:
             )
             chosen.extend(trajectory if match.group(1) is None else trajectory[-int(match.group(1)) :])
         return chosen
+
+    def run_averages(self, k: int, entries: list[PantryEntry] | None = None, progress: bool = False) -> list[Ingredient]:
+        """Each run's average of its last ``k`` checkpoints (LAWA / SWA-style), as one ingredient per run.
+
+        The averages are merged once into ``<pantry>/.averages/<run>.last<k>`` (hidden: not entries themselves)
+        and reused by later calls; each records the hyperparameters that differ between the runs.
+
+        Raises:
+            SoupError: as :meth:`ingredients`, or ``k`` < 1.
+
+        Example:
+            >>> greedy_soup(Pantry("pantry").run_averages(2), "rte", "soup")  # doctest: +SKIP
+        """
+        from hf_soups.merge import merge_models  # the merge builds on ingredients, not on the pantry
+
+        if k < 1:
+            raise SoupError(f"pantry {self.path}: average the last k ≥ 1 checkpoints of each run, not {k}")
+        chosen = self.select(f"last:{k}", entries)
+        check_same_start(chosen)
+        runs: dict[str, list[PantryEntry]] = {}
+        for entry in chosen:
+            runs.setdefault(entry.info["run_name"], []).append(entry)
+        last = [group[-1] for group in runs.values()]
+        differing = differing_hyperparameters(last) if len(last) > 1 else []
+        folders = []
+        for run, group in runs.items():
+            folder = self.path / ".averages" / f"{run}.last{k}"
+            if not folder.is_dir():
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                merge_models([e.path for e in group], folder, allow_single=True, progress=progress)
+            folders.append(folder)
+        ingredients = resolve_ingredients(folders)
+        head = self.head_mode()
+        for ingredient, entry, group in zip(ingredients, last, runs.values(), strict=True):
+            ingredient.hyperparameters = {k: entry.hyperparameters().get(k) for k in differing} | {
+                "averaged_checkpoints": [e.info["step"] for e in group]
+            }
+            ingredient.start_head = head
+        return ingredients
 
     def ingredients(self, entries: list[PantryEntry] | None = None) -> list[Ingredient]:
         """The entries (default: all of them) as ingredients, after checking they share one start; each records

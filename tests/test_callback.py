@@ -287,6 +287,14 @@ def test_checkpoints_join_by_hard_links_and_greedy_can_keep_them(run, tmp_path):
     assert [Path(i.spec).name for i in report.record.ingredients] == [e.name for e in pantry.select("all")]
     assert any(i.kept for i in report.record.ingredients)
 
+    report = callback.cook(trainer, entries="average:2", output_dir=tmp_path / "lawa")  # then greedy across runs
+    assert [Path(i.spec).name for i in report.record.ingredients] == ["r0.last2", "r1.last2"]
+    assert [i.hyperparameters["averaged_checkpoints"] for i in report.record.ingredients] == [[2, 4], [2, 4]]
+    average = weights(tmp_path / "pantry" / ".averages" / "r0.last2")["classifier.weight"]
+    pair = [weights(by_name[f"r0.checkpoint-{step}"])["classifier.weight"] for step in (2, 4)]
+    torch.testing.assert_close(average, (pair[0] + pair[1]) / 2)
+    assert [e.name for e in pantry.entries()] == sorted(by_name, key=list(by_name).index)  # no new entries
+
 
 def test_stock_from_a_pantry_uses_the_recorded_start(run, tmp_path):
     from hf_soups.recipes.stock import StockBase, stock_soup_tensors

@@ -2,8 +2,10 @@
 ``SoupCallback``, then cook the greedy soup and print best individual / uniform / greedy / ensemble.
 
 Every run adds its final model to one pantry (``<output-dir>/pantry``); the soup, with its card and plots, goes to
-``<output-dir>/soup``. Every run starts from the same classifier head (``--pin-head``, on by default), so runs under
-different seeds still make a soup. Runs as ``python`` or ``accelerate launch [--multi_gpu --num_processes N]``.
+``<output-dir>/soup``. Every run starts from the same classifier head (``--pin-head``; by default a linear probe
+fitted on the frozen encoder's features, the start that keeps runs soupable), so runs under different seeds still
+make a soup. ``--checkpoints`` adds each epoch's checkpoint too (``--entries`` chooses what to cook). Runs as
+``python`` or ``accelerate launch [--multi_gpu --num_processes N]``.
 
 Example (the README's main job, ~10 minutes on 2 CPU cores):
     python examples/glue/run_glue_sweep.py \\
@@ -44,10 +46,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-train-samples", type=int, help="fine-tune on a seeded subsample of train")
     parser.add_argument("--max-length", type=int, default=128, help="truncation length (default 128)")
     parser.add_argument("--batch-size", type=int, default=32, help="per process, training and scoring (default 32)")
-    parser.add_argument("--recipe", default="greedy", choices=["greedy", "uniform", "learned"], help="default: greedy")
-    parser.add_argument("--pin-head", action=argparse.BooleanOptionalAction, default=True,
-                        help="give every run the first run's initial classifier head (default: on)")
-    parser.add_argument("--checkpoints", action="store_true", help="also add each epoch's checkpoint to the pantry")
+    parser.add_argument("--recipe", default="greedy", choices=["greedy", "uniform", "learned", "stock"], help="default: greedy")
+    parser.add_argument("--pin-head", choices=["probe", "random", "none"], default="probe",
+                        help="every run's start head: a linear probe fitted on the frozen encoder's features (default), "
+                        "the first run's random head, or none (each run draws its own: no soup across seeds)")
+    parser.add_argument("--checkpoints", action="store_true",
+                        help="also add each epoch's checkpoint to the pantry (hard links to the Trainer's files)")
+    parser.add_argument("--entries", help="which pantry entries to cook: final, all (every checkpoint), last:K, or "
+                        "average:K (each run's last K checkpoints averaged, then the recipe across runs); default: all "
+                        "with --checkpoints, else final")
     parser.add_argument("--cook-only", action="store_true", help="skip training; cook the pantry already there")
     parser.add_argument("--push-to-hub", action="store_true", help="push the soup to the Hub")
     parser.add_argument("--hub-model-id", help="the soup's repo (default: <output-dir name>-soup)")
@@ -56,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def tokenized(split, tokenizer, text_columns, max_length):
     def encode(batch):
-        return tokenizer(*(batch[column] for column in text_columns), truncation=True, max_length=max_length)
+        encoded = tokenizer(*(batch[column] for column in text_columns), truncation=True, max_length=max_length)
+        return encoded | {"length": [len(ids) for ids in encoded["input_ids"]]}  # for group_by_length
 
     return split.map(encode, batched=True, remove_columns=[*text_columns, "idx"])
 
@@ -72,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     validation = load_glue_split(spec, None, args.glue_dir).dataset
     train, validation = (tokenized(s, tokenizer, spec.text_columns, args.max_length) for s in (train, validation))
     soup = SoupCallback(
-        output / "pantry", checkpoints=args.checkpoints, pin_head=args.pin_head, recipe=args.recipe, task=spec.name,
+        output / "pantry", checkpoints=args.checkpoints, pin_head={"probe": "probe", "random": True, "none": False}[args.pin_head],
+        recipe=args.recipe, task=spec.name,
         glue_dir=args.glue_dir, output_dir=output / "soup", push_to_hub=args.push_to_hub,
         hub_model_id=args.hub_model_id or f"{output.resolve().name}-soup",
     )
@@ -89,8 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         training_args = TrainingArguments(
             output_dir=str(output / "runs" / name), run_name=name, learning_rate=lr, num_train_epochs=epochs,
             seed=seed, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
-            eval_strategy="epoch", save_strategy="epoch" if args.checkpoints else "no", logging_steps=10,
-            report_to="none", warmup_steps=0.1,
+            eval_strategy="epoch", save_strategy="epoch" if args.checkpoints else "no", save_only_model=True,
+            logging_steps=10, report_to="none", warmup_steps=0.1, train_sampling_strategy="group_by_length",
         )
         trainer = Trainer(
             model, training_args, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
@@ -98,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         trainer.train()
     cook_args = TrainingArguments(output_dir=str(output), per_device_eval_batch_size=args.batch_size, report_to="none")
-    report = soup.cook(args=cook_args)  # judged on the task's validation:select / validation:report
+    report = soup.cook(args=cook_args, entries=args.entries)  # judged on validation:select / validation:report
     if PartialState().is_main_process:
         print(f"\n{report.table}\n\nsoup, card and plots written to {report.output_dir}")
 

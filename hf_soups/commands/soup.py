@@ -9,13 +9,13 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "soup",
-        help="cook a greedy, uniform or learned soup scored on a GLUE task",
+        help="cook a greedy, uniform, learned or Model Stock soup scored on a GLUE task",
         description="Score every ingredient on a selection split, cook the soup, and report every model on a "
         "separate report split with a paired-bootstrap interval for each soup's gain. Runs as one process or under "
         "`accelerate launch` (scoring is sharded; only the main process writes).",
     )
     parser.add_argument("ingredients", nargs="+", metavar="ING", help="Hub repo (owner/name[@rev]) or local folder")
-    parser.add_argument("--recipe", default="greedy", choices=["greedy", "uniform", "learned"], help="default: greedy")
+    parser.add_argument("--recipe", default="greedy", choices=["greedy", "uniform", "learned", "stock"], help="default: greedy")
     parser.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
     parser.add_argument("-o", "--output", required=True, help="the soup folder to write (must not exist)")
     parser.add_argument("--select-split", default="validation:select", help="split the soup is chosen on")
@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="learned: one mixing weight per ingredient, or per ingredient and tensor")
     parser.add_argument("--epochs", type=int, default=5, help="learned: passes over the selection split (default 5)")
     parser.add_argument("--lr", type=float, default=0.05, help="learned: Adam learning rate of the mixing weights")
+    parser.add_argument("--base", help="stock: the pretrained model the ingredients were fine-tuned from (θ₀)")
+    parser.add_argument("--start-head", help="stock: a safetensors file of the classifier head every run started from")
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="dtype to write (default: the ingredients')")
     parser.add_argument("--checkpoints", choices=["all", "last", "best"], help="for Trainer output folders")
     parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
