@@ -24,16 +24,25 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
 from hf_soups.callback import SoupCallback
+from hf_soups.diagnostics import diagnose
 from hf_soups.evaluation import get_task, load_glue_split
-from hf_soups.pantry import Pantry
+from hf_soups.pantry import HEAD_FILE, Pantry
+from hf_soups.recipes import make_kitchen
+from hf_soups.recipes.greedy import cook_greedy
+from hf_soups.recipes.learned import cook_learned
+from hf_soups.recipes.stock import cook_stock
+from hf_soups.record import SoupRecord
 
 # What this encoder reaches when a run has learned (report split, points): below it a task is not fairly tested.
 SANITY_FLOOR = {"mrpc": ("f1", 85.0), "stsb": ("pearson", 80.0), "rte": ("accuracy", 58.0), "cola": ("matthews_correlation", 25.0)}
@@ -86,6 +95,108 @@ def train_sweep(task: str, head: str, args: argparse.Namespace) -> Pantry:
     return pantry
 
 
+# Row name → (pantry entries, recipe): what each row of a task's table cooks.
+ROWS = {
+    "greedy": ("final", "greedy"),
+    "learned": ("final", "learned"),
+    "stock": ("final", "stock"),
+    "greedy over checkpoints": ("all", "greedy"),
+    "greedy over last-2 averages": ("average:2", "greedy"),
+}
+
+
+def cook_row(row: str, pantry: Pantry, task: str, args: argparse.Namespace) -> SoupRecord:
+    """Cook one row's soup into ``<sweep>/soups/<row>``, or read it back when it is there (resumable)."""
+    folder = pantry.path.parent / "soups" / row.replace(" ", "-")
+    if (folder / "soup.json").is_file():
+        return SoupRecord.load(folder)
+    which, recipe = ROWS[row]
+    entries = pantry.entries()
+    ingredients = (
+        pantry.run_averages(int(which.split(":")[1]), entries) if which.startswith("average:")
+        else pantry.ingredients(pantry.select(which, entries))
+    )
+    kitchen = make_kitchen(ingredients, task, glue_dir=args.glue_dir, batch_size=64, progress=False)
+    started = time.perf_counter()
+    if recipe == "greedy":
+        report = cook_greedy(kitchen, folder, ensemble=row == "greedy")
+    elif recipe == "learned":
+        report = cook_learned(kitchen, folder, epochs=2)
+    else:
+        report = cook_stock(kitchen, folder, base=encoder_path(), start_head=pantry.path / HEAD_FILE)
+    print(f"{pantry.path.parent.name} {row}: cooked in {time.perf_counter() - started:.0f} s", flush=True)
+    return report.record
+
+
+def gain_text(gain: dict[str, float] | None) -> str:
+    if gain is None:
+        return "—"
+    return f"{100 * gain['delta']:+.1f} ({100 * gain['low']:+.1f} … {100 * gain['high']:+.1f})"
+
+
+def section(task: str, head: str, pantry: Pantry, args: argparse.Namespace) -> str:
+    """The markdown table of one sweep: every row, the sanity floor, the diagnosis."""
+    records = {row: cook_row(row, pantry, task, args) for row in ROWS}
+    greedy = records["greedy"]
+    metric = greedy.recipe.metric
+    results = {r.name: r for r in greedy.results}
+    for row in ROWS:
+        if row != "greedy":
+            results[row] = next(r for r in records[row].results if r.name == records[row].recipe.name)
+    best = results["best individual"]
+    floor_metric, floor = SANITY_FLOOR[task]
+    best_report = 100 * best.scores["report"][floor_metric]
+    sizes = greedy.recipe.split_rule["rows"]
+    finals = pantry.select("final")
+    lines = [
+        f"### {task.upper()}, {head} start head ({metric}; select n={sizes['select']}, report n={sizes['report']}; "
+        f"{len(finals)} runs, {len(pantry.select('all'))} checkpoints)",
+        "",
+        f"| model | select {metric} | report {metric} | report gain vs best individual (95% CI) |",
+        "|---|---:|---:|---|",
+    ]
+    for name in ["best individual", "uniform", "greedy", "learned", "stock", "ensemble", *list(ROWS)[3:]]:
+        row = results[name]
+        lines.append(
+            f"| {name} | {100 * row.scores['select'][metric]:.1f} | {100 * row.scores['report'][metric]:.1f} | "
+            f"{gain_text(row.gain)} |"
+        )
+    kept = {row: sum(i.kept for i in records[row].ingredients) for row in ("greedy", *list(ROWS)[3:])}
+    verdict = "fairly tested" if best_report >= floor else "**NOT fairly tested: the runs did not learn enough**"
+    lines += [
+        "",
+        f"Best individual on report: {floor_metric} {best_report:.1f} against the sanity floor {floor:g}: {verdict}. "
+        "Ingredients (select / report): " + ", ".join(
+            f"{Path(i.spec).name} {100 * i.scores['select'][metric]:.1f}/{100 * i.scores['report'][metric]:.1f}"
+            for i in greedy.ingredients
+        ) + ". Greedy kept " + ", ".join(f"{n} of {len(records[r].ingredients)} ({r})" for r, n in kept.items()) + ".",
+        f"Model Stock ratios t: median {np.median(list(records['stock'].recipe.options['ratios'].values())):.2f}.",
+        diagnosis(task, pantry, args),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def diagnosis(task: str, pantry: Pantry, args: argparse.Namespace) -> str:
+    """`hf-soups diagnose` numbers for the runs' final models: body task-vector cosines, interpolation barriers
+    (kept in ``<sweep>/diagnosis.txt`` once computed)."""
+    saved = pantry.path.parent / "diagnosis.txt"
+    if saved.is_file():
+        return saved.read_text()
+    finals = [e.path for e in pantry.select("final")]
+    found = diagnose(finals, base=encoder_path(), task=task, glue_dir=args.glue_dir, batch_size=64)
+    cosines = found.weights.body.cosines
+    off = cosines[~np.eye(len(cosines), dtype=bool)]
+    barriers = [curve.barrier for curve in found.landscape.curves] if found.landscape else []
+    text = (
+        f"Diagnose: body task-vector cosines {off.min():.2f}–{off.max():.2f} (mean {off.mean():.2f}); interpolation "
+        f"barriers from the best run {', '.join(f'{100 * b:+.1f}' for b in barriers)} points; findings: "
+        + "; ".join(found.findings)
+    )
+    saved.write_text(text)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--glue-dir", required=True)
@@ -103,6 +214,17 @@ def main() -> None:
     if args.phase in ("train", "all"):
         for task, head in sweeps:
             train_sweep(task, head, args)
+    if args.phase in ("cook", "all"):
+        sections = []
+        for task, head in sweeps:
+            pantry = Pantry(args.workdir / f"{task}-{head}" / "pantry")
+            if len(pantry.select("final")) < len(args.learning_rates) * len(args.seeds):
+                print(f"{task}-{head}: sweep not finished, skipped", flush=True)
+                continue
+            sections.append(section(task, head, pantry, args))
+            print(sections[-1], flush=True)
+            args.output.write_text("\n".join(sections))
+        (args.workdir / "cooked.json").write_text(json.dumps({"sweeps": args.sweeps}))
 
 
 if __name__ == "__main__":
