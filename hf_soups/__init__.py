@@ -31,6 +31,8 @@ _EXPORTS = {
     "stock_soup": "hf_soups.recipes",
     "evaluate_glue": "hf_soups.evaluation",
     "push_soup": "hf_soups.hub",
+    "Pantry": "hf_soups.pantry",
+    "probe_head": "hf_soups.probe",
     "SoupCallback": "hf_soups.callback",
     "SoupTrainer": "hf_soups.callback",
 }
@@ -42,6 +44,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from hf_soups.hub import push_soup
     from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
     from hf_soups.merge import load_model, merge_models
+    from hf_soups.pantry import Pantry
+    from hf_soups.probe import probe_head
     from hf_soups.recipes import cook, ensemble_scores, greedy_soup, learned_soup, stock_soup, uniform_soup
 
 
@@ -52,7 +56,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [  # the names of _EXPORTS, spelled out for linters and IDEs
-    "Ingredient", "SoupCallback", "SoupError", "SoupTrainer", "__version__", "cook", "ensemble_scores", "evaluate_glue",
-    "greedy_soup", "learned_soup", "load_model", "merge_models", "push_soup", "resolve_ingredients", "stock_soup", "uniform_soup",
-    "validate",
+    "Ingredient", "Pantry", "SoupCallback", "SoupError", "SoupTrainer", "__version__", "cook", "ensemble_scores",
+    "evaluate_glue", "greedy_soup", "learned_soup", "load_model", "merge_models", "probe_head", "push_soup",
+    "resolve_ingredients", "stock_soup", "uniform_soup", "validate",
 ]
