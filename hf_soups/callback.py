@@ -332,7 +332,7 @@ class SoupCallback(TrainerCallback):
             **options: recipe options (``resume=True`` for greedy; ``granularity``, ``epochs``, ``lr`` for learned).
 
         Returns:
-            A :class:`~hf_soups.recipes.serving.SoupReport`: ``.table``, ``.record``, ``.output_dir``, ``.model``.
+            A :class:`~hf_soups.recipes.report.SoupReport`: ``.table``, ``.record``, ``.output_dir``, ``.model``.
 
         Raises:
             SoupError: no judge, an empty pantry, or ingredients that started from different weights.
@@ -342,7 +342,7 @@ class SoupCallback(TrainerCallback):
             >>> print(report.table)  # doctest: +SKIP
         """
         from hf_soups.hub import push_soup
-        from hf_soups.recipes import RECIPES, make_kitchen
+        from hf_soups.recipes import cook_recipe, make_kitchen
 
         args = trainer.args if trainer is not None else args
         task = task or self.task
@@ -359,10 +359,14 @@ class SoupCallback(TrainerCallback):
         else:
             judge = TrainerJudge(trainer, self.seed, self.select_fraction)  # type: ignore[arg-type]
             kitchen = make_kitchen(ingredients, judge=judge)
-        report = RECIPES[recipe or self.recipe].cook(kitchen, output_dir, ensemble=self.ensemble, overwrite=True, **options)
         push = _first(push_to_hub, self.push_to_hub, getattr(args, "push_to_hub", None), False)
-        if push and PartialState().is_main_process:
-            repo_id = self.hub_model_id or f"{getattr(args, 'hub_model_id', None) or Path(args.output_dir).name}-soup"
+        repo_id = None
+        if push:
+            stem = getattr(args, "hub_model_id", None) or (Path(args.output_dir) if args is not None else output_dir).name
+            repo_id = self.hub_model_id or f"{stem}-soup"
+        report = cook_recipe(kitchen, recipe or self.recipe, output_dir, ensemble=self.ensemble, overwrite=True,
+                             repo_id=repo_id, options=options)
+        if repo_id is not None and PartialState().is_main_process:
             push_soup(
                 output_dir, repo_id, token=self.hub_token or getattr(args, "hub_token", None),
                 private=bool(_first(self.hub_private_repo, getattr(args, "hub_private_repo", None), False)),

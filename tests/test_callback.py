@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import VOCAB, tiny_bert_config
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, hf_hub_download
 from safetensors.torch import load_file
 from transformers import (
     BertForSequenceClassification,
@@ -240,3 +240,6 @@ def test_cook_pushes_when_asked(run, tmp_path, hub_server):
         trainer = run(f"r{lr:g}", lr=lr, callbacks=[callback])
     callback.cook(trainer)
     assert {"README.md", "soup.json", "model.safetensors"} <= set(HfApi(token=hub_server.token).list_repo_files(repo))
+    card = Path(hf_hub_download(repo, "README.md", token=hub_server.token)).read_text()
+    assert f'from_pretrained("{repo}")' in card and f"hf download {repo} recipe.yaml" in card
+    assert str(tmp_path) not in card  # no local paths published

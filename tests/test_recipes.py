@@ -16,8 +16,8 @@ from hf_soups import SoupError, cook, greedy_soup, learned_soup, uniform_soup
 from hf_soups.cli import main
 from hf_soups.evaluation import EvalResult
 from hf_soups.recipes.judge import ensemble_predictions
+from hf_soups.recipes import cook_recipe
 from hf_soups.recipes.kitchen import Kitchen
-from hf_soups.recipes.learned import cook_learned
 
 from conftest import GLUE_DIR
 
@@ -207,7 +207,8 @@ def test_learned_weights_sum_to_one_and_beat_uniform(make_ingredients, tmp_path,
     big = make_ingredients(2, name="far", initializer_range=0.5)  # far from the teacher: they pull the uniform soup away
     teacher = AutoModelForSequenceClassification.from_pretrained(folders[0])
     kitchen = Kitchen(folders[:1] + big, AgreementJudge(teacher), progress=False)
-    report = cook_learned(kitchen, tmp_path / "soup", granularity=granularity, epochs=30, lr=0.2)
+    options = {"granularity": granularity, "epochs": 30, "lr": 0.2}
+    report = cook_recipe(kitchen, "learned", tmp_path / "soup", options=options)
     weights = [i.weight for i in report.record.ingredients]
     assert sum(weights) == pytest.approx(1.0)
     scores = {r.name: r.scores["select"]["accuracy"] for r in report.record.results}

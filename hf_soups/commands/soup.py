@@ -44,15 +44,14 @@ def run(args: argparse.Namespace) -> int:
         args.recipe, args.ingredients, args.task, args.output, ensemble=args.ensemble, dtype=args.dtype,
         overwrite=args.overwrite, options=options, glue_dir=args.glue_dir, select_split=args.select_split,
         report_split=args.report_split, batch_size=args.batch_size, checkpoints=args.checkpoints,
+        repo_id=args.push_to_hub,  # the card names the repo it will live in
     )
     if report.output_dir is None:  # not the main process
         return 0
     print(report.table)
     print(f"soup written to {report.output_dir}")
     if args.push_to_hub:
-        from hf_soups.card import write_card
         from hf_soups.hub import push_soup
 
-        write_card(report.output_dir, repo_id=args.push_to_hub)  # the card names the repo it lives in
         print(f"pushed: {push_soup(report.output_dir, args.push_to_hub, private=args.private)}")
     return 0
