@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.data import SPLIT_METHOD
 from hf_soups.pantry import Pantry, PantryEntry, PinHead, fingerprint
 from hf_soups.probe import probe_head
+
+logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------------------- judge
 
@@ -284,9 +287,12 @@ class SoupCallback(TrainerCallback):
             self._add(run_name(args), "final", args, state, model, processing_class, link_from=link)
         PartialState().wait_for_everyone()
         if self.cook_on_end:
-            finals = len(self._shared_entries("final"))
-            if finals >= (self.sweep_size or 2):
+            finals, needed = len(self._shared_entries("final")), self.sweep_size or 2
+            if finals >= needed:
                 self.last_report = self.cook(self.trainer, args=args)
+            else:
+                logger.info("pantry %s holds %d of %d runs: the soup is cooked at the end of the last one",
+                            self.pantry.path, finals, needed)
 
     def _add(self, name: str, kind: str, args, state, model, tokenizer, link_from: Path | None = None) -> Path:
         info = {
@@ -332,7 +338,9 @@ class SoupCallback(TrainerCallback):
             **options: recipe options (``resume=True`` for greedy; ``granularity``, ``epochs``, ``lr`` for learned).
 
         Returns:
-            A :class:`~hf_soups.recipes.report.SoupReport`: ``.table``, ``.record``, ``.output_dir``, ``.model``.
+            A :class:`~hf_soups.recipes.report.SoupReport`: ``.table``, ``.record``, ``.output_dir``, ``.model``;
+            ``None`` (with a logged warning) while the pantry holds a single ingredient, so a script that runs one
+            training per process can call ``cook`` after every run.
 
         Raises:
             SoupError: no judge, an empty pantry, or ingredients that started from different weights.
@@ -349,7 +357,12 @@ class SoupCallback(TrainerCallback):
         if task is None and trainer is None:
             raise SoupError("cook: give the Trainer (its eval_dataset and compute_metrics judge) or a GLUE task=")
         which = entries or ("all" if self.checkpoints else "final")
-        ingredients = self.pantry.ingredients(self.pantry.select(which, self._shared_entries()))
+        chosen = self.pantry.select(which, self._shared_entries())
+        if len(chosen) == 1:  # e.g. the first run of a one-run-per-process sweep: not an error
+            logger.warning("pantry %s holds one ingredient (%s) so far: a soup needs at least two, not cooking yet",
+                           self.pantry.path, chosen[0].name)
+            return None
+        ingredients = self.pantry.ingredients(chosen)
         default_dir = Path(args.output_dir) / "soup" if args is not None else self.pantry.path.parent / "soup"
         output_dir = Path(output_dir or self.output_dir or default_dir)
         batch_size = args.per_device_eval_batch_size if args is not None else 32

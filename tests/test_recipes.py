@@ -171,8 +171,22 @@ def test_unreadable_recipe_file(tmp_path):
 
 
 def test_greedy_needs_two_ingredients(make_ingredients):
-    with pytest.raises(SoupError, match="at least two"):
+    with pytest.raises(SoupError, match="at least two") as error:
         greedy_soup(make_ingredients(1), judge=BiasJudge(), progress=False)
+    assert "allow_single" not in str(error.value)  # recipes take no such option; the merge command does
+    assert "hf-soups merge --allow-single" in str(error.value)
+
+
+def test_soup_command_on_a_folder_without_a_model_fails_before_loading_anything(tmp_path, monkeypatch, capsys):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a tokenizer was loaded")
+
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", no_loading)
+    empty = tmp_path / "pantry"
+    empty.mkdir()
+    assert main(["soup", "--task", "rte", str(empty), str(empty), "-o", str(tmp_path / "soup")]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert not (tmp_path / "soup").exists()
 
 
 class AgreementJudge(BiasJudge):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from hf_soups.dtypes import DTYPE_NAMES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -28,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="learned: one mixing weight per ingredient, or per ingredient and tensor")
     parser.add_argument("--epochs", type=int, default=5, help="learned: passes over the selection split (default 5)")
     parser.add_argument("--lr", type=float, default=0.05, help="learned: Adam learning rate of the mixing weights")
-    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="dtype to write (default: the ingredients')")
+    parser.add_argument("--dtype", choices=list(DTYPE_NAMES), help="dtype to write (default: the ingredients')")
     parser.add_argument("--checkpoints", choices=["all", "last", "best"], help="for Trainer output folders")
     parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup to this Hub repo when done")

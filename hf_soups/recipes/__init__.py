@@ -71,6 +71,11 @@ def make_kitchen(
         SoupError: bad ingredients (before any tokenizer, dataset or model is loaded), or neither task nor judge.
     """
     resolved = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token)  # type: ignore[arg-type]
+    if len(resolved) == 1:
+        raise SoupError(
+            f"only one ingredient ({resolved[0].spec}): a recipe needs at least two (to copy one model, use "
+            "hf-soups merge --allow-single)"
+        )
     plan = validate(resolved)
     if judge is None:
         if task is None:
