@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import VOCAB, tiny_bert_config
+from helpers import VOCAB, tiny_bert_config
 from huggingface_hub import HfApi, hf_hub_download
 from safetensors.torch import load_file
 from transformers import (

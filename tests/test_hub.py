@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import GLUE_DIR, needs_glue
 from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import AutoModelForSequenceClassification
@@ -21,8 +22,6 @@ from hf_soups.hub import parse_repo_id, push_soup
 from hf_soups.merge import merge_models
 from hf_soups.record import RecipeRecord, SoupRecord, SoupResult
 from hf_soups.testing.hub_server import DEFAULT_USER
-
-from conftest import GLUE_DIR
 
 SOUP_REPO = f"{DEFAULT_USER}/rte-soup"
 
@@ -213,7 +212,7 @@ def test_parse_repo_id():
         parse_repo_id("soup")
 
 
-@pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="needs ../shared/data/glue")
+@needs_glue
 def test_soup_command_with_hub_revisions_pushes_a_card_with_the_run_numbers(
     hub_server, make_ingredients, tmp_path, monkeypatch
 ):

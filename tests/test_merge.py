@@ -16,8 +16,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, T5Fo
 
 from hf_soups import merge_models
 from hf_soups.errors import SoupError
-from hf_soups.merge import RunningMean
 from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups.merge import RunningMean
 
 
 def read_soup(folder):

@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import GLUE_DIR, accelerate_launch, needs_glue
 from safetensors.torch import load_file, save_file
 
 from hf_soups import SoupError, cook, greedy_soup, learned_soup, uniform_soup
 from hf_soups.cli import main
 from hf_soups.evaluation import EvalResult
-from hf_soups.recipes.judge import ensemble_predictions
 from hf_soups.recipes import cook_recipe
+from hf_soups.recipes.judge import ensemble_predictions
 from hf_soups.recipes.kitchen import Kitchen
-
-from conftest import GLUE_DIR
 
 ROWS = 100
 
@@ -242,9 +241,6 @@ def test_learned_soup_fails_clearly_when_it_cannot_fit(make_ingredients, monkeyp
         learned_soup(make_ingredients(2), judge=BiasJudge(), progress=False)
 
 
-needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="needs ../shared/data/glue")
-
-
 @needs_glue
 def test_soup_command_on_rte_end_to_end(make_ingredients, tmp_path, capsys):
     folders = make_ingredients(3)
@@ -273,20 +269,18 @@ def test_select_and_report_on_the_same_split_warns(make_ingredients):
 
 @pytest.mark.slow
 def test_two_process_greedy_equals_one_process(make_ingredients, tmp_path):
-    import os
     import subprocess
-    import sys
+
+    from helpers import write_rte
 
     import hf_soups.cli
-    from eval_fixtures import write_rte
 
     write_rte(tmp_path / "glue", 41)  # odd, so the two processes get uneven batches
     folders = make_ingredients(3)
     args = ["soup", "--task", "rte", *map(str, folders), "--glue-dir", str(tmp_path / "glue"), "--batch-size", "4"]
     assert main([*args, "-o", str(tmp_path / "one")]) == 0
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", hf_soups.cli.__file__]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    launch, env = accelerate_launch(2)
+    launch = [*launch, hf_soups.cli.__file__]
     done = subprocess.run([*launch, *args, "-o", str(tmp_path / "two")], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -305,7 +299,7 @@ def test_greedy_killed_mid_run_resumes_from_its_state(make_ingredients, tmp_path
     import sys
     import time
 
-    from eval_fixtures import write_rte
+    from helpers import write_rte
 
     write_rte(tmp_path / "glue", 40)
     folders = make_ingredients(4)

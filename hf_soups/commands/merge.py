@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hf_soups.dtypes import DTYPE_NAMES
-
 from hf_soups.record import SoupRecord
-
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

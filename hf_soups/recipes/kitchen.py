@@ -27,8 +27,8 @@ from hf_soups.evaluation.models import is_text_to_text
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import CheckpointChoice, Ingredient, MergePlan, resolve_ingredients, validate
 from hf_soups.merge import RunningMean
-from hf_soups.record import SoupResult
 from hf_soups.recipes.judge import SPLITS, Judge
+from hf_soups.record import SoupResult
 from hf_soups.stats import format_gain, paired_bootstrap
 
 

@@ -20,8 +20,8 @@ from accelerate import PartialState
 
 from hf_soups.ingredients import Ingredient
 from hf_soups.merge import RunningMean, Weight, soup_record
-from hf_soups.record import RecipeRecord, SoupRecord
 from hf_soups.recipes.kitchen import Kitchen, Tasting, format_table, results
+from hf_soups.record import RecipeRecord, SoupRecord
 
 
 @dataclass
