@@ -30,18 +30,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
 
 from hf_soups.callback import SoupCallback
 from hf_soups.diagnostics import diagnose
 from hf_soups.evaluation import get_task, load_glue_split
 from hf_soups.pantry import HEAD_FILE, Pantry
-from hf_soups.recipes import make_kitchen
-from hf_soups.recipes.greedy import cook_greedy
-from hf_soups.recipes.learned import cook_learned
-from hf_soups.recipes.stock import cook_stock
+from hf_soups.recipes import cook_recipe, make_kitchen
 from hf_soups.record import SoupRecord
 
 # What this encoder reaches when a run has learned (report split, points): below it a task is not fairly tested.
@@ -118,12 +121,11 @@ def cook_row(row: str, pantry: Pantry, task: str, args: argparse.Namespace) -> S
     )
     kitchen = make_kitchen(ingredients, task, glue_dir=args.glue_dir, batch_size=64, progress=False)
     started = time.perf_counter()
-    if recipe == "greedy":
-        report = cook_greedy(kitchen, folder, ensemble=row == "greedy")
-    elif recipe == "learned":
-        report = cook_learned(kitchen, folder, epochs=2)
-    else:
-        report = cook_stock(kitchen, folder, base=encoder_path(), start_head=pantry.path / HEAD_FILE)
+    options = {
+        "greedy": {"resume": True}, "learned": {"epochs": 2},
+        "stock": {"base": encoder_path(), "start_head": pantry.path / HEAD_FILE},
+    }[recipe]
+    report = cook_recipe(kitchen, recipe, folder, ensemble=row == "greedy", options=options)
     print(f"{pantry.path.parent.name} {row}: cooked in {time.perf_counter() - started:.0f} s", flush=True)
     return report.record
 

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.data import SPLIT_METHOD
 from hf_soups.pantry import Pantry, PantryEntry, PinHead, fingerprint
 from hf_soups.probe import probe_head
+
+logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------------------- judge
 
@@ -286,9 +289,12 @@ class SoupCallback(TrainerCallback):
             self._add(run_name(args), "final", args, state, model, processing_class, link_from=link)
         PartialState().wait_for_everyone()
         if self.cook_on_end:
-            finals = len(self._shared_entries("final"))
-            if finals >= (self.sweep_size or 2):
+            finals, needed = len(self._shared_entries("final")), self.sweep_size or 2
+            if finals >= needed:
                 self.last_report = self.cook(self.trainer, args=args)
+            else:
+                logger.info("pantry %s holds %d of %d runs: the soup is cooked at the end of the last one",
+                            self.pantry.path, finals, needed)
 
     def _add(self, name: str, kind: str, args, state, model, tokenizer, link_from: Path | None = None) -> Path:
         info = {
@@ -335,7 +341,9 @@ class SoupCallback(TrainerCallback):
             **options: recipe options (``resume=True`` for greedy; ``granularity``, ``epochs``, ``lr`` for learned).
 
         Returns:
-            A :class:`~hf_soups.recipes.serving.SoupReport`: ``.table``, ``.record``, ``.output_dir``, ``.model``.
+            A :class:`~hf_soups.recipes.report.SoupReport`: ``.table``, ``.record``, ``.output_dir``, ``.model``;
+            ``None`` (with a logged warning) while the pantry holds a single ingredient, so a script that runs one
+            training per process can call ``cook`` after every run.
 
         Raises:
             SoupError: no judge, an empty pantry, or ingredients that started from different weights.
@@ -345,7 +353,7 @@ class SoupCallback(TrainerCallback):
             >>> print(report.table)  # doctest: +SKIP
         """
         from hf_soups.hub import push_soup
-        from hf_soups.recipes import RECIPES, make_kitchen
+        from hf_soups.recipes import cook_recipe, make_kitchen
 
         args = trainer.args if trainer is not None else args
         task = task or self.task
@@ -353,14 +361,21 @@ class SoupCallback(TrainerCallback):
             raise SoupError("cook: give the Trainer (its eval_dataset and compute_metrics judge) or a GLUE task=")
         which = entries or ("all" if self.checkpoints else "final")
         listed = self._shared_entries()
-        if which.startswith("average:"):
-            k = _positive_int(which.removeprefix("average:"), which)
+        averaged = which.startswith("average:")
+        k = _positive_int(which.removeprefix("average:"), which) if averaged else 0
+        chosen = self.pantry.select(f"last:{k}" if averaged else which, listed)
+        if len({e.info["run_name"] for e in chosen} if averaged else chosen) == 1:
+            # e.g. the first run of a one-run-per-process sweep: not an error
+            logger.warning("pantry %s holds one ingredient (%s) so far: a soup needs at least two, not cooking yet",
+                           self.pantry.path, chosen[0].name)
+            return None
+        if averaged:
             if PartialState().is_main_process:  # one process writes the averages; the others read them
                 self.pantry.run_averages(k, listed)
             PartialState().wait_for_everyone()
             ingredients = self.pantry.run_averages(k, listed)
         else:
-            ingredients = self.pantry.ingredients(self.pantry.select(which, listed))
+            ingredients = self.pantry.ingredients(chosen)
         default_dir = Path(args.output_dir) / "soup" if args is not None else self.pantry.path.parent / "soup"
         output_dir = Path(output_dir or self.output_dir or default_dir)
         batch_size = args.per_device_eval_batch_size if args is not None else 32
@@ -372,10 +387,14 @@ class SoupCallback(TrainerCallback):
             kitchen = make_kitchen(ingredients, judge=judge)
         if (recipe or self.recipe) == "stock" and options.get("base") is None:
             options["base"], options["start_head"] = self.pantry.start_model()
-        report = RECIPES[recipe or self.recipe].cook(kitchen, output_dir, ensemble=self.ensemble, overwrite=True, **options)
         push = _first(push_to_hub, self.push_to_hub, getattr(args, "push_to_hub", None), False)
-        if push and PartialState().is_main_process:
-            repo_id = self.hub_model_id or f"{getattr(args, 'hub_model_id', None) or Path(args.output_dir).name}-soup"
+        repo_id = None
+        if push:
+            stem = getattr(args, "hub_model_id", None) or (Path(args.output_dir) if args is not None else output_dir).name
+            repo_id = self.hub_model_id or f"{stem}-soup"
+        report = cook_recipe(kitchen, recipe or self.recipe, output_dir, ensemble=self.ensemble, overwrite=True,
+                             repo_id=repo_id, options=options)
+        if repo_id is not None and PartialState().is_main_process:
             push_soup(
                 output_dir, repo_id, token=self.hub_token or getattr(args, "hub_token", None),
                 private=bool(_first(self.hub_private_repo, getattr(args, "hub_private_repo", None), False)),

@@ -20,7 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError, HfUriError, OfflineModeIsEnab
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, parse_hf_uri
 
 from hf_soups import __version__
-from hf_soups.card import CARD_FILE, build_card
+from hf_soups.card import CARD_FILE, build_card, card_text, is_generated
 from hf_soups.errors import SoupError
 from hf_soups.record import SOUP_FILE
 
@@ -48,8 +48,9 @@ def push_soup(
     """Upload a soup folder to a Hub model repo as one commit, creating the repo (and branch) when missing.
 
     Every file of the folder goes in (weights, ``config.json``, tokenizer files, ``recipe.yaml``, ``soup.json``,
-    plots). A ``README.md`` already in the folder is pushed as it is; without one, the card is generated from
-    ``soup.json`` (see :func:`~hf_soups.card.build_card`) and uploaded without writing it to the folder.
+    plots). The card is generated from ``soup.json`` for ``repo_id`` (see :func:`~hf_soups.card.build_card`), so its
+    usage and re-cook snippets name the Hub repo, and uploaded without writing it to the folder; a ``README.md`` of
+    your own (or a generated one you edited) is pushed as it is.
 
     Args:
         soup_dir: the soup folder (it must hold ``soup.json``).
@@ -122,15 +123,19 @@ def parse_repo_id(repo_id: str, revision: str | None = None) -> tuple[str, str |
 
 
 def upload_operations(folder: Path, repo_id: str) -> list[CommitOperationAdd]:
-    """One addition per file of the folder (``.git``/cache folders skipped), plus a generated card when missing."""
+    """One addition per file of the folder (``.git``/cache folders skipped); the card rendered for ``repo_id``
+    unless the folder holds a ``README.md`` hf_soups did not generate (or one edited since)."""
+    card = folder / CARD_FILE
+    render = not card.is_file() or is_generated(card.read_text(encoding="utf-8"))
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     operations = [
         CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))
         for path in filter_repo_objects(files, ignore_patterns=DEFAULT_IGNORE_PATTERNS)
+        if not (render and path == CARD_FILE)
     ]
-    if not (folder / CARD_FILE).is_file():
-        card = str(build_card(folder, repo_id=repo_id)).encode()
-        operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card))
+    if render:
+        text = card_text(build_card(folder, repo_id=repo_id)).encode()
+        operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=text))
     return operations
 
 

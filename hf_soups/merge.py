@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from hf_soups import __version__
 from hf_soups.adapters import AdapterIngredient, AdapterOutput, AdapterSoup, base_name
+from hf_soups.dtypes import DTYPE_NAMES
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import (
@@ -48,14 +49,7 @@ from hf_soups.tensorfile import BackgroundHasher, plan_layout, write_safetensors
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-}
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, attribute) for name, attribute in DTYPE_NAMES.items()}
 Weight = float | Mapping[str, float]  # one weight per ingredient, or one per ingredient and tensor
 COPIED_FILES = ["generation_config.json", *TOKENIZER_FILES]
 DEFAULT_MAX_SHARD_SIZE = "50GB"  # transformers' save_pretrained default

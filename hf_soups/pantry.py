@@ -51,20 +51,42 @@ PinHead = bool | Literal["probe"]
 
 
 def fingerprint(model: PreTrainedModel) -> dict[str, str]:
-    """sha256 of a model's state dict (names, dtypes, shapes, bytes), whole and split into body and head.
+    """sha256 of the weights a model computes with (names, dtypes, shapes, bytes), whole and split into body and
+    head. For a PEFT LoRA model these are the base weights with each ΔW = B·A·scaling merged in, not the factors:
+    at the start B = 0, so runs that draw different A (a sweep over seeds) start from the same function.
 
     Example:
         >>> fingerprint(model)["head"][:12]  # doctest: +SKIP
         '3f1c0e9a2b7d'
     """
-    head = head_names(model)
+    base = model.get_base_model() if hasattr(model, "peft_config") else model
+    head = head_names(base)
     hashers = {part: hashlib.sha256() for part in ("weights", "body", "head")}
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(_effective_state(model).items()):
         data = tensor.detach().to("cpu").contiguous()
         for part in ("weights", "head" if name in head else "body"):
             hashers[part].update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
             hashers[part].update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
     return {part: hasher.hexdigest() for part, hasher in hashers.items()}
+
+
+def _effective_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    """A model's state dict; for a PEFT LoRA model, its base model's with each active ΔW added to the base weight
+    it adapts and the LoRA factors left out."""
+    if not hasattr(model, "peft_config"):
+        return model.state_dict()
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    deltas = {
+        f"{name}.base_layer.weight": sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
+        for name, module in base.named_modules() if isinstance(module, LoraLayer)
+    }
+    with torch.no_grad():
+        return {
+            name: tensor + deltas[name] if name in deltas else tensor
+            for name, tensor in base.state_dict().items() if ".lora_" not in name
+        }
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Both models are scored on the same resampled rows (the same seeded indices for both), so the interval is that of the
 *difference*, with the per-example correlation between the two models taken into account. Values are on the scale of
-the metric (fractions 0..1 for GLUE); :func:`hf_soups.card.format_gain` shows a gain as ``"+0.4 (95% CI −0.8 … +1.6)"``.
+the metric (fractions 0..1 for GLUE); :func:`format_gain` shows a gain as ``"+0.4 (95% CI −0.8 … +1.6)"``.
 
 Example:
     >>> import numpy as np
@@ -99,3 +99,17 @@ def within_noise(gain: dict[str, float]) -> bool:
         True
     """
     return gain["low"] <= 0 <= gain["high"]
+
+
+def format_gain(gain: dict[str, float]) -> str:
+    """A gain in points: ``{"delta": 0.004, "low": -0.008, "high": 0.016}`` → ``"+0.4 (95% CI −0.8 … +1.6)"``.
+
+    Example:
+        >>> format_gain({"delta": 0.004, "low": -0.008, "high": 0.016})
+        '+0.4 (95% CI −0.8 … +1.6)'
+    """
+    return f"{_signed(gain['delta'])} (95% CI {_signed(gain['low'])} … {_signed(gain['high'])})"
+
+
+def _signed(value: float) -> str:
+    return f"{100 * value:+.1f}".replace("-", "−")

@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 import torch
+from helpers import tiny_bert_config
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import BertForSequenceClassification
 
-from conftest import tiny_bert_config
 from hf_soups import SoupError, merge_models
 from hf_soups.adapters import AdapterIngredient, apply_adapters, base_snapshot
 from hf_soups.cli import main
@@ -204,9 +204,9 @@ def test_apply_adapters_swaps_soups_on_one_loaded_base(lora, tmp_path):
 def test_greedy_and_uniform_soups_of_adapters(lora, tmp_path):
     """Recipes take adapters as ingredients; soup.json, recipe.yaml and the card say they were adapters, with ranks."""
     import yaml
+    from test_recipes import BiasJudge
 
     from hf_soups import cook, greedy_soup, uniform_soup
-    from test_recipes import BiasJudge
 
     _, adapters = lora
     greedy = greedy_soup(adapters, judge=BiasJudge(), output_dir=tmp_path / "greedy", progress=False)

@@ -12,8 +12,8 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import VOCAB, tiny_bert_config
-from huggingface_hub import HfApi
+from helpers import VOCAB, tiny_bert_config
+from huggingface_hub import HfApi, hf_hub_download
 from safetensors.torch import load_file
 from transformers import (
     BertForSequenceClassification,
@@ -135,6 +135,26 @@ def test_different_heads_refused_pinned_heads_accepted(run, tmp_path):
     assert pinned.cook(trainer, recipe="uniform").record.recipe.name == "uniform"
 
 
+def test_a_lora_sweep_over_seeds_cooks(run, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    callback = SoupCallback(tmp_path / "pantry")
+    for seed in (0, 1):  # the seed draws each run's LoRA A; B = 0, so both start from the same function
+        trainer = run(f"lora{seed}", args={"seed": seed}, train_it=False, callbacks=[callback])  # one head
+        trainer.model.save_pretrained(tmp_path / "start")  # the adapters' base: the classifier the runs start from
+        trainer.model.name_or_path = str(tmp_path / "start")
+        set_seed(seed)
+        lora = LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"])
+        trainer.model = trainer.model_wrapped = get_peft_model(trainer.model, lora)
+        trainer.train()
+    entries = Pantry(tmp_path / "pantry").entries()
+    assert len({e.info["start"]["weights"] for e in entries}) == 1
+    assert all((e.path / "adapter_config.json").is_file() for e in entries)
+    report = callback.cook(trainer, recipe="uniform")
+    assert [i.adapter["type"] for i in report.record.ingredients] == ["lora", "lora"]
+    assert (report.output_dir / "model.safetensors").is_file()
+
+
 def test_different_bodies_refused(tmp_path):
     start = {"weights": "a", "body": "b", "head": "h"}
     other = start | {"weights": "c", "body": "d"}
@@ -168,6 +188,16 @@ def test_cook_on_end_cooks_after_the_last_run(run, tmp_path):
     run("second", SoupTrainer, lr=3e-2, soup_callback=callback)
     assert callback.last_report.output_dir == tmp_path / "soup"
     assert len(SoupRecord.load(tmp_path / "soup").ingredients) == 2
+
+
+def test_cooking_a_pantry_of_one_run_says_so_and_returns_none(run, tmp_path, caplog):
+    """The first run of a one-run-per-process script (transformers' run_glue.py) calls cook after training."""
+    callback = SoupCallback(tmp_path / "pantry")
+    trainer = run("only", callbacks=[callback])
+    with caplog.at_level("WARNING", logger="hf_soups.callback"):
+        assert callback.cook(trainer) is None
+    assert "holds one ingredient (only) so far" in caplog.text
+    assert not (tmp_path / "runs" / "only" / "soup").exists()
 
 
 def test_cook_on_end_without_a_judge_is_refused_before_training(run, tmp_path):
@@ -241,6 +271,9 @@ def test_cook_pushes_when_asked(run, tmp_path, hub_server):
         trainer = run(f"r{lr:g}", lr=lr, callbacks=[callback])
     callback.cook(trainer)
     assert {"README.md", "soup.json", "model.safetensors"} <= set(HfApi(token=hub_server.token).list_repo_files(repo))
+    card = Path(hf_hub_download(repo, "README.md", token=hub_server.token)).read_text()
+    assert f'from_pretrained("{repo}")' in card and f"hf download {repo} recipe.yaml" in card
+    assert str(tmp_path) not in card  # no local paths published
 
 
 def start_loss(trainer) -> float:

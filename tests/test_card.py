@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from hf_soups.card import build_card, common_license, format_gain, write_card
+from hf_soups.card import build_card, common_license, is_generated, write_card
 from hf_soups.errors import SoupError
 from hf_soups.record import IngredientRecord, RecipeRecord, SoupRecord, SoupResult
 
@@ -122,7 +122,40 @@ def test_license_only_when_all_kept_ingredients_agree(tmp_path):
     assert common_license(record) is None
 
 
-def test_format_gain_and_missing_record(tmp_path):
-    assert format_gain({"delta": 0.004, "low": -0.008, "high": 0.016}) == "+0.4 (95% CI −0.8 … +1.6)"
+def test_missing_record(tmp_path):
     with pytest.raises(SoupError, match="no soup.json"):
         build_card(tmp_path)
+
+
+def test_card_publishes_no_local_paths(tmp_path):
+    folders = [tmp_path / "home" / "me" / f"run{i}" for i in range(3)]
+    record = soup_record(folders=folders)
+    record.recipe.split_rule["select"] = {"source": f"local:{tmp_path / 'glue'}", "seed": 0}
+    record.recipe.options = {"cooked_from": str(tmp_path / "old" / "recipe.yaml")}
+    record.recipe.trajectory = [{"spec": str(folders[1]), "score": 0.61, "kept": True}]
+    record.results = []
+    text = str(build_card(record))
+    assert str(tmp_path) not in text
+    assert "| 1 | `run0` (local) |" in text and "| `run1` |" in text
+    assert "source: local:glue" in text and "cooked_from: recipe.yaml" in text
+    record.recipe = None
+    assert "hf-soups merge run0 run1 --weights" in str(build_card(record))
+
+
+def test_full_model_soup_of_hub_ingredients_names_them_as_base_models():
+    record = soup_record()
+    record.base_model = None
+    record.ingredients[0].repo_id = "me/bert-rte-seed1"
+    data = build_card(record).data
+    assert data.base_model == ["me/bert-rte", "me/bert-rte-seed1"]  # the kept ones
+    assert data.to_dict()["base_model_relation"] == "merge"
+    adapters = soup_record()  # a soup of adapters names their base, as before
+    assert build_card(adapters).data.base_model == "google-bert/bert-base-uncased"
+
+
+def test_written_card_is_stamped_and_edits_are_told_apart(tmp_path):
+    soup_record().save(tmp_path)
+    text = write_card(tmp_path, repo_id="me/rte-soup").read_text()
+    assert is_generated(text)
+    assert not is_generated(text.replace("me/rte-soup", "me/other"))
+    assert not is_generated("---\nlicense: mit\n---\n# My own card\n")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-from hf_soups.cli import main
+from hf_soups.cli import build_parser, main
 
 
 def test_merge_command(make_ingredients, tmp_path, capsys):
@@ -32,6 +33,10 @@ def test_help_explains_every_option():
     assert result.returncode == 0
     for option in ["--output", "--weights", "--dtype", "--overwrite", "--allow-single", "--checkpoints", "--max-shard-size"]:
         assert option in result.stdout
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    for command, parser in subparsers.choices.items():
+        for action in parser._actions:
+            assert action.help, f"hf-soups {command} {'/'.join(action.option_strings) or action.dest}: no help"
 
 
 def test_package_exports_resolve_lazily():
@@ -39,3 +44,15 @@ def test_package_exports_resolve_lazily():
 
     assert set(hf_soups.__all__) == {"__version__", *hf_soups._EXPORTS}
     assert all(callable(getattr(hf_soups, name)) for name in hf_soups._EXPORTS)
+    check = "import sys, hf_soups, hf_soups.cli; hf_soups.cli.build_parser(); print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).parents[1])
+    assert done.stdout.strip() == "[]"  # neither `import hf_soups` nor `hf-soups --help` loads torch
+
+
+def test_version_comes_from_the_package_metadata():
+    import importlib.metadata
+
+    import hf_soups
+
+    assert hf_soups.__version__ == importlib.metadata.version("hf-soups")

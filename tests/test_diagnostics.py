@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import GLUE_DIR, perturbed, tiny_bert_config
+from helpers import GLUE_DIR, needs_glue, perturbed, tiny_bert_config
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import BertForSequenceClassification, BertModel
@@ -27,8 +27,6 @@ from hf_soups.diagnostics import (
 )
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
-
-needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="GLUE data not available")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from eval_fixtures import HEADERS, SHARED_GLUE, write_mnli, write_rte, write_tsv
+from helpers import GLUE_DIR, HEADERS, needs_glue, write_mnli, write_rte, write_tsv
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import SplitRule, load_glue_split, read_glue_tsv, split_names
@@ -20,13 +20,12 @@ ROW_COUNTS = {
 LABEL_COUNTS = {
     "sst2": {1: 444, 0: 428}, "mrpc": {1: 279, 0: 129}, "cola": {1: 721, 0: 322}, "rte": {0: 146, 1: 131},
 }
-needs_shared = pytest.mark.skipif(not SHARED_GLUE.is_dir(), reason=f"no GLUE data at {SHARED_GLUE}")
 
 
-@needs_shared
+@needs_glue
 @pytest.mark.parametrize(("task", "split"), sorted(ROW_COUNTS))
 def test_shared_glue_row_counts(task, split):
-    dataset = read_glue_tsv(SHARED_GLUE, task, split)
+    dataset = read_glue_tsv(GLUE_DIR, task, split)
     assert dataset.num_rows == ROW_COUNTS[task, split]
     assert dataset.features == glue_features(task)
     assert list(dataset["idx"][:3]) == [0, 1, 2]
@@ -35,17 +34,17 @@ def test_shared_glue_row_counts(task, split):
         assert dict(zip(labels.tolist(), counts.tolist(), strict=True)) == LABEL_COUNTS[task]
 
 
-@needs_shared
+@needs_glue
 def test_shared_glue_rows_as_on_the_hub():
-    rte = read_glue_tsv(SHARED_GLUE, "rte", "validation")[0]
+    rte = read_glue_tsv(GLUE_DIR, "rte", "validation")[0]
     assert rte["sentence2"] == "Christopher Reeve had an accident." and rte["label"] == 1  # not_entailment
-    mrpc = read_glue_tsv(SHARED_GLUE, "mrpc", "validation")[0]  # bare quote kept, BOM stripped from the header
+    mrpc = read_glue_tsv(GLUE_DIR, "mrpc", "validation")[0]  # bare quote kept, BOM stripped from the header
     assert mrpc["sentence2"].startswith('" The foodservice pie') and mrpc["label"] == 1
-    sst2 = read_glue_tsv(SHARED_GLUE, "sst2", "validation")[0]
+    sst2 = read_glue_tsv(GLUE_DIR, "sst2", "validation")[0]
     assert sst2["sentence"] == "it 's a charming and often affecting journey . "
-    stsb = read_glue_tsv(SHARED_GLUE, "stsb", "validation")[1]
+    stsb = read_glue_tsv(GLUE_DIR, "stsb", "validation")[1]
     assert stsb["label"] == pytest.approx(4.75) and stsb["sentence1"] == "A young child is riding a horse."
-    cola = read_glue_tsv(SHARED_GLUE, "cola", "validation")
+    cola = read_glue_tsv(GLUE_DIR, "cola", "validation")
     assert cola[-1]["sentence"] and cola[0]["sentence"] == "The sailors rode the breeze clear of the rocks."
 
 

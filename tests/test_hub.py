@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import GLUE_DIR, needs_glue
 from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import AutoModelForSequenceClassification
 
+from hf_soups.card import write_card
 from hf_soups.cli import main
 from hf_soups.errors import SoupError
 from hf_soups.hub import parse_repo_id, push_soup
 from hf_soups.merge import merge_models
 from hf_soups.record import RecipeRecord, SoupRecord, SoupResult
 from hf_soups.testing.hub_server import DEFAULT_USER
-
-from conftest import GLUE_DIR
 
 SOUP_REPO = f"{DEFAULT_USER}/rte-soup"
 
@@ -83,7 +83,9 @@ def test_soup_of_hub_ingredients_is_pushed_in_one_commit_and_loads_back(
     assert all(torch.equal(v, state(local)[k]) for k, v in state(pushed).items())
     card = ModelCard.load(SOUP_REPO)
     assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("accuracy", 6 / 9)]
-    assert card.data.base_model is None and "+11.1 (95% CI −11.1 … +33.3)" in card.text
+    # a merge of its Hub ingredients for the Hub's model tree (issue 14, defect 10; was None)
+    assert card.data.base_model == [f"{DEFAULT_USER}/bert-rte", f"{DEFAULT_USER}/bert-rte-seed2"]
+    assert "+11.1 (95% CI −11.1 … +33.3)" in card.text
 
     token = hub_server.token.encode()
     out = capsys.readouterr()
@@ -113,6 +115,20 @@ def test_token_from_saved_login_and_missing_token_and_own_card(hub_server, soup)
     assert push_soup(soup, SOUP_REPO, private=True).startswith(f"{hub_server.endpoint}/{SOUP_REPO}/commit/")
     assert HfApi(token=hub_server.token).model_info(SOUP_REPO).private is True
     assert Path(hf_hub_download(SOUP_REPO, "README.md", token=hub_server.token)).read_text().endswith("My own card.\n")
+
+
+def test_a_generated_card_is_rendered_again_for_the_repo_it_is_pushed_to(hub_server, soup):
+    write_card(soup)  # as a recipe writes it, before the repo is known: it names the folder
+    local = (soup / "README.md").read_text()
+    assert 'from_pretrained("soup")' in local
+    push_soup(soup, SOUP_REPO, token=hub_server.token)
+    pushed = Path(hf_hub_download(SOUP_REPO, "README.md", token=hub_server.token)).read_text()
+    assert f'from_pretrained("{SOUP_REPO}")' in pushed and 'from_pretrained("soup")' not in pushed
+    assert (soup / "README.md").read_text() == local  # the local folder is unchanged
+    (soup / "README.md").write_text(local.replace("## Usage", "## Usage\n\nMy note."))  # an edited card goes as is
+    push_soup(soup, SOUP_REPO, token=hub_server.token)
+    pushed = Path(hf_hub_download(SOUP_REPO, "README.md", token=hub_server.token)).read_text()
+    assert "My note." in pushed and 'from_pretrained("soup")' in pushed
 
 
 def _closed_port_endpoint() -> str:
@@ -196,7 +212,7 @@ def test_parse_repo_id():
         parse_repo_id("soup")
 
 
-@pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="needs ../shared/data/glue")
+@needs_glue
 def test_soup_command_with_hub_revisions_pushes_a_card_with_the_run_numbers(
     hub_server, make_ingredients, tmp_path, monkeypatch
 ):

@@ -16,8 +16,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, T5Fo
 
 from hf_soups import merge_models
 from hf_soups.errors import SoupError
-from hf_soups.merge import RunningMean
 from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups.merge import RunningMean
 
 
 def read_soup(folder):
@@ -276,11 +276,16 @@ def test_overwrite_replaces_an_existing_soup(make_ingredients, tmp_path):
 def test_single_ingredient_copy_when_allowed(make_ingredients, tmp_path):
     folders = make_ingredients(1)
     soup = merge_models(folders, tmp_path / "soup", allow_single=True, progress=False)
-    assert all(torch.equal(a, b) for a, b in zip(read_soup(soup).values(), read_soup(folders[0]).values()))
+    copied, original = read_soup(soup), read_soup(folders[0])
+    assert original and copied.keys() == original.keys()  # an empty soup is no copy
+    assert all(torch.equal(copied[name], tensor) for name, tensor in original.items())
 
 
-def test_cli_dtype_choices_match_the_merge_registry():
-    from hf_soups.commands.merge import DTYPES as CLI_DTYPES
+@pytest.mark.parametrize("command", ["merge", "soup"])
+def test_cli_dtype_choices_match_the_merge_registry(command):
+    from hf_soups.cli import build_parser
     from hf_soups.merge import DTYPES
 
-    assert sorted(CLI_DTYPES) == sorted(DTYPES)
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    [dtype] = [a for a in subparsers.choices[command]._actions if a.dest == "dtype"]
+    assert sorted(dtype.choices) == sorted(DTYPES)

@@ -6,62 +6,17 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import GLUE_DIR, BiasJudge, accelerate_launch, needs_glue
 from safetensors.torch import load_file, save_file
 
 from hf_soups import SoupError, cook, greedy_soup, learned_soup, uniform_soup
 from hf_soups.cli import main
 from hf_soups.evaluation import EvalResult
-from hf_soups.recipes.judge import ensemble_predictions
+from hf_soups.recipes import cook_recipe
 from hf_soups.recipes.kitchen import Kitchen
-from hf_soups.recipes.learned import cook_learned
-
-from conftest import GLUE_DIR
-
-ROWS = 100
-
-
-class BiasJudge:
-    """Scores a model by how close its classifier bias is to zero: right answers known by construction.
-
-    The score is an accuracy on ROWS rows whose first ``round(ROWS * quality)`` predictions are right, quality =
-    max(0, 1 − ‖bias‖₁), the same on both splits.
-    """
-
-    task, metric = "toy", "accuracy"
-    split_names = {"select": "toy:select", "report": "toy:report"}
-    split_rule = {"rows": {"select": ROWS, "report": ROWS}}
-
-    def __init__(self, interrupt_after: int | None = None) -> None:
-        self.calls, self.interrupt_after = 0, interrupt_after
-
-    def score(self, model, split, return_predictions=False):
-        if split == "select":
-            self.calls += 1
-            if self.interrupt_after is not None and self.calls > self.interrupt_after:
-                raise KeyboardInterrupt
-        quality = max(0.0, 1.0 - float(model.classifier.bias.detach().abs().sum()))
-        labels = np.ones(ROWS, dtype=int)
-        predictions = (np.arange(ROWS) < round(ROWS * quality)).astype(int)
-        logits = np.stack([1 - predictions, predictions], axis=1).astype(float)
-        return EvalResult("toy", split, {"accuracy": self.main_metric(predictions, labels)}, "accuracy", ROWS, {},
-                          predictions, logits, labels)
-
-    def main_metric(self, predictions, labels):
-        return float(np.mean(predictions == labels))
-
-    def ensemble(self, results, text_to_text):
-        predictions = ensemble_predictions(_Spec(), [r.logits for r in results], text_to_text)
-        labels = results[0].labels
-        return EvalResult("toy", results[0].split, {"accuracy": self.main_metric(predictions, labels)}, "accuracy",
-                          ROWS, {}, predictions, None, labels)
-
-
-class _Spec:
-    is_regression = False
 
 
 def with_bias(folders, biases):
@@ -171,8 +126,22 @@ def test_unreadable_recipe_file(tmp_path):
 
 
 def test_greedy_needs_two_ingredients(make_ingredients):
-    with pytest.raises(SoupError, match="at least two"):
+    with pytest.raises(SoupError, match="at least two") as error:
         greedy_soup(make_ingredients(1), judge=BiasJudge(), progress=False)
+    assert "allow_single" not in str(error.value)  # recipes take no such option; the merge command does
+    assert "hf-soups merge --allow-single" in str(error.value)
+
+
+def test_soup_command_on_a_folder_without_a_model_fails_before_loading_anything(tmp_path, monkeypatch, capsys):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a tokenizer was loaded")
+
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", no_loading)
+    empty = tmp_path / "pantry"
+    empty.mkdir()
+    assert main(["soup", "--task", "rte", str(empty), str(empty), "-o", str(tmp_path / "soup")]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert not (tmp_path / "soup").exists()
 
 
 class AgreementJudge(BiasJudge):
@@ -207,7 +176,8 @@ def test_learned_weights_sum_to_one_and_beat_uniform(make_ingredients, tmp_path,
     big = make_ingredients(2, name="far", initializer_range=0.5)  # far from the teacher: they pull the uniform soup away
     teacher = AutoModelForSequenceClassification.from_pretrained(folders[0])
     kitchen = Kitchen(folders[:1] + big, AgreementJudge(teacher), progress=False)
-    report = cook_learned(kitchen, tmp_path / "soup", granularity=granularity, epochs=30, lr=0.2)
+    options = {"granularity": granularity, "epochs": 30, "lr": 0.2}
+    report = cook_recipe(kitchen, "learned", tmp_path / "soup", options=options)
     weights = [i.weight for i in report.record.ingredients]
     assert sum(weights) == pytest.approx(1.0)
     scores = {r.name: r.scores["select"]["accuracy"] for r in report.record.results}
@@ -225,9 +195,6 @@ def test_learned_soup_fails_clearly_when_it_cannot_fit(make_ingredients, monkeyp
     monkeypatch.setattr("os.sysconf", lambda name: 1)
     with pytest.raises(SoupError, match="learned soup: needs about .* memory"):
         learned_soup(make_ingredients(2), judge=BiasJudge(), progress=False)
-
-
-needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="needs ../shared/data/glue")
 
 
 @needs_glue
@@ -258,20 +225,18 @@ def test_select_and_report_on_the_same_split_warns(make_ingredients):
 
 @pytest.mark.slow
 def test_two_process_greedy_equals_one_process(make_ingredients, tmp_path):
-    import os
     import subprocess
-    import sys
+
+    from helpers import write_rte
 
     import hf_soups.cli
-    from eval_fixtures import write_rte
 
     write_rte(tmp_path / "glue", 41)  # odd, so the two processes get uneven batches
     folders = make_ingredients(3)
     args = ["soup", "--task", "rte", *map(str, folders), "--glue-dir", str(tmp_path / "glue"), "--batch-size", "4"]
     assert main([*args, "-o", str(tmp_path / "one")]) == 0
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", hf_soups.cli.__file__]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    launch, env = accelerate_launch(2)
+    launch = [*launch, hf_soups.cli.__file__]
     done = subprocess.run([*launch, *args, "-o", str(tmp_path / "two")], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -290,7 +255,7 @@ def test_greedy_killed_mid_run_resumes_from_its_state(make_ingredients, tmp_path
     import sys
     import time
 
-    from eval_fixtures import write_rte
+    from helpers import write_rte
 
     write_rte(tmp_path / "glue", 40)
     folders = make_ingredients(4)

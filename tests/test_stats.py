@@ -10,7 +10,7 @@ import pytest
 from hf_soups import stats
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import glue_metrics
-from hf_soups.stats import paired_bootstrap, within_noise
+from hf_soups.stats import format_gain, paired_bootstrap, within_noise
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -92,3 +92,7 @@ def test_bad_input(kwargs, message):
 
 def test_docstring_examples():
     assert doctest.testmod(stats).failed == 0
+
+
+def test_format_gain():
+    assert format_gain({"delta": 0.004, "low": -0.008, "high": 0.016}) == "+0.4 (95% CI −0.8 … +1.6)"

@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import BiasJudge, tiny_bert_config, tiny_t5_config
 from safetensors.torch import load_file, save_file
 from transformers import BertForSequenceClassification, BertModel, T5ForConditionalGeneration
 
 from hf_soups import SoupError, cook, stock_soup
 from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups.recipes import cook_recipe
 from hf_soups.recipes.kitchen import Kitchen
-from hf_soups.recipes.stock import StockBase, cook_stock, stock_soup_tensors
-
-from conftest import tiny_bert_config, tiny_t5_config
-from test_recipes import BiasJudge
+from hf_soups.recipes.stock import StockBase, stock_soup_tensors
 
 
 def hand_stock(thetas: list[torch.Tensor], theta0: torch.Tensor) -> torch.Tensor:
@@ -97,7 +96,7 @@ def test_a_base_without_head_averages_the_head_unless_a_start_head_is_given(make
 
 def test_stock_recipe_scores_records_and_recooks_bit_for_bit(make_ingredients, bert_base, tmp_path):
     folders = make_ingredients(3)
-    report = cook_stock(Kitchen(folders, BiasJudge(), progress=False), tmp_path / "soup", base=bert_base)
+    report = cook_recipe(Kitchen(folders, BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": bert_base})
     assert [r.name for r in report.record.results] == ["best individual", "stock", "uniform"]
     options = report.record.recipe.options
     assert options["base"]["ingredient"] == str(bert_base) and options["uniform_tensors"] == []
@@ -111,7 +110,7 @@ def test_stock_recipe_scores_records_and_recooks_bit_for_bit(make_ingredients, b
 
 def test_recooking_refuses_a_changed_base(make_ingredients, bert_base, tmp_path):
     folders = make_ingredients(2)
-    cook_stock(Kitchen(folders, BiasJudge()), tmp_path / "soup", base=bert_base)
+    cook_recipe(Kitchen(folders, BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": bert_base})
     state = load_file(bert_base / "model.safetensors")
     state["classifier.bias"] += 1
     save_file(state, bert_base / "model.safetensors", metadata={"format": "pt"})
@@ -152,6 +151,6 @@ def test_one_ingredient_is_refused(make_ingredients, bert_base):
 def test_the_card_names_the_tensors_the_base_lacks(make_ingredients, bert_base, tmp_path):
     body = tmp_path / "body"
     BertForSequenceClassification.from_pretrained(bert_base).bert.save_pretrained(body)
-    cook_stock(Kitchen(make_ingredients(2), BiasJudge(), progress=False), tmp_path / "soup", base=body)
+    cook_recipe(Kitchen(make_ingredients(2), BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": body})
     card = (tmp_path / "soup" / "README.md").read_text()
     assert "The base lacks 2 tensor(s)\n(classifier.bias, classifier.weight): they are the ingredients' uniform average." in card

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from hf_soups.dtypes import DTYPE_NAMES
 from hf_soups.record import SoupRecord
-
-DTYPES = ["bf16", "bfloat16", "float16", "float32", "fp16", "fp32"]  # hf_soups.merge.DTYPES, without importing torch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--weights", type=lambda s: [float(w) for w in s.split(",")], metavar="W1,W2,...",
         help="one mixing weight per ingredient, comma-separated, normalised to sum 1 (default: uniform)",
     )
-    parser.add_argument("--dtype", choices=DTYPES, help="dtype to write (default: the ingredients' dtype)")
+    parser.add_argument("--dtype", choices=list(DTYPE_NAMES), help="dtype to write (default: the ingredients' dtype)")
     parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     parser.add_argument("--allow-single", action="store_true", help="accept a single ingredient (writes a copy)")
     parser.add_argument(

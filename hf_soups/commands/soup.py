@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from hf_soups.dtypes import DTYPE_NAMES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=0.05, help="learned: Adam learning rate of the mixing weights")
     parser.add_argument("--base", help="stock: the pretrained model the ingredients were fine-tuned from (θ₀)")
     parser.add_argument("--start-head", help="stock: a safetensors file of the classifier head every run started from")
-    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="dtype to write (default: the ingredients')")
+    parser.add_argument("--dtype", choices=list(DTYPE_NAMES), help="dtype to write (default: the ingredients')")
     parser.add_argument("--checkpoints", choices=["all", "last", "best"], help="for Trainer output folders")
     parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup to this Hub repo when done")
@@ -46,15 +48,14 @@ def run(args: argparse.Namespace) -> int:
         args.recipe, args.ingredients, args.task, args.output, ensemble=args.ensemble, dtype=args.dtype,
         overwrite=args.overwrite, options=options, glue_dir=args.glue_dir, select_split=args.select_split,
         report_split=args.report_split, batch_size=args.batch_size, checkpoints=args.checkpoints,
+        repo_id=args.push_to_hub,  # the card names the repo it will live in
     )
     if report.output_dir is None:  # not the main process
         return 0
     print(report.table)
     print(f"soup written to {report.output_dir}")
     if args.push_to_hub:
-        from hf_soups.card import write_card
         from hf_soups.hub import push_soup
 
-        write_card(report.output_dir, repo_id=args.push_to_hub)  # the card names the repo it lives in
         print(f"pushed: {push_soup(report.output_dir, args.push_to_hub, private=args.private)}")
     return 0

@@ -1,8 +1,9 @@
 """Soup recipes: uniform, greedy and learned soups, the logit-ensemble baseline, and recipe files.
 
 Each recipe is a ``cook_*`` function that runs in a :class:`~hf_soups.recipes.kitchen.Kitchen` (validated
-ingredients, one scoring model, a judge); :data:`RECIPES` finds them by name. The ``*_soup`` functions are the
-one-call fronts for GLUE tasks.
+ingredients, one scoring model, a judge) and returns a :class:`~hf_soups.recipes.report.SoupReport`; it writes
+nothing. :data:`RECIPES` finds them by name. :func:`run_recipe` and the ``*_soup`` functions are the one-call fronts:
+they cook, then write the soup folder with :func:`hf_soups.soup_folder.write_soup_folder`.
 
 Example:
     >>> from hf_soups import greedy_soup
@@ -20,20 +21,24 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from hf_soups.errors import SoupError
-from hf_soups.ingredients import Ingredient, resolve_ingredients
+from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
 from hf_soups.recipes.greedy import cook_greedy
 from hf_soups.recipes.judge import GlueJudge, Judge
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.learned import cook_learned
 from hf_soups.recipes.recipe_file import cook
-from hf_soups.recipes.serving import SoupReport
+from hf_soups.recipes.report import SoupReport
 from hf_soups.recipes.stock import cook_stock
 from hf_soups.recipes.uniform import cook_uniform
+from hf_soups.soup_folder import write_soup_folder
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A recipe in the registry: its ``cook_*`` function and the options it takes beyond the common ones."""
+    """A recipe in the registry: its ``cook_*`` function and the options it takes beyond ``ensemble``.
+
+    A recipe with a ``resume`` option also takes ``state_dir``: :func:`run_recipe` gives it
+    ``<output_dir>.<name>-state``."""
 
     cook: Callable[..., SoupReport]
     options: tuple[str, ...] = ()
@@ -61,15 +66,25 @@ def make_kitchen(
     token: str | bool | None = None,
     progress: bool = True,
 ) -> Kitchen:
-    """Resolve and validate the ingredients and set up their judge: a GLUE ``task`` (with the first ingredient's
-    tokenizer unless one is given) or any :class:`~hf_soups.recipes.judge.Judge`."""
+    """Resolve and validate the ingredients, then set up their judge: a GLUE ``task`` (with the first ingredient's
+    tokenizer unless one is given) or any :class:`~hf_soups.recipes.judge.Judge`.
+
+    Raises:
+        SoupError: bad ingredients (before any tokenizer, dataset or model is loaded), or neither task nor judge.
+    """
     resolved = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token)  # type: ignore[arg-type]
+    if len(resolved) == 1:
+        raise SoupError(
+            f"only one ingredient ({resolved[0].spec}): a recipe needs at least two (to copy one model, use "
+            "hf-soups merge --allow-single)"
+        )
+    plan = validate(resolved)
     if judge is None:
         if task is None:
             raise ValueError("give a GLUE task or a judge")
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolved[0].tokenizer_path)
         judge = GlueJudge(task, tokenizer, select_split, report_split, glue_dir, batch_size, accelerator, progress=progress)
-    return Kitchen(resolved, judge, progress=progress)
+    return Kitchen(resolved, judge, progress=progress, plan=plan)
 
 
 def run_recipe(
@@ -81,20 +96,62 @@ def run_recipe(
     ensemble: bool = False,
     dtype: str | None = None,
     overwrite: bool = False,
+    repo_id: str | None = None,
     options: dict[str, Any] | None = None,
     **kitchen_options: Any,
 ) -> SoupReport:
-    """Cook the recipe ``name`` (see :data:`RECIPES`); ``kitchen_options`` go to :func:`make_kitchen`.
+    """Cook the recipe ``name`` (see :data:`RECIPES`) in a :func:`make_kitchen` kitchen (``kitchen_options`` go
+    there) and write its folder to ``output_dir`` when given (see :func:`cook_recipe`).
 
     Raises:
-        SoupError: an unknown recipe, an existing ``output_dir`` (unless ``overwrite``), or bad ingredients.
+        SoupError: an unknown recipe, an existing ``output_dir`` (unless ``overwrite``), or bad ingredients; all
+            before any work.
     """
+    _check_target(name, output_dir, overwrite)
+    kitchen = make_kitchen(ingredients, task, **kitchen_options)
+    return cook_recipe(kitchen, name, output_dir, ensemble=ensemble, dtype=dtype, overwrite=overwrite,
+                       repo_id=repo_id, options=options)
+
+
+def cook_recipe(
+    kitchen: Kitchen,
+    name: str,
+    output_dir: str | Path | None = None,
+    *,
+    ensemble: bool = False,
+    dtype: str | None = None,
+    overwrite: bool = False,
+    repo_id: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> SoupReport:
+    """Cook the recipe ``name`` in ``kitchen``, then write the soup folder (when ``output_dir`` is given).
+
+    Args:
+        kitchen: the ingredients, judge and scoring model.
+        name: a recipe of :data:`RECIPES`.
+        output_dir: the soup folder (``None``: nothing written; the report holds the model). A recipe with a
+            ``resume`` option keeps its state in ``<output_dir>.<name>-state`` until the folder is written.
+        ensemble: also score the logit-ensemble baseline.
+        dtype: the dtype to write.
+        overwrite: replace an existing folder.
+        repo_id: the Hub repo the soup will be pushed to, named by the card's snippets (default: the folder name).
+        options: the recipe's own options (:attr:`Recipe.options`).
+    """
+    _check_target(name, output_dir, overwrite)
+    recipe, options = RECIPES[name], dict(options or {})
+    if "resume" in recipe.options and output_dir is not None:
+        options["state_dir"] = Path(f"{output_dir}.{name}-state")
+    report = recipe.cook(kitchen, ensemble=ensemble, **options)
+    if output_dir is not None:
+        write_soup_folder(report, output_dir, dtype=dtype, overwrite=overwrite, repo_id=repo_id)
+    return report
+
+
+def _check_target(name: str, output_dir: str | Path | None, overwrite: bool) -> None:
     if name not in RECIPES:
         raise SoupError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}")
     if output_dir is not None and Path(output_dir).exists() and not overwrite:
         raise SoupError(f"output folder {output_dir} exists (pass overwrite=True / --overwrite to replace it)")
-    kitchen = make_kitchen(ingredients, task, **kitchen_options)
-    return RECIPES[name].cook(kitchen, output_dir, ensemble=ensemble, dtype=dtype, overwrite=overwrite, **(options or {}))
 
 
 def greedy_soup(ingredients, task=None, output_dir=None, *, resume: bool = False, **kwargs: Any) -> SoupReport:
@@ -105,11 +162,11 @@ def greedy_soup(ingredients, task=None, output_dir=None, *, resume: bool = False
         task: a GLUE task (``"rte"``), unless a ``judge`` is given.
         output_dir: the soup folder to write (``None``: nothing written; the report holds the model).
         resume: continue an interrupted run from ``<output_dir>.greedy-state``.
-        **kwargs: ``ensemble``, ``dtype``, ``overwrite``, and :func:`make_kitchen`'s options (``glue_dir``,
+        **kwargs: ``ensemble``, ``dtype``, ``overwrite``, ``repo_id``, and :func:`make_kitchen`'s options (``glue_dir``,
             ``select_split``, ``report_split``, ``batch_size``, ``accelerator``, ``judge``, ``tokenizer``, ...).
 
     Returns:
-        A :class:`~hf_soups.recipes.serving.SoupReport` (record, printable table, folder, model).
+        A :class:`~hf_soups.recipes.report.SoupReport` (record, printable table, folder, model).
 
     Example:
         >>> report = greedy_soup(["runs/a", "runs/b", "runs/c"], "mrpc", "soup", glue_dir="glue_data")  # doctest: +SKIP
@@ -175,5 +232,5 @@ def ensemble_scores(ingredients, task=None, **kwargs: Any):
 
 __all__ = [
     "RECIPES", "GlueJudge", "Judge", "Kitchen", "Recipe", "SoupReport", "cook", "ensemble_scores", "greedy_soup",
-    "learned_soup", "make_kitchen", "run_recipe", "stock_soup", "uniform_soup",
+    "cook_recipe", "learned_soup", "make_kitchen", "run_recipe", "stock_soup", "uniform_soup", "write_soup_folder",
 ]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,28 +31,34 @@ from hf_soups.evaluation import EvalResult
 from hf_soups.merge import RunningMean
 from hf_soups.recipes.judge import SPLITS
 from hf_soups.recipes.kitchen import Kitchen, Tasting, best_index
-from hf_soups.recipes.serving import SoupReport, is_main_process, serve
+from hf_soups.recipes.report import SoupReport, is_main_process, soup_report
 
 STATE_FILE = "state.json"
 
 
 def cook_greedy(
     kitchen: Kitchen,
-    output_dir: str | Path | None = None,
     ensemble: bool = False,
     resume: bool = False,
-    dtype: str | torch.dtype | None = None,
-    overwrite: bool = False,
+    state_dir: str | Path | None = None,
 ) -> SoupReport:
-    """Run the greedy recipe in a :class:`~hf_soups.recipes.kitchen.Kitchen` (see :func:`hf_soups.greedy_soup`)."""
+    """Run the greedy recipe in a :class:`~hf_soups.recipes.kitchen.Kitchen` (see :func:`hf_soups.greedy_soup`).
+
+    Args:
+        kitchen: the ingredients, the judge and the scoring model.
+        ensemble: also score the logit-ensemble baseline.
+        resume: continue from the state in ``state_dir``.
+        state_dir: where the state is saved after every step (``None``: nowhere); the report lists it in
+            ``scratch``, so it is removed once the soup folder is written.
+    """
     if len(kitchen.ingredients) < 2:
         raise SoupError("greedy soup: needs at least two ingredients")
-    state_dir = Path(f"{output_dir}.greedy-state") if output_dir is not None else None
+    state_dir = Path(state_dir) if state_dir is not None else None
     state = GreedyState.load(state_dir, kitchen) if resume and state_dir is not None else None
     if state is None:
         tastings, uniform = kitchen.taste_all()
         # score the uniform soup now, so its weights need not stay in memory beside the greedy mean
-        state = GreedyState(tastings=tastings, uniform=kitchen.serve(uniform, "uniform"), order=_order(tastings))
+        state = GreedyState(tastings=tastings, uniform=kitchen.score_soup(uniform, "uniform"), order=_order(tastings))
         del uniform
         state.save(state_dir, kitchen)
     mean = RunningMean(kitchen.plan, kitchen.hash_cache)
@@ -84,15 +89,12 @@ def cook_greedy(
         state.save(state_dir, kitchen)
         steps.update()
     steps.close()
-    soups = [kitchen.serve(mean, "greedy"), state.uniform]
+    soups = [kitchen.score_soup(mean, "greedy"), state.uniform]
     if ensemble:
         soups.append(kitchen.ensemble(state.tastings))
-    report = serve(
-        kitchen, "greedy", mean, [(i, 1.0) for i in state.members], state.tastings, soups, output_dir, dtype,
-        overwrite, trajectory=state.trajectory,
-    )
-    if state_dir is not None and is_main_process(kitchen.judge):
-        shutil.rmtree(state_dir, ignore_errors=True)
+    mix = [(i, 1.0) for i in state.members]
+    report = soup_report(kitchen, "greedy", mean, mix, state.tastings, soups, trajectory=state.trajectory)
+    report.scratch = [state_dir] if state_dir is not None else []
     return report
 
 
@@ -119,7 +121,7 @@ class GreedyState:
 
     def save(self, folder: Path | None, kitchen: Kitchen) -> None:
         """Write the state (main process only); ``state.json`` is written last and names its tensor files."""
-        if folder is None or not is_main_process(kitchen.judge):
+        if folder is None or not is_main_process():
             return
         folder.mkdir(parents=True, exist_ok=True)
         files = {"mean": f"mean-{self.step}.safetensors", "arrays": "tastings.npz"}

@@ -21,16 +21,15 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 
-from hf_soups.card import format_gain
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.models import is_text_to_text
 from hf_soups.hashing import HashCache
-from hf_soups.ingredients import CheckpointChoice, Ingredient, resolve_ingredients, validate
+from hf_soups.ingredients import CheckpointChoice, Ingredient, MergePlan, resolve_ingredients, validate
 from hf_soups.merge import RunningMean
-from hf_soups.record import SoupResult
 from hf_soups.recipes.judge import SPLITS, Judge
-from hf_soups.stats import paired_bootstrap
+from hf_soups.record import SoupResult
+from hf_soups.stats import format_gain, paired_bootstrap
 
 
 @dataclass
@@ -54,6 +53,7 @@ class Kitchen:
         checkpoints: which ``checkpoint-*`` of Trainer output folders to take.
         token: Hub token.
         progress: progress bars.
+        plan: the ingredients' :func:`~hf_soups.ingredients.validate` plan, when already made.
     """
 
     def __init__(
@@ -63,9 +63,10 @@ class Kitchen:
         checkpoints: CheckpointChoice | None = None,
         token: str | bool | None = None,
         progress: bool = True,
+        plan: MergePlan | None = None,
     ) -> None:
         self.ingredients = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token)
-        self.plan = validate(self.ingredients)
+        self.plan = plan or validate(self.ingredients)
         self.judge = judge
         self.progress = progress
         self.hash_cache = HashCache()
@@ -126,7 +127,7 @@ class Kitchen:
                 params[name].copy_(tensor)
                 yield name, tensor
 
-    def serve(self, mean: RunningMean, name: str) -> Tasting:
+    def score_soup(self, mean: RunningMean, name: str) -> Tasting:
         """Load a soup's mean into the model and score it."""
         self.load(mean.tensors.items())
         return self.score(name)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -24,17 +23,14 @@ from tqdm.auto import tqdm
 from hf_soups.errors import SoupError
 from hf_soups.merge import RunningMean, Weight
 from hf_soups.recipes.kitchen import Kitchen
-from hf_soups.recipes.serving import SoupReport, serve
+from hf_soups.recipes.report import SoupReport, soup_report
 
 Granularity = Literal["ingredient", "layer"]
 
 
 def cook_learned(
     kitchen: Kitchen,
-    output_dir: str | Path | None = None,
     ensemble: bool = False,
-    dtype: str | torch.dtype | None = None,
-    overwrite: bool = False,
     granularity: Granularity = "ingredient",
     epochs: int = 5,
     lr: float = 0.05,
@@ -63,11 +59,11 @@ def cook_learned(
     for i, weight in mix:
         mean.add_tensors(_tensors(kitchen, stacks, i), kitchen.ingredients[i], weight)
     del stacks
-    soups = [kitchen.serve(mean, "learned"), kitchen.serve(uniform, "uniform")]
+    soups = [kitchen.score_soup(mean, "learned"), kitchen.score_soup(uniform, "uniform")]
     if ensemble:
         soups.append(kitchen.ensemble(tastings))
     options = {"granularity": granularity, "epochs": epochs, "lr": lr}
-    return serve(kitchen, "learned", mean, mix, tastings, soups, output_dir, dtype, overwrite, options=options)
+    return soup_report(kitchen, "learned", mean, mix, tastings, soups, options=options)
 
 
 def _tensors(kitchen: Kitchen, stacks: dict[str, torch.Tensor], index: int) -> Iterator[tuple[str, torch.Tensor]]:

@@ -34,7 +34,7 @@ from hf_soups.ingredients import Ingredient, MergePlan, base_names, resolve_ingr
 from hf_soups.merge import PIECE, RunningMean
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.recipe_file import pinned_spec
-from hf_soups.recipes.serving import SoupReport, serve
+from hf_soups.recipes.report import SoupReport, soup_report
 from hf_soups.tensorfile import BackgroundHasher
 
 
@@ -193,12 +193,9 @@ def _stock_tensor(
 
 def cook_stock(
     kitchen: Kitchen,
-    output_dir: str | Path | None = None,
     ensemble: bool = False,
     base: str | Path | Ingredient | StockBase | None = None,
     start_head: str | Path | None = None,
-    dtype: str | torch.dtype | None = None,
-    overwrite: bool = False,
 ) -> SoupReport:
     """Run the Model Stock recipe in a :class:`~hf_soups.recipes.kitchen.Kitchen` (see :func:`hf_soups.stock_soup`).
 
@@ -209,10 +206,10 @@ def cook_stock(
     base = StockBase.resolve(base, start_head)
     check_base(base, kitchen.ingredients, kitchen.plan)  # before any scoring
     tastings, uniform = kitchen.taste_all(uniform=True)
-    uniform_tasting = kitchen.serve(uniform, "uniform")
+    uniform_tasting = kitchen.score_soup(uniform, "uniform")
     del uniform
     soup, ratios = stock_soup_tensors(kitchen.ingredients, kitchen.plan, base, kitchen.hash_cache)
-    soups = [kitchen.serve(soup, "stock"), uniform_tasting]
+    soups = [kitchen.score_soup(soup, "stock"), uniform_tasting]
     if ensemble:
         soups.append(kitchen.ensemble(tastings))
     assert base is not None
@@ -222,4 +219,4 @@ def cook_stock(
         "uniform_tensors": sorted(name for name, t in ratios.items() if t is None),
     }
     mix = [(i, 1.0) for i in range(len(kitchen.ingredients))]
-    return serve(kitchen, "stock", soup, mix, tastings, soups, output_dir, dtype, overwrite, options=options)
+    return soup_report(kitchen, "stock", soup, mix, tastings, soups, options=options)

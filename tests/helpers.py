@@ -1,11 +1,16 @@
-"""Helpers for the evaluation tests: tiny tokenizers and models built offline, and GLUE tsv folders written the way
-the GLUE download lays them out (headers and columns as in the real files, not taken from hf_soups' registry)."""
+"""The tests' shared helpers (fixtures are in ``conftest.py``): tiny configs, tokenizers and models built offline,
+the GLUE data marker, the ``accelerate launch`` command line, and GLUE tsv folders written the way the GLUE download
+lays them out (headers and columns as in the real files, not taken from hf_soups' registry)."""
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
@@ -17,7 +22,50 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+from hf_soups.evaluation import EvalResult
+from hf_soups.recipes.judge import ensemble_predictions
+
+GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason=f"no GLUE data at {GLUE_DIR}")
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(40)), "the", "a", "cat", "dog"]
+
+
+def accelerate_launch(processes: int = 2) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that run a script under ``accelerate launch`` on ``processes`` CPU
+    processes (append the script and its arguments)."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return launch, {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+
+
+def tiny_bert_config(**overrides) -> BertConfig:
+    """A 2-layer BERT classifier config small enough for unit tests."""
+    values = dict(
+        vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=64, num_labels=2,
+    )
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+def tiny_t5_config(**overrides) -> T5Config:
+    """A 1-layer T5 config (tied `shared`/`embed_tokens`/`lm_head`) for unit tests."""
+    values = dict(
+        vocab_size=len(VOCAB), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, decoder_start_token_id=0,
+        pad_token_id=0, eos_token_id=3,
+    )
+    values.update(overrides)
+    return T5Config(**values)
+
+
+def perturbed(model: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:
+    """Play "fine-tuning": add seeded noise to every float parameter (tied ones stay tied)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * scale)
+    return model
+
 WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "is", "not", "big", "red", "null", '"', "."]
 # T5 needs its task prefixes, field names and label words in the vocabulary.
 T5_WORDS = WORDS + [
@@ -112,3 +160,46 @@ def tiny_t5(seed: int = 0) -> T5ForConditionalGeneration:
     config = T5Config(vocab_size=3 + len(T5_WORDS), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
                       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     return T5ForConditionalGeneration(config).eval()
+
+
+ROWS = 100
+
+
+class BiasJudge:
+    """Scores a model by how close its classifier bias is to zero: right answers known by construction.
+
+    The score is an accuracy on ROWS rows whose first ``round(ROWS * quality)`` predictions are right, quality =
+    max(0, 1 − ‖bias‖₁), the same on both splits.
+    """
+
+    task, metric = "toy", "accuracy"
+    split_names = {"select": "toy:select", "report": "toy:report"}
+    split_rule = {"rows": {"select": ROWS, "report": ROWS}}
+
+    def __init__(self, interrupt_after: int | None = None) -> None:
+        self.calls, self.interrupt_after = 0, interrupt_after
+
+    def score(self, model, split, return_predictions=False):
+        if split == "select":
+            self.calls += 1
+            if self.interrupt_after is not None and self.calls > self.interrupt_after:
+                raise KeyboardInterrupt
+        quality = max(0.0, 1.0 - float(model.classifier.bias.detach().abs().sum()))
+        labels = np.ones(ROWS, dtype=int)
+        predictions = (np.arange(ROWS) < round(ROWS * quality)).astype(int)
+        logits = np.stack([1 - predictions, predictions], axis=1).astype(float)
+        return EvalResult("toy", split, {"accuracy": self.main_metric(predictions, labels)}, "accuracy", ROWS, {},
+                          predictions, logits, labels)
+
+    def main_metric(self, predictions, labels):
+        return float(np.mean(predictions == labels))
+
+    def ensemble(self, results, text_to_text):
+        predictions = ensemble_predictions(_Spec(), [r.logits for r in results], text_to_text)
+        labels = results[0].labels
+        return EvalResult("toy", results[0].split, {"accuracy": self.main_metric(predictions, labels)}, "accuracy",
+                          ROWS, {}, predictions, None, labels)
+
+
+class _Spec:
+    is_regression = False

@@ -1,0 +1,105 @@
+"""What a recipe returns once its soup is chosen: the record, the results table, the soup's weights and mix.
+
+A recipe ends with :func:`soup_report`; nothing here writes a file. The soup folder (weights, ``soup.json``,
+``recipe.yaml``, plots, card) is written afterwards by :func:`hf_soups.soup_folder.write_soup_folder`, once the
+Hub repo the card names is known.
+
+Example:
+    >>> report = soup_report(kitchen, "uniform", mean, mix, tastings, soups)  # doctest: +SKIP
+    >>> print(report.table)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from accelerate import PartialState
+
+from hf_soups.ingredients import Ingredient
+from hf_soups.merge import RunningMean, Weight, soup_record
+from hf_soups.recipes.kitchen import Kitchen, Tasting, format_table, results
+from hf_soups.record import RecipeRecord, SoupRecord
+
+
+@dataclass
+class SoupReport:
+    """What a recipe returns.
+
+    Attributes:
+        record: the soup's ``soup.json`` content (members, weights, scores, results with bootstrap gains).
+        table: the printable results table.
+        output_dir: the soup folder, once one was written.
+        model: the soup, loaded (the kitchen's model holds its weights).
+        mean: the soup's weights, to write.
+        mix: ``(ingredient, weight)`` in the order the soup was mixed (what ``recipe.yaml`` re-cooks bit for bit).
+        tastings: every ingredient's scores (for the plots).
+        soups: this soup's scores first, then the other soups and baselines (for the plots).
+        scratch: folders the recipe kept to resume from, removed once the soup folder is written.
+    """
+
+    record: SoupRecord
+    table: str
+    output_dir: Path | None = None
+    model: Any = field(default=None, repr=False)
+    mean: RunningMean | None = field(default=None, repr=False)
+    mix: list[tuple[Ingredient, Weight]] = field(default_factory=list, repr=False)
+    tastings: list[Tasting] = field(default_factory=list, repr=False)
+    soups: list[Tasting] = field(default_factory=list, repr=False)
+    scratch: list[Path] = field(default_factory=list, repr=False)
+
+
+def soup_report(
+    kitchen: Kitchen,
+    recipe: str,
+    mean: RunningMean,
+    mix: Sequence[tuple[int, Weight]],
+    tastings: Sequence[Tasting],
+    soups: Sequence[Tasting],
+    trajectory: list[dict[str, Any]] | None = None,
+    options: dict[str, Any] | None = None,
+) -> SoupReport:
+    """Build the results and the record of a finished recipe, and load the soup into the kitchen's model.
+
+    Args:
+        kitchen: the kitchen the recipe ran in.
+        recipe: its name.
+        mean: the soup's weights.
+        mix: ``(ingredient index, weight)`` in the order the soup was mixed (what re-cooks it bit for bit).
+        tastings: every ingredient's scores.
+        soups: this soup's tasting first, then the other soups and baselines for the table.
+        trajectory: greedy's steps.
+        options: recipe options to record (learned: granularity, epochs, ...).
+    """
+    judge = kitchen.judge
+    rows = results(tastings, soups, judge)
+    weights = [0.0] * len(kitchen.ingredients)
+    for index, weight in mix:
+        weights[index] = weight if isinstance(weight, float | int) else float(sum(weight.values()) / len(weight))
+    record = soup_record(kitchen.ingredients, weights)
+    for ingredient, tasting in zip(record.ingredients, tastings, strict=True):
+        ingredient.scores = tasting.scores()
+    record.recipe = RecipeRecord(
+        name=recipe, task=judge.task, metric=judge.metric, select_split=judge.split_names["select"],
+        report_split=judge.split_names["report"], split_rule=judge.split_rule, trajectory=trajectory or [],
+        options=options or {},
+    )
+    record.results = rows
+    table = format_table(tastings, rows, judge.metric, [w > 0 for w in weights])
+    kitchen.load(mean.tensors.items())
+    return SoupReport(
+        record=record, table=table, model=kitchen.model, mean=mean,
+        mix=[(kitchen.ingredients[i], w) for i, w in mix], tastings=list(tastings), soups=list(soups),
+    )
+
+
+def is_main_process() -> bool:
+    """Whether this is the process that writes (always, outside ``accelerate launch``)."""
+    return PartialState().is_main_process
+
+
+def wait_for_everyone() -> None:
+    """Wait until every process of a distributed run gets here (nothing to wait for in a single process)."""
+    PartialState().wait_for_everyone()
