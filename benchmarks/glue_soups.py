@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def train_sweep(task: str, head: str, args: argparse.Namespace) -> Pantry:
     root = args.workdir / f"{task}-{head}"
     pantry = Pantry(root / "pantry")
     done = {e.info["run_name"] for e in pantry.entries("final")}
+    for entry in pantry.entries("checkpoint"):  # an interrupted run starts again: drop the checkpoints it left
+        if entry.info["run_name"] not in done:
+            shutil.rmtree(entry.path)
     tokenizer = AutoTokenizer.from_pretrained(encoder_path())
     train = load_glue_split(spec, "train", args.glue_dir).dataset
     train = train.map(lambda rows: tokenizer(*[rows[c] for c in spec.text_columns], truncation=True, max_length=128),
