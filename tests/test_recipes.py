@@ -164,6 +164,73 @@ def test_recooking_a_changed_ingredient_is_refused(make_ingredients, tmp_path):
     assert not (tmp_path / "again").exists()
 
 
+def test_a_recipe_cooks_from_anywhere_with_its_ingredients(make_ingredients, tmp_path, monkeypatch):
+    folders = make_ingredients(2)
+    uniform_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for folder in [*folders, tmp_path / "soup"]:
+        folder.rename(moved / folder.name)
+    monkeypatch.chdir(moved / "ing0")  # neither where it was made nor the recipe's folder
+    assert sha(cook(moved / "soup" / "recipe.yaml", tmp_path / "again")) == sha(moved / "soup")
+    recipe = yaml.safe_load((tmp_path / "again" / "recipe.yaml").read_text())
+    assert [m["ingredient"] for m in recipe["mix"]] == [str(Path("..") / "moved" / f"ing{i}") for i in range(2)]
+
+
+def test_cooking_over_an_ingredient_is_refused(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    uniform_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
+    before = (folders[0] / "model.safetensors").read_bytes()
+    for output in (folders[0], tmp_path):
+        with pytest.raises(SoupError, match="a soup is never written over its ingredients"):
+            cook(tmp_path / "soup", output, overwrite=True)
+    assert (folders[0] / "model.safetensors").read_bytes() == before
+
+
+def _edit(entry_number, **changes):
+    def edit(recipe):
+        if entry_number is None:
+            recipe.update(changes)
+        else:
+            recipe["mix"][entry_number].update(changes)
+            for key, value in changes.items():
+                if value is None:
+                    del recipe["mix"][entry_number][key]
+
+    return edit
+
+
+def _partial_layers(recipe):
+    recipe["mix"][0].pop("weight")
+    recipe["mix"][0]["layer_weights"] = {"classifier.bias": 1.0}
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: [r["mix"][0].update(weight=-1), r["mix"][1].update(weight=2)], r"ing0': weight: must be ≥ 0"),
+        (_edit(0, weight=float("nan")), r"ing0': weight: must be a finite number"),
+        (lambda r: [m.update(weight=0) for m in r["mix"]], "positive, finite sum"),
+        (_edit(0, weight="heavy"), "mix entry 1 .*weight is not a number"),
+        (_partial_layers, "layer weights do not match the soup's tensors"),
+        (_edit(None, dtype=["fp16"]), "`dtype` must be a string"),
+        (_edit(0, ingredient=["a"]), "mix entry 1: `ingredient` must be"),
+        (_edit(1, sha256=None), "mix entry 2 .*needs `sha256`"),
+        (_edit(None, mix={"ingredient": "a"}), "needs a non-empty `mix` list"),
+    ],
+)
+def test_hand_edited_recipes_are_checked(make_ingredients, tmp_path, edit, message):
+    folders = make_ingredients(2)
+    uniform_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
+    path = tmp_path / "soup" / "recipe.yaml"
+    recipe = yaml.safe_load(path.read_text())
+    edit(recipe)
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(SoupError, match=message):
+        cook(path, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+
+
 def test_unreadable_recipe_file(tmp_path):
     (tmp_path / "recipe.yaml").write_text("mix: [unclosed")
     with pytest.raises(SoupError, match="recipe file .* cannot be read"):
