@@ -145,6 +145,63 @@ def test_resume_state_of_other_ingredients_is_refused(make_ingredients, tmp_path
         greedy_soup(folders[:2], judge=BiasJudge(), output_dir=tmp_path / "soup", resume=True, progress=False)
 
 
+class HalfJudge(BiasJudge):
+    """BiasJudge with half the right answers: the same ingredients, other predictions."""
+
+    def score(self, model, split, return_predictions=False):
+        result = super().score(model, split, return_predictions)
+        result.predictions = result.predictions * (np.arange(ROWS) % 2)
+        result.logits = np.stack([1 - result.predictions, result.predictions], axis=1).astype(float)
+        result.metrics = {"accuracy": self.main_metric(result.predictions, result.labels)}
+        return result
+
+
+def test_a_fresh_run_never_reuses_an_older_state(make_ingredients, tmp_path):
+    folders = with_bias(make_ingredients(4), [[0.1, 0], [-0.1, 0], [0.3, 0.3], [0.02, 0]])
+    clean = greedy_soup(folders, judge=HalfJudge(), output_dir=tmp_path / "clean", progress=False)
+    for judge in (BiasJudge(interrupt_after=6), HalfJudge(interrupt_after=6)):  # the second run is not resumed
+        with pytest.raises(KeyboardInterrupt):
+            greedy_soup(folders, judge=judge, output_dir=tmp_path / "soup", progress=False)
+    resumed = greedy_soup(folders, judge=HalfJudge(), output_dir=tmp_path / "soup", resume=True,
+                          progress=False)
+    assert resumed.record.results == clean.record.results
+    assert [i.scores for i in resumed.record.ingredients] == [i.scores for i in clean.record.ingredients]
+    assert sha(tmp_path / "soup") == sha(tmp_path / "clean")
+
+
+def _break_state(folder, how):
+    state = json.loads((folder / "state.json").read_text())
+    arrays = folder / state["files"]["arrays"]
+    if how == "truncated":
+        (folder / "state.json").write_text(json.dumps(state)[:100])
+    elif how == "step":
+        state["step"] = "two"
+    elif how == "order":
+        state["order"] = [0, 0, 1]
+    elif how == "no arrays":
+        arrays.unlink()
+    elif how == "other arrays":
+        np.savez(arrays, nothing=np.zeros(1))
+    elif how == "other mean":
+        mean = folder / state["files"]["mean"]
+        save_file({k: v + 1 for k, v in load_file(mean).items()}, mean)
+    elif how == "fields":
+        state["tastings"] = state["tastings"][:1]
+    if how in ("step", "order", "fields"):
+        (folder / "state.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("how", ["truncated", "step", "order", "no arrays", "other arrays", "other mean", "fields"])
+def test_a_broken_greedy_state_is_refused_by_name(make_ingredients, tmp_path, how):
+    folders = with_bias(make_ingredients(3), [[0.1, 0], [-0.1, 0], [0.3, 0.3]])
+    with pytest.raises(KeyboardInterrupt):
+        greedy_soup(folders, judge=BiasJudge(interrupt_after=5), output_dir=tmp_path / "soup", progress=False)
+    _break_state(tmp_path / "soup.greedy-state", how)
+    with pytest.raises(SoupError, match=r"--resume: .*soup.greedy-state"):
+        greedy_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", resume=True, progress=False)
+    assert not (tmp_path / "soup").exists()
+
+
 def test_recipe_file_recooks_bit_for_bit(make_ingredients, tmp_path):
     folders = with_bias(make_ingredients(3), [[0.1, 0.0], [-0.1, 0.0], [0.05, 0.0]])
     report = greedy_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
