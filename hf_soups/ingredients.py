@@ -74,6 +74,9 @@ TOKENIZER_FILES = [
     "spiece.model",
     "chat_template.jinja",
 ]
+# The tokenizer files that decide the token ids (tokenizer_config.json and chat templates do not).
+VOCABULARY_FILES = ["tokenizer.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json",
+                    "merges.txt", "spiece.model"]
 # Weight layouts in the order transformers prefers them: (index file, single file).
 WEIGHT_LAYOUTS = [
     ("model.safetensors.index.json", "model.safetensors"),
@@ -158,6 +161,11 @@ class Ingredient:
                     names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
                 except (json.JSONDecodeError, KeyError, AttributeError) as err:
                     raise SoupError(f"ingredient '{self.spec}': {index} is not a valid shard index ({err})") from None
+                outside = [n for n in names if not _inside(n)]
+                if outside:
+                    raise SoupError(
+                        f"ingredient '{self.spec}': {index} names {outside[0]!r}, outside the ingredient's folder"
+                    )
                 missing = [n for n in names if not (self.path / n).is_file()]
                 if missing:
                     raise SoupError(f"ingredient '{self.spec}': shard {missing[0]} named in {index} is missing")
@@ -266,6 +274,22 @@ class Ingredient:
     def tokenizer_path(self) -> Path:
         """The folder whose tokenizer files go with this ingredient."""
         return self.path
+
+    @cached_property
+    def vocabulary(self) -> dict[str, str]:
+        """What defines the tokenizer: sha256 of each vocabulary file present (see :data:`VOCABULARY_FILES`);
+        ``tokenizer.json`` without its padding and truncation settings, which do not change the ids."""
+        digests = {}
+        for name in VOCABULARY_FILES:
+            file = self.tokenizer_path / name
+            if file.is_file():
+                content = file.read_bytes()
+                if name == "tokenizer.json":
+                    with contextlib.suppress(ValueError, AttributeError):
+                        data = {k: v for k, v in json.loads(content).items() if k not in ("padding", "truncation")}
+                        content = json.dumps(data, sort_keys=True).encode()
+                digests[name] = hashlib.sha256(content).hexdigest()
+        return digests
 
     def record(self, weight: float = 0.0, kept: bool = True) -> IngredientRecord:
         """This ingredient's entry in ``soup.json`` (hashes as far as they are known)."""
@@ -419,11 +443,13 @@ def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> M
     from hf_soups.adapters import check_adapters  # imported here: hf_soups.adapters builds on this module
 
     check_adapters(ingredients)
+    _check_distinct(ingredients)
     first = ingredients[0]
     shapes, first_dtypes = _tensors(first)
     dtypes = {name: [dtype] for name, dtype in first_dtypes.items()}
     for other in ingredients[1:]:
         _check_config(first, other)
+        _check_tokenizer(first, other)
         other_shapes, other_dtypes = _tensors(other)
         missing = sorted(set(shapes) - set(other_shapes))
         extra = sorted(set(other_shapes) - set(shapes))
@@ -442,6 +468,34 @@ def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> M
                 )
             dtypes[name].append(other_dtypes[name])
     return MergePlan(shapes=shapes, dtypes=dtypes)
+
+
+def _inside(name: str) -> bool:
+    """Whether a file name from a shard index stays inside the ingredient's folder (no absolute path, no ``..``)."""
+    normal = os.path.normpath(name)
+    return not os.path.isabs(normal) and normal != ".." and not normal.startswith(".." + os.sep)
+
+
+def _check_distinct(ingredients: Sequence[Ingredient]) -> None:
+    """Refuse one folder named twice (``a a``, ``a ./a``, a symlink to ``a``, one Hub commit twice)."""
+    seen: dict[Path, Ingredient] = {}
+    for ingredient in ingredients:
+        key = ingredient.path.resolve()
+        if key in seen:
+            raise SoupError(
+                f"{ingredient.label}: the same model as {seen[key].label} (named twice); to weigh it more, give "
+                "weights instead"
+            )
+        seen[key] = ingredient
+
+
+def _check_tokenizer(first: Ingredient, other: Ingredient) -> None:
+    for name in sorted(set(first.vocabulary) & set(other.vocabulary)):
+        if first.vocabulary[name] != other.vocabulary[name]:
+            raise SoupError(
+                f"{other.label}: tokenizer file {name} differs from {first.label}'s (other token ids: not one base "
+                "model's tokenizer)"
+            )
 
 
 def _tensors(ingredient: Ingredient) -> tuple[dict[str, tuple[int, ...]], dict[str, torch.dtype]]:

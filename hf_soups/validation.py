@@ -103,16 +103,16 @@ def check_mix(weights: Iterable[float | Mapping[str, float]], names: Iterable[st
         if isinstance(weight, Mapping):
             missing = sorted(set(names) - set(weight)) or sorted(set(weight) - set(names))
             if missing:
-                raise SoupError(f"{label}: layer weights do not match the soup's tensors (e.g. '{missing[0]}')")
-            checked.append({n: _weight(weight[n], f"{label}: weight of '{n}'") for n in names})
+                raise SoupError(f"weights: {label}: layer weights do not match the soup's tensors (e.g. '{missing[0]}')")
+            checked.append({n: _weight(weight[n], f"weights: {label}, tensor '{n}'") for n in names})
         else:
-            checked.append(_weight(weight, f"{label}: weight"))
+            checked.append(_weight(weight, f"weights: {label}"))
     per_tensor = any(isinstance(w, dict) for w in checked)
     for name in names if per_tensor else [None]:
         total = sum(w[name] if isinstance(w, dict) else w for w in checked)
         if not (math.isfinite(total) and total > 0):
             where = f" of tensor '{name}'" if per_tensor else ""
-            raise SoupError(f"weights{where}: must have a positive, finite sum, got {total} ({checked})")
+            raise SoupError(f"weights{where}: must have a positive, finite sum (they sum to {total}: {checked})")
     return checked
 
 

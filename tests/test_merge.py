@@ -346,8 +346,8 @@ def test_fp16_overflow_is_refused_after_the_cast(make_ingredients, tmp_path):
     "weights, message",
     [
         ([1e308, 1e308], "positive, finite sum"),
-        ([-1, 2], r"ingredient '.*ing0': weight: must be ≥ 0"),
-        ([float("nan"), 1], r"ingredient '.*ing0': weight: must be a finite number"),
+        ([-1, 2], r"weights: ingredient '.*ing0': must be ≥ 0"),
+        ([float("nan"), 1], r"weights: ingredient '.*ing0': must be a finite number"),
         ([0, 0], "positive, finite sum"),
         ([1], "1 given for 2 ingredients"),
     ],

@@ -265,8 +265,8 @@ def _partial_layers(recipe):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda r: [r["mix"][0].update(weight=-1), r["mix"][1].update(weight=2)], r"ing0': weight: must be ≥ 0"),
-        (_edit(0, weight=float("nan")), r"ing0': weight: must be a finite number"),
+        (lambda r: [r["mix"][0].update(weight=-1), r["mix"][1].update(weight=2)], r"weights: ingredient '.*ing0': must be ≥ 0"),
+        (_edit(0, weight=float("nan")), r"weights: ingredient '.*ing0': must be a finite number"),
         (lambda r: [m.update(weight=0) for m in r["mix"]], "positive, finite sum"),
         (_edit(0, weight="heavy"), "mix entry 1 .*weight is not a number"),
         (_partial_layers, "layer weights do not match the soup's tensors"),
@@ -286,6 +286,16 @@ def test_hand_edited_recipes_are_checked(make_ingredients, tmp_path, edit, messa
     with pytest.raises(SoupError, match=message):
         cook(path, tmp_path / "again")
     assert not (tmp_path / "again").exists()
+
+
+def test_scoring_without_a_tokenizer_is_refused(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    for folder in folders:
+        for file in folder.glob("tokenizer*"):
+            file.unlink()
+    with pytest.raises(SoupError, match=f"ingredient '{folders[0]}': no tokenizer files to score with"):
+        uniform_soup(folders, "rte", tmp_path / "soup", glue_dir=GLUE_DIR, progress=False)
+    assert not (tmp_path / "soup").exists()
 
 
 def test_unreadable_recipe_file(tmp_path):

@@ -65,6 +65,8 @@ def make_kitchen(
     if judge is None:
         if task is None:
             raise ValueError("give a GLUE task or a judge")
+        if tokenizer is None and not resolved[0].vocabulary:  # transformers would map every word to [UNK]
+            raise SoupError(f"{resolved[0].label}: no tokenizer files to score with (pass tokenizer=, or put one first)")
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolved[0].tokenizer_path)
         judge = GlueJudge(task, tokenizer, select_split, report_split, glue_dir, batch_size, accelerator, progress=progress)
     return Kitchen(resolved, judge, progress=progress)
