@@ -77,6 +77,10 @@ TOKENIZER_FILES = [
 # The tokenizer files that decide the token ids (tokenizer_config.json and chat templates do not).
 VOCABULARY_FILES = ["tokenizer.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json",
                     "merges.txt", "spiece.model"]
+# Config keys that ingredients are compared on, and their JSON types.
+CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "model_type": str, "architectures": list, "id2label": dict, "num_labels": int, "tie_word_embeddings": bool,
+}
 # Weight layouts in the order transformers prefers them: (index file, single file).
 WEIGHT_LAYOUTS = [
     ("model.safetensors.index.json", "model.safetensors"),
@@ -147,9 +151,19 @@ class Ingredient:
         if not path.is_file():
             raise SoupError(f"ingredient '{self.spec}': no config.json in {self.path}")
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise SoupError(f"ingredient '{self.spec}': {path} is not valid JSON ({err})") from None
+        if not isinstance(config, dict):
+            raise SoupError(f"ingredient '{self.spec}': {path} is a JSON {type(config).__name__}, not an object")
+        for key, kinds in CONFIG_TYPES.items():
+            if key in config and not isinstance(config[key], kinds):
+                raise SoupError(f"ingredient '{self.spec}': {path}: {key} is {config[key]!r}")
+        try:
+            label_map(config)
+        except (ValueError, TypeError, AttributeError):
+            raise SoupError(f"ingredient '{self.spec}': {path}: id2label needs integer ids, got {config['id2label']!r}") from None
+        return config
 
     @cached_property
     def weight_files(self) -> list[Path]:
@@ -348,13 +362,20 @@ def resolve_ingredients(
             ingredients.append(spec)
         elif Path(spec).exists():
             ingredients.extend(_local(Path(spec), checkpoints))
-        elif isinstance(spec, str) and _HUB_SPEC.match(spec):
+        elif Path(spec).is_symlink():
+            raise SoupError(f"ingredient '{spec}': a symlink to nothing (or a symlink loop)")
+        elif isinstance(spec, str) and _HUB_SPEC.match(spec) and not _looks_local(spec):
             ingredients.append(_from_hub(spec, token))
         else:
             raise SoupError(f"ingredient '{spec}': no such folder, and not a Hub repo id (owner/name[@revision])")
     from hf_soups.adapters import with_bases  # imported here: hf_soups.adapters builds on this module
 
     return with_bases(ingredients, base, token)
+
+
+def _looks_local(spec: str) -> bool:
+    """Whether a spec that could be a Hub id (``runs/a``) names a local path: its first part is a local folder."""
+    return Path(spec.split("/", 1)[0]).exists() or spec.startswith((".", "~"))
 
 
 def _local(path: Path, checkpoints: CheckpointChoice | None) -> list[Ingredient]:
@@ -380,7 +401,13 @@ def _local(path: Path, checkpoints: CheckpointChoice | None) -> list[Ingredient]
 
 def _best_checkpoint(path: Path, subfolders: list[Path]) -> Path:
     state_file = subfolders[-1] / "trainer_state.json"
-    best = json.loads(state_file.read_text()).get("best_model_checkpoint") if state_file.is_file() else None
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SoupError(f"ingredient '{path}': {state_file} is not valid JSON ({err})") from None
+    best = state.get("best_model_checkpoint") if isinstance(state, dict) else None
+    if not isinstance(best, str | None):
+        raise SoupError(f"ingredient '{path}': {state_file}: best_model_checkpoint is {best!r}, not a path")
     if not best:
         raise SoupError(
             f"ingredient '{path}': {state_file} records no best_model_checkpoint "

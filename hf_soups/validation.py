@@ -1,5 +1,5 @@
-"""Checks of the values a user gives (CLI flags and the same Python arguments), each raising one
-:class:`~hf_soups.errors.SoupError` that names the argument.
+"""Checks of the values a user gives (CLI flags, and the Python arguments that reach the same code), each raising
+one :class:`~hf_soups.errors.SoupError` that names the argument.
 
 Every check is a small function ``check(value, name) -> parsed value``; :func:`cli_type` turns one into an
 ``argparse`` ``type=`` so the command line and the Python API refuse the same values with the same message.
@@ -137,13 +137,17 @@ def output_folder(value: str | os.PathLike[str], name: str = "output") -> Path:
     resolved = path.resolve()
     if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
         raise SoupError(f"{name}: {value} holds the working directory")
-    for parent in resolved.parents:
+    return writable_folder(path, name)
+
+
+def writable_folder(value: str | os.PathLike[str], name: str) -> Path:
+    """A folder to write into, existing or not: neither it nor the nearest existing folder above it is a file."""
+    path = Path(value)
+    for parent in [path.resolve(), *path.resolve().parents]:
         if parent.exists():
             if not parent.is_dir():
                 raise SoupError(f"{name}: {parent} is a file, not a folder")
             break
-    if path.exists() and not path.is_dir():
-        raise SoupError(f"{name}: {value} is a file, not a folder")
     return path
 
 

@@ -141,6 +141,8 @@ class Kitchen:
 
 def build_model(ingredient: Ingredient) -> transformers.PreTrainedModel:
     """The ingredient's architecture built from its config (weights are set later), in fp32 eval mode."""
+    if ingredient.config.get("model_type") not in transformers.CONFIG_MAPPING:
+        raise SoupError(f"{ingredient.label}: config.json model_type {ingredient.config.get('model_type')!r} is not one transformers knows")
     config = transformers.CONFIG_MAPPING[ingredient.config["model_type"]].from_dict(ingredient.config)
     architecture = (config.architectures or [None])[0]
     model_class = getattr(transformers, architecture or "", None)
