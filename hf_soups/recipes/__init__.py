@@ -21,6 +21,7 @@ from transformers import AutoTokenizer
 
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients
+from hf_soups.merge import check_output
 from hf_soups.recipes.greedy import cook_greedy
 from hf_soups.recipes.judge import GlueJudge, Judge
 from hf_soups.recipes.kitchen import Kitchen
@@ -91,9 +92,11 @@ def run_recipe(
     """
     if name not in RECIPES:
         raise SoupError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}")
-    if output_dir is not None and Path(output_dir).exists() and not overwrite:
-        raise SoupError(f"output folder {output_dir} exists (pass overwrite=True / --overwrite to replace it)")
+    if output_dir is not None:
+        check_output(output_dir, [], overwrite)
     kitchen = make_kitchen(ingredients, task, **kitchen_options)
+    if output_dir is not None:
+        check_output(output_dir, kitchen.ingredients, overwrite)  # before any scoring
     return RECIPES[name].cook(kitchen, output_dir, ensemble=ensemble, dtype=dtype, overwrite=overwrite, **(options or {}))
 
 

@@ -78,6 +78,9 @@ class Kitchen:
         missing = sorted(set(self.plan.shapes) - set(state))
         if missing:
             raise SoupError(f"{self.ingredients[0].label}: tensor '{missing[0]}' is not a parameter of {type(self.model).__name__}")
+        wrong = next((n for n, shape in self.plan.shapes.items() if tuple(state[n].shape) != shape), None)
+        if wrong is not None:
+            raise SoupError(f"{self.ingredients[0].label}: tensor '{wrong}' has shape {list(self.plan.shapes[wrong])}, its config.json builds {list(state[wrong].shape)}")
         loaded = {state[name].data_ptr() for name in self.plan.shapes}
         untied = sorted(name for name in set(state) - set(self.plan.shapes) if state[name].data_ptr() not in loaded)
         if untied:
