@@ -366,6 +366,8 @@ def resolve_ingredients(
             raise SoupError(f"ingredient '{spec}': a symlink to nothing (or a symlink loop)")
         elif isinstance(spec, str) and _HUB_SPEC.match(spec) and not _looks_local(spec):
             ingredients.append(_from_hub(spec, token))
+        elif isinstance(spec, str) and _HUB_SPEC.match(spec):
+            raise SoupError(f"ingredient '{spec}': no such folder (not taken for a Hub repo id: it starts like a local path)")
         else:
             raise SoupError(f"ingredient '{spec}': no such folder, and not a Hub repo id (owner/name[@revision])")
     from hf_soups.adapters import with_bases  # imported here: hf_soups.adapters builds on this module
@@ -470,7 +472,6 @@ def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> M
     from hf_soups.adapters import check_adapters  # imported here: hf_soups.adapters builds on this module
 
     check_adapters(ingredients)
-    _check_distinct(ingredients)
     first = ingredients[0]
     shapes, first_dtypes = _tensors(first)
     dtypes = {name: [dtype] for name, dtype in first_dtypes.items()}
@@ -503,8 +504,13 @@ def _inside(name: str) -> bool:
     return not os.path.isabs(normal) and normal != ".." and not normal.startswith(".." + os.sep)
 
 
-def _check_distinct(ingredients: Sequence[Ingredient]) -> None:
-    """Refuse one folder named twice (``a a``, ``a ./a``, a symlink to ``a``, one Hub commit twice)."""
+def check_distinct(ingredients: Sequence[Ingredient]) -> None:
+    """Refuse one folder named twice in a soup (``a a``, ``a ./a``, a symlink to ``a``, one Hub commit twice); its
+    weight says how much it counts.
+
+    Raises:
+        SoupError: naming both.
+    """
     seen: dict[Path, Ingredient] = {}
     for ingredient in ingredients:
         key = ingredient.path.resolve()

@@ -41,6 +41,7 @@ from hf_soups.ingredients import (
     CheckpointChoice,
     Ingredient,
     MergePlan,
+    check_distinct,
     resolve_ingredients,
     validate,
 )
@@ -487,6 +488,7 @@ def merge_models(
     max_shard_size = shard_size(max_shard_size, "max_shard_size")
     resolved = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token, base=base)
     check_output(output_dir, resolved, overwrite)
+    check_distinct(resolved)
     plan = validate(resolved, allow_single=allow_single)
     raw_weights = check_weights(weights, resolved)
     if adapter_output != "full":

@@ -56,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
     from hf_soups.evaluation import evaluate_glue, get_task, load_glue_model
-
     from hf_soups.ingredients import resolve_ingredients
 
     task = get_task(args.task)

@@ -163,7 +163,7 @@ class GreedyState:
             return cls._load(folder, kitchen)
         except SoupError:
             raise
-        except Exception as err:  # a hand-broken or half-copied state: any of JSON, numpy, safetensors may object
+        except Exception as err:  # noqa: BLE001 (a hand-broken or half-copied state: any of JSON, numpy, safetensors may object)
             raise SoupError(f"--resume: the state in {folder} is damaged ({type(err).__name__}: {err}); remove it "
                             "to start afresh") from None
 

@@ -26,7 +26,7 @@ from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.models import is_text_to_text
 from hf_soups.hashing import HashCache
-from hf_soups.ingredients import CheckpointChoice, Ingredient, resolve_ingredients, validate
+from hf_soups.ingredients import CheckpointChoice, Ingredient, check_distinct, resolve_ingredients, validate
 from hf_soups.merge import RunningMean
 from hf_soups.record import SoupResult
 from hf_soups.recipes.judge import SPLITS, Judge
@@ -65,6 +65,7 @@ class Kitchen:
         progress: bool = True,
     ) -> None:
         self.ingredients = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token)
+        check_distinct(self.ingredients)
         self.plan = validate(self.ingredients)
         self.judge = judge
         self.progress = progress

@@ -21,7 +21,7 @@ import yaml
 
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
-from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
+from hf_soups.ingredients import Ingredient, check_distinct, resolve_ingredients, validate
 from hf_soups.merge import RunningMean, Weight, check_output, soup_record, write_soup
 from hf_soups.record import RecipeRecord, SoupRecord
 from hf_soups.validation import check_mix
@@ -133,6 +133,7 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
     data = read_recipe(path)
     ingredients = resolve_ingredients([_local_spec(entry["ingredient"], path) for entry in data["mix"]], token=token)
     check_output(output_dir, ingredients, overwrite)
+    check_distinct(ingredients)
     plan = validate(ingredients, allow_single=True)
     mix = [entry.get("layer_weights", entry.get("weight", 1.0)) for entry in data["mix"]]
     mix = check_mix(mix, plan.shapes, [i.label for i in ingredients])
