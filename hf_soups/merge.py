@@ -391,8 +391,8 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     """
     removed = []
     for candidate in Path(target).parent.glob(f".{glob.escape(target.name)}.*{TMP_SUFFIX}"):
-        pid = candidate.name[len(target.name) + 2 :].split(".", 1)[0]
-        if candidate.is_dir() and not candidate.is_symlink() and pid.isdigit() and not _alive(int(pid)):
+        pid, *rest = candidate.name[len(target.name) + 2 : -len(TMP_SUFFIX)].split(".")
+        if len(rest) == 1 and pid.isdigit() and candidate.is_dir() and not candidate.is_symlink() and not _alive(int(pid)):
             shutil.rmtree(candidate, ignore_errors=True)
             removed.append(candidate)
     return removed

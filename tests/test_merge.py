@@ -321,11 +321,12 @@ def test_stale_temporaries_of_dead_processes_only_are_removed(make_ingredients, 
     stale = tmp_path / f".soup.{int(dead.stdout)}.abc.hf-soups-tmp"
     alive = tmp_path / f".soup.{os.getppid()}.abc.hf-soups-tmp"
     other = tmp_path / f".soupe.{int(dead.stdout)}.abc.hf-soups-tmp"  # another target's
-    for folder in (stale, alive, other):
+    dotted = tmp_path / f".soup.{int(dead.stdout)}.{os.getppid()}.abc.hf-soups-tmp"  # target soup.PID's, alive
+    for folder in (stale, alive, other, dotted):
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"x")
     merge_models(folders, tmp_path / "soup", progress=False)
-    assert not stale.exists() and alive.exists() and other.exists()
+    assert not stale.exists() and alive.exists() and other.exists() and dotted.exists()
 
 
 def test_fp16_overflow_is_refused_after_the_cast(make_ingredients, tmp_path):
