@@ -10,10 +10,14 @@ and exit code 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import re
+import signal
 import sys
-from typing import NoReturn
+import threading
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 from hf_soups import __version__
 from hf_soups.errors import SoupError
@@ -59,6 +63,37 @@ def attach_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with _noting_interrupts() as interrupted:
+        try:
+            return _main(argv)
+        except BaseException:
+            if not interrupted:
+                raise
+        # a Ctrl-C that a library turned into another error (an import it interrupted fails again, differently)
+        print("hf-soups: interrupted", file=sys.stderr)
+        return 130
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[list[int]]:
+    """Note each SIGINT (then raise ``KeyboardInterrupt`` as usual) while the command runs."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        noted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     command = "hf-soups"
     try:
         args = build_parser().parse_args(attach_negative_values(sys.argv[1:] if argv is None else list(argv)))

@@ -190,3 +190,19 @@ def test_an_early_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     monkeypatch.setattr(hf_soups.cli, "build_parser", interrupted)
     assert main(["merge", "a", "b", "-o", "soup"]) == 130
     assert capsys.readouterr().err == "hf-soups: interrupted\n"
+
+
+def test_a_ctrl_c_that_a_library_turns_into_another_error_is_still_an_interrupt(monkeypatch, capsys):
+    import signal
+
+    import hf_soups.commands.merge
+
+    def run(args):
+        try:
+            signal.raise_signal(signal.SIGINT)  # as if it came while torch imported numpy
+        except KeyboardInterrupt:
+            raise ImportError("cannot load module more than once per process") from None
+
+    monkeypatch.setattr(hf_soups.commands.merge, "run", run)
+    assert main(["merge", "a", "b", "-o", "soup"]) == 130
+    assert capsys.readouterr().err == "hf-soups: interrupted\n"
