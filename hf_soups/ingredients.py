@@ -112,6 +112,7 @@ TIED_WEIGHTS["mt5"] = TIED_WEIGHTS["t5"]
 TIED_WEIGHTS["xlm-roberta"] = TIED_WEIGHTS["roberta"]
 
 _HUB_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+_SIZE_KEY = re.compile(r"(_size|_dim|^num_|^n_|^d_)")  # config keys that size the model: never negative
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 CheckpointChoice = Literal["all", "last", "best"]
@@ -159,6 +160,9 @@ class Ingredient:
         for key, kinds in CONFIG_TYPES.items():
             if key in config and not isinstance(config[key], kinds):
                 raise SoupError(f"ingredient '{self.spec}': {path}: {key} is {config[key]!r}")
+        negative = next((k for k, v in config.items() if _SIZE_KEY.search(k) and isinstance(v, int) and v < 0), None)
+        if negative is not None:
+            raise SoupError(f"ingredient '{self.spec}': {path}: {negative} is {config[negative]}, a negative size")
         try:
             label_map(config)
         except (ValueError, TypeError, AttributeError):
