@@ -175,7 +175,7 @@ def test_an_ingredient_named_twice_is_refused(make_ingredients, tmp_path, monkey
     second = {"same": "ing0", "dot slash": "./ing0", "symlink": "link", "checkpoints": "ing0"}[twice]
     (tmp_path / "link").symlink_to(folders[0])
     specs = ["ing0", second] if twice != "checkpoints" else ["ing0", "ing1", str(folders[0])]
-    assert_rejected(specs, tmp_path, f"ingredient '.*': the same model as ingredient '.*ing0' .*named twice")
+    assert_rejected(specs, tmp_path, "ingredient '.*': the same model as ingredient '.*ing0' .*named twice")
 
 
 def test_different_tokenizers_are_refused(make_ingredients, tmp_path):
