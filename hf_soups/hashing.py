@@ -34,9 +34,14 @@ class HashCache:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_cache_path()
         try:
-            self.entries: dict[str, list] = json.loads(self.path.read_text())
+            entries = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            self.entries = {}
+            entries = {}
+        # a damaged cache is only a lost shortcut: such entries are dropped and their files hashed again
+        self.entries: dict[str, list] = {
+            path: entry for path, entry in (entries.items() if isinstance(entries, dict) else [])
+            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str)
+        }
 
     @staticmethod
     def _stamp(file: Path) -> list[int]:

@@ -74,6 +74,13 @@ TOKENIZER_FILES = [
     "spiece.model",
     "chat_template.jinja",
 ]
+# The tokenizer files that decide the token ids (tokenizer_config.json and chat templates do not).
+VOCABULARY_FILES = ["tokenizer.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json",
+                    "merges.txt", "spiece.model"]
+# Config keys that ingredients are compared on, and their JSON types.
+CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "model_type": str, "architectures": list, "id2label": dict, "num_labels": int, "tie_word_embeddings": bool,
+}
 # Weight layouts in the order transformers prefers them: (index file, single file).
 WEIGHT_LAYOUTS = [
     ("model.safetensors.index.json", "model.safetensors"),
@@ -105,6 +112,7 @@ TIED_WEIGHTS["mt5"] = TIED_WEIGHTS["t5"]
 TIED_WEIGHTS["xlm-roberta"] = TIED_WEIGHTS["roberta"]
 
 _HUB_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+_SIZE_KEY = re.compile(r"(_size|_dim|^num_|^n_|^d_)")  # config keys that size the model: never negative
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 CheckpointChoice = Literal["all", "last", "best"]
@@ -144,9 +152,22 @@ class Ingredient:
         if not path.is_file():
             raise SoupError(f"ingredient '{self.spec}': no config.json in {self.path}")
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise SoupError(f"ingredient '{self.spec}': {path} is not valid JSON ({err})") from None
+        if not isinstance(config, dict):
+            raise SoupError(f"ingredient '{self.spec}': {path} is a JSON {type(config).__name__}, not an object")
+        for key, kinds in CONFIG_TYPES.items():
+            if key in config and not isinstance(config[key], kinds):
+                raise SoupError(f"ingredient '{self.spec}': {path}: {key} is {config[key]!r}")
+        negative = next((k for k, v in config.items() if _SIZE_KEY.search(k) and isinstance(v, int) and v < 0), None)
+        if negative is not None:
+            raise SoupError(f"ingredient '{self.spec}': {path}: {negative} is {config[negative]}, a negative size")
+        try:
+            label_map(config)
+        except (ValueError, TypeError, AttributeError):
+            raise SoupError(f"ingredient '{self.spec}': {path}: id2label needs integer ids, got {config['id2label']!r}") from None
+        return config
 
     @cached_property
     def weight_files(self) -> list[Path]:
@@ -158,6 +179,11 @@ class Ingredient:
                     names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
                 except (json.JSONDecodeError, KeyError, AttributeError) as err:
                     raise SoupError(f"ingredient '{self.spec}': {index} is not a valid shard index ({err})") from None
+                outside = [n for n in names if not _inside(n)]
+                if outside:
+                    raise SoupError(
+                        f"ingredient '{self.spec}': {index} names {outside[0]!r}, outside the ingredient's folder"
+                    )
                 missing = [n for n in names if not (self.path / n).is_file()]
                 if missing:
                     raise SoupError(f"ingredient '{self.spec}': shard {missing[0]} named in {index} is missing")
@@ -267,6 +293,22 @@ class Ingredient:
         """The folder whose tokenizer files go with this ingredient."""
         return self.path
 
+    @cached_property
+    def vocabulary(self) -> dict[str, str]:
+        """What defines the tokenizer: sha256 of each vocabulary file present (see :data:`VOCABULARY_FILES`);
+        ``tokenizer.json`` without its padding and truncation settings, which do not change the ids."""
+        digests = {}
+        for name in VOCABULARY_FILES:
+            file = self.tokenizer_path / name
+            if file.is_file():
+                content = file.read_bytes()
+                if name == "tokenizer.json":
+                    with contextlib.suppress(ValueError, AttributeError):
+                        data = {k: v for k, v in json.loads(content).items() if k not in ("padding", "truncation")}
+                        content = json.dumps(data, sort_keys=True).encode()
+                digests[name] = hashlib.sha256(content).hexdigest()
+        return digests
+
     def record(self, weight: float = 0.0, kept: bool = True) -> IngredientRecord:
         """This ingredient's entry in ``soup.json`` (hashes as far as they are known)."""
         return IngredientRecord(
@@ -324,13 +366,22 @@ def resolve_ingredients(
             ingredients.append(spec)
         elif Path(spec).exists():
             ingredients.extend(_local(Path(spec), checkpoints))
-        elif isinstance(spec, str) and _HUB_SPEC.match(spec):
+        elif Path(spec).is_symlink():
+            raise SoupError(f"ingredient '{spec}': a symlink to nothing (or a symlink loop)")
+        elif isinstance(spec, str) and _HUB_SPEC.match(spec) and not _looks_local(spec):
             ingredients.append(_from_hub(spec, token))
+        elif isinstance(spec, str) and _HUB_SPEC.match(spec):
+            raise SoupError(f"ingredient '{spec}': no such folder (not taken for a Hub repo id: it starts like a local path)")
         else:
             raise SoupError(f"ingredient '{spec}': no such folder, and not a Hub repo id (owner/name[@revision])")
     from hf_soups.adapters import with_bases  # imported here: hf_soups.adapters builds on this module
 
     return with_bases(ingredients, base, token)
+
+
+def _looks_local(spec: str) -> bool:
+    """Whether a spec that could be a Hub id (``runs/a``) names a local path: its first part is a local folder."""
+    return Path(spec.split("/", 1)[0]).exists() or spec.startswith((".", "~"))
 
 
 def _local(path: Path, checkpoints: CheckpointChoice | None) -> list[Ingredient]:
@@ -356,7 +407,13 @@ def _local(path: Path, checkpoints: CheckpointChoice | None) -> list[Ingredient]
 
 def _best_checkpoint(path: Path, subfolders: list[Path]) -> Path:
     state_file = subfolders[-1] / "trainer_state.json"
-    best = json.loads(state_file.read_text()).get("best_model_checkpoint") if state_file.is_file() else None
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SoupError(f"ingredient '{path}': {state_file} is not valid JSON ({err})") from None
+    best = state.get("best_model_checkpoint") if isinstance(state, dict) else None
+    if not isinstance(best, str | None):
+        raise SoupError(f"ingredient '{path}': {state_file}: best_model_checkpoint is {best!r}, not a path")
     if not best:
         raise SoupError(
             f"ingredient '{path}': {state_file} records no best_model_checkpoint "
@@ -424,6 +481,7 @@ def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> M
     dtypes = {name: [dtype] for name, dtype in first_dtypes.items()}
     for other in ingredients[1:]:
         _check_config(first, other)
+        _check_tokenizer(first, other)
         other_shapes, other_dtypes = _tensors(other)
         missing = sorted(set(shapes) - set(other_shapes))
         extra = sorted(set(other_shapes) - set(shapes))
@@ -442,6 +500,39 @@ def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> M
                 )
             dtypes[name].append(other_dtypes[name])
     return MergePlan(shapes=shapes, dtypes=dtypes)
+
+
+def _inside(name: str) -> bool:
+    """Whether a file name from a shard index stays inside the ingredient's folder (no absolute path, no ``..``)."""
+    normal = os.path.normpath(name)
+    return not os.path.isabs(normal) and normal != ".." and not normal.startswith(".." + os.sep)
+
+
+def check_distinct(ingredients: Sequence[Ingredient]) -> None:
+    """Refuse one folder named twice in a soup (``a a``, ``a ./a``, a symlink to ``a``, one Hub commit twice); its
+    weight says how much it counts.
+
+    Raises:
+        SoupError: naming both.
+    """
+    seen: dict[Path, Ingredient] = {}
+    for ingredient in ingredients:
+        key = ingredient.path.resolve()
+        if key in seen:
+            raise SoupError(
+                f"{ingredient.label}: the same model as {seen[key].label} (named twice); to weigh it more, give "
+                "weights instead"
+            )
+        seen[key] = ingredient
+
+
+def _check_tokenizer(first: Ingredient, other: Ingredient) -> None:
+    for name in sorted(set(first.vocabulary) & set(other.vocabulary)):
+        if first.vocabulary[name] != other.vocabulary[name]:
+            raise SoupError(
+                f"{other.label}: tokenizer file {name} differs from {first.label}'s (other token ids: not one base "
+                "model's tokenizer)"
+            )
 
 
 def _tensors(ingredient: Ingredient) -> tuple[dict[str, tuple[int, ...]], dict[str, torch.dtype]]:

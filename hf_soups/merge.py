@@ -17,8 +17,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,11 +42,13 @@ from hf_soups.ingredients import (
     CheckpointChoice,
     Ingredient,
     MergePlan,
+    check_distinct,
     resolve_ingredients,
     validate,
 )
 from hf_soups.record import SoupRecord
 from hf_soups.tensorfile import BackgroundHasher, plan_layout, write_safetensors
+from hf_soups.validation import check_apart, check_mix, output_folder, shard_size
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -55,22 +59,19 @@ COPIED_FILES = ["generation_config.json", *TOKENIZER_FILES]
 DEFAULT_MAX_SHARD_SIZE = "50GB"  # transformers' save_pretrained default
 
 
-def check_weights(weights: Sequence[float] | None, count: int) -> list[float]:
+def check_weights(weights: Sequence[float] | None, ingredients: Sequence[Ingredient]) -> list[float]:
     """Validate mixing weights (``None`` means uniform) and return them as floats, not yet normalised.
 
     Raises:
-        SoupError: the wrong count, a negative or non-finite weight, or weights summing to 0.
+        SoupError: the wrong count, a negative or non-finite weight (naming its ingredient), or weights whose sum
+            is not positive and finite (see :func:`~hf_soups.validation.check_mix`).
     """
     if weights is None:
-        return [1.0] * count
-    weights = [float(w) for w in weights]
-    if len(weights) != count:
-        raise SoupError(f"weights: {len(weights)} given for {count} ingredients")
-    if any(not math.isfinite(w) or w < 0 for w in weights):
-        raise SoupError(f"weights: must be finite and ≥ 0, got {weights}")
-    if sum(weights) <= 0:
-        raise SoupError(f"weights: must not sum to 0, got {weights}")
-    return weights
+        return [1.0] * len(ingredients)
+    weights = list(weights)
+    if len(weights) != len(ingredients):
+        raise SoupError(f"weights: {len(weights)} given for {len(ingredients)} ingredients")
+    return check_mix(weights, [], [i.label for i in ingredients])
 
 
 PIECE = 1 << 18  # elements of the mean worked on at once by RunningMean.add_all: 1 MiB of fp32 stays in the CPU cache
@@ -233,16 +234,22 @@ class RunningMean:
             self.totals[name] = self.totals.get(name, 0.0) + _weight(weight, name)
         self.added.append(ingredient)
 
-    def check_finite(self, name: str) -> torch.Tensor:
-        """Return the mean of one tensor after checking it has no NaN or Inf.
+    def check_finite(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Return the mean of one tensor, cast to ``dtype``, after checking the cast has no NaN or Inf.
 
         Raises:
-            SoupError: naming the tensor and the ingredient that holds such values.
+            SoupError: naming the tensor and the ingredient that holds such values, or the dtype it overflows.
         """
         tensor = self.tensors[name]
-        if self.plan.is_float(name) and not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
+        if self.plan.is_float(name) and not _finite(tensor):
             raise SoupError(f"tensor '{name}' has NaN or Inf values in {self._non_finite_source(name)}")
-        return tensor
+        cast = tensor if dtype is None else tensor.to(dtype)
+        if self.plan.is_float(name) and not _finite(cast):
+            raise SoupError(
+                f"tensor '{name}': the soup overflows {str(dtype).removeprefix('torch.')} (largest |value| "
+                f"{tensor.abs().max().item():.4g}); write bf16 or fp32 (dtype / --dtype)"
+            )
+        return cast
 
     def _non_finite_source(self, name: str) -> str:
         for ingredient in self.added:
@@ -250,6 +257,10 @@ class RunningMean:
                 if tensor_name == name and not torch.isfinite(tensor).all():
                     return ingredient.label
         return "the average (overflow)"
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    return bool(torch.isfinite(tensor.sum(dtype=torch.float32))) or bool(torch.isfinite(tensor).all())
 
 
 def output_dtypes(plan: MergePlan, dtype: torch.dtype | None) -> dict[str, torch.dtype]:
@@ -304,33 +315,106 @@ def write_model_folder(
             shutil.copyfile(source, folder / name)
 
 
+TMP_SUFFIX = ".hf-soups-tmp"  # our temporary folders: ``.NAME.PID.RANDOM.hf-soups-tmp`` beside the target
+
+
 @contextlib.contextmanager
 def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``target`` that becomes ``target`` only if the block finishes.
 
-    On any exception (Ctrl-C included) the temporary folder is removed; after a SIGKILL only a hidden
-    ``.NAME.*.hf-soups-tmp`` folder may remain, and ``target`` does not exist.
+    The target is claimed atomically at the end: without ``overwrite``, a folder that appeared there meanwhile (a
+    concurrent merge, anything) is left alone and the write is refused. On any exception (Ctrl-C included) the
+    temporary folder is removed; after a SIGKILL a hidden ``.NAME.PID.*.hf-soups-tmp`` folder remains, and the next
+    write to ``target`` removes it once process PID is gone (:func:`remove_stale_temporaries`).
 
     Raises:
-        SoupError: ``target`` exists and ``overwrite`` is false.
+        SoupError: ``target`` exists (or appeared) and ``overwrite`` is false; the folder cannot be written.
     """
     target = Path(target)
     if target.exists() and not overwrite:
         raise SoupError(f"output folder {target} exists (pass overwrite=True / --overwrite to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".hf-soups-tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=target.parent))
+    except OSError as err:
+        raise SoupError(f"output folder {target}: cannot be created ({err.strerror}: {err.filename})") from None
     try:
         yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", suffix=".hf-soups-tmp", dir=target.parent))
+        if overwrite and (target.exists() or target.is_symlink()):
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=target.parent))
             target.rename(old / target.name)
-            tmp.rename(target)
+            try:
+                _claim(tmp, target)
+            except SoupError:
+                with contextlib.suppress(OSError):
+                    (old / target.name).rename(target)
+                raise
             shutil.rmtree(old)
         else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            _claim(tmp, target)
+    except OSError as err:
+        raise SoupError(f"output folder {target}: cannot be written ({err.strerror}: {err.filename})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed into place
+
+
+def _claim(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target`` only if nothing is there: ``mkdir`` claims the name atomically, and a folder
+    renamed onto an empty folder replaces it in one step (POSIX)."""
+    try:
+        target.mkdir()
+    except FileExistsError:
+        raise SoupError(
+            f"output folder {target} appeared while the soup was being made (another process?); it was left as it "
+            "is and nothing was written"
+        ) from None
+    try:
+        tmp.rename(target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            target.rmdir()  # only if still empty: whatever someone put there stays
+        raise SoupError(f"output folder {target} was written to by someone else meanwhile; it was left as it is") from None
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove the temporary folders of ``target`` left by hf-soups processes that were killed (their PID is gone).
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    for candidate in Path(target).parent.glob(f".{glob.escape(target.name)}.*{TMP_SUFFIX}"):
+        pid, *rest = candidate.name[len(target.name) + 2 : -len(TMP_SUFFIX)].split(".")
+        if len(rest) == 1 and pid.isdigit() and candidate.is_dir() and not candidate.is_symlink() and not _alive(int(pid)):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def check_output(output_dir: str | Path, ingredients: Sequence[Ingredient], overwrite: bool = False) -> Path:
+    """Check a soup's output folder before anything is read in full: a folder name to create, not existing unless
+    ``overwrite``, and never one of the ``ingredients``' folders, inside one, or holding one (whatever ``overwrite``).
+
+    Raises:
+        SoupError: naming the output folder (and the ingredient).
+    """
+    output_dir = output_folder(output_dir)
+    if output_dir.exists() and not overwrite:
+        raise SoupError(f"output folder {output_dir} exists (pass overwrite=True / --overwrite to replace it)")
+    parts = [part for i in ingredients for part in (i, getattr(i, "base", None)) if part is not None]
+    check_apart(output_dir, [(part.label, folder) for part in parts for folder in (part.path, part.tokenizer_path)])
+    return output_dir
 
 
 def merge_models(
@@ -393,13 +477,14 @@ def merge_models(
                 checkpoints=checkpoints, max_shard_size=max_shard_size, token=token, progress=progress, base=base,
             )
             return load_model(folder)  # type: ignore[arg-type]
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not overwrite:
-        raise SoupError(f"output folder {output_dir} exists (pass overwrite=True / --overwrite to replace it)")
+    output_dir = check_output(output_dir, [], overwrite)
     parse_dtype(dtype)
+    max_shard_size = shard_size(max_shard_size, "max_shard_size")
     resolved = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token, base=base)
+    check_output(output_dir, resolved, overwrite)
+    check_distinct(resolved)
     plan = validate(resolved, allow_single=allow_single)
-    raw_weights = check_weights(weights, len(resolved))
+    raw_weights = check_weights(weights, resolved)
     if adapter_output != "full":
         soup = AdapterSoup.exact(resolved, raw_weights)
         return write_adapter_soup(
@@ -447,9 +532,10 @@ def write_soup(
     def tensor(name: str) -> torch.Tensor:
         if progress is not None:
             progress.update()
-        return mean.check_finite(name)
+        return mean.check_finite(name, dtypes[name])
 
-    with atomic_folder(Path(output_dir), overwrite) as tmp:
+    output_dir = check_output(output_dir, mean.added, overwrite)
+    with atomic_folder(output_dir, overwrite) as tmp:
         write_model_folder(tmp, tensor, mean.plan, dtypes, mean.added[0], max_shard_size)
         record.save(tmp)
         if extras is not None:

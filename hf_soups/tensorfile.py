@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -361,8 +362,14 @@ def stream_bin_tensors(path: Path, hasher: hashlib._Hash | None = None) -> Itera
 def _load_bin(source: Path | io.BytesIO, map_location: str, name: str | None = None) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(source, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises pickle, zipfile and runtime errors alike for a bad file
-        raise SoupError(f"{name or source}: cannot be read as a weights-only PyTorch checkpoint ({err})") from None
+    except pickle.UnpicklingError:
+        raise SoupError(
+            f"{name or source}: refused by weights-only loading: it pickles objects other than tensors, which could "
+            "run code (convert it to safetensors where it was made)"
+        ) from None
+    except Exception as err:  # torch raises zipfile and runtime errors alike for a bad file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SoupError(f"{name or source}: cannot be read as a PyTorch checkpoint ({reason})") from None
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise SoupError(f"{name or source}: is not a state dict of tensors")
     return state

@@ -204,7 +204,7 @@ def test_apply_adapters_swaps_soups_on_one_loaded_base(lora, tmp_path):
 def test_greedy_and_uniform_soups_of_adapters(lora, tmp_path):
     """Recipes take adapters as ingredients; soup.json, recipe.yaml and the card say they were adapters, with ranks."""
     import yaml
-    from test_recipes import BiasJudge
+    from helpers import BiasJudge
 
     from hf_soups import cook, greedy_soup, uniform_soup
 

@@ -157,3 +157,40 @@ def test_pickled_code_never_runs(make_ingredients, tmp_path):
     torch.save({"x": Evil()}, folders[1] / "pytorch_model.bin")
     assert_rejected(folders, tmp_path, "weights-only")
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("name", ["../elsewhere/model.safetensors", "/abs/model.safetensors", "sub/../../x.safetensors"])
+def test_shard_index_may_not_name_files_outside_the_ingredient(make_ingredients, tmp_path, name):
+    folders = make_ingredients(2, save={"max_shard_size": "20KB"})
+    index = json.loads((folders[1] / "model.safetensors.index.json").read_text())
+    index["weight_map"][next(iter(index["weight_map"]))] = name
+    (folders[1] / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert_rejected(folders, tmp_path, f"names '{name}', outside the ingredient's folder")
+
+
+@pytest.mark.parametrize("twice", ["same", "dot slash", "symlink", "checkpoints"])
+def test_an_ingredient_named_twice_is_refused(make_ingredients, tmp_path, monkeypatch, twice):
+    folders = make_ingredients(2)
+    monkeypatch.chdir(tmp_path)
+    second = {"same": "ing0", "dot slash": "./ing0", "symlink": "link", "checkpoints": "ing0"}[twice]
+    (tmp_path / "link").symlink_to(folders[0])
+    specs = ["ing0", second] if twice != "checkpoints" else ["ing0", "ing1", str(folders[0])]
+    assert_rejected(specs, tmp_path, "ingredient '.*': the same model as ingredient '.*ing0' .*named twice")
+
+
+def test_different_tokenizers_are_refused(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    tokenizer = json.loads((folders[1] / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["[CLS]"], vocab["[SEP]"] = vocab["[SEP]"], vocab["[CLS]"]  # same size, other ids
+    (folders[1] / "tokenizer.json").write_text(json.dumps(tokenizer))
+    assert_rejected(
+        folders, tmp_path, f"ingredient '{folders[1]}': tokenizer file tokenizer.json differs from ingredient '{folders[0]}'"
+    )
+
+
+def test_tokenizer_padding_settings_do_not_count_as_a_different_tokenizer(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    for folder, length in zip(folders, (16, 32)):
+        (folder / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"a": 0}}, "truncation": {"max_length": length}}))
+    merge_models(folders, tmp_path / "soup", progress=False)

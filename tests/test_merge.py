@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -262,6 +263,100 @@ def test_interrupted_merge_leaves_no_output_and_rerun_succeeds(make_ingredients,
         assert not any(p.name.endswith(".hf-soups-tmp") for p in tmp_path.iterdir())
     merge_models(folders, output, progress=False)
     AutoModelForSequenceClassification.from_pretrained(output)
+    assert not any(p.name.endswith(".hf-soups-tmp") for p in tmp_path.iterdir())  # a killed run's are cleaned up
+
+
+def _paused_merge(folders, output):
+    """A merge subprocess stopped (SIGSTOP) once it has started writing its temporary folder."""
+    process = subprocess.Popen(_merge_script(folders, output, "64KB"), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".hf-soups-tmp") and any(p.iterdir()) for p in output.parent.iterdir()):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    process.send_signal(signal.SIGSTOP)
+    return process
+
+
+def _resume(process):
+    process.send_signal(signal.SIGCONT)
+    _, stderr = process.communicate(timeout=60)
+    return process.returncode, stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rival", ["folder", "merge"])
+def test_what_appears_at_the_target_during_a_merge_is_never_replaced(make_ingredients, tmp_path, rival):
+    folders = make_ingredients(2, hidden_size=256, intermediate_size=1024, vocab_size=4000, num_hidden_layers=4)
+    output = tmp_path / "soup"
+    process = _paused_merge(folders, output)
+    if rival == "folder":
+        output.mkdir()
+        (output / "theirs.txt").write_text("keep me")
+        expected = {"theirs.txt"}
+    else:  # a second merge into the same new folder finishes first
+        merge_models(folders, output, weights=[3, 1], progress=False)
+        expected = {p.name for p in output.iterdir()}
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    returncode, stderr = _resume(process)
+    assert returncode != 0 and "appeared while the soup was being made" in stderr
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before and set(before) == expected
+    assert not any(p.name.endswith(".hf-soups-tmp") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("where", ["is", "inside", "holds"])
+def test_an_output_that_is_inside_or_holds_an_ingredient_is_refused_even_with_overwrite(make_ingredients, tmp_path, where):
+    folders = make_ingredients(2)
+    output = {"is": folders[0], "inside": folders[0] / "soup", "holds": tmp_path}[where]
+    before = {p: p.read_bytes() for f in folders for p in f.iterdir()}
+    with pytest.raises(SoupError, match="a soup is never written over its ingredients"):
+        merge_models(folders, output, overwrite=True, progress=False)
+    assert {p: p.read_bytes() for f in folders for p in f.iterdir()} == before
+    assert not (folders[0] / "soup").exists()
+
+
+def test_stale_temporaries_of_dead_processes_only_are_removed(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".soup.{int(dead.stdout)}.abc.hf-soups-tmp"
+    alive = tmp_path / f".soup.{os.getppid()}.abc.hf-soups-tmp"
+    other = tmp_path / f".soupe.{int(dead.stdout)}.abc.hf-soups-tmp"  # another target's
+    dotted = tmp_path / f".soup.{int(dead.stdout)}.{os.getppid()}.abc.hf-soups-tmp"  # target soup.PID's, alive
+    for folder in (stale, alive, other, dotted):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x")
+    merge_models(folders, tmp_path / "soup", progress=False)
+    assert not stale.exists() and alive.exists() and other.exists() and dotted.exists()
+
+
+def test_fp16_overflow_is_refused_after_the_cast(make_ingredients, tmp_path):
+    from safetensors.torch import save_file
+
+    folders = make_ingredients(2)
+    for folder in folders:
+        state = load_file(folder / "model.safetensors")
+        state["classifier.bias"] = torch.tensor([1e5, 0.0])
+        save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(SoupError, match=r"tensor 'classifier.bias': the soup overflows float16 .*bf16 or fp32"):
+        merge_models(folders, tmp_path / "soup", dtype="fp16", progress=False)
+    assert list(tmp_path.glob("*soup*")) == []
+    merge_models(folders, tmp_path / "soup", dtype="bf16", progress=False)
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ([1e308, 1e308], "positive, finite sum"),
+        ([-1, 2], r"weights: ingredient '.*ing0': must be ≥ 0"),
+        ([float("nan"), 1], r"weights: ingredient '.*ing0': must be a finite number"),
+        ([0, 0], "positive, finite sum"),
+        ([1], "1 given for 2 ingredients"),
+    ],
+)
+def test_bad_weights_are_refused(make_ingredients, tmp_path, weights, message):
+    with pytest.raises(SoupError, match=message):
+        merge_models(make_ingredients(2), tmp_path / "soup", weights=weights, progress=False)
+    assert not (tmp_path / "soup").exists()
 
 
 def test_overwrite_replaces_an_existing_soup(make_ingredients, tmp_path):

@@ -6,10 +6,11 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import GLUE_DIR, BiasJudge, accelerate_launch, needs_glue
+from helpers import GLUE_DIR, ROWS, BiasJudge, accelerate_launch, needs_glue
 from safetensors.torch import load_file, save_file
 
 from hf_soups import SoupError, cook, greedy_soup, learned_soup, uniform_soup
@@ -100,6 +101,63 @@ def test_resume_state_of_other_ingredients_is_refused(make_ingredients, tmp_path
         greedy_soup(folders[:2], judge=BiasJudge(), output_dir=tmp_path / "soup", resume=True, progress=False)
 
 
+class HalfJudge(BiasJudge):
+    """BiasJudge with half the right answers: the same ingredients, other predictions."""
+
+    def score(self, model, split, return_predictions=False):
+        result = super().score(model, split, return_predictions)
+        result.predictions = result.predictions * (np.arange(ROWS) % 2)
+        result.logits = np.stack([1 - result.predictions, result.predictions], axis=1).astype(float)
+        result.metrics = {"accuracy": self.main_metric(result.predictions, result.labels)}
+        return result
+
+
+def test_a_fresh_run_never_reuses_an_older_state(make_ingredients, tmp_path):
+    folders = with_bias(make_ingredients(4), [[0.1, 0], [-0.1, 0], [0.3, 0.3], [0.02, 0]])
+    clean = greedy_soup(folders, judge=HalfJudge(), output_dir=tmp_path / "clean", progress=False)
+    for judge in (BiasJudge(interrupt_after=6), HalfJudge(interrupt_after=6)):  # the second run is not resumed
+        with pytest.raises(KeyboardInterrupt):
+            greedy_soup(folders, judge=judge, output_dir=tmp_path / "soup", progress=False)
+    resumed = greedy_soup(folders, judge=HalfJudge(), output_dir=tmp_path / "soup", resume=True,
+                          progress=False)
+    assert resumed.record.results == clean.record.results
+    assert [i.scores for i in resumed.record.ingredients] == [i.scores for i in clean.record.ingredients]
+    assert sha(tmp_path / "soup") == sha(tmp_path / "clean")
+
+
+def _break_state(folder, how):
+    state = json.loads((folder / "state.json").read_text())
+    arrays = folder / state["files"]["arrays"]
+    if how == "truncated":
+        (folder / "state.json").write_text(json.dumps(state)[:100])
+    elif how == "step":
+        state["step"] = "two"
+    elif how == "order":
+        state["order"] = [0, 0, 1]
+    elif how == "no arrays":
+        arrays.unlink()
+    elif how == "other arrays":
+        np.savez(arrays, nothing=np.zeros(1))
+    elif how == "other mean":
+        mean = folder / state["files"]["mean"]
+        save_file({k: v + 1 for k, v in load_file(mean).items()}, mean)
+    elif how == "fields":
+        state["tastings"] = state["tastings"][:1]
+    if how in ("step", "order", "fields"):
+        (folder / "state.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("how", ["truncated", "step", "order", "no arrays", "other arrays", "other mean", "fields"])
+def test_a_broken_greedy_state_is_refused_by_name(make_ingredients, tmp_path, how):
+    folders = with_bias(make_ingredients(3), [[0.1, 0], [-0.1, 0], [0.3, 0.3]])
+    with pytest.raises(KeyboardInterrupt):
+        greedy_soup(folders, judge=BiasJudge(interrupt_after=5), output_dir=tmp_path / "soup", progress=False)
+    _break_state(tmp_path / "soup.greedy-state", how)
+    with pytest.raises(SoupError, match=r"--resume: .*soup.greedy-state"):
+        greedy_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", resume=True, progress=False)
+    assert not (tmp_path / "soup").exists()
+
+
 def test_recipe_file_recooks_bit_for_bit(make_ingredients, tmp_path):
     folders = with_bias(make_ingredients(3), [[0.1, 0.0], [-0.1, 0.0], [0.05, 0.0]])
     report = greedy_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
@@ -117,6 +175,83 @@ def test_recooking_a_changed_ingredient_is_refused(make_ingredients, tmp_path):
     with pytest.raises(SoupError, match="has changed since the recipe was written"):
         cook(tmp_path / "soup", tmp_path / "again")
     assert not (tmp_path / "again").exists()
+
+
+def test_a_recipe_cooks_from_anywhere_with_its_ingredients(make_ingredients, tmp_path, monkeypatch):
+    folders = make_ingredients(2)
+    uniform_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for folder in [*folders, tmp_path / "soup"]:
+        folder.rename(moved / folder.name)
+    monkeypatch.chdir(moved / "ing0")  # neither where it was made nor the recipe's folder
+    assert sha(cook(moved / "soup" / "recipe.yaml", tmp_path / "again")) == sha(moved / "soup")
+    recipe = yaml.safe_load((tmp_path / "again" / "recipe.yaml").read_text())
+    assert [m["ingredient"] for m in recipe["mix"]] == [str(Path("..") / "moved" / f"ing{i}") for i in range(2)]
+
+
+def test_cooking_over_an_ingredient_is_refused(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    uniform_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
+    before = (folders[0] / "model.safetensors").read_bytes()
+    for output in (folders[0], tmp_path):
+        with pytest.raises(SoupError, match="a soup is never written over its ingredients"):
+            cook(tmp_path / "soup", output, overwrite=True)
+    assert (folders[0] / "model.safetensors").read_bytes() == before
+
+
+def _edit(entry_number, **changes):
+    def edit(recipe):
+        if entry_number is None:
+            recipe.update(changes)
+        else:
+            recipe["mix"][entry_number].update(changes)
+            for key, value in changes.items():
+                if value is None:
+                    del recipe["mix"][entry_number][key]
+
+    return edit
+
+
+def _partial_layers(recipe):
+    recipe["mix"][0].pop("weight")
+    recipe["mix"][0]["layer_weights"] = {"classifier.bias": 1.0}
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: [r["mix"][0].update(weight=-1), r["mix"][1].update(weight=2)], r"weights: ingredient '.*ing0': must be ≥ 0"),
+        (_edit(0, weight=float("nan")), r"weights: ingredient '.*ing0': must be a finite number"),
+        (lambda r: [m.update(weight=0) for m in r["mix"]], "positive, finite sum"),
+        (_edit(0, weight="heavy"), "mix entry 1 .*weight is not a number"),
+        (_partial_layers, "layer weights do not match the soup's tensors"),
+        (_edit(None, dtype=["fp16"]), "`dtype` must be a string"),
+        (_edit(0, ingredient=["a"]), "mix entry 1: `ingredient` must be"),
+        (_edit(1, sha256=None), "mix entry 2 .*needs `sha256`"),
+        (_edit(None, mix={"ingredient": "a"}), "needs a non-empty `mix` list"),
+    ],
+)
+def test_hand_edited_recipes_are_checked(make_ingredients, tmp_path, edit, message):
+    folders = make_ingredients(2)
+    uniform_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
+    path = tmp_path / "soup" / "recipe.yaml"
+    recipe = yaml.safe_load(path.read_text())
+    edit(recipe)
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(SoupError, match=message):
+        cook(path, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+
+
+def test_scoring_without_a_tokenizer_is_refused(make_ingredients, tmp_path):
+    folders = make_ingredients(2)
+    for folder in folders:
+        for file in folder.glob("tokenizer*"):
+            file.unlink()
+    with pytest.raises(SoupError, match=f"ingredient '{folders[0]}': no tokenizer files to score with"):
+        uniform_soup(folders, "rte", tmp_path / "soup", glue_dir=GLUE_DIR, progress=False)
+    assert not (tmp_path / "soup").exists()
 
 
 def test_unreadable_recipe_file(tmp_path):

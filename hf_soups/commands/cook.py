@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from hf_soups.validation import cli_type, output_folder
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the same weights and the same fp32 arithmetic, so the weights come out bit-identical.",
     )
     parser.add_argument("recipe", help="a recipe.yaml, or a soup folder holding one")
-    parser.add_argument("-o", "--output", required=True, help="the soup folder to write (must not exist)")
+    parser.add_argument("-o", "--output", required=True, type=cli_type(output_folder, "--output"), help="the soup folder to write (must not exist)")
     parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     parser.set_defaults(func=run)
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from hf_soups.validation import cli_type, output_file, positive_int, writable_folder
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -23,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--glue-dir", help="local GLUE folder in the tsv layout (default: nyu-mll/glue from the Hub)")
     parser.add_argument("--split", default="validation:select",
                         help="split the landscape is scored on (default validation:select)")
-    parser.add_argument("--batch-size", type=int, default=32, help="evaluation batch size (default 32)")
-    parser.add_argument("--output", help="write the diagnosis as JSON to this file")
-    parser.add_argument("--plots", metavar="DIR", help="write cosine_heatmap.png (and interpolation.png) here")
+    parser.add_argument("--batch-size", type=cli_type(positive_int, "--batch-size"), default=32, help="evaluation batch size (default 32)")
+    parser.add_argument("--output", type=cli_type(output_file, "--output"), help="write the diagnosis as JSON to this file")
+    parser.add_argument("--plots", metavar="DIR", type=cli_type(writable_folder, "--plots"), help="write cosine_heatmap.png (and interpolation.png) here")
     parser.set_defaults(func=run)
 
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hf_soups.validation import cli_type, output_file, positive_int
+
 if TYPE_CHECKING:
     from hf_soups.evaluation import EvalResult
 
@@ -25,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", help="split to score (default: the task's validation split)")
     parser.add_argument("--revision", help="Hub revision of MODEL")
     parser.add_argument("--glue-dir", help="local GLUE folder in the tsv layout (default: nyu-mll/glue from the Hub)")
-    parser.add_argument("--batch-size", type=int, default=32, help="examples per batch and process (default 32)")
-    parser.add_argument("--output", help="also write the result as JSON to this file")
+    parser.add_argument("--batch-size", type=cli_type(positive_int, "--batch-size"), default=32, help="examples per batch and process (default 32)")
+    parser.add_argument("--output", type=cli_type(output_file, "--output"), help="also write the result as JSON to this file")
     parser.set_defaults(func=run)
 
 
@@ -54,8 +56,12 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
     from hf_soups.evaluation import evaluate_glue, get_task, load_glue_model
+    from hf_soups.ingredients import resolve_ingredients
 
     task = get_task(args.task)
+    spec = args.model if args.revision is None else f"{args.model}@{args.revision}"
+    for ingredient in resolve_ingredients([spec]):  # a missing, mistyped or corrupt model is one message
+        ingredient.layout  # noqa: B018 (reads and checks every weight file's header)
     model, tokenizer = load_glue_model(args.model, revision=args.revision)
     accelerator = Accelerator()
     result = evaluate_glue(

@@ -22,6 +22,7 @@ from transformers import AutoTokenizer
 
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
+from hf_soups.merge import check_output
 from hf_soups.recipes.greedy import cook_greedy
 from hf_soups.recipes.judge import GlueJudge, Judge
 from hf_soups.recipes.kitchen import Kitchen
@@ -82,6 +83,8 @@ def make_kitchen(
     if judge is None:
         if task is None:
             raise ValueError("give a GLUE task or a judge")
+        if tokenizer is None and not resolved[0].vocabulary:  # transformers would map every word to [UNK]
+            raise SoupError(f"{resolved[0].label}: no tokenizer files to score with (pass tokenizer=, or put one first)")
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolved[0].tokenizer_path)
         judge = GlueJudge(task, tokenizer, select_split, report_split, glue_dir, batch_size, accelerator, progress=progress)
     return Kitchen(resolved, judge, progress=progress, plan=plan)
@@ -137,7 +140,7 @@ def cook_recipe(
         repo_id: the Hub repo the soup will be pushed to, named by the card's snippets (default: the folder name).
         options: the recipe's own options (:attr:`Recipe.options`).
     """
-    _check_target(name, output_dir, overwrite)
+    _check_target(name, output_dir, overwrite, kitchen.ingredients)
     recipe, options = RECIPES[name], dict(options or {})
     if "resume" in recipe.options and output_dir is not None:
         options["state_dir"] = Path(f"{output_dir}.{name}-state")
@@ -147,11 +150,13 @@ def cook_recipe(
     return report
 
 
-def _check_target(name: str, output_dir: str | Path | None, overwrite: bool) -> None:
+def _check_target(
+    name: str, output_dir: str | Path | None, overwrite: bool, ingredients: Sequence[Ingredient] = ()
+) -> None:
     if name not in RECIPES:
         raise SoupError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}")
-    if output_dir is not None and Path(output_dir).exists() and not overwrite:
-        raise SoupError(f"output folder {output_dir} exists (pass overwrite=True / --overwrite to replace it)")
+    if output_dir is not None:
+        check_output(output_dir, ingredients, overwrite)  # before any scoring
 
 
 def greedy_soup(ingredients, task=None, output_dir=None, *, resume: bool = False, **kwargs: Any) -> SoupReport:

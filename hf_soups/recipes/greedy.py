@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,8 @@ def cook_greedy(
     state_dir = Path(state_dir) if state_dir is not None else None
     state = GreedyState.load(state_dir, kitchen) if resume and state_dir is not None else None
     if state is None:
+        if state_dir is not None and is_main_process():
+            (state_dir / STATE_FILE).unlink(missing_ok=True)  # a fresh run never resumes into an older state
         tastings, uniform = kitchen.taste_all()
         # score the uniform soup now, so its weights need not stay in memory beside the greedy mean
         state = GreedyState(tastings=tastings, uniform=kitchen.score_soup(uniform, "uniform"), order=_order(tastings))
@@ -107,49 +110,67 @@ def _order(tastings: list[Tasting]) -> list[int]:
 
 class GreedyState:
     """Where a greedy run stands: the tastings (the uniform soup's last), the order, the members so far, the running
-    mean, the trajectory."""
+    mean, the trajectory. ``run`` names this run's files, so no file of another run is ever taken for its own."""
 
-    def __init__(self, tastings: list[Tasting], uniform: Tasting, order: list[int]) -> None:
+    def __init__(self, tastings: list[Tasting], uniform: Tasting, order: list[int], run: str | None = None) -> None:
         self.tastings = tastings
         self.uniform = uniform
         self.order = order
+        self.run = run or secrets.token_hex(8)
         self.step = 0
         self.members: list[int] = []
         self.score = -np.inf
         self.mean: dict[str, torch.Tensor] = {}
         self.trajectory: list[dict[str, Any]] = []
+        self.hashes: dict[str, str] = {}
 
     def save(self, folder: Path | None, kitchen: Kitchen) -> None:
-        """Write the state (main process only); ``state.json`` is written last and names its tensor files."""
+        """Write the state (main process only); ``state.json`` is written last and names its files with their sha256."""
         if folder is None or not is_main_process():
             return
         folder.mkdir(parents=True, exist_ok=True)
-        files = {"mean": f"mean-{self.step}.safetensors", "arrays": "tastings.npz"}
+        files = {"arrays": f"tastings-{self.run}.npz"}
         tastings = [*self.tastings, self.uniform]
-        if not (folder / files["arrays"]).exists():
+        if files["arrays"] not in self.hashes:
             _atomic(folder / files["arrays"], lambda p: np.savez(p, **_arrays(tastings)), suffix=".npz")
+            self.hashes = {files["arrays"]: _sha256(folder / files["arrays"])}
         if self.mean:
+            files["mean"] = f"mean-{self.run}-{self.step}.safetensors"
             _atomic(folder / files["mean"], lambda p: save_file(self.mean, p))
         data = {
+            "run": self.run,
             "ingredients": [{"spec": i.spec, "sha256": dict(i.sha256)} for i in kitchen.ingredients],
-            "splits": kitchen.judge.split_names, "task": kitchen.judge.task, "files": files, "order": self.order,
-            "step": self.step, "members": self.members, "score": self.score, "trajectory": self.trajectory,
+            "splits": kitchen.judge.split_names, "task": kitchen.judge.task, "files": files,
+            "sha256": {name: self.hashes.get(name) or _sha256(folder / name) for name in files.values()},
+            "order": self.order, "step": self.step, "members": self.members, "score": self.score,
+            "trajectory": self.trajectory,
             "tastings": [{"name": t.name, **{s: getattr(t, s).to_dict() for s in SPLITS}} for t in tastings],
         }
         _atomic(folder / STATE_FILE, lambda p: Path(p).write_text(json.dumps(data)))
-        for old in folder.glob("mean-*.safetensors"):
-            if old.name != files["mean"]:
+        for old in [*folder.glob("mean-*.safetensors"), *folder.glob("tastings*.npz")]:
+            if old.name not in files.values():
                 old.unlink()
 
     @classmethod
     def load(cls, folder: Path, kitchen: Kitchen) -> GreedyState | None:
-        """The saved state, after checking it belongs to these ingredients and splits; ``None`` if there is none.
+        """The saved state, after checking all of it against this run; ``None`` if there is none.
 
         Raises:
-            SoupError: the state was made with other ingredients, weights or splits.
+            SoupError: the state was made with other ingredients, weights or splits, or it is damaged (a file
+                missing, changed or not of this state, a field of the wrong kind).
         """
         if not (folder / STATE_FILE).is_file():
             return None
+        try:
+            return cls._load(folder, kitchen)
+        except SoupError:
+            raise
+        except Exception as err:  # noqa: BLE001 (a hand-broken or half-copied state: any of JSON, numpy, safetensors may object)
+            raise SoupError(f"--resume: the state in {folder} is damaged ({type(err).__name__}: {err}); remove it "
+                            "to start afresh") from None
+
+    @classmethod
+    def _load(cls, folder: Path, kitchen: Kitchen) -> GreedyState:
         data = json.loads((folder / STATE_FILE).read_text())
         saved = [entry["spec"] for entry in data["ingredients"]]
         if saved != [i.spec for i in kitchen.ingredients]:
@@ -159,16 +180,33 @@ class GreedyState:
                 raise SoupError(f"--resume: {ingredient.label} has changed since the state in {folder} was saved")
         if data["splits"] != kitchen.judge.split_names or data["task"] != kitchen.judge.task:
             raise SoupError(f"--resume: the state in {folder} was made on {data['task']} {data['splits']}")
+        for name in data["files"].values():
+            if Path(name).name != name or _sha256(folder / name) != data["sha256"][name]:
+                raise SoupError(f"--resume: {folder / name} is not the file the state in {folder} saved (sha256)")
+        count, step, members = len(kitchen.ingredients), data["step"], data["members"]
+        if sorted(data["order"]) != list(range(count)) or not 0 <= step <= count or len(data["trajectory"]) != step:
+            raise ValueError("order, step and trajectory do not fit together")
+        if not set(members) <= set(data["order"][:step]) or len(data["tastings"]) != count + 1:
+            raise ValueError("members or tastings do not fit the order")
         arrays = np.load(folder / data["files"]["arrays"])
         tastings = [
             Tasting(t["name"], *(_result(t[s], arrays, i, s) for s in SPLITS)) for i, t in enumerate(data["tastings"])
         ]
-        state = cls(tastings[:-1], tastings[-1], data["order"])
-        state.step, state.members, state.score = data["step"], data["members"], data["score"]
+        state = cls(tastings[:-1], tastings[-1], data["order"], run=data["run"])
+        state.step, state.members, state.score = step, members, float(data["score"])
         state.trajectory = data["trajectory"]
+        state.hashes = {data["files"]["arrays"]: data["sha256"][data["files"]["arrays"]]}
         if state.members:
             state.mean = load_file(folder / data["files"]["mean"])
+            shapes = {name: tuple(tensor.shape) for name, tensor in state.mean.items()}
+            if shapes != kitchen.plan.shapes:
+                raise ValueError("the saved mean's tensors are not the ingredients'")
         return state
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _file_hashes(ingredient: Any, kitchen: Kitchen) -> dict[str, str]:
@@ -177,8 +215,7 @@ def _file_hashes(ingredient: Any, kitchen: Kitchen) -> dict[str, str]:
         if file.name not in ingredient.sha256:
             known = kitchen.hash_cache.get(file)
             if known is None:
-                with open(file, "rb") as f:
-                    known = hashlib.file_digest(f, "sha256").hexdigest()
+                known = _sha256(file)
             ingredient.sha256[file.name] = known
     return dict(ingredient.sha256)
 
@@ -200,6 +237,8 @@ def _result(data: dict[str, Any], arrays: Any, index: int, split: str) -> EvalRe
     )
     for kind in ("predictions", "logits", "labels"):
         setattr(result, kind, arrays[f"{index}.{split}.{kind}"])
+    if not isinstance(result.metrics.get(result.main_metric), float | int) or len(result.labels) != result.num_examples:
+        raise ValueError(f"tasting {index} ({split}) does not fit its arrays")
     return result
 
 

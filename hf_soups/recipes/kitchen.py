@@ -25,7 +25,7 @@ from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.models import is_text_to_text
 from hf_soups.hashing import HashCache
-from hf_soups.ingredients import CheckpointChoice, Ingredient, MergePlan, resolve_ingredients, validate
+from hf_soups.ingredients import CheckpointChoice, Ingredient, MergePlan, check_distinct, resolve_ingredients, validate
 from hf_soups.merge import RunningMean
 from hf_soups.recipes.judge import SPLITS, Judge
 from hf_soups.record import SoupResult
@@ -66,6 +66,7 @@ class Kitchen:
         plan: MergePlan | None = None,
     ) -> None:
         self.ingredients = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token)
+        check_distinct(self.ingredients)
         self.plan = plan or validate(self.ingredients)
         self.judge = judge
         self.progress = progress
@@ -79,6 +80,9 @@ class Kitchen:
         missing = sorted(set(self.plan.shapes) - set(state))
         if missing:
             raise SoupError(f"{self.ingredients[0].label}: tensor '{missing[0]}' is not a parameter of {type(self.model).__name__}")
+        wrong = next((n for n, shape in self.plan.shapes.items() if tuple(state[n].shape) != shape), None)
+        if wrong is not None:
+            raise SoupError(f"{self.ingredients[0].label}: tensor '{wrong}' has shape {list(self.plan.shapes[wrong])}, its config.json builds {list(state[wrong].shape)}")
         loaded = {state[name].data_ptr() for name in self.plan.shapes}
         untied = sorted(name for name in set(state) - set(self.plan.shapes) if state[name].data_ptr() not in loaded)
         if untied:
@@ -142,6 +146,8 @@ class Kitchen:
 
 def build_model(ingredient: Ingredient) -> transformers.PreTrainedModel:
     """The ingredient's architecture built from its config (weights are set later), in fp32 eval mode."""
+    if ingredient.config.get("model_type") not in transformers.CONFIG_MAPPING:
+        raise SoupError(f"{ingredient.label}: config.json model_type {ingredient.config.get('model_type')!r} is not one transformers knows")
     config = transformers.CONFIG_MAPPING[ingredient.config["model_type"]].from_dict(ingredient.config)
     architecture = (config.architectures or [None])[0]
     model_class = getattr(transformers, architecture or "", None)
