@@ -18,6 +18,7 @@ input pages):
 Conditions: ``quiet``, and ``busy``: a CPU-bound job (``--busy-job``: a MiniLM-sized BERT training-step loop, or a
 matmul loop, each on torch's default threads) runs in a child process started before, and kept running through,
 that condition's runs, the same job beside every tool. That is the case of a sweep cooked while other runs train.
+The conditions alternate within every repeat, so that other load on the machine falls on both alike.
 
 Every run reads from a warm page cache (the floor runs first and warms it). The table gives ratios, which are what
 is comparable on a noisy machine.
@@ -170,52 +171,53 @@ def main() -> None:
     print("| N | beside | hf_soups threads | floor s | first merge s | ×floor | cached hashes s | ×floor | "
           "cached ×quiet | mergekit s | first ×mergekit | cached ×mergekit | peak RSS / checkpoint |")
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    quiet: dict[tuple[int, str], float] = {}
     for count in args.counts:
         inputs = [str(f / "model.safetensors") for f in folders[:count]]
         dirs = [str(f) for f in folders[:count]]
         cache = args.workdir / f"sha256-{count}.json"
         env = {**os.environ, "HF_SOUPS_HASH_CACHE": str(cache)}
-        for condition in args.conditions:
-            runs: dict[str, list[tuple[float, int]]] = {"floor": [], "mergekit": []}
-            busy = start_busy(args.busy_job if condition == "busy" else None)
-            try:
-                for _ in range(args.repeats):
+        runs: dict[str, dict[str, list[tuple[float, int]]]] = {condition: {} for condition in args.conditions}
+        for _ in range(args.repeats):  # the conditions alternate, so that other load on the machine falls on both
+            for condition in args.conditions:
+                cells = runs[condition]
+                busy = start_busy(args.busy_job if condition == "busy" else None)
+                try:
                     out = args.workdir / "out"
                     shutil.rmtree(out, ignore_errors=True)
                     out.mkdir()
-                    runs["floor"].append(measure([sys.executable, "-c", FLOOR, *inputs, str(out / "floor.bin")]))
+                    floor = [sys.executable, "-c", FLOOR, *inputs, str(out / "floor.bin")]
+                    cells.setdefault("floor", []).append(measure(floor))
                     for setting in args.threads:
                         cache.unlink(missing_ok=True)
                         for stage in ("cold", "warm"):
                             command = [sys.executable, "-c", HF_SOUPS, setting, *dirs, str(out / f"{stage}-{setting}")]
-                            runs.setdefault(f"{stage} {setting}", []).append(measure(command, env))
+                            cells.setdefault(f"{stage} {setting}", []).append(measure(command, env))
                     if args.mergekit:
                         command = mergekit_command(args.mergekit, folders[:count], out / "mergekit", args.workdir / "linear.yml")
-                        runs["mergekit"].append(measure(command))
-            finally:
-                stop_busy(busy)
-            wall = {name: statistics.median(w for w, _ in cells) for name, cells in runs.items() if cells}
-            rss = {name: statistics.median(r for _, r in cells) for name, cells in runs.items() if cells}
+                        cells.setdefault("mergekit", []).append(measure(command))
+                finally:
+                    stop_busy(busy)
+        wall = {c: {name: statistics.median(w for w, _ in cell) for name, cell in runs[c].items()} for c in runs}
+        rss = {c: {name: statistics.median(r for _, r in cell) for name, cell in runs[c].items()} for c in runs}
+        for condition in args.conditions:
+            times = wall[condition]
             for setting in args.threads:
-                cold, warm = wall[f"cold {setting}"], wall[f"warm {setting}"]
-                if condition == "quiet":
-                    quiet[count, setting] = warm
+                cold, warm = times[f"cold {setting}"], times[f"warm {setting}"]
                 row = (
-                    f"| {count} | {'a ' + args.busy_job + ' job' if busy else 'nothing'} | {setting} | "
-                    f"{wall['floor']:.2f} | {cold:.2f} | {cold / wall['floor']:.2f} | "
-                    f"{warm:.2f} | {warm / wall['floor']:.2f} | "
-                    + (f"{warm / quiet[count, setting]:.2f} | " if (count, setting) in quiet else "– | ")
+                    f"| {count} | {'a ' + args.busy_job + ' job' if condition == 'busy' else 'nothing'} | {setting} | "
+                    f"{times['floor']:.2f} | {cold:.2f} | {cold / times['floor']:.2f} | "
+                    f"{warm:.2f} | {warm / times['floor']:.2f} | "
+                    + (f"{warm / wall['quiet'][f'warm {setting}']:.2f} | " if "quiet" in wall else "– | ")
                 )
-                if "mergekit" in wall:
-                    row += f"{wall['mergekit']:.2f} | {cold / wall['mergekit']:.2f} | {warm / wall['mergekit']:.2f} | "
+                if "mergekit" in times:
+                    row += f"{times['mergekit']:.2f} | {cold / times['mergekit']:.2f} | {warm / times['mergekit']:.2f} | "
                 else:
                     row += "– | – | – | "
-                row += f"{max(rss[f'cold {setting}'], rss[f'warm {setting}']) / checkpoint:.2f} |"
+                row += f"{max(rss[condition][f'cold {setting}'], rss[condition][f'warm {setting}']) / checkpoint:.2f} |"
                 print(row, flush=True)
-            if "mergekit" in rss:
-                print(f"(mergekit RSS / checkpoint, {condition}: {rss['mergekit'] / checkpoint:.2f})", flush=True)
-
+        if args.mergekit:
+            print(f"(N = {count}: mergekit max RSS / checkpoint {rss[args.conditions[0]]['mergekit'] / checkpoint:.2f})",
+                  flush=True)
 
 if __name__ == "__main__":
     main()
