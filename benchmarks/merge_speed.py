@@ -169,8 +169,8 @@ def main() -> None:
     print(f"checkpoint: BERT-base shape, fp32, {checkpoint / 1e6:.0f} MB; medians of {args.repeats} runs per cell; "
           f"{os.cpu_count()} CPUs; busy job: {args.busy_job}")
     print("| N | beside | hf_soups threads | floor s | first merge s | ×floor | cached hashes s | ×floor | "
-          "cached ×quiet | mergekit s | first ×mergekit | cached ×mergekit | peak RSS / checkpoint |")
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "cached ×quiet | floor ×quiet | mergekit s | first ×mergekit | cached ×mergekit | peak RSS / checkpoint |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for count in args.counts:
         inputs = [str(f / "model.safetensors") for f in folders[:count]]
         dirs = [str(f) for f in folders[:count]]
@@ -207,7 +207,8 @@ def main() -> None:
                     f"| {count} | {'a ' + args.busy_job + ' job' if condition == 'busy' else 'nothing'} | {setting} | "
                     f"{times['floor']:.2f} | {cold:.2f} | {cold / times['floor']:.2f} | "
                     f"{warm:.2f} | {warm / times['floor']:.2f} | "
-                    + (f"{warm / wall['quiet'][f'warm {setting}']:.2f} | " if "quiet" in wall else "– | ")
+                    + (f"{warm / wall['quiet'][f'warm {setting}']:.2f} | {times['floor'] / wall['quiet']['floor']:.2f} | "
+                       if "quiet" in wall else "– | – | ")
                 )
                 if "mergekit" in times:
                     row += f"{times['mergekit']:.2f} | {cold / times['mergekit']:.2f} | {warm / times['mergekit']:.2f} | "
