@@ -83,8 +83,8 @@ def check_weights(weights: Sequence[float] | None, count: int) -> list[float]:
 PIECE = 1 << 18  # elements of the mean worked on at once by RunningMean.add_all: 1 MiB of fp32 stays in the CPU cache
 # torch threads for a merge's element-wise work (1 MiB lerps, memory-bound). Measured (2 cores, 8 BERT-base inputs,
 # benchmarks/RESULTS.md): add_all takes 0.38-0.44 s on one thread and 0.38-0.39 s on two, for twice the CPU time; and
-# wherever another process keeps the cores busy, a pool of two spin-waits on its barriers: 11 s, and 5x the whole
-# merge beside a training job.
+# wherever another process keeps the cores busy, a pool of two spin-waits on its barriers: once 11 s, and 8x the
+# whole merge beside a training job.
 MERGE_THREADS = 1
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # the environment variables torch sizes its pool by
 _TORCH_THREADS = torch.get_num_threads()  # torch's setting when hf_soups was imported: a later change is the user's
