@@ -1,22 +1,31 @@
-"""Merge speed and memory: hf_soups against the I/O floor and mergekit's `linear` merge, side by side in one run.
+"""Merge speed and memory: hf_soups against the I/O floor and mergekit's `linear` merge, side by side in one run,
+on a quiet machine and beside a CPU-bound job.
 
-N checkpoints of BERT-base shape (built from config, 110M parameters, fp32) are written once; then, for each N,
-three child processes run in turn, each timed (wall) and measured (max RSS, which counts memory-mapped input pages):
+N checkpoints of BERT-base shape (built from config, 110M parameters, fp32) are written once; then, for each N and
+each condition, child processes run in turn, each timed (wall) and measured (max RSS, which counts memory-mapped
+input pages):
 
 - floor: a Python process that imports torch and safetensors, reads every input file once with plain reads and
   writes one output file of the soup's size;
-- hf_soups: ``merge_models(paths, out)``, first with an empty sha256 cache (every input is hashed while it streams:
-  sha256 runs at about 1.2 GB/s on one core here, slower than reading from the page cache), then again with the
-  digests cached (keyed by size, mtime and inode), the case of every later merge or recipe over the same files;
+- hf_soups: ``merge_models(paths, out, threads=...)`` for each ``--threads`` setting (``auto``: hf_soups' own
+  choice; ``torch``: torch's default thread count, what hf_soups used before it chose; or a number), first with an
+  empty sha256 cache (every input is hashed while it streams: sha256 runs at about 1.2 GB/s on one core, slower
+  than reading from the page cache), then again with the digests cached (keyed by size, mtime and inode), the case
+  of every later merge or recipe over the same files;
 - mergekit (optional): ``mergekit-yaml`` with a ``linear`` merge of the same inputs (its own venv, see
-  ``benchmarks/setup_mergekit.sh``).
+  ``benchmarks/setup_mergekit.sh``), with its default threads.
+
+Conditions: ``quiet``, and ``busy``: a CPU-bound job (``--busy-job``: a MiniLM-sized BERT training-step loop, or a
+matmul loop, each on torch's default threads) runs in a child process started before, and kept running through,
+that condition's runs, the same job beside every tool. That is the case of a sweep cooked while other runs train.
+The conditions alternate within every repeat, so that other load on the machine falls on both alike.
 
 Every run reads from a warm page cache (the floor runs first and warms it). The table gives ratios, which are what
 is comparable on a noisy machine.
 
 Usage:
-    python benchmarks/merge_speed.py --workdir /tmp/merge-bench --counts 2 4 8 16 \\
-        --mergekit benchmarks/.venv-mergekit/bin/mergekit-yaml
+    python benchmarks/merge_speed.py --workdir /tmp/merge-bench --counts 2 8 --repeats 2 --threads auto torch \\
+        --conditions quiet busy --mergekit benchmarks/.venv-mergekit/bin/mergekit-yaml
 """
 
 from __future__ import annotations
@@ -46,10 +55,36 @@ with open(out, "wb") as f:
 """
 
 HF_SOUPS = """
-import sys
+import sys, torch
 from hf_soups import merge_models
-merge_models(sys.argv[1:-1], sys.argv[-1], progress=False)
+setting, paths, out = sys.argv[1], sys.argv[2:-1], sys.argv[-1]
+threads = None if setting == "auto" else torch.get_num_threads() if setting == "torch" else int(setting)
+merge_models(paths, out, progress=False, threads=threads)
 """
+
+# CPU-bound jobs started beside the merge (each on torch's default threads, as a user's job would be).
+BUSY_JOBS = {
+    "train": """
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+torch.manual_seed(0)
+config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+model = BertForSequenceClassification(config)  # all-MiniLM-L6-v2's shape
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+ids, labels = torch.randint(1000, 20000, (16, 128)), torch.randint(0, 2, (16,))
+while True:
+    model(input_ids=ids, labels=labels).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+""",
+    "matmul": """
+import torch
+a = torch.randn(1024, 1024)
+while True:
+    a = torch.tanh(a @ a)
+""",
+}
+BUSY_WARMUP_S = 5.0  # let the job build its model and reach its steady loop before the first timed run
 
 
 def make_checkpoints(workdir: Path, count: int) -> list[Path]:
@@ -94,11 +129,32 @@ def mergekit_command(mergekit: str, folders: list[Path], out: Path, config: Path
     return [mergekit, str(config), str(out), "--quiet", "--no-write-model-card", "--lazy-unpickle"]
 
 
+def start_busy(job: str | None) -> subprocess.Popen | None:
+    """Start the CPU-bound job (``None``: a quiet machine) and give it time to reach its loop."""
+    if job is None:
+        return None
+    process = subprocess.Popen([sys.executable, "-c", BUSY_JOBS[job]], stdout=subprocess.DEVNULL)
+    time.sleep(BUSY_WARMUP_S)
+    if process.poll() is not None:
+        raise RuntimeError(f"the busy job '{job}' exited with status {process.returncode}")
+    return process
+
+
+def stop_busy(process: subprocess.Popen | None) -> None:
+    if process is not None:
+        process.kill()
+        process.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hf-soups-merge-bench")
     parser.add_argument("--counts", type=int, nargs="+", default=[2, 4, 8, 16])
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each tool per N (the median is shown)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each tool per cell (the median is shown)")
+    parser.add_argument("--threads", nargs="+", default=["auto", "torch"],
+                        help="hf_soups thread settings: auto (its choice), torch (torch's default) or a number")
+    parser.add_argument("--conditions", nargs="+", choices=["quiet", "busy"], default=["quiet", "busy"])
+    parser.add_argument("--busy-job", choices=sorted(BUSY_JOBS), default="train")
     parser.add_argument("--mergekit", help="path to mergekit-yaml (see benchmarks/setup_mergekit.sh)")
     parser.add_argument("--make-checkpoints", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -110,39 +166,59 @@ def main() -> None:
     subprocess.run([sys.executable, __file__, "--make-checkpoints", str(count), "--workdir", str(args.workdir)], check=True)
     folders = [args.workdir / f"ckpt{i}" for i in range(count)]
     checkpoint = (folders[0] / "model.safetensors").stat().st_size
-    print(f"checkpoint: BERT-base shape, fp32, {checkpoint / 1e6:.0f} MB; medians of {args.repeats} runs per cell")
-    print("| N | floor s | hf_soups, hashing s | ratio to floor | hf_soups, cached hashes s | ratio to floor | "
-          "peak RSS / checkpoint | mergekit s | hf_soups (hashing) / mergekit | mergekit RSS / checkpoint |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"checkpoint: BERT-base shape, fp32, {checkpoint / 1e6:.0f} MB; medians of {args.repeats} runs per cell; "
+          f"{os.cpu_count()} CPUs; busy job: {args.busy_job}")
+    print("| N | beside | hf_soups threads | floor s | first merge s | ×floor | cached hashes s | ×floor | "
+          "cached ×quiet | floor ×quiet | mergekit s | first ×mergekit | cached ×mergekit | peak RSS / checkpoint |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for count in args.counts:
         inputs = [str(f / "model.safetensors") for f in folders[:count]]
         dirs = [str(f) for f in folders[:count]]
         cache = args.workdir / f"sha256-{count}.json"
         env = {**os.environ, "HF_SOUPS_HASH_CACHE": str(cache)}
-        runs: dict[str, list[tuple[float, int]]] = {"floor": [], "cold": [], "warm": [], "mergekit": []}
-        for _ in range(args.repeats):
-            out = args.workdir / "out"
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir()
-            runs["floor"].append(measure([sys.executable, "-c", FLOOR, *inputs, str(out / "floor.bin")]))
-            cache.unlink(missing_ok=True)
-            runs["cold"].append(measure([sys.executable, "-c", HF_SOUPS, *dirs, str(out / "cold")], env))
-            runs["warm"].append(measure([sys.executable, "-c", HF_SOUPS, *dirs, str(out / "warm")], env))
-            if args.mergekit:
-                command = mergekit_command(args.mergekit, folders[:count], out / "mergekit", args.workdir / "linear.yml")
-                runs["mergekit"].append(measure(command))
-        wall = {name: statistics.median(w for w, _ in cells) for name, cells in runs.items() if cells}
-        rss = {name: statistics.median(r for _, r in cells) for name, cells in runs.items() if cells}
-        row = (
-            f"| {count} | {wall['floor']:.2f} | {wall['cold']:.2f} | {wall['cold'] / wall['floor']:.2f} | "
-            f"{wall['warm']:.2f} | {wall['warm'] / wall['floor']:.2f} | {max(rss['cold'], rss['warm']) / checkpoint:.2f} |"
-        )
-        if "mergekit" in wall:
-            row += f" {wall['mergekit']:.2f} | {wall['cold'] / wall['mergekit']:.2f} | {rss['mergekit'] / checkpoint:.2f} |"
-        else:
-            row += " – | – | – |"
-        print(row, flush=True)
-
+        runs: dict[str, dict[str, list[tuple[float, int]]]] = {condition: {} for condition in args.conditions}
+        for _ in range(args.repeats):  # the conditions alternate, so that other load on the machine falls on both
+            for condition in args.conditions:
+                cells = runs[condition]
+                busy = start_busy(args.busy_job if condition == "busy" else None)
+                try:
+                    out = args.workdir / "out"
+                    shutil.rmtree(out, ignore_errors=True)
+                    out.mkdir()
+                    floor = [sys.executable, "-c", FLOOR, *inputs, str(out / "floor.bin")]
+                    cells.setdefault("floor", []).append(measure(floor))
+                    for setting in args.threads:
+                        cache.unlink(missing_ok=True)
+                        for stage in ("cold", "warm"):
+                            command = [sys.executable, "-c", HF_SOUPS, setting, *dirs, str(out / f"{stage}-{setting}")]
+                            cells.setdefault(f"{stage} {setting}", []).append(measure(command, env))
+                    if args.mergekit:
+                        command = mergekit_command(args.mergekit, folders[:count], out / "mergekit", args.workdir / "linear.yml")
+                        cells.setdefault("mergekit", []).append(measure(command))
+                finally:
+                    stop_busy(busy)
+        wall = {c: {name: statistics.median(w for w, _ in cell) for name, cell in runs[c].items()} for c in runs}
+        rss = {c: {name: statistics.median(r for _, r in cell) for name, cell in runs[c].items()} for c in runs}
+        for condition in args.conditions:
+            times = wall[condition]
+            for setting in args.threads:
+                cold, warm = times[f"cold {setting}"], times[f"warm {setting}"]
+                row = (
+                    f"| {count} | {'a ' + args.busy_job + ' job' if condition == 'busy' else 'nothing'} | {setting} | "
+                    f"{times['floor']:.2f} | {cold:.2f} | {cold / times['floor']:.2f} | "
+                    f"{warm:.2f} | {warm / times['floor']:.2f} | "
+                    + (f"{warm / wall['quiet'][f'warm {setting}']:.2f} | {times['floor'] / wall['quiet']['floor']:.2f} | "
+                       if "quiet" in wall else "– | – | ")
+                )
+                if "mergekit" in times:
+                    row += f"{times['mergekit']:.2f} | {cold / times['mergekit']:.2f} | {warm / times['mergekit']:.2f} | "
+                else:
+                    row += "– | – | – | "
+                row += f"{max(rss[condition][f'cold {setting}'], rss[condition][f'warm {setting}']) / checkpoint:.2f} |"
+                print(row, flush=True)
+        if args.mergekit:
+            print(f"(N = {count}: mergekit max RSS / checkpoint {rss[args.conditions[0]]['mergekit'] / checkpoint:.2f})",
+                  flush=True)
 
 if __name__ == "__main__":
     main()

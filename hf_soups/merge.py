@@ -47,7 +47,7 @@ from hf_soups.ingredients import (
     validate,
 )
 from hf_soups.record import SoupRecord
-from hf_soups.tensorfile import BackgroundHasher, plan_layout, write_safetensors
+from hf_soups.tensorfile import BackgroundHasher, plan_layout, spare_cores, write_safetensors
 from hf_soups.validation import check_apart, check_mix, output_folder, shard_size
 
 if TYPE_CHECKING:
@@ -75,6 +75,55 @@ def check_weights(weights: Sequence[float] | None, ingredients: Sequence[Ingredi
 
 
 PIECE = 1 << 18  # elements of the mean worked on at once by RunningMean.add_all: 1 MiB of fp32 stays in the CPU cache
+# torch threads for a merge's element-wise work (1 MiB lerps, memory-bound). Measured (2 cores, 8 BERT-base inputs,
+# benchmarks/RESULTS.md): add_all takes 0.38-0.44 s on one thread and 0.38-0.39 s on two, for twice the CPU time; and
+# wherever another process keeps the cores busy, a pool of two spin-waits on its barriers: once 11 s, and 8x the
+# whole merge beside a training job.
+MERGE_THREADS = 1
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # the environment variables torch sizes its pool by
+_TORCH_THREADS = torch.get_num_threads()  # torch's setting when hf_soups was imported: a later change is the user's
+
+
+def merge_threads(threads: int | None = None) -> int:
+    """The number of torch threads a merge computes with.
+
+    ``threads`` when given; else the user's own setting where they made one (``OMP_NUM_THREADS`` or
+    ``MKL_NUM_THREADS`` set, or ``torch.set_num_threads`` called after hf_soups was imported); else
+    ``MERGE_THREADS``.
+
+    Raises:
+        SoupError: ``threads`` is not a positive integer.
+
+    Example:
+        >>> merge_threads(3)
+        3
+    """
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise SoupError(f"threads: must be a positive integer, got {threads!r}")
+        return threads
+    current = torch.get_num_threads()
+    if current != _TORCH_THREADS or any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return current
+    return MERGE_THREADS
+
+
+@contextlib.contextmanager
+def compute_threads(threads: int | None = None) -> Iterator[int]:
+    """Run the block with torch set to :func:`merge_threads` threads, then give the caller back their setting.
+
+    Example:
+        >>> with compute_threads() as chosen:  # doctest: +SKIP
+        ...     mean.lerp_(tensor, 0.5)
+    """
+    chosen, before = merge_threads(threads), torch.get_num_threads()
+    if chosen != before:
+        torch.set_num_threads(chosen)
+    try:
+        yield chosen
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _weight(weight: Weight, name: str) -> float:
@@ -99,6 +148,7 @@ class RunningMean:
     Args:
         plan: the validated :class:`~hf_soups.ingredients.MergePlan`.
         hash_cache: where to look up and remember weight-file hashes.
+        threads: torch threads for :meth:`add_all` and :func:`write_soup` (default: :func:`merge_threads`).
 
     Example:
         >>> mean = RunningMean(validate(ingredients))  # doctest: +SKIP
@@ -107,9 +157,10 @@ class RunningMean:
         >>> classifier = mean.tensors["classifier.weight"]  # doctest: +SKIP
     """
 
-    def __init__(self, plan: MergePlan, hash_cache: HashCache | None = None) -> None:
+    def __init__(self, plan: MergePlan, hash_cache: HashCache | None = None, threads: int | None = None) -> None:
         self.plan = plan
         self.hash_cache = hash_cache
+        self.threads = threads
         self.tensors: dict[str, torch.Tensor] = {}
         self.totals: dict[str, float] = {}
         self.added: list[Ingredient] = []
@@ -153,21 +204,28 @@ class RunningMean:
 
         The work goes tensor by tensor and, within a tensor, in pieces of ``PIECE`` elements: every ingredient's copy
         of a piece is read (each weight file opened once, read in ranges) and added while that piece of the mean is
-        still in the CPU cache, so the mean crosses memory once instead of once per ingredient, and sha256 runs on a
-        background thread. Ingredients that cannot be read in ranges (``pytorch_model.bin``, adapters) make it fall
-        back to :meth:`add`.
+        still in the CPU cache, so the mean crosses memory once instead of once per ingredient. It computes on
+        :func:`merge_threads` torch threads (the caller's setting is restored after) and hashes files on the CPUs
+        left (:func:`~hf_soups.tensorfile.spare_cores`), several files at once where there are several. Ingredients
+        that cannot be read in ranges (``pytorch_model.bin``, adapters) make it fall back to :meth:`add`.
 
         Args:
             ingredients: the ingredients, in the order :meth:`add` would take them.
             weights: one weight (or tensor name → weight) per ingredient.
             progress: a bar to advance once per tensor and ingredient.
         """
-        if not all(ingredient.reads_ranges for ingredient in ingredients):
-            for ingredient, weight in zip(ingredients, weights, strict=True):
-                self.add(ingredient, weight, progress)
-            return
+        with compute_threads(self.threads) as threads:
+            if all(ingredient.reads_ranges for ingredient in ingredients):
+                self._add_ranges(ingredients, weights, spare_cores(threads), progress)
+            else:
+                for ingredient, weight in zip(ingredients, weights, strict=True):
+                    self.add(ingredient, weight, progress)
+
+    def _add_ranges(
+        self, ingredients: Sequence[Ingredient], weights: Sequence[Weight], hash_threads: int, progress: tqdm | None
+    ) -> None:
         with contextlib.ExitStack() as stack:
-            background = stack.enter_context(BackgroundHasher())
+            background = stack.enter_context(BackgroundHasher(hash_threads))
             reads = [stack.enter_context(i.open_ranges(background, self.hash_cache)) for i in ingredients]
             for name, shape in self.plan.shapes.items():
                 numel = math.prod(shape)
@@ -431,6 +489,7 @@ def merge_models(
     base: str | Path | Ingredient | None = None,
     adapter_output: AdapterOutput = "full",
     adapter_rank: int | None = None,
+    threads: int | None = None,
 ) -> Path | PreTrainedModel:
     """Average fine-tuned checkpoints of one base model into one model (a uniform or weighted soup).
 
@@ -451,6 +510,8 @@ def merge_models(
             base + Σ wᵢΔWᵢ (adapters and full models may be mixed); ``"exact"`` writes that soup as a PEFT adapter of
             rank Σrᵢ; ``"svd"`` as a rank-``adapter_rank`` adapter (truncated SVD, relative error in ``soup.json``).
         adapter_rank: the rank of the ``"svd"`` adapter.
+        threads: torch threads to average with (default: :func:`merge_threads`: the user's ``OMP_NUM_THREADS`` or
+            ``torch.set_num_threads`` setting, else ``MERGE_THREADS``); the caller's setting is restored after.
 
     Returns:
         The output folder, or the loaded model when ``output_dir`` is ``None``.
@@ -470,11 +531,13 @@ def merge_models(
         raise SoupError("adapter_rank: give it with adapter_output='svd' (and only then)")
     if output_dir is None and adapter_output != "full":
         raise SoupError(f"adapter_output='{adapter_output}' writes an adapter folder: give output_dir")
+    merge_threads(threads)
     if output_dir is None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = merge_models(
                 ingredients, Path(tmp) / "soup", weights=weights, dtype=dtype, allow_single=allow_single,
                 checkpoints=checkpoints, max_shard_size=max_shard_size, token=token, progress=progress, base=base,
+                threads=threads,
             )
             return load_model(folder)  # type: ignore[arg-type]
     output_dir = check_output(output_dir, [], overwrite)
@@ -492,7 +555,7 @@ def merge_models(
             soup_record(resolved, raw_weights), resolved[0], dtype, overwrite,
         )
     hash_cache = HashCache()
-    mean = RunningMean(plan, hash_cache)
+    mean = RunningMean(plan, hash_cache, threads)
     steps = (len(resolved) + 1) * len(plan.shapes)
     with tqdm(total=steps, desc="merging", unit="tensor", disable=not progress) as bar:
         mean.add_all(resolved, raw_weights, bar)
@@ -536,7 +599,8 @@ def write_soup(
 
     output_dir = check_output(output_dir, mean.added, overwrite)
     with atomic_folder(output_dir, overwrite) as tmp:
-        write_model_folder(tmp, tensor, mean.plan, dtypes, mean.added[0], max_shard_size)
+        with compute_threads(mean.threads):
+            write_model_folder(tmp, tensor, mean.plan, dtypes, mean.added[0], max_shard_size)
         record.save(tmp)
         if extras is not None:
             extras(tmp)

@@ -21,7 +21,6 @@ import json
 import os
 import pickle
 import struct
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -165,13 +164,33 @@ def stream_tensors(
             _skip(f, None, update)
 
 
+MAX_HASH_THREADS = 8  # sha256 threads a merge starts at most (each hashes whole files, about 1.2 GB/s)
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def spare_cores(busy: int) -> int:
+    """How many sha256 threads to run beside ``busy`` computing threads: the other CPUs, at least 1, at most
+    ``MAX_HASH_THREADS``."""
+    return max(1, min(MAX_HASH_THREADS, cpu_count() - busy))
+
+
 class BackgroundHasher:
-    """Hashes chunks on one background thread, in the order given, through a small ring of reused buffers.
+    """Hashes chunks on up to ``workers`` background threads, through a small ring of reused buffers.
 
     sha256 (about 1.2 GB/s on one core) is slower than reading from the page cache, so a merge reads each chunk
-    into the next buffer of the ring (:meth:`buffer`), queues it (:meth:`hash`) and goes on averaging while this
-    thread hashes; a buffer is handed out again only once its hash is done, which bounds memory at ``depth``
-    buffers and allocates nothing per chunk. ``hashlib`` releases the GIL while it hashes.
+    into the next buffer of the ring (:meth:`buffer`), queues it (:meth:`hash`) and goes on averaging while the
+    threads hash. Each hasher (one file) keeps to one thread, so its chunks are hashed in the order given, and
+    hashers are dealt to threads in turn (a thread is started when a hasher needs it): with ``k`` workers, ``k``
+    files are hashed at once. A buffer is handed out again only once its hash is done, which bounds memory at
+    ``depth`` buffers per worker and allocates nothing per chunk. ``hashlib`` releases the GIL while it hashes.
+
+    Args:
+        workers: the most threads to hash on (see :func:`spare_cores`).
+        depth: buffers in the ring per worker.
 
     Example:
         >>> with BackgroundHasher() as background:
@@ -183,10 +202,14 @@ class BackgroundHasher:
         '9a129038'
     """
 
-    def __init__(self, depth: int = 4) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-soups-sha256")
-        self._buffers = [bytearray() for _ in range(depth)]
-        self._hashing: list[Future[None] | None] = [None] * depth
+    def __init__(self, workers: int = 1, depth: int = 4) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be ≥ 1, got {workers}")
+        self.workers = workers
+        self._threads: list[ThreadPoolExecutor] = []
+        self._thread_of: dict[hashlib._Hash, ThreadPoolExecutor] = {}
+        self._buffers = [bytearray() for _ in range(depth * workers)]
+        self._hashing: list[Future[None] | None] = [None] * len(self._buffers)
         self._next = 0
         self._view: memoryview | None = None
 
@@ -201,12 +224,18 @@ class BackgroundHasher:
         return self._view
 
     def hash(self, hasher: hashlib._Hash) -> None:
-        """Queue ``hasher.update`` of the chunk last read into :meth:`buffer`."""
-        self._hashing[self._next] = self._pool.submit(hasher.update, self._view)
+        """Queue ``hasher.update`` of the chunk last read into :meth:`buffer`, on the thread that ``hasher`` keeps to."""
+        thread = self._thread_of.get(hasher)
+        if thread is None:
+            if len(self._threads) < self.workers:
+                name = f"hf-soups-sha256-{len(self._threads)}"
+                self._threads.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix=name))
+            thread = self._thread_of[hasher] = self._threads[len(self._thread_of) % self.workers]
+        self._hashing[self._next] = thread.submit(hasher.update, self._view)
         self._next = (self._next + 1) % len(self._buffers)
 
     def wait(self) -> None:
-        """Return once every queued chunk is hashed."""
+        """Return once every queued chunk is hashed (a chunk no longer in the ring was waited for to free its slot)."""
         for future in self._hashing:
             if future is not None:
                 future.result()
@@ -215,15 +244,16 @@ class BackgroundHasher:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for thread in self._threads:
+            thread.shutdown(wait=True, cancel_futures=True)
 
 
 class RangeReader:
     """A safetensors file opened once and read in element ranges of its tensors, in any order.
 
-    Reads are ``os.preadv`` calls into a reused buffer (the ring of ``background`` when hashing). With a ``hasher``, every byte of the file goes through it in
-    file order: while reads move forward, the bytes read (and any gap before them) are hashed on the way, on the
-    ``background`` thread; a read behind an earlier one leaves the hash to :meth:`hexdigest`, which then hashes the
+    Reads are ``os.preadv`` calls into a reused buffer (the ring of ``background`` when hashing). With a ``hasher``,
+    every byte of the file goes through it in file order: while reads move forward, the bytes read (and any gap
+    before them) are hashed on the way, on a ``background`` thread; a read behind an earlier one leaves the hash to :meth:`hexdigest`, which then hashes the
     file in one more sequential pass (only files laid out unlike the soup's order pay that).
 
     Args:

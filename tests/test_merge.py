@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -234,6 +235,59 @@ def test_disagreeing_integer_buffers_are_refused(make_ingredients, tmp_path):
     with pytest.raises(SoupError, match=r"ingredient '.*ing1': integer tensor 'steps' differs from ingredient '.*ing0'"):
         merge_models(folders, tmp_path / "soup", progress=False)
     assert list(tmp_path.glob("*soup*")) == []
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["ours", "OMP_NUM_THREADS", "torch.set_num_threads", "threads=", "threads= and an error"],
+)
+def test_merge_threads_are_chosen_and_the_callers_are_restored(make_ingredients, tmp_path, monkeypatch, setting):
+    """The merge computes on MERGE_THREADS unless the user set torch's threads (environment, torch, or threads=);
+    either way the caller's torch setting is back afterwards, also after a failed merge."""
+    import hf_soups.merge
+    from hf_soups.tensorfile import BackgroundHasher
+
+    folders = make_ingredients(2)
+    caller = torch.get_num_threads()
+    monkeypatch.setattr("hf_soups.merge._TORCH_THREADS", caller)  # as if hf_soups had just been imported
+    monkeypatch.setattr("hf_soups.merge.MERGE_THREADS", caller + 1)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    kwargs, expected = {}, caller + 1
+    if setting == "OMP_NUM_THREADS":
+        monkeypatch.setenv("OMP_NUM_THREADS", str(caller))
+        expected = caller
+    elif setting == "torch.set_num_threads":
+        caller = expected = caller + 2
+    elif setting.startswith("threads="):
+        kwargs, expected = {"threads": caller + 3}, caller + 3
+    seen = []
+
+    def spying(workers):
+        seen.append((torch.get_num_threads(), workers))
+        if setting.endswith("an error"):
+            raise SoupError("stop")
+        return BackgroundHasher(workers)
+
+    monkeypatch.setattr(hf_soups.merge, "BackgroundHasher", spying)
+    monkeypatch.setattr("hf_soups.tensorfile.cpu_count", lambda: 8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(caller)
+    try:
+        with contextlib.suppress(SoupError) if setting.endswith("an error") else contextlib.nullcontext():
+            merge_models(folders, tmp_path / "soup", progress=False, **kwargs)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(expected, max(1, 8 - expected))]  # sha256 on the CPUs the average leaves
+    assert after == caller
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_bad_thread_count_is_refused(make_ingredients, tmp_path, threads):
+    with pytest.raises(SoupError, match=r"threads: must be a positive integer, got"):
+        merge_models(make_ingredients(2), tmp_path / "soup", progress=False, threads=threads)
+    assert not (tmp_path / "soup").exists()
 
 
 def _merge_script(folders, output, max_shard_size):

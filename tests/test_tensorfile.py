@@ -1,13 +1,22 @@
-"""Byte-range reads of single tensors from safetensors files."""
+"""Byte-range reads of single tensors from safetensors files, hashed on background threads."""
 
 from __future__ import annotations
 
+import hashlib
+import threading
+
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from hf_soups.errors import SoupError
-from hf_soups.tensorfile import BackgroundHasher, RangeReader, read_header, read_tensor_range
+from hf_soups.tensorfile import (
+    BackgroundHasher,
+    RangeReader,
+    read_header,
+    read_tensor_range,
+    spare_cores,
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64])
@@ -73,3 +82,54 @@ def test_range_reader_reports_a_file_truncated_after_its_header_was_read(tmp_pat
     with BackgroundHasher() as background, RangeReader(path, hashlib.sha256(), background) as reader:
         with pytest.raises(SoupError, match=r"x\.safetensors: truncated while reading tensor 'w'"):
             reader.read(info, 0, 100)
+
+
+class ThreadRecordingSha256:
+    """sha256 that remembers which threads hashed it."""
+
+    def __init__(self):
+        self._hash, self.name, self.threads = hashlib.sha256(), "sha256", set()
+
+    def update(self, data):
+        self.threads.add(threading.current_thread().name)
+        self._hash.update(data)
+
+    def hexdigest(self):
+        return self._hash.hexdigest()
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 5])
+@pytest.mark.parametrize("order", ["file by file", "interleaved", "backward"])
+def test_hasher_threads_give_hashlibs_digests_for_several_files(tmp_path, workers, order):
+    """Files are dealt to up to `workers` threads (never more than files); each keeps to one thread, in order."""
+    paths = []
+    for f in range(4):
+        paths.append(tmp_path / f"x{f}.safetensors")
+        save_file({f"t{i}": torch.randn(40 + 3 * i + f) for i in range(5)}, paths[-1])
+    headers = [read_header(path) for path in paths]
+    pieces = [(f, name, start) for f, header in enumerate(headers) for name in header
+              for start in range(0, header[name].shape[0], 9)]
+    if order == "interleaved":  # the way add_all reads: the same piece of every file in turn
+        pieces.sort(key=lambda piece: (piece[1], piece[2], piece[0]))
+    elif order == "backward":
+        pieces.reverse()
+    hashers = [ThreadRecordingSha256() for _ in paths]
+    with BackgroundHasher(workers, depth=2) as background:
+        readers = [RangeReader(path, hasher, background) for path, hasher in zip(paths, hashers)]
+        for f, name, start in pieces:
+            info = headers[f][name]
+            reader = readers[f]
+            count = min(9, info.shape[0] - start)
+            assert torch.equal(reader.read(info, start, count), load_file(paths[f])[name][start : start + count])
+        digests = [reader.hexdigest() for reader in readers]
+        for reader in readers:
+            reader.close()
+    assert digests == [hashlib.sha256(path.read_bytes()).hexdigest() for path in paths]
+    assert all(len(hasher.threads) == 1 for hasher in hashers)
+    assert len(set().union(*(hasher.threads for hasher in hashers))) == min(workers, len(paths))
+
+
+@pytest.mark.parametrize(("cpus", "busy", "expected"), [(2, 1, 1), (1, 1, 1), (4, 1, 3), (4, 2, 2), (64, 1, 8)])
+def test_hash_threads_are_the_spare_cores_bounded(monkeypatch, cpus, busy, expected):
+    monkeypatch.setattr("hf_soups.tensorfile.cpu_count", lambda: cpus)
+    assert spare_cores(busy) == expected

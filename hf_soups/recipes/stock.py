@@ -31,11 +31,11 @@ from safetensors import safe_open
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan, base_names, resolve_ingredients
-from hf_soups.merge import PIECE, RunningMean
+from hf_soups.merge import PIECE, RunningMean, compute_threads
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.recipe_file import pinned_spec
 from hf_soups.recipes.report import SoupReport, soup_report
-from hf_soups.tensorfile import BackgroundHasher
+from hf_soups.tensorfile import BackgroundHasher, spare_cores
 
 
 @dataclass
@@ -139,7 +139,8 @@ def stock_soup_tensors(
     soup = RunningMean(plan, hash_cache)
     ratios: dict[str, float | None] = {}
     with contextlib.ExitStack() as stack:
-        background = stack.enter_context(BackgroundHasher())
+        threads = stack.enter_context(compute_threads())  # memory-bound like the merge: its thread choice
+        background = stack.enter_context(BackgroundHasher(spare_cores(threads)))
         reads = [stack.enter_context(i.open_ranges(background, hash_cache)) for i in everyone]
         read_base = reads.pop()
         for name, shape in plan.shapes.items():
