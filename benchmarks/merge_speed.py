@@ -163,7 +163,9 @@ def main() -> None:
         make_checkpoints(args.workdir, args.make_checkpoints)
         return
     count = max(args.counts)
-    subprocess.run([sys.executable, __file__, "--make-checkpoints", str(count), "--workdir", str(args.workdir)], check=True)
+    subprocess.run(
+        [sys.executable, __file__, "--make-checkpoints", str(count), "--workdir", str(args.workdir)], check=True
+    )
     folders = [args.workdir / f"ckpt{i}" for i in range(count)]
     checkpoint = (folders[0] / "model.safetensors").stat().st_size
     print(f"checkpoint: BERT-base shape, fp32, {checkpoint / 1e6:.0f} MB; medians of {args.repeats} runs per cell; "
@@ -193,7 +195,9 @@ def main() -> None:
                             command = [sys.executable, "-c", HF_SOUPS, setting, *dirs, str(out / f"{stage}-{setting}")]
                             cells.setdefault(f"{stage} {setting}", []).append(measure(command, env))
                     if args.mergekit:
-                        command = mergekit_command(args.mergekit, folders[:count], out / "mergekit", args.workdir / "linear.yml")
+                        command = mergekit_command(
+                            args.mergekit, folders[:count], out / "mergekit", args.workdir / "linear.yml"
+                        )
                         cells.setdefault("mergekit", []).append(measure(command))
                 finally:
                     stop_busy(busy)
@@ -207,18 +211,28 @@ def main() -> None:
                     f"| {count} | {'a ' + args.busy_job + ' job' if condition == 'busy' else 'nothing'} | {setting} | "
                     f"{times['floor']:.2f} | {cold:.2f} | {cold / times['floor']:.2f} | "
                     f"{warm:.2f} | {warm / times['floor']:.2f} | "
-                    + (f"{warm / wall['quiet'][f'warm {setting}']:.2f} | {times['floor'] / wall['quiet']['floor']:.2f} | "
-                       if "quiet" in wall else "– | – | ")
+                    + (
+                        f"{warm / wall['quiet'][f'warm {setting}']:.2f} | "
+                        f"{times['floor'] / wall['quiet']['floor']:.2f} | "
+                        if "quiet" in wall
+                        else "– | – | "
+                    )
                 )
                 if "mergekit" in times:
-                    row += f"{times['mergekit']:.2f} | {cold / times['mergekit']:.2f} | {warm / times['mergekit']:.2f} | "
+                    row += (
+                        f"{times['mergekit']:.2f} | {cold / times['mergekit']:.2f} | {warm / times['mergekit']:.2f} | "
+                    )
                 else:
                     row += "– | – | – | "
-                row += f"{max(rss[condition][f'cold {setting}'], rss[condition][f'warm {setting}']) / checkpoint:.2f} |"
+                row += (
+                    f"{max(rss[condition][f'cold {setting}'], rss[condition][f'warm {setting}']) / checkpoint:.2f} |"
+                )
                 print(row, flush=True)
         if args.mergekit:
-            print(f"(N = {count}: mergekit max RSS / checkpoint {rss[args.conditions[0]]['mergekit'] / checkpoint:.2f})",
-                  flush=True)
+            print(
+                f"(N = {count}: mergekit max RSS / checkpoint {rss[args.conditions[0]]['mergekit'] / checkpoint:.2f})",
+                flush=True,
+            )
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,9 @@ from hf_soups.recipes.stock import StockBase, stock_soup_tensors
 
 def make_models(workdir: Path, count: int) -> tuple[Path, list[Path]]:
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
     base = BertForSequenceClassification(config)
     base.save_pretrained(workdir / "base")
     drift = {name: torch.randn_like(p) * 0.02 for name, p in base.named_parameters()}

@@ -48,14 +48,19 @@ ADAPTER_WEIGHTS = ["adapter_model.safetensors", "adapter_model.bin"]  # in the o
 PREFIX = "base_model.model."  # PeftModel → LoraModel → the transformers model
 FACTOR_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
 # LoRA variants whose update is not sᵢ·BᵢAᵢ: config key → what it is.
-UNSUPPORTED = {"use_dora": "DoRA", "lora_bias": "a LoRA bias", "use_qalora": "QALoRA", "layer_replication": "layer replication"}
+UNSUPPORTED = {
+    "use_dora": "DoRA",
+    "lora_bias": "a LoRA bias",
+    "use_qalora": "QALoRA",
+    "layer_replication": "layer replication",
+}
 
 AdapterOutput = Literal["full", "exact", "svd"]
 
 
 @dataclass(frozen=True)
 class LoraFactors:
-    """One LoRA target weight: ΔW = scaling · B @ A (transposed for ``fan_in_fan_out`` layers such as GPT-2's Conv1D)."""
+    """One LoRA target weight: ΔW = scaling · B @ A (transposed for ``fan_in_fan_out`` layers, e.g. GPT-2's Conv1D)."""
 
     A: torch.Tensor
     B: torch.Tensor
@@ -90,10 +95,14 @@ class AdapterIngredient(Ingredient):
         """``adapter_config.json``, checked to be a plain LoRA."""
         config = _read_json(self.path / ADAPTER_CONFIG, self.label)
         if config.get("peft_type") != "LORA":
-            raise SoupError(f"{self.label}: peft_type is {config.get('peft_type')!r}; only LORA adapters can be souped")
+            raise SoupError(
+                f"{self.label}: peft_type is {config.get('peft_type')!r}; only LORA adapters can be souped"
+            )
         for key, name in UNSUPPORTED.items():
             if config.get(key):
-                raise SoupError(f"{self.label}: uses {name} ({key} in {ADAPTER_CONFIG}), which hf_soups cannot average")
+                raise SoupError(
+                    f"{self.label}: uses {name} ({key} in {ADAPTER_CONFIG}), which hf_soups cannot average"
+                )
         return config
 
     @cached_property
@@ -154,12 +163,16 @@ class AdapterIngredient(Ingredient):
         factors = {}
         for module, pair in sorted(pairs.items()):
             if set(pair) != {"A", "B"}:
-                raise SoupError(f"{self.label}: module '{module}' has lora_{''.join(pair)} but not both lora_A and lora_B")
+                raise SoupError(
+                    f"{self.label}: module '{module}' has lora_{''.join(pair)} but not both lora_A and lora_B"
+                )
             rank = pair["A"].shape[0]
             alpha = config.get("alpha_pattern", {}).get(get_pattern_key(config.get("alpha_pattern", {}), module))
             alpha = config["lora_alpha"] if alpha is None else alpha
             scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
-            factors[f"{module}.weight"] = LoraFactors(pair["A"], pair["B"], scaling, bool(config.get("fan_in_fan_out")))
+            factors[f"{module}.weight"] = LoraFactors(
+                pair["A"], pair["B"], scaling, bool(config.get("fan_in_fan_out"))
+            )
         return factors
 
     @cached_property
@@ -178,7 +191,9 @@ class AdapterIngredient(Ingredient):
             if name not in shapes:
                 raise SoupError(f"{self.label}: LoRA target '{name}' is not a tensor of its base {self._base.label}")
             if factors.B.shape[1] != factors.rank:
-                raise SoupError(f"{self.label}: '{name}' has lora_A of rank {factors.rank} but lora_B of rank {factors.B.shape[1]}")
+                raise SoupError(
+                    f"{self.label}: '{name}' has lora_A of rank {factors.rank} but lora_B of rank {factors.B.shape[1]}"
+                )
             delta_shape = (factors.B.shape[0], factors.A.shape[1])
             if (delta_shape[::-1] if factors.fan_in_fan_out else delta_shape) != shapes[name]:
                 raise SoupError(
@@ -192,7 +207,9 @@ class AdapterIngredient(Ingredient):
                     f"{self._base.label} (unsupported PEFT feature?)"
                 )
             if tuple(tensor.shape) != shapes[name]:
-                raise SoupError(f"{self.label}: tensor '{name}' has shape {list(tensor.shape)}, the base has {list(shapes[name])}")
+                raise SoupError(
+                    f"{self.label}: tensor '{name}' has shape {list(tensor.shape)}, the base has {list(shapes[name])}"
+                )
 
     def tensors(self, hash_cache: HashCache | None = None) -> Iterator[tuple[str, torch.Tensor]]:
         """Stream the full model's tensors: the base's, ΔW added to LoRA targets, ``modules_to_save`` replaced.
@@ -239,7 +256,9 @@ def base_name(base: Ingredient) -> str:
 
 
 def with_bases(
-    ingredients: Sequence[Ingredient], base: str | os.PathLike[str] | Ingredient | None = None, token: str | bool | None = None
+    ingredients: Sequence[Ingredient],
+    base: str | os.PathLike[str] | Ingredient | None = None,
+    token: str | bool | None = None,
 ) -> list[Ingredient]:
     """Turn adapter folders into :class:`AdapterIngredient`\\ s over their resolved base (full models pass through).
 
@@ -277,9 +296,14 @@ def with_bases(
         else:
             name = adapter.adapter_config.get("base_model_name_or_path")
             if not name:
-                raise SoupError(f"{adapter.label}: {ADAPTER_CONFIG} names no base_model_name_or_path (give the base: base= / --base)")
+                raise SoupError(
+                    f"{adapter.label}: {ADAPTER_CONFIG} names no base_model_name_or_path "
+                    "(give the base: base= / --base)"
+                )
             revision = adapter.adapter_config.get("revision")
-            adapter.base = resolve(f"{name}@{revision}" if revision and not Path(name).exists() else name, adapter.label)
+            adapter.base = resolve(
+                f"{name}@{revision}" if revision and not Path(name).exists() else name, adapter.label
+            )
         result.append(adapter)
     return result
 
@@ -339,14 +363,19 @@ class AdapterSoup:
         """
         full_models = [i for i in adapters if not isinstance(i, AdapterIngredient)]
         if full_models:
-            raise SoupError(f"{full_models[0].label}: is a full model; an adapter soup needs every ingredient to be an adapter")
+            raise SoupError(
+                f"{full_models[0].label}: is a full model; an adapter soup needs every ingredient to be an adapter"
+            )
         total = sum(weights)
-        kept = [(a, w / total) for a, w in zip(adapters, weights) if w > 0]
+        kept = [(a, w / total) for a, w in zip(adapters, weights, strict=True) if w > 0]
         first = kept[0][0].adapter_config
         for adapter, _ in kept:
             for key in ("task_type", "fan_in_fan_out"):
                 if adapter.adapter_config.get(key) != first.get(key):
-                    raise SoupError(f"{adapter.label}: {key} is {adapter.adapter_config.get(key)!r}, {kept[0][0].label} has {first.get(key)!r}")
+                    raise SoupError(
+                        f"{adapter.label}: {key} is {adapter.adapter_config.get(key)!r}, "
+                        f"{kept[0][0].label} has {first.get(key)!r}"
+                    )
         names = sorted({n for a, _ in kept for n in a.factors})
         factors = {}
         for name in names:
@@ -395,8 +424,11 @@ class AdapterSoup:
     def summary(self) -> dict[str, Any]:
         """What ``soup.json`` records of the adapter written: output kind, rank and relative errors."""
         return {
-            "type": "lora", "output": "exact" if self.svd_rank is None else "svd", "r": self.rank,
-            "relative_error": self.relative_error, "max_module_relative_error": max(self.module_errors.values(), default=0.0),
+            "type": "lora",
+            "output": "exact" if self.svd_rank is None else "svd",
+            "r": self.rank,
+            "relative_error": self.relative_error,
+            "max_module_relative_error": max(self.module_errors.values(), default=0.0),
         }
 
     def state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:

@@ -79,9 +79,13 @@ class TrainerJudge:
         if trainer.eval_dataset is None or isinstance(trainer.eval_dataset, dict):
             raise SoupError("soup judged by the Trainer: give the Trainer one eval_dataset, or cook with a GLUE task=")
         if trainer.compute_metrics is None:
-            raise SoupError("soup judged by the Trainer: give the Trainer a compute_metrics, or cook with a GLUE task=")
+            raise SoupError(
+                "soup judged by the Trainer: give the Trainer a compute_metrics, or cook with a GLUE task="
+            )
         if len(trainer.label_names) != 1:
-            raise SoupError(f"soup judged by the Trainer: needs one label column, the Trainer has {trainer.label_names}")
+            raise SoupError(
+                f"soup judged by the Trainer: needs one label column, the Trainer has {trainer.label_names}"
+            )
         if trainer.args.greater_is_better is False:
             raise SoupError(
                 f"soup judged by the Trainer: recipes maximise their metric, but metric_for_best_model="
@@ -113,7 +117,9 @@ class TrainerJudge:
         was_training = model.training
         model.to(self.accelerator.device).eval()
         logits, labels = [], []
-        bar = tqdm(loader, desc=f"eval_dataset:{split}", disable=not (self.progress and self.accelerator.is_main_process))
+        bar = tqdm(
+            loader, desc=f"eval_dataset:{split}", disable=not (self.progress and self.accelerator.is_main_process)
+        )
         try:
             with torch.inference_mode():
                 for batch in bar:
@@ -125,9 +131,11 @@ class TrainerJudge:
         finally:
             model.train(was_training)
         rows = len(self.parts[split])
-        gathered = sum(len(l) for l in labels)
+        gathered = sum(len(batch) for batch in labels)
         if gathered != rows:
-            raise SoupError(f"eval_dataset:{split}: gathered {gathered} outputs for {rows} rows (dataloader_drop_last?)")
+            raise SoupError(
+                f"eval_dataset:{split}: gathered {gathered} outputs for {rows} rows (dataloader_drop_last?)"
+            )
         return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
     def metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -214,7 +222,9 @@ class SoupCallback(TrainerCallback):
         seed / select_fraction: the split of the Trainer's eval dataset into selection and report parts.
 
     Example:
-        >>> callback = SoupCallback("pantry", pin_head=True, cook_on_end=True, sweep_size=4, task="rte")  # doctest: +SKIP
+        >>> callback = SoupCallback(  # doctest: +SKIP
+        ...     "pantry", pin_head=True, cook_on_end=True, sweep_size=4, task="rte"
+        ... )
         >>> for lr, seed in grid:  # doctest: +SKIP
         ...     Trainer(make_model(), TrainingArguments(f"runs/{lr}-{seed}", learning_rate=lr, seed=seed),
         ...             train_dataset=train, processing_class=tokenizer, callbacks=[callback]).train()
@@ -246,7 +256,8 @@ class SoupCallback(TrainerCallback):
         self.pantry = Pantry(pantry)
         self.checkpoints, self.pin_head = checkpoints, pin_head
         self.cook_on_end, self.sweep_size = cook_on_end, sweep_size
-        self.recipe, self.task, self.glue_dir, self.output_dir, self.ensemble = recipe, task, glue_dir, output_dir, ensemble
+        self.recipe, self.task, self.glue_dir = recipe, task, glue_dir
+        self.output_dir, self.ensemble = output_dir, ensemble
         self.push_to_hub, self.hub_model_id, self.hub_token = push_to_hub, hub_model_id, hub_token
         self.hub_private_repo = hub_private_repo
         self.seed, self.select_fraction = seed, select_fraction
@@ -381,7 +392,9 @@ class SoupCallback(TrainerCallback):
         batch_size = args.per_device_eval_batch_size if args is not None else 32
         accelerator = trainer.accelerator if trainer is not None else None
         if task is not None:
-            kitchen = make_kitchen(ingredients, task, glue_dir=self.glue_dir, batch_size=batch_size, accelerator=accelerator)
+            kitchen = make_kitchen(
+                ingredients, task, glue_dir=self.glue_dir, batch_size=batch_size, accelerator=accelerator
+            )
         else:
             judge = TrainerJudge(trainer, self.seed, self.select_fraction)  # type: ignore[arg-type]
             kitchen = make_kitchen(ingredients, judge=judge)
@@ -390,7 +403,9 @@ class SoupCallback(TrainerCallback):
         push = _first(push_to_hub, self.push_to_hub, getattr(args, "push_to_hub", None), False)
         repo_id = None
         if push:
-            stem = getattr(args, "hub_model_id", None) or (Path(args.output_dir) if args is not None else output_dir).name
+            stem = (
+                getattr(args, "hub_model_id", None) or (Path(args.output_dir) if args is not None else output_dir).name
+            )
             repo_id = self.hub_model_id or f"{stem}-soup"
         report = cook_recipe(kitchen, recipe or self.recipe, output_dir, ensemble=self.ensemble, overwrite=True,
                              repo_id=repo_id, options=options)
@@ -422,7 +437,9 @@ def _unsharded(loader: Any, args: Any) -> torch.utils.data.DataLoader:
     """Every training example once, in order, in the Trainer's batches (not one process's shard)."""
     if loader is None:
         raise SoupError("SoupCallback(pin_head='probe') needs the Trainer's train dataloader (a train_dataset)")
-    return torch.utils.data.DataLoader(loader.dataset, batch_size=args.per_device_train_batch_size, collate_fn=loader.collate_fn)
+    return torch.utils.data.DataLoader(
+        loader.dataset, batch_size=args.per_device_train_batch_size, collate_fn=loader.collate_fn
+    )
 
 
 def run_name(args: Any) -> str:
@@ -465,7 +482,9 @@ class SoupTrainer(Trainer):
         >>> print(trainer.soup().table)  # doctest: +SKIP
     """
 
-    def __init__(self, *args: Any, pantry: str | Path | None = None, soup_callback: SoupCallback | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, pantry: str | Path | None = None, soup_callback: SoupCallback | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.soup_callback = soup_callback or SoupCallback(pantry or Path(self.args.output_dir) / "pantry")
         self.soup_callback.trainer = self

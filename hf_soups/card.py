@@ -110,7 +110,9 @@ def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None) -> Mod
             stock=recipe.options if recipe and recipe.name == "stock" else None,
             ingredients=[_ingredient_row(i, recipe.metric if recipe else None) for i in record.ingredients],
             split_rule=_yaml(_public(recipe.split_rule)) if recipe and recipe.split_rule else None,
-            options=_yaml(_public({k: v for k, v in recipe.options.items() if k != "ratios"})) if recipe and recipe.options else None,
+            options=_yaml(_public({k: v for k, v in recipe.options.items() if k != "ratios"}))
+            if recipe and recipe.options
+            else None,
             trajectory=[step | {"spec": public_name(step["spec"])} for step in recipe.trajectory] if recipe else [],
             metrics=metrics,
             sizes={split: sizes.get(split) for split in SPLITS} if isinstance(sizes, dict) else {},

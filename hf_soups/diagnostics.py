@@ -90,9 +90,11 @@ def layer_group(name: str) -> str:
     ``"pooler"``, ``"head"`` or ``"other"``.
 
     Example:
-        >>> [layer_group(n) for n in ["bert.embeddings.word_embeddings.weight", "bert.encoder.layer.1.output.dense.bias",
+        >>> [layer_group(n) for n in ["bert.embeddings.word_embeddings.weight",
+        ...                           "bert.encoder.layer.1.output.dense.bias",
         ...                           "encoder.block.0.layer.1.DenseReluDense.wi.weight", "shared.weight",
-        ...                           "bert.pooler.dense.weight", "classifier.weight", "encoder.final_layer_norm.weight"]]
+        ...                           "bert.pooler.dense.weight", "classifier.weight",
+        ...                           "encoder.final_layer_norm.weight"]]
         ['embeddings', 'encoder.layer.1', 'encoder.block.0', 'embeddings', 'pooler', 'head', 'other']
     """
     parts = set(name.split("."))
@@ -263,7 +265,7 @@ def weight_space(ingredients: Sequence[Ingredient], plan: MergePlan, base: Ingre
             for start in range(0, size, CHUNK):
                 count = min(CHUNK, size - start)
                 vectors, middle = block[:, :count], centre[:count]
-                for row, read in zip(vectors, readers):
+                for row, read in zip(vectors, readers, strict=True):
                     row.copy_(read(name, start, count))
                 if read_base is not None and name in names_in_base:
                     middle.copy_(read_base(names_in_base[name], start, count))
@@ -550,8 +552,10 @@ def _judge_landscape(landscape: Landscape, verdicts: dict[str, Verdict]) -> list
     for curve in landscape.curves:
         if curve.barrier > BARRIER_THRESHOLD:
             barred.append(curve.partner)
-            reason = (f"loss barrier with the best ingredient {landscape.best}: the midpoint scores {curve.barrier:.3f} "
-                      f"{landscape.metric} below the endpoints' mean (threshold {BARRIER_THRESHOLD})")
+            reason = (
+                f"loss barrier with the best ingredient {landscape.best}: the midpoint scores {curve.barrier:.3f} "
+                f"{landscape.metric} below the endpoints' mean (threshold {BARRIER_THRESHOLD})"
+            )
             if verdicts[curve.partner].verdict == "soup-compatible":
                 verdicts[curve.partner] = Verdict(curve.partner, "different basin", [reason])
             else:
@@ -605,7 +609,7 @@ def plot_cosines(weights: WeightSpace, path: str | Path) -> Path:
     figure = Figure(figsize=(3.2 * columns + 1, 3.0 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False)
     image = None
-    for ax, (name, sums) in zip(axes.flat, panels.items()):
+    for ax, (name, sums) in zip(axes.flat, panels.items(), strict=False):
         image = ax.imshow(sums.cosines, vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set_title(name, fontsize=9)
         ax.set_xticks(range(n), [str(i) for i in range(n)], fontsize=7)
@@ -613,8 +617,10 @@ def plot_cosines(weights: WeightSpace, path: str | Path) -> Path:
     for ax in list(axes.flat)[len(panels):]:
         ax.set_axis_off()
     figure.colorbar(image, ax=axes, shrink=0.8, label="task-vector cosine")
-    figure.suptitle(f"centre: {weights.centre}\n" + "; ".join(f"{i}: {Path(s).name}" for i, s in enumerate(weights.specs)),
-                    fontsize=8)
+    figure.suptitle(
+        f"centre: {weights.centre}\n" + "; ".join(f"{i}: {Path(s).name}" for i, s in enumerate(weights.specs)),
+        fontsize=8,
+    )
     figure.savefig(path, dpi=110)
     return Path(path)
 
@@ -626,7 +632,9 @@ def plot_interpolation(landscape: Landscape, path: str | Path) -> Path:
     figure = Figure(figsize=(6, 4), layout="constrained")
     ax = figure.subplots()
     for curve in landscape.curves:
-        ax.plot(curve.alphas, curve.scores, marker="o", label=f"{Path(curve.partner).name} (barrier {curve.barrier:+.3f})")
+        ax.plot(
+            curve.alphas, curve.scores, marker="o", label=f"{Path(curve.partner).name} (barrier {curve.barrier:+.3f})"
+        )
     ax.set_xlabel(f"α (0: best, {Path(landscape.best).name}; 1: partner)")
     ax.set_ylabel(f"{landscape.metric} on {landscape.split}")
     ax.set_title(f"{landscape.task}: linear interpolation from the best ingredient")

@@ -166,7 +166,9 @@ class Ingredient:
         try:
             label_map(config)
         except (ValueError, TypeError, AttributeError):
-            raise SoupError(f"ingredient '{self.spec}': {path}: id2label needs integer ids, got {config['id2label']!r}") from None
+            raise SoupError(
+                f"ingredient '{self.spec}': {path}: id2label needs integer ids, got {config['id2label']!r}"
+            ) from None
         return config
 
     @cached_property
@@ -371,7 +373,9 @@ def resolve_ingredients(
         elif isinstance(spec, str) and _HUB_SPEC.match(spec) and not _looks_local(spec):
             ingredients.append(_from_hub(spec, token))
         elif isinstance(spec, str) and _HUB_SPEC.match(spec):
-            raise SoupError(f"ingredient '{spec}': no such folder (not taken for a Hub repo id: it starts like a local path)")
+            raise SoupError(
+                f"ingredient '{spec}': no such folder (not taken for a Hub repo id: it starts like a local path)"
+            )
         else:
             raise SoupError(f"ingredient '{spec}': no such folder, and not a Hub repo id (owner/name[@revision])")
     from hf_soups.adapters import with_bases  # imported here: hf_soups.adapters builds on this module
@@ -427,7 +431,12 @@ def _best_checkpoint(path: Path, subfolders: list[Path]) -> Path:
 
 def _from_hub(spec: str, token: str | bool | None) -> Ingredient:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     match = _HUB_SPEC.match(spec)
     assert match is not None
@@ -437,14 +446,19 @@ def _from_hub(spec: str, token: str | bool | None) -> Ingredient:
     except RevisionNotFoundError:
         raise SoupError(f"ingredient '{spec}': the Hub repo {repo_id} has no revision '{revision}'") from None
     except RepositoryNotFoundError:
-        raise SoupError(f"ingredient '{spec}': no Hub repo {repo_id} (or it is private and no valid token was given)") from None
+        raise SoupError(
+            f"ingredient '{spec}': no Hub repo {repo_id} (or it is private and no valid token was given)"
+        ) from None
     except LocalEntryNotFoundError:
         raise SoupError(
             f"ingredient '{spec}': not in the local Hub cache and the Hub cannot be reached (HF_HUB_OFFLINE is "
             f"{os.environ.get('HF_HUB_OFFLINE', 'unset')})"
         ) from None
     except HfHubHTTPError as err:
-        raise SoupError(f"ingredient '{spec}': the Hub answered {err.response.status_code if err.response is not None else 'an error'}") from None
+        raise SoupError(
+            f"ingredient '{spec}': the Hub answered "
+            f"{err.response.status_code if err.response is not None else 'an error'}"
+        ) from None
     known = {}
     for file in folder.iterdir():
         blob = Path(os.path.realpath(file)).name  # the cache stores LFS files under their sha256
@@ -486,13 +500,18 @@ def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> M
         missing = sorted(set(shapes) - set(other_shapes))
         extra = sorted(set(other_shapes) - set(shapes))
         if missing:
-            raise SoupError(f"{other.label}: tensor '{missing[0]}' of {first.label} is missing ({len(missing)} missing)")
+            raise SoupError(
+                f"{other.label}: tensor '{missing[0]}' of {first.label} is missing ({len(missing)} missing)"
+            )
         if extra:
-            raise SoupError(f"{other.label}: extra tensor '{extra[0]}' that {first.label} does not have ({len(extra)} extra)")
+            raise SoupError(
+                f"{other.label}: extra tensor '{extra[0]}' that {first.label} does not have ({len(extra)} extra)"
+            )
         for name, shape in shapes.items():
             if other_shapes[name] != shape:
                 raise SoupError(
-                    f"{other.label}: tensor '{name}' has shape {list(other_shapes[name])}, {first.label} has {list(shape)}"
+                    f"{other.label}: tensor '{name}' has shape {list(other_shapes[name])}, "
+                    f"{first.label} has {list(shape)}"
                 )
             if other_dtypes[name].is_floating_point != dtypes[name][0].is_floating_point:
                 raise SoupError(
@@ -550,7 +569,10 @@ def _tensors(ingredient: Ingredient) -> tuple[dict[str, tuple[int, ...]], dict[s
 def _check_config(first: Ingredient, other: Ingredient) -> None:
     for key in ("model_type", "architectures"):
         if first.config.get(key) != other.config.get(key):
-            raise SoupError(f"{other.label}: config {key} is {other.config.get(key)!r}, {first.label} has {first.config.get(key)!r}")
+            raise SoupError(
+                f"{other.label}: config {key} is {other.config.get(key)!r}, "
+                f"{first.label} has {first.config.get(key)!r}"
+            )
     a, b = label_map(first.config), label_map(other.config)
     if len(a) != len(b):
         raise SoupError(f"{other.label}: config num_labels is {len(b)}, {first.label} has {len(a)}")

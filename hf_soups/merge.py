@@ -199,7 +199,9 @@ class RunningMean:
                 progress.update()
         self._count(ingredient, weight)
 
-    def add_all(self, ingredients: Sequence[Ingredient], weights: Sequence[Weight], progress: tqdm | None = None) -> None:
+    def add_all(
+        self, ingredients: Sequence[Ingredient], weights: Sequence[Weight], progress: tqdm | None = None
+    ) -> None:
         """Add several ingredients: the same mean, bit for bit, as :meth:`add` on each in turn, but faster.
 
         The work goes tensor by tensor and, within a tensor, in pieces of ``PIECE`` elements: every ingredient's copy
@@ -232,7 +234,7 @@ class RunningMean:
                 if self.plan.is_float(name):
                     self._add_pieces(name, shape, reads, weights)
                 else:
-                    for ingredient, read in zip(ingredients, reads):
+                    for ingredient, read in zip(ingredients, reads, strict=True):
                         tensor = read(name, 0, numel).view(shape)
                         if name in self.tensors:
                             self._check_integer(name, tensor, ingredient, (self.added or ingredients)[0])
@@ -240,11 +242,15 @@ class RunningMean:
                             self.tensors[name] = tensor.clone()
                 if progress is not None:
                     progress.update(len(ingredients))
-        for ingredient, weight in zip(ingredients, weights):
+        for ingredient, weight in zip(ingredients, weights, strict=True):
             self._count(ingredient, weight)
 
     def _add_pieces(
-        self, name: str, shape: tuple[int, ...], reads: list[Callable[[str, int, int], torch.Tensor]], weights: Sequence[Weight]
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        reads: list[Callable[[str, int, int], torch.Tensor]],
+        weights: Sequence[Weight],
     ) -> None:
         """Add every ingredient's copy of one float tensor, ``PIECE`` elements at a time (see :meth:`add_all`)."""
         total, factors = self.totals.get(name, 0.0), []
@@ -257,7 +263,7 @@ class RunningMean:
         flat = self.tensors[name].view(-1)
         for start in range(0, flat.numel(), PIECE):
             piece = flat[start : start + PIECE]
-            for index, (read, factor) in enumerate(zip(reads, factors)):
+            for index, (read, factor) in enumerate(zip(reads, factors, strict=True)):
                 tensor = read(name, start, piece.numel())
                 if fresh and index == 0:
                     piece.copy_(tensor)
@@ -432,7 +438,9 @@ def _claim(tmp: Path, target: Path) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             target.rmdir()  # only if still empty: whatever someone put there stays
-        raise SoupError(f"output folder {target} was written to by someone else meanwhile; it was left as it is") from None
+        raise SoupError(
+            f"output folder {target} was written to by someone else meanwhile; it was left as it is"
+        ) from None
 
 
 def remove_stale_temporaries(target: Path) -> list[Path]:
@@ -444,7 +452,13 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     removed = []
     for candidate in Path(target).parent.glob(f".{glob.escape(target.name)}.*{TMP_SUFFIX}"):
         pid, *rest = candidate.name[len(target.name) + 2 : -len(TMP_SUFFIX)].split(".")
-        if len(rest) == 1 and pid.isdigit() and candidate.is_dir() and not candidate.is_symlink() and not _alive(int(pid)):
+        if (
+            len(rest) == 1
+            and pid.isdigit()
+            and candidate.is_dir()
+            and not candidate.is_symlink()
+            and not _alive(int(pid))
+        ):
             shutil.rmtree(candidate, ignore_errors=True)
             removed.append(candidate)
     return removed
@@ -660,7 +674,7 @@ def soup_record(ingredients: Sequence[Ingredient], weights: Sequence[float]) -> 
         base_model=next((base_name(i.base) for i in ingredients if isinstance(i, AdapterIngredient) and i.base), None),
         model_type=config.get("model_type"),
         architecture=(config.get("architectures") or [None])[0],
-        ingredients=[i.record(weight=w / total, kept=w > 0) for i, w in zip(ingredients, weights)],
+        ingredients=[i.record(weight=w / total, kept=w > 0) for i, w in zip(ingredients, weights, strict=True)],
     )
 
 

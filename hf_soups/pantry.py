@@ -79,8 +79,11 @@ def _effective_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
 
     base = model.get_base_model()
     deltas = {
-        f"{name}.base_layer.weight": sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
-        for name, module in base.named_modules() if isinstance(module, LoraLayer)
+        f"{name}.base_layer.weight": sum(
+            module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A
+        )
+        for name, module in base.named_modules()
+        if isinstance(module, LoraLayer)
     }
     with torch.no_grad():
         return {
@@ -261,7 +264,9 @@ class Pantry:
             chosen.extend(trajectory if match.group(1) is None else trajectory[-int(match.group(1)) :])
         return chosen
 
-    def run_averages(self, k: int, entries: list[PantryEntry] | None = None, progress: bool = False) -> list[Ingredient]:
+    def run_averages(
+        self, k: int, entries: list[PantryEntry] | None = None, progress: bool = False
+    ) -> list[Ingredient]:
         """Each run's average of its last ``k`` checkpoints (LAWA / SWA-style), as one ingredient per run.
 
         The averages are merged once into ``<pantry>/.averages/<run>.last<k>`` (hidden: not entries themselves)

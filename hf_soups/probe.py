@@ -56,7 +56,9 @@ def probe_features(model: PreTrainedModel, batches: Iterable[dict[str, Any]]) ->
     """The inputs of the head's output layer (eval mode: no dropout) and the labels, for every training example."""
     _, layer = output_layer(model)
     features: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda module, inputs, output: features.append(inputs[0].detach().float().cpu()))
+    handle = layer.register_forward_hook(
+        lambda module, inputs, output: features.append(inputs[0].detach().float().cpu())
+    )
     labels = []
     was_training = model.training
     model.eval()
@@ -77,7 +79,9 @@ def probe_features(model: PreTrainedModel, batches: Iterable[dict[str, Any]]) ->
     return torch.cat(features).numpy(), torch.cat(labels).numpy()
 
 
-def fit_linear(features: np.ndarray, labels: np.ndarray, num_outputs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def fit_linear(
+    features: np.ndarray, labels: np.ndarray, num_outputs: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Weight (``num_outputs × d``) and bias of a linear map fitted to the features: multinomial logistic regression
     for classes, ridge regression for one output.
 

@@ -59,7 +59,9 @@ def paired_bootstrap(
 
     Example:
         >>> from sklearn.metrics import f1_score
-        >>> gain = paired_bootstrap(lambda p, y: f1_score(y, p), labels, best_predictions, soup_predictions)  # doctest: +SKIP
+        >>> gain = paired_bootstrap(  # doctest: +SKIP
+        ...     lambda p, y: f1_score(y, p), labels, best_predictions, soup_predictions
+        ... )
     """
     labels, a, b = np.asarray(labels), np.asarray(predictions_a), np.asarray(predictions_b)
     if not len(labels) == len(a) == len(b):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import pickle
@@ -111,7 +112,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
             raise SoupError(f"{path}: truncated safetensors file (tensor '{name}' ends past byte {size})")
         infos.append(TensorInfo(name, dtype, shape, data_start + begin, data_start + end))
     infos.sort(key=lambda i: i.start)
-    for previous, current in zip(infos, infos[1:]):
+    for previous, current in itertools.pairwise(infos):
         if current.start < previous.end:
             raise SoupError(f"{path}: tensors '{previous.name}' and '{current.name}' overlap")
     return {info.name: info for info in infos}
@@ -158,7 +159,9 @@ def stream_tensors(
                 pending = reader.submit(read, index + 1)
             numel = info.nbytes // info.dtype.itemsize
             buffer = buffers[index % 2]
-            tensor = torch.frombuffer(buffer, dtype=info.dtype, count=numel) if numel else torch.empty(0, dtype=info.dtype)
+            tensor = (
+                torch.frombuffer(buffer, dtype=info.dtype, count=numel) if numel else torch.empty(0, dtype=info.dtype)
+            )
             yield info.name, tensor.view(info.shape)
         if update is not None:
             _skip(f, None, update)
@@ -224,7 +227,7 @@ class BackgroundHasher:
         return self._view
 
     def hash(self, hasher: hashlib._Hash) -> None:
-        """Queue ``hasher.update`` of the chunk last read into :meth:`buffer`, on the thread that ``hasher`` keeps to."""
+        """Queue ``hasher.update`` of the chunk last read into :meth:`buffer`, on the thread ``hasher`` keeps to."""
         thread = self._thread_of.get(hasher)
         if thread is None:
             if len(self._threads) < self.workers:
@@ -253,8 +256,9 @@ class RangeReader:
 
     Reads are ``os.preadv`` calls into a reused buffer (the ring of ``background`` when hashing). With a ``hasher``,
     every byte of the file goes through it in file order: while reads move forward, the bytes read (and any gap
-    before them) are hashed on the way, on a ``background`` thread; a read behind an earlier one leaves the hash to :meth:`hexdigest`, which then hashes the
-    file in one more sequential pass (only files laid out unlike the soup's order pay that).
+    before them) are hashed on the way, on a ``background`` thread; a read behind an earlier one leaves the hash to
+    :meth:`hexdigest`, which then hashes the file in one more sequential pass (only files laid out unlike the soup's
+    order pay that).
 
     Args:
         path: the file.
@@ -415,7 +419,11 @@ def write_safetensors(path: Path, tensors: Iterable[tuple[str, torch.Tensor]], i
     """
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     for info in infos:
-        header[info.name] = {"dtype": DTYPE_NAMES[info.dtype], "shape": list(info.shape), "data_offsets": [info.start, info.end]}
+        header[info.name] = {
+            "dtype": DTYPE_NAMES[info.dtype],
+            "shape": list(info.shape),
+            "data_offsets": [info.start, info.end],
+        }
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     with open(path, "wb") as f:

@@ -103,7 +103,9 @@ def check_mix(weights: Iterable[float | Mapping[str, float]], names: Iterable[st
         if isinstance(weight, Mapping):
             missing = sorted(set(names) - set(weight)) or sorted(set(weight) - set(names))
             if missing:
-                raise SoupError(f"weights: {label}: layer weights do not match the soup's tensors (e.g. '{missing[0]}')")
+                raise SoupError(
+                    f"weights: {label}: layer weights do not match the soup's tensors (e.g. '{missing[0]}')"
+                )
             checked.append({n: _weight(weight[n], f"weights: {label}, tensor '{n}'") for n in names})
         else:
             checked.append(_weight(weight, f"weights: {label}"))

@@ -3,8 +3,6 @@ are not fixtures live in ``helpers.py``)."""
 
 from __future__ import annotations
 
-pytest_plugins = ["hf_soups.testing.fixtures"]  # the local test Hub: fixture `hub_server`
-
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +11,8 @@ import pytest
 import torch
 from helpers import VOCAB, perturbed, tiny_bert_config, tiny_t5_config
 from transformers import BertForSequenceClassification, BertTokenizer, T5ForConditionalGeneration
+
+pytest_plugins = ["hf_soups.testing.fixtures"]  # the local test Hub: fixture `hub_server`
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the real Hub; the test Hub fixture lifts this
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -36,7 +36,9 @@ def make_ingredients(tmp_path, tiny_tokenizer) -> Callable[..., list[Path]]:
         save: extra ``save_pretrained`` keyword arguments (``max_shard_size``...).
     """
 
-    def make(n: int = 3, arch: str = "bert", dtype: torch.dtype = torch.float32, name: str = "ing", save=None, **config):
+    def make(
+        n: int = 3, arch: str = "bert", dtype: torch.dtype = torch.float32, name: str = "ing", save=None, **config
+    ):
         torch.manual_seed(0)
         if arch == "bert":
             base = BertForSequenceClassification(tiny_bert_config(**config))

@@ -23,7 +23,10 @@ ADAPTERS = [
     (4, 16, ["query", "value"], False),
     (3, 3, ["query", "key", "value"], True),
 ]
-INPUTS = {"input_ids": torch.tensor([[2, 10, 20, 30, 3], [2, 44, 45, 3, 0]]), "attention_mask": torch.tensor([[1] * 5, [1, 1, 1, 1, 0]])}
+INPUTS = {
+    "input_ids": torch.tensor([[2, 10, 20, 30, 3], [2, 44, 45, 3, 0]]),
+    "attention_mask": torch.tensor([[1] * 5, [1, 1, 1, 1, 0]]),
+}
 
 
 def make_adapter(base_dir, folder, seed, r, alpha, targets, rslora=False):
@@ -63,7 +66,11 @@ def mean_state(models, weights=None):
     weights = torch.tensor(weights or [1.0] * len(models))
     weights = weights / weights.sum()
     states = [m.state_dict() for m in models]
-    return {k: sum(w * s[k] for w, s in zip(weights, states)) for k in states[0] if states[0][k].is_floating_point()}
+    return {
+        k: sum(w * s[k] for w, s in zip(weights, states, strict=True))
+        for k in states[0]
+        if states[0][k].is_floating_point()
+    }
 
 
 def logits(model):
@@ -88,7 +95,8 @@ def test_full_soup_is_the_mean_of_the_merged_models(lora, tmp_path):
         torch.testing.assert_close(state[name], tensor, atol=1e-5, rtol=0, msg=name)
     record = json.loads((soup / "soup.json").read_text())
     assert [i["adapter"] for i in record["ingredients"]] == [
-        {"type": "lora", "r": r, "lora_alpha": alpha, "base": str(base_dir), "revision": None} for r, alpha, _, _ in ADAPTERS
+        {"type": "lora", "r": r, "lora_alpha": alpha, "base": str(base_dir), "revision": None}
+        for r, alpha, _, _ in ADAPTERS
     ]
     assert record["base_model"] == str(base_dir)
     assert all(len(sha) == 64 for i in record["ingredients"] for sha in i["files"].values())
@@ -102,7 +110,9 @@ def test_exact_adapter_loads_in_peft_and_gives_the_full_soups_logits(lora, tmp_p
     assert config["r"] == sum(r for r, *_ in ADAPTERS) == config["lora_alpha"]
     assert config["base_model_name_or_path"] == str(base_dir)
     loaded = PeftModel.from_pretrained(base_model(base_dir), exact)
-    torch.testing.assert_close(logits(loaded), logits(BertForSequenceClassification.from_pretrained(full)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        logits(loaded), logits(BertForSequenceClassification.from_pretrained(full)), atol=1e-5, rtol=0
+    )
     assert json.loads((exact / "soup.json").read_text())["adapter"]["relative_error"] == 0.0
 
 
@@ -115,7 +125,16 @@ def test_svd_adapter_error_is_reported_and_shrinks_with_rank(lora, tmp_path, cap
         errors.append(json.loads((soup / "soup.json").read_text())["adapter"]["relative_error"])
     assert 1 > errors[0] > errors[1] > errors[2] > 0
     # at rank Σrᵢ the truncation drops nothing: the adapter is the exact soup
-    argv = ["merge", *map(str, adapters), "-o", str(tmp_path / "svd9"), "--adapter-output", "svd", "--adapter-rank", "9"]
+    argv = [
+        "merge",
+        *map(str, adapters),
+        "-o",
+        str(tmp_path / "svd9"),
+        "--adapter-output",
+        "svd",
+        "--adapter-rank",
+        "9",
+    ]
     assert main(argv) == 0
     assert "svd LoRA adapter of rank 9: relative error" in capsys.readouterr().out
     assert json.loads((tmp_path / "svd9" / "soup.json").read_text())["adapter"]["relative_error"] < 1e-6
@@ -159,7 +178,9 @@ def test_adapter_over_another_base_is_refused(lora, tmp_path):
     torch.manual_seed(1)  # same architecture and shapes, other weights: only the base's identity tells them apart
     BertForSequenceClassification(tiny_bert_config()).save_pretrained(tmp_path / "other-base")
     stranger = make_adapter(tmp_path / "other-base", tmp_path / "stranger", 5, *ADAPTERS[0])
-    with pytest.raises(SoupError, match=r"stranger': is an adapter over the base '.*other-base', but .* must share one base"):
+    with pytest.raises(
+        SoupError, match=r"stranger': is an adapter over the base '.*other-base', but .* must share one base"
+    ):
         merge_models([adapters[0], stranger], tmp_path / "soup", progress=False)
     assert not (tmp_path / "soup").exists()
 
@@ -183,7 +204,10 @@ def test_adapter_that_does_not_fit_its_base_is_refused(lora, tmp_path):
     name = next(k for k in tensors if k.endswith("query.lora_A.weight"))
     tensors[name] = torch.zeros(2, 8)
     save_file(tensors, broken / "adapter_model.safetensors")
-    with pytest.raises(SoupError, match=r"broken': LoRA factors of '.*query.weight' make a \[16, 8\] update, the base weight is \[16, 16\]"):
+    with pytest.raises(
+        SoupError,
+        match=r"broken': LoRA factors of '.*query.weight' make a \[16, 8\] update, the base weight is \[16, 16\]",
+    ):
         validate(resolve_ingredients([adapters[1], broken]))
 
 
@@ -195,7 +219,9 @@ def test_apply_adapters_swaps_soups_on_one_loaded_base(lora, tmp_path):
     base_state = base_snapshot(model, ingredients)
     apply_adapters(model, ingredients, base_state, weights=[2, 1, 1])
     soup = merge_models(adapters, tmp_path / "soup", weights=[2, 1, 1], progress=False)
-    torch.testing.assert_close(logits(model), logits(BertForSequenceClassification.from_pretrained(soup)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        logits(model), logits(BertForSequenceClassification.from_pretrained(soup)), atol=1e-5, rtol=0
+    )
     apply_adapters(model, ingredients[2:], base_state)
     torch.testing.assert_close(logits(model), logits(merged(base_dir, adapters[2])), atol=1e-5, rtol=0)
     assert torch.equal(model.bert.embeddings.word_embeddings.weight, untouched)

@@ -65,43 +65,111 @@ SOUP = ["soup", "ing0", "ing1", "--task", "rte", "-o", "soup", "--glue-dir", str
 # (case, prepare(tmp folder) or None, command line, what the message must name)
 CASES = [
     # config files
-    ("config is a list", lambda t: _write(t / "ing1" / "config.json", "[1, 2]"), MERGE, "ing1/config.json is a JSON list"),
-    ("config not UTF-8", lambda t: _write(t / "ing1" / "config.json", b'{"a": "\xff"}'), MERGE, "ing1/config.json is not valid JSON"),
-    ("id2label ids", lambda t: _config(t / "ing1", id2label={"x": "A", "y": "B"}), MERGE, "id2label needs integer ids"),
-    ("model_type a list", lambda t: _config(t / "ing1", model_type=["bert"]), MERGE, "ing1/config.json: model_type is ['bert']"),
-    ("unknown model_type", lambda t: [_config(t / f, model_type="nomodel") for f in ("ing0", "ing1")], SOUP,
-     "model_type 'nomodel' is not one transformers knows"),
-    ("head of another size", lambda t: [_config(t / f, num_labels=3, id2label={0: "a", 1: "b", 2: "c"}) for f in ("ing0", "ing1")],
-     SOUP, "ingredient 'ing0': tensor 'classifier.bias' has shape [2], its config.json builds [3]"),
-    ("soup output holds ingredients", lambda t: (t / "runs").mkdir() or (t / "ing0").rename(t / "runs" / "a"),
-     ["soup", "runs/a", "ing1", "--task", "rte", "-o", "runs", "--overwrite", "--glue-dir", str(GLUE_DIR)],
-     "output: runs holds ingredient 'runs/a'"),
-    ("negative config size", lambda t: [_config(t / f, hidden_size=-16) for f in ("ing0", "ing1")], SOUP,
-     "ing0/config.json: hidden_size is -16, a negative size"),
-    ("soup named twice", None, ["soup", "ing0", "ing0", "--task", "rte", "-o", "soup", "--glue-dir", str(GLUE_DIR)],
-     "the same model as ingredient 'ing0'"),
+    (
+        "config is a list",
+        lambda t: _write(t / "ing1" / "config.json", "[1, 2]"),
+        MERGE,
+        "ing1/config.json is a JSON list",
+    ),
+    (
+        "config not UTF-8",
+        lambda t: _write(t / "ing1" / "config.json", b'{"a": "\xff"}'),
+        MERGE,
+        "ing1/config.json is not valid JSON",
+    ),
+    (
+        "id2label ids",
+        lambda t: _config(t / "ing1", id2label={"x": "A", "y": "B"}),
+        MERGE,
+        "id2label needs integer ids",
+    ),
+    (
+        "model_type a list",
+        lambda t: _config(t / "ing1", model_type=["bert"]),
+        MERGE,
+        "ing1/config.json: model_type is ['bert']",
+    ),
+    (
+        "unknown model_type",
+        lambda t: [_config(t / f, model_type="nomodel") for f in ("ing0", "ing1")],
+        SOUP,
+        "model_type 'nomodel' is not one transformers knows",
+    ),
+    (
+        "head of another size",
+        lambda t: [_config(t / f, num_labels=3, id2label={0: "a", 1: "b", 2: "c"}) for f in ("ing0", "ing1")],
+        SOUP,
+        "ingredient 'ing0': tensor 'classifier.bias' has shape [2], its config.json builds [3]",
+    ),
+    (
+        "soup output holds ingredients",
+        lambda t: (t / "runs").mkdir() or (t / "ing0").rename(t / "runs" / "a"),
+        ["soup", "runs/a", "ing1", "--task", "rte", "-o", "runs", "--overwrite", "--glue-dir", str(GLUE_DIR)],
+        "output: runs holds ingredient 'runs/a'",
+    ),
+    (
+        "negative config size",
+        lambda t: [_config(t / f, hidden_size=-16) for f in ("ing0", "ing1")],
+        SOUP,
+        "ing0/config.json: hidden_size is -16, a negative size",
+    ),
+    (
+        "soup named twice",
+        None,
+        ["soup", "ing0", "ing0", "--task", "rte", "-o", "soup", "--glue-dir", str(GLUE_DIR)],
+        "the same model as ingredient 'ing0'",
+    ),
     ("negative dimensions", lambda t: _negative_shape(t / "ing1"), MERGE, "ing1/model.safetensors"),
     ("pickled code", lambda t: _pickled_code(t / "ing1"), MERGE, "refused by weights-only loading"),
-    ("bad trainer_state", lambda t: _trainer_run(t, "{not json"), ["merge", "run", "ing1", "-o", "soup", "--checkpoints", "best"],
-     "trainer_state.json is not valid JSON"),
-    ("trainer_state a list", lambda t: _trainer_run(t, "[]"), ["merge", "run", "ing1", "-o", "soup", "--checkpoints", "best"],
-     "records no best_model_checkpoint"),
+    (
+        "bad trainer_state",
+        lambda t: _trainer_run(t, "{not json"),
+        ["merge", "run", "ing1", "-o", "soup", "--checkpoints", "best"],
+        "trainer_state.json is not valid JSON",
+    ),
+    (
+        "trainer_state a list",
+        lambda t: _trainer_run(t, "[]"),
+        ["merge", "run", "ing1", "-o", "soup", "--checkpoints", "best"],
+        "records no best_model_checkpoint",
+    ),
     # ingredient specs
-    ("mistyped local path", lambda t: (t / "runs").mkdir(), ["merge", "runs/ing9", "ing1", "-o", "soup"],
-     "ingredient 'runs/ing9': no such folder"),
-    ("symlink loop", lambda t: (t / "loop").symlink_to(t / "loop"), ["merge", "loop", "ing1", "-o", "soup"],
-     "ingredient 'loop': a symlink to nothing (or a symlink loop)"),
+    (
+        "mistyped local path",
+        lambda t: (t / "runs").mkdir(),
+        ["merge", "runs/ing9", "ing1", "-o", "soup"],
+        "ingredient 'runs/ing9': no such folder",
+    ),
+    (
+        "symlink loop",
+        lambda t: (t / "loop").symlink_to(t / "loop"),
+        ["merge", "loop", "ing1", "-o", "soup"],
+        "ingredient 'loop': a symlink to nothing (or a symlink loop)",
+    ),
     ("named twice", None, ["merge", "ing0", "./ing0", "-o", "soup"], "the same model as ingredient 'ing0'"),
     # output folders
     ("output .", None, ["merge", "ing0", "ing1", "-o", "."], "--output: '.' is not a folder name"),
     ("output empty", None, ["merge", "ing0", "ing1", "-o", ""], "--output: '' is not a folder name"),
     ("output ..", None, ["merge", "ing0", "ing1", "-o", "..", "--overwrite"], "--output: '..' is not a folder name"),
-    ("output parent is a file", lambda t: _write(t / "afile", "x"), ["merge", "ing0", "ing1", "-o", "afile/soup"], "afile is a file"),
+    (
+        "output parent is a file",
+        lambda t: _write(t / "afile", "x"),
+        ["merge", "ing0", "ing1", "-o", "afile/soup"],
+        "afile is a file",
+    ),
     ("output is an ingredient", None, ["merge", "ing0", "ing1", "-o", "ing1", "--overwrite"], "is ingredient 'ing1'"),
-    ("output holds ingredients", lambda t: (t / "runs").mkdir() or (t / "ing0").rename(t / "runs" / "a"),
-     ["merge", "runs/a", "ing1", "-o", "runs", "--overwrite"], "output: runs holds ingredient 'runs/a'"),
-    ("cook output is an ingredient", lambda t: _recipe(t, lambda r: None), ["cook", "made", "-o", "ing0", "--overwrite"],
-     "is ingredient"),
+    (
+        "output holds ingredients",
+        lambda t: (t / "runs").mkdir() or (t / "ing0").rename(t / "runs" / "a"),
+        ["merge", "runs/a", "ing1", "-o", "runs", "--overwrite"],
+        "output: runs holds ingredient 'runs/a'",
+    ),
+    (
+        "cook output is an ingredient",
+        lambda t: _recipe(t, lambda r: None),
+        ["cook", "made", "-o", "ing0", "--overwrite"],
+        "is ingredient",
+    ),
     # flag values
     ("weights negative", None, [*MERGE, "--weights", "-1,2"], "weights: ingredient 'ing0': must be ≥ 0"),
     ("weights not numbers", None, [*MERGE, "--weights", "a,b"], "--weights: 'a,b' is not a comma-separated list"),
@@ -110,7 +178,12 @@ CASES = [
     ("shard size abc", None, [*MERGE, "--max-shard-size", "abc"], "--max-shard-size: 'abc' is not a size"),
     ("shard size 0", None, [*MERGE, "--max-shard-size", "0"], "--max-shard-size: '0' is not a size"),
     ("shard size negative", None, [*MERGE, "--max-shard-size", "-5GB"], "--max-shard-size: '-5GB' is not a size"),
-    ("adapter rank 0", None, [*MERGE, "--adapter-output", "svd", "--adapter-rank", "0"], "--adapter-rank: must be a whole"),
+    (
+        "adapter rank 0",
+        None,
+        [*MERGE, "--adapter-output", "svd", "--adapter-rank", "0"],
+        "--adapter-rank: must be a whole",
+    ),
     ("unknown dtype", None, [*MERGE, "--dtype", "fp8"], "--dtype: invalid choice"),
     ("batch size 0", None, [*SOUP, "--batch-size", "0"], "--batch-size: must be a whole number ≥ 1"),
     ("epochs 0", None, [*SOUP, "--recipe", "learned", "--epochs", "0"], "--epochs: must be a whole number ≥ 1"),
@@ -119,28 +192,57 @@ CASES = [
     ("missing -o", None, ["merge", "ing0", "ing1"], "required: -o/--output"),
     # evaluate and diagnose
     ("evaluate missing model", None, ["evaluate", "nosuch", "--task", "rte"], "ingredient 'nosuch': no such folder"),
-    ("evaluate corrupt model", lambda t: _write(t / "ing0" / "model.safetensors", "garbage"), ["evaluate", "ing0", "--task", "rte"],
-     "ing0/model.safetensors: truncated"),
-    ("evaluate output in a missing folder", None, ["evaluate", "ing0", "--task", "rte", "--output", "no/such/r.json"],
-     "--output: the folder of no/such/r.json does not exist"),
-    ("evaluate output onto a folder", None, ["evaluate", "ing0", "--task", "rte", "--output", "ing1"], "--output: 'ing1' is a folder"),
-    ("diagnose plots onto a file", lambda t: _write(t / "afile", "x"), ["diagnose", "ing0", "ing1", "--plots", "afile"],
-     "--plots: "),
+    (
+        "evaluate corrupt model",
+        lambda t: _write(t / "ing0" / "model.safetensors", "garbage"),
+        ["evaluate", "ing0", "--task", "rte"],
+        "ing0/model.safetensors: truncated",
+    ),
+    (
+        "evaluate output in a missing folder",
+        None,
+        ["evaluate", "ing0", "--task", "rte", "--output", "no/such/r.json"],
+        "--output: the folder of no/such/r.json does not exist",
+    ),
+    (
+        "evaluate output onto a folder",
+        None,
+        ["evaluate", "ing0", "--task", "rte", "--output", "ing1"],
+        "--output: 'ing1' is a folder",
+    ),
+    (
+        "diagnose plots onto a file",
+        lambda t: _write(t / "afile", "x"),
+        ["diagnose", "ing0", "ing1", "--plots", "afile"],
+        "--plots: ",
+    ),
     ("diagnose batch size", None, ["diagnose", "ing0", "ing1", "--batch-size", "-3"], "--batch-size: must be a whole"),
     # hand-edited recipes
-    ("recipe zero weights", lambda t: _recipe(t, lambda r: [m.update(weight=0) for m in r["mix"]]), ["cook", "made", "-o", "soup"],
-     "positive, finite sum"),
-    ("recipe list for a string", lambda t: _recipe(t, lambda r: r.update(dtype=["bf16"])), ["cook", "made", "-o", "soup"],
-     "`dtype` must be a string"),
+    (
+        "recipe zero weights",
+        lambda t: _recipe(t, lambda r: [m.update(weight=0) for m in r["mix"]]),
+        ["cook", "made", "-o", "soup"],
+        "positive, finite sum",
+    ),
+    (
+        "recipe list for a string",
+        lambda t: _recipe(t, lambda r: r.update(dtype=["bf16"])),
+        ["cook", "made", "-o", "soup"],
+        "`dtype` must be a string",
+    ),
 ]
 
 
 def _tree(folder):
-    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if not p.is_symlink() or p.exists()}
+    return {
+        str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if not p.is_symlink() or p.exists()
+    }
 
 
 @pytest.mark.parametrize(("case", "prepare", "argv", "culprit"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_exit_2_nothing_written(make_ingredients, tmp_path, monkeypatch, capsys, case, prepare, argv, culprit):
+def test_bad_input_is_one_line_exit_2_nothing_written(
+    make_ingredients, tmp_path, monkeypatch, capsys, case, prepare, argv, culprit
+):
     make_ingredients(2)
     monkeypatch.chdir(tmp_path)
     if prepare is not None:
@@ -168,7 +270,9 @@ def test_a_damaged_hash_cache_is_only_a_lost_shortcut(make_ingredients, tmp_path
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
-def test_a_full_disk_or_read_only_folder_is_one_line_and_leaves_nothing(make_ingredients, tmp_path, monkeypatch, capsys, code):
+def test_a_full_disk_or_read_only_folder_is_one_line_and_leaves_nothing(
+    make_ingredients, tmp_path, monkeypatch, capsys, code
+):
     import hf_soups.merge
 
     def fail(path, *args):
@@ -179,7 +283,10 @@ def test_a_full_disk_or_read_only_folder_is_one_line_and_leaves_nothing(make_ing
     capsys.readouterr()
     assert main(["merge", *map(str, folders), "-o", str(tmp_path / "soup")]) == 2
     *bar, stderr = capsys.readouterr().err.strip().splitlines()
-    assert all(line.startswith("merging") for line in bar) and f"output folder {tmp_path / 'soup'}: cannot be written (cannot write" in stderr
+    assert (
+        all(line.startswith("merging") for line in bar)
+        and f"output folder {tmp_path / 'soup'}: cannot be written (cannot write" in stderr
+    )
     assert not [p for p in tmp_path.iterdir() if "soup" in p.name]
 
 

@@ -26,8 +26,8 @@ from transformers import (
 
 from hf_soups import SoupCallback, SoupError, SoupTrainer
 from hf_soups.callback import TrainerJudge
-from hf_soups.pantry import Pantry, PantryEntry, check_same_start, fingerprint
 from hf_soups.ingredients import validate
+from hf_soups.pantry import Pantry, PantryEntry, check_same_start, fingerprint
 from hf_soups.record import SoupRecord
 from hf_soups.testing.hub_server import DEFAULT_USER
 
@@ -87,12 +87,14 @@ def test_three_runs_fill_one_pantry_and_cook_a_soup(run, tmp_path):
     entries = Pantry(tmp_path / "pantry").entries()
     assert [e.name for e in entries] == [name for name, _, _ in grid]
     assert len({e.info["start"]["weights"] for e in entries}) == 1  # one pinned start
-    for entry, (name, lr, seed) in zip(entries, grid):
+    for entry, (name, lr, seed) in zip(entries, grid, strict=True):
         assert entry.info["run_name"] == name and entry.info["kind"] == "final" and entry.info["step"] == 4
         assert entry.info["training_args"]["learning_rate"] == lr and entry.info["training_args"]["seed"] == seed
         assert set(entry.info["metrics"]) == {"eval_accuracy", "eval_loss"}
         assert (entry.path / "tokenizer_config.json").is_file()
-    assert not torch.equal(weights(entries[0].path)["classifier.weight"], weights(entries[2].path)["classifier.weight"])
+    assert not torch.equal(
+        weights(entries[0].path)["classifier.weight"], weights(entries[2].path)["classifier.weight"]
+    )
 
     report = soup.cook(trainer)
     assert report.output_dir == tmp_path / "runs" / "lr1e-2-s2" / "soup"
@@ -172,7 +174,7 @@ def test_soup_trainer_is_trainer_plus_callback(run, tmp_path):
         assert callbacks[0] == callbacks[1]
     a, b = Pantry(tmp_path / "pantry-a").entries(), Pantry(tmp_path / "pantry-b").entries()
     assert len(a) == len(b) == 2
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.info["start"] == y.info["start"] and x.info["metrics"] == y.info["metrics"]
         assert all(torch.equal(t, weights(y.path)[k]) for k, t in weights(x.path).items())
     ours, theirs = souped.soup(), callback.cook(plain)
@@ -310,7 +312,12 @@ def test_checkpoints_join_by_hard_links_and_greedy_can_keep_them(run, tmp_path):
             theirs = tmp_path / "runs" / f"r{seed}" / f"checkpoint-{step}" / "model.safetensors"
             assert ours.stat().st_ino == theirs.stat().st_ino  # the checkpoint's file, not a second copy
         assert (by_name[f"r{seed}"] / "model.safetensors").stat().st_ino == ours.stat().st_ino  # final = last one
-    assert [e.name for e in pantry.select("all")] == ["r0.checkpoint-2", "r0.checkpoint-4", "r1.checkpoint-2", "r1.checkpoint-4"]
+    assert [e.name for e in pantry.select("all")] == [
+        "r0.checkpoint-2",
+        "r0.checkpoint-4",
+        "r1.checkpoint-2",
+        "r1.checkpoint-4",
+    ]
     assert [e.name for e in pantry.select("last:1")] == ["r0.checkpoint-4", "r1.checkpoint-4"]
     assert [e.name for e in pantry.select("final")] == ["r0", "r1"]
     with pytest.raises(SoupError, match="choose 'final', 'all' or 'last:K'"):
@@ -342,7 +349,9 @@ def test_stock_from_a_pantry_uses_the_recorded_start(run, tmp_path):
     assert report.record.recipe.options["uniform_tensors"] == []
     ingredients = Pantry(tmp_path / "pantry").ingredients(Pantry(tmp_path / "pantry").select("final"))
     expected, _ = stock_soup_tensors(
-        ingredients, validate(ingredients), StockBase.resolve(tmp_path / "base", tmp_path / "pantry" / "start-head.safetensors")
+        ingredients,
+        validate(ingredients),
+        StockBase.resolve(tmp_path / "base", tmp_path / "pantry" / "start-head.safetensors"),
     )
     written = weights(report.output_dir)
     for name, tensor in expected.tensors.items():

@@ -15,7 +15,9 @@ from hf_soups.record import IngredientRecord, RecipeRecord, SoupRecord, SoupResu
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
-def soup_record(licenses: tuple[str | None, ...] = (None, None, None), folders: list[Path] | None = None) -> SoupRecord:
+def soup_record(
+    licenses: tuple[str | None, ...] = (None, None, None), folders: list[Path] | None = None
+) -> SoupRecord:
     ingredients = []
     for i, _ in enumerate(licenses):
         common = dict(weight=0.5 if i < 2 else 0.0, kept=i < 2, hyperparameters={"learning_rate": 2e-5 * (i + 1)},

@@ -11,7 +11,9 @@ from hf_soups.cli import build_parser, main
 
 def test_merge_command(make_ingredients, tmp_path, capsys):
     folders = make_ingredients(2)
-    assert main(["merge", *map(str, folders), "-o", str(tmp_path / "soup"), "--weights", "3,1", "--dtype", "bf16"]) == 0
+    assert (
+        main(["merge", *map(str, folders), "-o", str(tmp_path / "soup"), "--weights", "3,1", "--dtype", "bf16"]) == 0
+    )
     assert (tmp_path / "soup" / "model.safetensors").exists()
     assert "soup written to" in capsys.readouterr().out
 
@@ -31,7 +33,15 @@ def test_bad_input_is_one_line_and_exit_2(make_ingredients, tmp_path):
 def test_help_explains_every_option():
     result = subprocess.run(["hf-soups", "merge", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for option in ["--output", "--weights", "--dtype", "--overwrite", "--allow-single", "--checkpoints", "--max-shard-size"]:
+    for option in [
+        "--output",
+        "--weights",
+        "--dtype",
+        "--overwrite",
+        "--allow-single",
+        "--checkpoints",
+        "--max-shard-size",
+    ]:
         assert option in result.stdout
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
     for command, parser in subparsers.choices.items():
@@ -44,7 +54,10 @@ def test_package_exports_resolve_lazily():
 
     assert set(hf_soups.__all__) == {"__version__", *hf_soups._EXPORTS}
     assert all(callable(getattr(hf_soups, name)) for name in hf_soups._EXPORTS)
-    check = "import sys, hf_soups, hf_soups.cli; hf_soups.cli.build_parser(); print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    check = (
+        "import sys, hf_soups, hf_soups.cli; hf_soups.cli.build_parser(); "
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True,
                           cwd=Path(__file__).parents[1])
     assert done.stdout.strip() == "[]"  # neither `import hf_soups` nor `hf-soups --help` loads torch

@@ -105,7 +105,9 @@ def test_files_in_another_tensor_order_give_the_same_sums(runs, tmp_path):
     legacy.mkdir()
     (legacy / "config.json").write_bytes((whole[1] / "config.json").read_bytes())
     torch.save(dict(reversed(load_file(whole[1] / "model.safetensors").items())), legacy / "pytorch_model.bin")
-    assert [n for n, _ in resolve_ingredients([legacy])[0].tensors()] != [n for n, _ in resolve_ingredients([whole[1]])[0].tensors()]
+    assert [n for n, _ in resolve_ingredients([legacy])[0].tensors()] != [
+        n for n, _ in resolve_ingredients([whole[1]])[0].tensors()
+    ]
     reference, mixed = space(whole), space([whole[0], legacy])
     for name, sums in reference.groups.items():
         np.testing.assert_allclose(mixed.groups[name].gram, sums.gram, rtol=1e-12)  # summed in another order
@@ -163,7 +165,10 @@ def test_base_without_model_prefix_or_head(runs, tmp_path):
 
 def test_base_of_another_shape_is_bad_input(runs):
     other, = runs(1, "wide", noise=0, intermediate_size=48)
-    with pytest.raises(SoupError, match=r"base '.*wide0': tensor 'bert.encoder.layer.0.intermediate.dense.(weight|bias)' has shape \[48"):
+    with pytest.raises(
+        SoupError,
+        match=r"base '.*wide0': tensor 'bert.encoder.layer.0.intermediate.dense.(weight|bias)' has shape \[48",
+    ):
         space(runs(2, "ft"), base=other)
 
 
@@ -247,7 +252,9 @@ def test_cli_needs_two_ingredients(make_ingredients, capsys):
     folder, = make_ingredients(1)
     capsys.readouterr()
     assert main(["diagnose", str(folder)]) == 2
-    assert capsys.readouterr().err.strip() == "hf-soups diagnose: error: diagnose needs at least two ingredients, got 1"
+    assert (
+        capsys.readouterr().err.strip() == "hf-soups diagnose: error: diagnose needs at least two ingredients, got 1"
+    )
 
 
 def test_docstring_examples():

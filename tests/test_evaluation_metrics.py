@@ -94,7 +94,9 @@ def test_registry():
     assert get_task("mnli").label_names == ("entailment", "neutral", "contradiction")
     assert get_task("wnli").label_names == ("not_entailment", "entailment")
     assert get_task("stsb").num_labels == 1 and get_task("stsb").is_regression
-    assert get_task("stsb").t5_label_words[:3] == ("0.0", "0.2", "0.4") and get_task("stsb").t5_label_words[-1] == "5.0"
+    assert (
+        get_task("stsb").t5_label_words[:3] == ("0.0", "0.2", "0.4") and get_task("stsb").t5_label_words[-1] == "5.0"
+    )
     assert get_task("mnli").validation_split == "validation_matched"
     with pytest.raises(SoupError, match="unknown GLUE task 'sts'; valid tasks: cola, sst2, mrpc, stsb, qqp, mnli"):
         get_task("sts")

@@ -45,7 +45,9 @@ def tiny_glue(tmp_path) -> Path:
 def tiny_model(tmp_path, tiny_tokenizer) -> Path:
     torch.manual_seed(0)
     folder = tmp_path / "tiny-bert"
-    BertForSequenceClassification(tiny_bert_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(folder)
+    BertForSequenceClassification(
+        tiny_bert_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ).save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     return folder
 

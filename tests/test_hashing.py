@@ -31,7 +31,9 @@ def test_a_changed_file_is_hashed_again(make_ingredients, tmp_path):
     file.write_bytes(bytes(data))
     os.utime(file, ns=(1, 1))
     assert HashCache().get(file) is None
-    assert recorded(merge_models(folders, tmp_path / "b", progress=False))[1] == hashlib.sha256(bytes(data)).hexdigest()
+    assert (
+        recorded(merge_models(folders, tmp_path / "b", progress=False))[1] == hashlib.sha256(bytes(data)).hexdigest()
+    )
 
 
 def test_sharded_files_are_hashed_each(make_ingredients, tmp_path):

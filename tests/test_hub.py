@@ -251,7 +251,10 @@ def test_merge_command_pushes_to_the_hub(hub_server, make_ingredients, tmp_path,
 def test_missing_hub_repo_and_revision_are_named(hub_server, make_ingredients, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", hub_server.token)
     upload(HfApi(), make_ingredients(1)[0], f"{DEFAULT_USER}/bert-rte")
-    for spec, message in [(f"{DEFAULT_USER}/nope", "no Hub repo"), (f"{DEFAULT_USER}/bert-rte@nope", "has no revision 'nope'")]:
+    for spec, message in [
+        (f"{DEFAULT_USER}/nope", "no Hub repo"),
+        (f"{DEFAULT_USER}/bert-rte@nope", "has no revision 'nope'"),
+    ]:
         with pytest.raises(SoupError, match=f"ingredient '{re.escape(spec)}': .*{message}"):
             merge_models([f"{DEFAULT_USER}/bert-rte", spec], tmp_path / "soup", progress=False)
         assert not (tmp_path / "soup").exists()

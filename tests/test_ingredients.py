@@ -35,10 +35,16 @@ def test_trainer_output_folder_expands_to_checkpoints(make_ingredients, tmp_path
     folders = make_ingredients(3)
     run = tmp_path / "run"
     run.mkdir()
-    for step, folder in zip([500, 1000, 1500], folders):
+    for step, folder in zip([500, 1000, 1500], folders, strict=True):
         folder.rename(run / f"checkpoint-{step}")
-    (run / "checkpoint-1500" / "trainer_state.json").write_text(json.dumps({"best_model_checkpoint": "/elsewhere/run/checkpoint-1000"}))
-    assert [i.path.name for i in resolve_ingredients([run])] == ["checkpoint-500", "checkpoint-1000", "checkpoint-1500"]
+    (run / "checkpoint-1500" / "trainer_state.json").write_text(
+        json.dumps({"best_model_checkpoint": "/elsewhere/run/checkpoint-1000"})
+    )
+    assert [i.path.name for i in resolve_ingredients([run])] == [
+        "checkpoint-500",
+        "checkpoint-1000",
+        "checkpoint-1500",
+    ]
     assert [i.path.name for i in resolve_ingredients([run], checkpoints="last")] == ["checkpoint-1500"]
     assert [i.path.name for i in resolve_ingredients([run], checkpoints="best")] == ["checkpoint-1000"]
 
@@ -68,7 +74,9 @@ def test_missing_hub_repo_offline(make_ingredients, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    assert_rejected([*make_ingredients(1), "someone/not-cached@v1"], tmp_path, "someone/not-cached@v1.*not in the local Hub cache")
+    assert_rejected(
+        [*make_ingredients(1), "someone/not-cached@v1"], tmp_path, "someone/not-cached@v1.*not in the local Hub cache"
+    )
 
 
 def test_folder_without_weights(make_ingredients, tmp_path):
@@ -128,7 +136,9 @@ def test_nan_or_inf(make_ingredients, tmp_path, bad):
         state["classifier.weight"][0, 0] = bad
 
     rewrite(folders[2], poison)
-    assert_rejected(folders, tmp_path, f"tensor 'classifier.weight' has NaN or Inf values in ingredient '{folders[2]}'")
+    assert_rejected(
+        folders, tmp_path, f"tensor 'classifier.weight' has NaN or Inf values in ingredient '{folders[2]}'"
+    )
 
 
 @pytest.mark.parametrize(
@@ -159,7 +169,9 @@ def test_pickled_code_never_runs(make_ingredients, tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.parametrize("name", ["../elsewhere/model.safetensors", "/abs/model.safetensors", "sub/../../x.safetensors"])
+@pytest.mark.parametrize(
+    "name", ["../elsewhere/model.safetensors", "/abs/model.safetensors", "sub/../../x.safetensors"]
+)
 def test_shard_index_may_not_name_files_outside_the_ingredient(make_ingredients, tmp_path, name):
     folders = make_ingredients(2, save={"max_shard_size": "20KB"})
     index = json.loads((folders[1] / "model.safetensors.index.json").read_text())
@@ -185,12 +197,16 @@ def test_different_tokenizers_are_refused(make_ingredients, tmp_path):
     vocab["[CLS]"], vocab["[SEP]"] = vocab["[SEP]"], vocab["[CLS]"]  # same size, other ids
     (folders[1] / "tokenizer.json").write_text(json.dumps(tokenizer))
     assert_rejected(
-        folders, tmp_path, f"ingredient '{folders[1]}': tokenizer file tokenizer.json differs from ingredient '{folders[0]}'"
+        folders,
+        tmp_path,
+        f"ingredient '{folders[1]}': tokenizer file tokenizer.json differs from ingredient '{folders[0]}'",
     )
 
 
 def test_tokenizer_padding_settings_do_not_count_as_a_different_tokenizer(make_ingredients, tmp_path):
     folders = make_ingredients(2)
-    for folder, length in zip(folders, (16, 32)):
-        (folder / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"a": 0}}, "truncation": {"max_length": length}}))
+    for folder, length in zip(folders, (16, 32), strict=True):
+        (folder / "tokenizer.json").write_text(
+            json.dumps({"model": {"vocab": {"a": 0}}, "truncation": {"max_length": length}})
+        )
     merge_models(folders, tmp_path / "soup", progress=False)

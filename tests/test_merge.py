@@ -57,7 +57,9 @@ def test_soup_loads_and_gives_the_logits_of_the_in_memory_average(make_ingredien
     soup = merge_models(folders, tmp_path / "soup", progress=False)
     models = [AutoModelForSequenceClassification.from_pretrained(f) for f in folders]
     expected = AutoModelForSequenceClassification.from_pretrained(folders[0])
-    expected.load_state_dict({k: torch.stack([m.state_dict()[k] for m in models]).mean(0) for k in models[0].state_dict()})
+    expected.load_state_dict(
+        {k: torch.stack([m.state_dict()[k] for m in models]).mean(0) for k in models[0].state_dict()}
+    )
     loaded = AutoModelForSequenceClassification.from_pretrained(soup)
     tokenizer = AutoTokenizer.from_pretrained(soup)
     batch = tokenizer(["the cat w1 w2", "a dog"], padding=True, return_tensors="pt")
@@ -81,7 +83,7 @@ def test_t5_ties_survive(make_ingredients, tmp_path):
 
 
 def test_untied_aliases_in_old_checkpoints_count_as_one_tensor(make_ingredients, tmp_path):
-    """A checkpoint that stores T5's tied aliases too (as transformers 4 .bin files do) merges with one that doesn't."""
+    """A checkpoint storing T5's tied aliases too (as transformers 4 .bin files do) merges with one that doesn't."""
     folders = make_ingredients(2, arch="t5")
     state = read_soup(folders[1])
     state["lm_head.weight"] = state["encoder.embed_tokens.weight"] = state["shared.weight"]
@@ -214,14 +216,16 @@ def test_add_all_equals_adding_one_by_one_bit_for_bit(make_ingredients, monkeypa
     if case == "per-tensor":
         weights = [{name: (k + 1) * (j % 3) for j, name in enumerate(plan.shapes)} for k in range(3)]
     expected, got = RunningMean(plan), RunningMean(plan)
-    for ingredient, weight in zip(one_by_one, weights):
+    for ingredient, weight in zip(one_by_one, weights, strict=True):
         expected.add(ingredient, weight)
     got.add_all(all_at_once, weights)
     assert got.tensors.keys() == expected.tensors.keys()
     assert all(torch.equal(got.tensors[n], expected.tensors[n]) for n in expected.tensors)
     assert got.totals == expected.totals
     for ingredient in all_at_once:
-        assert ingredient.sha256 == {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in ingredient.weight_files}
+        assert ingredient.sha256 == {
+            f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in ingredient.weight_files
+        }
 
 
 def test_disagreeing_integer_buffers_are_refused(make_ingredients, tmp_path):
@@ -232,7 +236,9 @@ def test_disagreeing_integer_buffers_are_refused(make_ingredients, tmp_path):
         state = load_file(folder / "model.safetensors")
         state["steps"] = torch.tensor([i, 4])
         save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(SoupError, match=r"ingredient '.*ing1': integer tensor 'steps' differs from ingredient '.*ing0'"):
+    with pytest.raises(
+        SoupError, match=r"ingredient '.*ing1': integer tensor 'steps' differs from ingredient '.*ing0'"
+    ):
         merge_models(folders, tmp_path / "soup", progress=False)
     assert list(tmp_path.glob("*soup*")) == []
 
@@ -292,9 +298,11 @@ def test_bad_thread_count_is_refused(make_ingredients, tmp_path, threads):
 
 def _merge_script(folders, output, max_shard_size):
     return [
-        sys.executable, "-c",
+        sys.executable,
+        "-c",
         "import sys; from hf_soups import merge_models; "
-        f"merge_models({[str(f) for f in folders]!r}, {str(output)!r}, max_shard_size={max_shard_size!r}, progress=False)",
+        f"merge_models({[str(f) for f in folders]!r}, {str(output)!r}, "
+        f"max_shard_size={max_shard_size!r}, progress=False)",
     ]
 
 
@@ -359,7 +367,9 @@ def test_what_appears_at_the_target_during_a_merge_is_never_replaced(make_ingred
 
 
 @pytest.mark.parametrize("where", ["is", "inside", "holds"])
-def test_an_output_that_is_inside_or_holds_an_ingredient_is_refused_even_with_overwrite(make_ingredients, tmp_path, where):
+def test_an_output_that_is_inside_or_holds_an_ingredient_is_refused_even_with_overwrite(
+    make_ingredients, tmp_path, where
+):
     folders = make_ingredients(2)
     output = {"is": folders[0], "inside": folders[0] / "soup", "holds": tmp_path}[where]
     before = {p: p.read_bytes() for f in folders for p in f.iterdir()}

@@ -14,7 +14,11 @@ from types import SimpleNamespace
 import hf_soups.recipes, hf_soups.soup_folder
 from hf_soups.plots import plot_soups, plot_trajectory
 score = SimpleNamespace(main=0.5, main_metric="accuracy")
-plot_soups(Path(r"{folder}"), [SimpleNamespace(select=score, report=score)], [SimpleNamespace(select=score, report=score, name="uniform")])
+plot_soups(
+    Path(r"{folder}"),
+    [SimpleNamespace(select=score, report=score)],
+    [SimpleNamespace(select=score, report=score, name="uniform")],
+)
 plot_trajectory(Path(r"{folder}"), [dict(soup_score=0.5, score=0.5, ingredient_score=0.5, kept=True)], "accuracy")
 print(matplotlib.get_backend())
 """

@@ -21,7 +21,7 @@ from hf_soups.recipes.kitchen import Kitchen
 
 
 def with_bias(folders, biases):
-    for folder, bias in zip(folders, biases):
+    for folder, bias in zip(folders, biases, strict=True):
         state = load_file(folder / "model.safetensors")
         state["classifier.bias"] = torch.tensor(bias)
         save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
@@ -221,7 +221,10 @@ def _partial_layers(recipe):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda r: [r["mix"][0].update(weight=-1), r["mix"][1].update(weight=2)], r"weights: ingredient '.*ing0': must be ≥ 0"),
+        (
+            lambda r: [r["mix"][0].update(weight=-1), r["mix"][1].update(weight=2)],
+            r"weights: ingredient '.*ing0': must be ≥ 0",
+        ),
         (_edit(0, weight=float("nan")), r"weights: ingredient '.*ing0': must be a finite number"),
         (lambda r: [m.update(weight=0) for m in r["mix"]], "positive, finite sum"),
         (_edit(0, weight="heavy"), "mix entry 1 .*weight is not a number"),
@@ -308,7 +311,9 @@ def test_learned_weights_sum_to_one_and_beat_uniform(make_ingredients, tmp_path,
     from transformers import AutoModelForSequenceClassification
 
     folders = make_ingredients(3)
-    big = make_ingredients(2, name="far", initializer_range=0.5)  # far from the teacher: they pull the uniform soup away
+    big = make_ingredients(
+        2, name="far", initializer_range=0.5
+    )  # far from the teacher: they pull the uniform soup away
     teacher = AutoModelForSequenceClassification.from_pretrained(folders[0])
     kitchen = Kitchen(folders[:1] + big, AgreementJudge(teacher), progress=False)
     options = {"granularity": granularity, "epochs": 30, "lr": 0.2}

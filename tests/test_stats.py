@@ -63,14 +63,20 @@ def test_glue_metric(labels):
     rng = np.random.default_rng(6)
     scores = labels * 5.0
     a, b = scores + rng.normal(0, 2, len(labels)), scores + rng.normal(0, 0.5, len(labels))
-    pearson = lambda p, y: glue_metrics("stsb", p, y)["pearson"]
+
+    def pearson(p, y):
+        return glue_metrics("stsb", p, y)["pearson"]
+
     gain = paired_bootstrap(pearson, scores, a, b, resamples=200)
     assert 0 < gain["low"] < gain["delta"] < gain["high"]
 
 
 def test_non_finite_resamples_are_dropped():
     labels = np.array([0, 0, 0, 1])
-    undefined_without_positives = lambda p, y: accuracy(p, y) if y.any() else float("nan")
+
+    def undefined_without_positives(p, y):
+        return accuracy(p, y) if y.any() else float("nan")
+
     gain = paired_bootstrap(undefined_without_positives, labels, labels, 1 - labels, resamples=200)
     assert 0 < gain["resamples"] < 200  # P(no positive row in 4 draws) = (3/4)^4 ≈ 0.32
     assert gain["delta"] == gain["low"] == gain["high"] == -1.0

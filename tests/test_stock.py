@@ -81,10 +81,18 @@ def test_a_base_without_head_averages_the_head_unless_a_start_head_is_given(make
     states = [load_file(f / "model.safetensors") for f in folders]
 
     tensors, ratios = stock_of(folders, StockBase.resolve(body))
-    assert ratios["classifier.weight"] is None and ratios["classifier.bias"] is None and ratios["bert.pooler.dense.weight"] is not None
-    torch.testing.assert_close(tensors["classifier.weight"], torch.stack([s["classifier.weight"] for s in states]).mean(0))
+    assert (
+        ratios["classifier.weight"] is None
+        and ratios["classifier.bias"] is None
+        and ratios["bert.pooler.dense.weight"] is not None
+    )
+    torch.testing.assert_close(
+        tensors["classifier.weight"], torch.stack([s["classifier.weight"] for s in states]).mean(0)
+    )
     whole, _ = stock_of(folders, StockBase.resolve(bert_base))
-    torch.testing.assert_close(tensors["bert.pooler.dense.weight"], whole["bert.pooler.dense.weight"], atol=1e-7, rtol=0)
+    torch.testing.assert_close(
+        tensors["bert.pooler.dense.weight"], whole["bert.pooler.dense.weight"], atol=1e-7, rtol=0
+    )
 
     head = tmp_path / "start-head.safetensors"
     theta0 = load_file(bert_base / "model.safetensors")
@@ -96,11 +104,15 @@ def test_a_base_without_head_averages_the_head_unless_a_start_head_is_given(make
 
 def test_stock_recipe_scores_records_and_recooks_bit_for_bit(make_ingredients, bert_base, tmp_path):
     folders = make_ingredients(3)
-    report = cook_recipe(Kitchen(folders, BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": bert_base})
+    report = cook_recipe(
+        Kitchen(folders, BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": bert_base}
+    )
     assert [r.name for r in report.record.results] == ["best individual", "stock", "uniform"]
     options = report.record.recipe.options
     assert options["base"]["ingredient"] == str(bert_base) and options["uniform_tensors"] == []
-    assert set(options["ratios"]) == {n for n in validate(resolve_ingredients(folders)).shapes if "position_ids" not in n}
+    assert set(options["ratios"]) == {
+        n for n in validate(resolve_ingredients(folders)).shapes if "position_ids" not in n
+    }
     card = (tmp_path / "soup" / "README.md").read_text()
     assert "Model Stock" in card and f"towards the base `{bert_base}`" in card and "uniform average" not in card
     digest = hashlib.sha256((tmp_path / "soup" / "model.safetensors").read_bytes()).hexdigest()
@@ -151,6 +163,11 @@ def test_one_ingredient_is_refused(make_ingredients, bert_base):
 def test_the_card_names_the_tensors_the_base_lacks(make_ingredients, bert_base, tmp_path):
     body = tmp_path / "body"
     BertForSequenceClassification.from_pretrained(bert_base).bert.save_pretrained(body)
-    cook_recipe(Kitchen(make_ingredients(2), BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": body})
+    cook_recipe(
+        Kitchen(make_ingredients(2), BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": body}
+    )
     card = (tmp_path / "soup" / "README.md").read_text()
-    assert "The base lacks 2 tensor(s)\n(classifier.bias, classifier.weight): they are the ingredients' uniform average." in card
+    assert (
+        "The base lacks 2 tensor(s)\n(classifier.bias, classifier.weight): they are the ingredients' uniform average."
+        in card
+    )

@@ -21,7 +21,11 @@ from hf_soups.tensorfile import (
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64])
 def test_ranges_are_the_tensors_elements(tmp_path, dtype):
-    tensors = {"a": torch.arange(5).to(dtype), "b": (torch.randn(7, 9) * 100).to(dtype), "c": torch.ones(3, dtype=dtype)}
+    tensors = {
+        "a": torch.arange(5).to(dtype),
+        "b": (torch.randn(7, 9) * 100).to(dtype),
+        "c": torch.ones(3, dtype=dtype),
+    }
     save_file(tensors, tmp_path / "x.safetensors")
     header = read_header(tmp_path / "x.safetensors")
     flat = tensors["b"].reshape(-1)
@@ -115,7 +119,7 @@ def test_hasher_threads_give_hashlibs_digests_for_several_files(tmp_path, worker
         pieces.reverse()
     hashers = [ThreadRecordingSha256() for _ in paths]
     with BackgroundHasher(workers, depth=2) as background:
-        readers = [RangeReader(path, hasher, background) for path, hasher in zip(paths, hashers)]
+        readers = [RangeReader(path, hasher, background) for path, hasher in zip(paths, hashers, strict=True)]
         for f, name, start in pieces:
             info = headers[f][name]
             reader = readers[f]

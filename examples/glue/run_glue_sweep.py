@@ -35,10 +35,16 @@ from hf_soups.evaluation import compute_metrics, get_task, load_glue_split
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-name-or-path", required=True, help="a Hub id or local folder of an encoder (BERT, RoBERTa, ...)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model-name-or-path", required=True, help="a Hub id or local folder of an encoder (BERT, RoBERTa, ...)"
+    )
     parser.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
-    parser.add_argument("--glue-dir", help="a local GLUE folder in the original tsv layout (default: nyu-mll/glue from the Hub)")
+    parser.add_argument(
+        "--glue-dir", help="a local GLUE folder in the original tsv layout (default: nyu-mll/glue from the Hub)"
+    )
     parser.add_argument("--output-dir", required=True, help="runs/, pantry/ and soup/ go here")
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[2e-5, 5e-5], help="default: 2e-5 5e-5")
     parser.add_argument("--epochs", type=float, nargs="+", default=[1.0], help="default: 1")
@@ -46,15 +52,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-train-samples", type=int, help="fine-tune on a seeded subsample of train")
     parser.add_argument("--max-length", type=int, default=128, help="truncation length (default 128)")
     parser.add_argument("--batch-size", type=int, default=32, help="per process, training and scoring (default 32)")
-    parser.add_argument("--recipe", default="greedy", choices=["greedy", "uniform", "learned", "stock"], help="default: greedy")
-    parser.add_argument("--pin-head", choices=["probe", "random", "none"], default="probe",
-                        help="every run's start head: a linear probe fitted on the frozen encoder's features (default), "
-                        "the first run's random head, or none (each run draws its own: no soup across seeds)")
+    parser.add_argument(
+        "--recipe", default="greedy", choices=["greedy", "uniform", "learned", "stock"], help="default: greedy"
+    )
+    parser.add_argument(
+        "--pin-head",
+        choices=["probe", "random", "none"],
+        default="probe",
+        help="every run's start head: a linear probe fitted on the frozen encoder's features (default), "
+        "the first run's random head, or none (each run draws its own: no soup across seeds)",
+    )
     parser.add_argument("--checkpoints", action="store_true",
                         help="also add each epoch's checkpoint to the pantry (hard links to the Trainer's files)")
-    parser.add_argument("--entries", help="which pantry entries to cook: final, all (every checkpoint), last:K, or "
-                        "average:K (each run's last K checkpoints averaged, then the recipe across runs); default: all "
-                        "with --checkpoints, else final")
+    parser.add_argument(
+        "--entries",
+        help="which pantry entries to cook: final, all (every checkpoint), last:K, or "
+        "average:K (each run's last K checkpoints averaged, then the recipe across runs); default: all "
+        "with --checkpoints, else final",
+    )
     parser.add_argument("--cook-only", action="store_true", help="skip training; cook the pantry already there")
     parser.add_argument("--push-to-hub", action="store_true", help="push the soup to the Hub")
     parser.add_argument("--hub-model-id", help="the soup's repo (default: <output-dir name>-soup)")
@@ -80,9 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     validation = load_glue_split(spec, None, args.glue_dir).dataset
     train, validation = (tokenized(s, tokenizer, spec.text_columns, args.max_length) for s in (train, validation))
     soup = SoupCallback(
-        output / "pantry", checkpoints=args.checkpoints, pin_head={"probe": "probe", "random": True, "none": False}[args.pin_head],
-        recipe=args.recipe, task=spec.name,
-        glue_dir=args.glue_dir, output_dir=output / "soup", push_to_hub=args.push_to_hub,
+        output / "pantry",
+        checkpoints=args.checkpoints,
+        pin_head={"probe": "probe", "random": True, "none": False}[args.pin_head],
+        recipe=args.recipe,
+        task=spec.name,
+        glue_dir=args.glue_dir,
+        output_dir=output / "soup",
+        push_to_hub=args.push_to_hub,
         hub_model_id=args.hub_model_id or f"{output.resolve().name}-soup",
     )
     label_maps = {} if spec.is_regression else {
@@ -94,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
         if PartialState().is_main_process:
             print(f"\n=== run {run + 1}/{len(grid)}: {name} ===", flush=True)
         set_seed(seed)  # the seed in force when the head is created: pinned heads make it irrelevant
-        model = AutoModelForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=spec.num_labels, **label_maps)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            args.model_name_or_path, num_labels=spec.num_labels, **label_maps
+        )
         training_args = TrainingArguments(
             output_dir=str(output / "runs" / name), run_name=name, learning_rate=lr, num_train_epochs=epochs,
             seed=seed, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,

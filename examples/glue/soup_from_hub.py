@@ -21,10 +21,16 @@ from hf_soups.recipes import RECIPES, run_recipe
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("ingredients", nargs="+", metavar="REPO", help="Hub repos (owner/name[@revision]) or local folders")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "ingredients", nargs="+", metavar="REPO", help="Hub repos (owner/name[@revision]) or local folders"
+    )
     parser.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
-    parser.add_argument("--glue-dir", help="a local GLUE folder in the original tsv layout (default: nyu-mll/glue from the Hub)")
+    parser.add_argument(
+        "--glue-dir", help="a local GLUE folder in the original tsv layout (default: nyu-mll/glue from the Hub)"
+    )
     parser.add_argument("--output-dir", required=True, help="the soup folder to write")
     parser.add_argument("--recipe", default="greedy", choices=sorted(RECIPES), help="default: greedy")
     parser.add_argument("--batch-size", type=int, default=32, help="scoring batch size per process (default 32)")

@@ -15,7 +15,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the same weights and the same fp32 arithmetic, so the weights come out bit-identical.",
     )
     parser.add_argument("recipe", help="a recipe.yaml, or a soup folder holding one")
-    parser.add_argument("-o", "--output", required=True, type=cli_type(output_folder, "--output"), help="the soup folder to write (must not exist)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=cli_type(output_folder, "--output"),
+        help="the soup folder to write (must not exist)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     parser.set_defaults(func=run)
 

@@ -18,16 +18,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "other one. Prints a verdict per ingredient (soup-compatible, different head, different basin, off-base) "
         "with what to change.",
     )
-    parser.add_argument("ingredients", nargs="+", metavar="ING", help="Hub repo (owner/name[@revision]) or local folder")
+    parser.add_argument(
+        "ingredients", nargs="+", metavar="ING", help="Hub repo (owner/name[@revision]) or local folder"
+    )
     parser.add_argument("--base", help="the pretrained model the ingredients were fine-tuned from (default: use "
                         "their mean as centre)")
     parser.add_argument("--task", help="GLUE task for the loss-landscape view (cola, sst2, mrpc, stsb, rte, ...)")
     parser.add_argument("--glue-dir", help="local GLUE folder in the tsv layout (default: nyu-mll/glue from the Hub)")
     parser.add_argument("--split", default="validation:select",
                         help="split the landscape is scored on (default validation:select)")
-    parser.add_argument("--batch-size", type=cli_type(positive_int, "--batch-size"), default=32, help="evaluation batch size (default 32)")
-    parser.add_argument("--output", type=cli_type(output_file, "--output"), help="write the diagnosis as JSON to this file")
-    parser.add_argument("--plots", metavar="DIR", type=cli_type(writable_folder, "--plots"), help="write cosine_heatmap.png (and interpolation.png) here")
+    parser.add_argument(
+        "--batch-size",
+        type=cli_type(positive_int, "--batch-size"),
+        default=32,
+        help="evaluation batch size (default 32)",
+    )
+    parser.add_argument(
+        "--output", type=cli_type(output_file, "--output"), help="write the diagnosis as JSON to this file"
+    )
+    parser.add_argument(
+        "--plots",
+        metavar="DIR",
+        type=cli_type(writable_folder, "--plots"),
+        help="write cosine_heatmap.png (and interpolation.png) here",
+    )
     parser.set_defaults(func=run)
 
 

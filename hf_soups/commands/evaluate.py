@@ -27,8 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", help="split to score (default: the task's validation split)")
     parser.add_argument("--revision", help="Hub revision of MODEL")
     parser.add_argument("--glue-dir", help="local GLUE folder in the tsv layout (default: nyu-mll/glue from the Hub)")
-    parser.add_argument("--batch-size", type=cli_type(positive_int, "--batch-size"), default=32, help="examples per batch and process (default 32)")
-    parser.add_argument("--output", type=cli_type(output_file, "--output"), help="also write the result as JSON to this file")
+    parser.add_argument(
+        "--batch-size",
+        type=cli_type(positive_int, "--batch-size"),
+        default=32,
+        help="examples per batch and process (default 32)",
+    )
+    parser.add_argument(
+        "--output", type=cli_type(output_file, "--output"), help="also write the result as JSON to this file"
+    )
     parser.set_defaults(func=run)
 
 

@@ -20,7 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ingredients", nargs="+", metavar="ING",
         help="Hub repo (owner/name or owner/name@revision), local save_pretrained folder, or Trainer output folder",
     )
-    parser.add_argument("-o", "--output", required=True, type=cli_type(output_folder, "--output"), help="the soup folder to write (must not exist)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=cli_type(output_folder, "--output"),
+        help="the soup folder to write (must not exist)",
+    )
     parser.add_argument(
         "--weights", type=cli_type(weight_list, "--weights"), metavar="W1,W2,...",
         help="one mixing weight per ingredient, comma-separated, normalised to sum 1 (default: uniform)",
@@ -33,7 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="for Trainer output folders: take all checkpoint-* subfolders, the last, or the best "
         "(default: the folder's own model if it has one, else all checkpoints)",
     )
-    parser.add_argument("--max-shard-size", default="50GB", type=cli_type(shard_size, "--max-shard-size"), help="shard the output above this size (default 50GB)")
+    parser.add_argument(
+        "--max-shard-size",
+        default="50GB",
+        type=cli_type(shard_size, "--max-shard-size"),
+        help="shard the output above this size (default 50GB)",
+    )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup (with a generated card) when done")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     adapters = parser.add_argument_group("PEFT LoRA adapters (ingredients with adapter_config.json)")
@@ -45,7 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="full: the merged model base + Σ wᵢΔWᵢ (default; adapters and full models may be mixed); exact: a PEFT "
         "adapter of rank Σrᵢ with the same weights; svd: a rank --adapter-rank adapter by truncated SVD",
     )
-    adapters.add_argument("--adapter-rank", type=cli_type(positive_int, "--adapter-rank"), metavar="R", help="rank of the --adapter-output svd adapter")
+    adapters.add_argument(
+        "--adapter-rank",
+        type=cli_type(positive_int, "--adapter-rank"),
+        metavar="R",
+        help="rank of the --adapter-output svd adapter",
+    )
     parser.set_defaults(func=run)
 
 

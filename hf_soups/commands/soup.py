@@ -18,19 +18,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "`accelerate launch` (scoring is sharded; only the main process writes).",
     )
     parser.add_argument("ingredients", nargs="+", metavar="ING", help="Hub repo (owner/name[@rev]) or local folder")
-    parser.add_argument("--recipe", default="greedy", choices=["greedy", "uniform", "learned", "stock"], help="default: greedy")
+    parser.add_argument(
+        "--recipe", default="greedy", choices=["greedy", "uniform", "learned", "stock"], help="default: greedy"
+    )
     parser.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
-    parser.add_argument("-o", "--output", required=True, type=cli_type(output_folder, "--output"), help="the soup folder to write (must not exist)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=cli_type(output_folder, "--output"),
+        help="the soup folder to write (must not exist)",
+    )
     parser.add_argument("--select-split", default="validation:select", help="split the soup is chosen on")
     parser.add_argument("--report-split", default="validation:report", help="split the numbers are reported on")
     parser.add_argument("--glue-dir", help="a local GLUE folder in the original tsv layout (default: the Hub)")
-    parser.add_argument("--batch-size", type=cli_type(positive_int, "--batch-size"), default=32, help="scoring batch size per process (default 32)")
+    parser.add_argument(
+        "--batch-size",
+        type=cli_type(positive_int, "--batch-size"),
+        default=32,
+        help="scoring batch size per process (default 32)",
+    )
     parser.add_argument("--ensemble", action="store_true", help="also score the logit ensemble baseline")
     parser.add_argument("--resume", action="store_true", help="greedy: continue from <output>.greedy-state")
     parser.add_argument("--granularity", default="ingredient", choices=["ingredient", "layer"],
                         help="learned: one mixing weight per ingredient, or per ingredient and tensor")
-    parser.add_argument("--epochs", type=cli_type(positive_int, "--epochs"), default=5, help="learned: passes over the selection split (default 5)")
-    parser.add_argument("--lr", type=cli_type(positive_float, "--lr"), default=0.05, help="learned: Adam learning rate of the mixing weights")
+    parser.add_argument(
+        "--epochs",
+        type=cli_type(positive_int, "--epochs"),
+        default=5,
+        help="learned: passes over the selection split (default 5)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=cli_type(positive_float, "--lr"),
+        default=0.05,
+        help="learned: Adam learning rate of the mixing weights",
+    )
     parser.add_argument("--base", help="stock: the pretrained model the ingredients were fine-tuned from (θ₀)")
     parser.add_argument("--start-head", help="stock: a safetensors file of the classifier head every run started from")
     parser.add_argument("--dtype", choices=list(DTYPE_NAMES), help="dtype to write (default: the ingredients')")

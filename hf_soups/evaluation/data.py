@@ -62,7 +62,9 @@ class SplitRule:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> SplitRule:
         """The rule stored in :attr:`GlueSplit.rule` (extra keys such as ``task`` are ignored)."""
-        return cls(**{name: record[name] for name in ("seed", "select_fraction", "heldout_fraction") if name in record})
+        return cls(
+            **{name: record[name] for name in ("seed", "select_fraction", "heldout_fraction") if name in record}
+        )
 
 
 @dataclass
@@ -121,7 +123,9 @@ def read_glue_tsv(glue_dir: str | Path, task: str | TaskSpec, split: str) -> dat
     layout = spec.tsv
     path = Path(glue_dir) / spec.folder / TSV_FILES[split]
     if not path.is_file():
-        raise SoupError(f"GLUE folder {str(glue_dir)!r}: missing {spec.folder}/{TSV_FILES[split]} (task {spec.name!r})")
+        raise SoupError(
+            f"GLUE folder {str(glue_dir)!r}: missing {spec.folder}/{TSV_FILES[split]} (task {spec.name!r})"
+        )
     with path.open(encoding="utf-8-sig") as file:
         reader = csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE)
         lines = [(reader.line_num, row) for row in reader]

@@ -7,7 +7,9 @@ they cook, then write the soup folder with :func:`hf_soups.soup_folder.write_sou
 
 Example:
     >>> from hf_soups import greedy_soup
-    >>> report = greedy_soup(["runs/lr2e-5", "runs/lr3e-5", "runs/lr5e-5"], "rte", "soup", glue_dir="glue_data")  # doctest: +SKIP
+    >>> report = greedy_soup(  # doctest: +SKIP
+    ...     ["runs/lr2e-5", "runs/lr3e-5", "runs/lr5e-5"], "rte", "soup", glue_dir="glue_data"
+    ... )
     >>> print(report.table)  # doctest: +SKIP
 """
 
@@ -84,9 +86,13 @@ def make_kitchen(
         if task is None:
             raise ValueError("give a GLUE task or a judge")
         if tokenizer is None and not resolved[0].vocabulary:  # transformers would map every word to [UNK]
-            raise SoupError(f"{resolved[0].label}: no tokenizer files to score with (pass tokenizer=, or put one first)")
+            raise SoupError(
+                f"{resolved[0].label}: no tokenizer files to score with (pass tokenizer=, or put one first)"
+            )
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolved[0].tokenizer_path)
-        judge = GlueJudge(task, tokenizer, select_split, report_split, glue_dir, batch_size, accelerator, progress=progress)
+        judge = GlueJudge(
+            task, tokenizer, select_split, report_split, glue_dir, batch_size, accelerator, progress=progress
+        )
     return Kitchen(resolved, judge, progress=progress, plan=plan)
 
 
@@ -167,14 +173,17 @@ def greedy_soup(ingredients, task=None, output_dir=None, *, resume: bool = False
         task: a GLUE task (``"rte"``), unless a ``judge`` is given.
         output_dir: the soup folder to write (``None``: nothing written; the report holds the model).
         resume: continue an interrupted run from ``<output_dir>.greedy-state``.
-        **kwargs: ``ensemble``, ``dtype``, ``overwrite``, ``repo_id``, and :func:`make_kitchen`'s options (``glue_dir``,
-            ``select_split``, ``report_split``, ``batch_size``, ``accelerator``, ``judge``, ``tokenizer``, ...).
+        **kwargs: ``ensemble``, ``dtype``, ``overwrite``, ``repo_id``, and :func:`make_kitchen`'s options
+            (``glue_dir``, ``select_split``, ``report_split``, ``batch_size``, ``accelerator``, ``judge``,
+            ``tokenizer``, ...).
 
     Returns:
         A :class:`~hf_soups.recipes.report.SoupReport` (record, printable table, folder, model).
 
     Example:
-        >>> report = greedy_soup(["runs/a", "runs/b", "runs/c"], "mrpc", "soup", glue_dir="glue_data")  # doctest: +SKIP
+        >>> report = greedy_soup(  # doctest: +SKIP
+        ...     ["runs/a", "runs/b", "runs/c"], "mrpc", "soup", glue_dir="glue_data"
+        ... )
         >>> [i.spec for i in report.record.ingredients if i.kept]  # doctest: +SKIP
         ['runs/b', 'runs/a']
     """
@@ -215,9 +224,13 @@ def stock_soup(ingredients, task=None, output_dir=None, *, base=None, start_head
             ``start-head.safetensors``); without it a new head is averaged uniformly.
 
     Example:
-        >>> stock_soup(["runs/a", "runs/b", "runs/c"], "rte", "soup", base="bert-base-uncased", glue_dir="glue")  # doctest: +SKIP
+        >>> stock_soup(  # doctest: +SKIP
+        ...     ["runs/a", "runs/b", "runs/c"], "rte", "soup", base="bert-base-uncased", glue_dir="glue"
+        ... )
     """
-    return run_recipe("stock", ingredients, task, output_dir, options={"base": base, "start_head": start_head}, **kwargs)
+    return run_recipe(
+        "stock", ingredients, task, output_dir, options={"base": base, "start_head": start_head}, **kwargs
+    )
 
 
 def ensemble_scores(ingredients, task=None, **kwargs: Any):

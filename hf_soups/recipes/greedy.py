@@ -85,7 +85,13 @@ def cook_greedy(
             state.members.append(index)
             state.score = score
         state.trajectory.append(
-            {"spec": ingredient.spec, "ingredient_score": alone, "score": score, "kept": kept, "soup_score": state.score}
+            {
+                "spec": ingredient.spec,
+                "ingredient_score": alone,
+                "score": score,
+                "kept": kept,
+                "soup_score": state.score,
+            }
         )
         state.step += 1
         state.mean = mean.tensors
@@ -125,7 +131,7 @@ class GreedyState:
         self.hashes: dict[str, str] = {}
 
     def save(self, folder: Path | None, kitchen: Kitchen) -> None:
-        """Write the state (main process only); ``state.json`` is written last and names its files with their sha256."""
+        """Write the state (main process only); ``state.json`` is written last, naming its files with their sha256."""
         if folder is None or not is_main_process():
             return
         folder.mkdir(parents=True, exist_ok=True)
@@ -175,7 +181,7 @@ class GreedyState:
         saved = [entry["spec"] for entry in data["ingredients"]]
         if saved != [i.spec for i in kitchen.ingredients]:
             raise SoupError(f"--resume: the state in {folder} is for ingredients {saved}, not the ones given")
-        for entry, ingredient in zip(data["ingredients"], kitchen.ingredients):
+        for entry, ingredient in zip(data["ingredients"], kitchen.ingredients, strict=True):
             if entry["sha256"] != _file_hashes(ingredient, kitchen):
                 raise SoupError(f"--resume: {ingredient.label} has changed since the state in {folder} was saved")
         if data["splits"] != kitchen.judge.split_names or data["task"] != kitchen.judge.task:
@@ -237,7 +243,10 @@ def _result(data: dict[str, Any], arrays: Any, index: int, split: str) -> EvalRe
     )
     for kind in ("predictions", "logits", "labels"):
         setattr(result, kind, arrays[f"{index}.{split}.{kind}"])
-    if not isinstance(result.metrics.get(result.main_metric), float | int) or len(result.labels) != result.num_examples:
+    if (
+        not isinstance(result.metrics.get(result.main_metric), float | int)
+        or len(result.labels) != result.num_examples
+    ):
         raise ValueError(f"tasting {index} ({split}) does not fit its arrays")
     return result
 

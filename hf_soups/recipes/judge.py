@@ -99,7 +99,9 @@ class GlueJudge:
         self.split_names = {"select": select_split, "report": report_split}
         accelerator = accelerator or Accelerator()
         self.scorers = {
-            part: GlueScorer(self.spec, tokenizer, name, glue_dir, batch_size, accelerator, rule=rule, progress=progress)
+            part: GlueScorer(
+                self.spec, tokenizer, name, glue_dir, batch_size, accelerator, rule=rule, progress=progress
+            )
             for part, name in self.split_names.items()
         }
         self.accelerator = accelerator
@@ -143,6 +145,6 @@ def ensemble_predictions(spec: Any, logits: list[np.ndarray], text_to_text: bool
     kind = "text_to_text" if text_to_text else "encoder"
     if spec.is_regression and not text_to_text:
         return FORMATS[kind].predict(spec, np.mean(logits, axis=0))
-    probabilities = [np.exp(l - l.max(-1, keepdims=True)) for l in logits]
+    probabilities = [np.exp(x - x.max(-1, keepdims=True)) for x in logits]
     probabilities = [p / p.sum(-1, keepdims=True) for p in probabilities]
     return FORMATS[kind].predict(spec, np.mean(probabilities, axis=0))

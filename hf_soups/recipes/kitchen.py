@@ -6,7 +6,8 @@ memory beside its fp32 running mean. The *tasting* pass reads every ingredient o
 and report splits, and adds it to the uniform soup on the way.
 
 Example:
-    >>> kitchen = Kitchen(["runs/a", "runs/b", "runs/c"], GlueJudge("rte", tokenizer, glue_dir="glue"))  # doctest: +SKIP
+    >>> judge = GlueJudge("rte", tokenizer, glue_dir="glue")  # doctest: +SKIP
+    >>> kitchen = Kitchen(["runs/a", "runs/b", "runs/c"], judge)  # doctest: +SKIP
     >>> tastings, uniform = kitchen.taste_all()  # doctest: +SKIP
 """
 
@@ -79,14 +80,22 @@ class Kitchen:
         state = self.model.state_dict(keep_vars=True)
         missing = sorted(set(self.plan.shapes) - set(state))
         if missing:
-            raise SoupError(f"{self.ingredients[0].label}: tensor '{missing[0]}' is not a parameter of {type(self.model).__name__}")
+            raise SoupError(
+                f"{self.ingredients[0].label}: tensor '{missing[0]}' is not a parameter of {type(self.model).__name__}"
+            )
         wrong = next((n for n, shape in self.plan.shapes.items() if tuple(state[n].shape) != shape), None)
         if wrong is not None:
-            raise SoupError(f"{self.ingredients[0].label}: tensor '{wrong}' has shape {list(self.plan.shapes[wrong])}, its config.json builds {list(state[wrong].shape)}")
+            raise SoupError(
+                f"{self.ingredients[0].label}: tensor '{wrong}' has shape {list(self.plan.shapes[wrong])}, "
+                f"its config.json builds {list(state[wrong].shape)}"
+            )
         loaded = {state[name].data_ptr() for name in self.plan.shapes}
         untied = sorted(name for name in set(state) - set(self.plan.shapes) if state[name].data_ptr() not in loaded)
         if untied:
-            raise SoupError(f"{self.ingredients[0].label}: the checkpoints have no tensor '{untied[0]}' that {type(self.model).__name__} needs")
+            raise SoupError(
+                f"{self.ingredients[0].label}: the checkpoints have no tensor '{untied[0]}' "
+                f"that {type(self.model).__name__} needs"
+            )
 
     def parameters(self) -> dict[str, torch.Tensor]:
         """The model's tensors that the soup sets, by soup name (on the CPU, where the weights are combined)."""
@@ -147,7 +156,10 @@ class Kitchen:
 def build_model(ingredient: Ingredient) -> transformers.PreTrainedModel:
     """The ingredient's architecture built from its config (weights are set later), in fp32 eval mode."""
     if ingredient.config.get("model_type") not in transformers.CONFIG_MAPPING:
-        raise SoupError(f"{ingredient.label}: config.json model_type {ingredient.config.get('model_type')!r} is not one transformers knows")
+        raise SoupError(
+            f"{ingredient.label}: config.json model_type {ingredient.config.get('model_type')!r} "
+            "is not one transformers knows"
+        )
     config = transformers.CONFIG_MAPPING[ingredient.config["model_type"]].from_dict(ingredient.config)
     architecture = (config.architectures or [None])[0]
     model_class = getattr(transformers, architecture or "", None)
@@ -163,29 +175,42 @@ def best_index(tastings: Sequence[Tasting]) -> int:
     return int(np.argmax([t.select.main for t in tastings]))
 
 
-def results(tastings: Sequence[Tasting], soups: Sequence[Tasting], judge: Judge, resamples: int = 1000) -> list[SoupResult]:
+def results(
+    tastings: Sequence[Tasting], soups: Sequence[Tasting], judge: Judge, resamples: int = 1000
+) -> list[SoupResult]:
     """The results table's rows: the best individual (chosen on the selection split), then each soup or baseline
     with its report-split gain over the best individual and a paired-bootstrap 95% interval."""
     best = tastings[best_index(tastings)]
     rows = [SoupResult("best individual", best.scores())]
     for soup in soups:
         gain = paired_bootstrap(
-            judge.main_metric, best.report.labels, best.report.predictions, soup.report.predictions, resamples=resamples
+            judge.main_metric,
+            best.report.labels,
+            best.report.predictions,
+            soup.report.predictions,
+            resamples=resamples,
         )
         rows.append(SoupResult(soup.name, soup.scores(), gain))
     return rows
 
 
-def format_table(tastings: Sequence[Tasting], rows: Sequence[SoupResult], metric: str, kept: Sequence[bool] | None = None) -> str:
+def format_table(
+    tastings: Sequence[Tasting], rows: Sequence[SoupResult], metric: str, kept: Sequence[bool] | None = None
+) -> str:
     """The plain-text results table in points (×100): each ingredient, then each soup, on both splits."""
     lines = [f"{'model':<44} {'select ' + metric:>18} {'report ' + metric:>18}  ", "-" * 100]
     for i, tasting in enumerate(tastings):
         note = "kept" if kept is not None and kept[i] else ""
-        lines.append(f"{_short(tasting.name):<44} {100 * tasting.select.main:>18.1f} {100 * tasting.report.main:>18.1f}  {note}")
+        lines.append(
+            f"{_short(tasting.name):<44} {100 * tasting.select.main:>18.1f} {100 * tasting.report.main:>18.1f}  {note}"
+        )
     lines.append("-" * 100)
     for row in rows:
         note = "" if row.gain is None else f"report gain {format_gain(row.gain)}"
-        lines.append(f"{row.name:<44} {100 * row.scores['select'][metric]:>18.1f} {100 * row.scores['report'][metric]:>18.1f}  {note}")
+        lines.append(
+            f"{row.name:<44} {100 * row.scores['select'][metric]:>18.1f} "
+            f"{100 * row.scores['report'][metric]:>18.1f}  {note}"
+        )
     return "\n".join(lines)
 
 

@@ -46,13 +46,20 @@ def cook_learned(
     check_memory(kitchen, names, device)
     tastings, uniform = kitchen.taste_all()
     stacks = {name: torch.empty(len(kitchen.ingredients), *kitchen.plan.shapes[name], device=device) for name in names}
-    for i, ingredient in enumerate(tqdm(kitchen.ingredients, desc="loading ingredients", disable=not kitchen.progress)):
+    for i, ingredient in enumerate(
+        tqdm(kitchen.ingredients, desc="loading ingredients", disable=not kitchen.progress)
+    ):
         for name, tensor in ingredient.tensors(kitchen.hash_cache):
             if name in stacks:
                 stacks[name][i].copy_(tensor)
     weights = train_mixing_weights(kitchen, stacks, granularity, epochs, lr, device)
     mix: list[tuple[int, Weight]] = [
-        (i, float(weights[i, 0]) if granularity == "ingredient" else {n: float(weights[i, t]) for t, n in enumerate(names)})
+        (
+            i,
+            float(weights[i, 0])
+            if granularity == "ingredient"
+            else {n: float(weights[i, t]) for t, n in enumerate(names)},
+        )
         for i in range(len(kitchen.ingredients))
     ]
     mean = RunningMean(kitchen.plan)

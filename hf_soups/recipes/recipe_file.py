@@ -153,10 +153,12 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
     else:
         mean = RunningMean(plan, HashCache())
         mean.add_all(ingredients, mix)
-    for ingredient, entry in zip(ingredients, data["mix"]):
+    for ingredient, entry in zip(ingredients, data["mix"], strict=True):
         for name, sha in entry["sha256"].items():
             if ingredient.sha256.get(name) != sha:
-                raise SoupError(f"{ingredient.label}: {name} has changed since the recipe was written (sha256 differs)")
+                raise SoupError(
+                    f"{ingredient.label}: {name} has changed since the recipe was written (sha256 differs)"
+                )
     weights = [w if not isinstance(w, dict) else sum(w.values()) / len(w) for w in mix]
     record = soup_record(ingredients, weights)
     record.recipe = RecipeRecord(
@@ -165,7 +167,7 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
     )
 
     def extras(folder: Path) -> None:
-        write_recipe(folder, record, list(zip(ingredients, mix)))
+        write_recipe(folder, record, list(zip(ingredients, mix, strict=True)))
 
     return write_soup(output_dir, mean, record, data.get("dtype") or None, overwrite=overwrite, extras=extras)
 
@@ -191,5 +193,7 @@ def _stock(
     mean, _ = stock_soup_tensors(ingredients, plan, base, HashCache())
     for name, sha in (base_entry.get("sha256") or {}).items():
         if base.ingredient.sha256.get(name) != sha:
-            raise SoupError(f"{base.ingredient.label}: {name} has changed since the recipe was written (sha256 differs)")
+            raise SoupError(
+                f"{base.ingredient.label}: {name} has changed since the recipe was written (sha256 differs)"
+            )
     return mean, base.to_dict()

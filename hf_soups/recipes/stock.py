@@ -56,7 +56,9 @@ class StockBase:
         return None if self.head is None else hashlib.sha256(self.head.read_bytes()).hexdigest()
 
     @classmethod
-    def resolve(cls, base: str | Path | Ingredient | StockBase | None, head: str | Path | None = None) -> StockBase | None:
+    def resolve(
+        cls, base: str | Path | Ingredient | StockBase | None, head: str | Path | None = None
+    ) -> StockBase | None:
         """A base from a spec (Hub id or folder), a resolved ingredient, or a base as it is."""
         if base is None or isinstance(base, StockBase):
             return base
@@ -134,7 +136,9 @@ def stock_soup_tensors(
     everyone = [*ingredients, base.ingredient]
     unreadable = next((i for i in everyone if type(i).tensors is not Ingredient.tensors or not i.reads_ranges), None)
     if unreadable is not None:
-        raise SoupError(f"model stock: {unreadable.label} is not stored as safetensors (convert it, or merge it first)")
+        raise SoupError(
+            f"model stock: {unreadable.label} is not stored as safetensors (convert it, or merge it first)"
+        )
     k = len(ingredients)
     soup = RunningMean(plan, hash_cache)
     ratios: dict[str, float | None] = {}
@@ -146,7 +150,7 @@ def stock_soup_tensors(
         for name, shape in plan.shapes.items():
             numel = math.prod(shape)
             if not plan.is_float(name):
-                for ingredient, read in zip(ingredients, reads):
+                for ingredient, read in zip(ingredients, reads, strict=True):
                     tensor = read(name, 0, numel).view(shape)
                     if name in soup.tensors:
                         soup._check_integer(name, tensor, ingredient, ingredients[0])
@@ -175,7 +179,7 @@ def _stock_tensor(
     for start in range(0, numel, PIECE):
         count = min(PIECE, numel - start)
         rows = block[:, :count]
-        for row, read in zip(rows, reads):
+        for row, read in zip(rows, reads, strict=True):
             row.copy_(read(name, start, count))
         torch.mean(rows, 0, out=mean[start : start + count])
         if theta0 is not None:
@@ -185,7 +189,9 @@ def _stock_tensor(
         return mean.view(shape), None
     norms = gram.diagonal().sqrt()
     pairs = [
-        (gram[i, j] / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1.0, 1.0) for i in range(k) for j in range(i + 1, k)
+        (gram[i, j] / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1.0, 1.0)
+        for i in range(k)
+        for j in range(i + 1, k)
     ]
     cos = float(torch.stack(pairs).mean())
     t = k * cos / (1 + (k - 1) * cos)
