@@ -27,171 +27,20 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
-from tqdm.auto import tqdm
-from transformers import EvalPrediction, PreTrainedModel, Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from hf_soups.errors import SoupError
-from hf_soups.evaluation import EvalResult
-from hf_soups.evaluation.data import SPLIT_METHOD
+from hf_soups.options import JudgeOptions
 from hf_soups.pantry import Pantry, PantryEntry, PinHead, fingerprint
 from hf_soups.probe import probe_head
 
 logger = logging.getLogger(__name__)
-
-# ------------------------------------------------------------------------------------------------------- judge
-
-
-class TrainerJudge:
-    """A :class:`~hf_soups.recipes.judge.Judge` built on a Trainer's ``eval_dataset`` and ``compute_metrics``.
-
-    The eval dataset is split once into a seeded *selection* part (``select_fraction`` of the rows) and a *report*
-    part, the same way GLUE splits are (see :mod:`hf_soups.evaluation.data`). Batches come from the Trainer's own
-    eval dataloader (its collator, column removal and batch size, prepared by its accelerator); outputs are
-    gathered with ``gather_for_metrics``, so every example counts once whatever the number of processes.
-
-    Predictions handed to ``compute_metrics`` are the logits, as in ``Trainer.evaluate``. The main metric is
-    ``args.metric_for_best_model`` (without ``eval_``) or the first metric ``compute_metrics`` returns; recipes
-    maximise it. Encoder classifiers and regressors only (use a GLUE ``task`` for T5).
-
-    Args:
-        trainer: a Trainer with ``eval_dataset`` and ``compute_metrics``.
-        seed: seed of the row permutation.
-        select_fraction: the selection part's share of the rows.
-        progress: progress bars (main process only).
-
-    Example:
-        >>> judge = TrainerJudge(trainer)  # doctest: +SKIP
-        >>> judge.score(model, "select").metrics  # doctest: +SKIP
-        {'accuracy': 0.71}
-    """
-
-    task = None
-
-    def __init__(self, trainer: Trainer, seed: int = 0, select_fraction: float = 0.5, progress: bool = True) -> None:
-        if trainer.eval_dataset is None or isinstance(trainer.eval_dataset, dict):
-            raise SoupError("soup judged by the Trainer: give the Trainer one eval_dataset, or cook with a GLUE task=")
-        if trainer.compute_metrics is None:
-            raise SoupError(
-                "soup judged by the Trainer: give the Trainer a compute_metrics, or cook with a GLUE task="
-            )
-        if len(trainer.label_names) != 1:
-            raise SoupError(
-                f"soup judged by the Trainer: needs one label column, the Trainer has {trainer.label_names}"
-            )
-        if trainer.args.greater_is_better is False:
-            raise SoupError(
-                f"soup judged by the Trainer: recipes maximise their metric, but metric_for_best_model="
-                f"{trainer.args.metric_for_best_model!r} is lower-is-better; choose a metric to maximise"
-            )
-        if not 0.0 < select_fraction < 1.0:
-            raise SoupError(f"select_fraction={select_fraction} must be strictly between 0 and 1")
-        self.trainer, self.accelerator, self.progress = trainer, trainer.accelerator, progress
-        self.label_name = trainer.label_names[0]
-        dataset = trainer.eval_dataset
-        order = np.random.default_rng(seed).permutation(len(dataset))
-        cut = math.floor(select_fraction * len(dataset))
-        rows = {"select": np.sort(order[:cut]), "report": np.sort(order[cut:])}
-        if min(len(r) for r in rows.values()) == 0:
-            raise SoupError(f"soup judged by the Trainer: eval_dataset has {len(dataset)} rows, too few to split")
-        self.parts = {split: _subset(dataset, r) for split, r in rows.items()}
-        self.split_names = {split: f"eval_dataset:{split}" for split in rows}
-        self.split_rule = {
-            "source": "Trainer eval_dataset", "base_rows": len(dataset), "seed": seed,
-            "select_fraction": select_fraction, "method": SPLIT_METHOD,
-            "rows": {split: len(r) for split, r in rows.items()},
-        }
-        wanted = trainer.args.metric_for_best_model
-        self.metric: str | None = wanted.removeprefix("eval_") if wanted else None
-
-    def outputs(self, model: PreTrainedModel, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """The model's logits and the labels on one part, in row order (every process gets all of them)."""
-        loader = self.trainer.get_eval_dataloader(self.parts[split])
-        was_training = model.training
-        model.to(self.accelerator.device).eval()
-        logits, labels = [], []
-        bar = tqdm(
-            loader, desc=f"eval_dataset:{split}", disable=not (self.progress and self.accelerator.is_main_process)
-        )
-        try:
-            with torch.inference_mode():
-                for batch in bar:
-                    batch_labels = batch.pop(self.label_name)
-                    batch_logits = model(**batch).logits.float()
-                    batch_logits, batch_labels = self.accelerator.gather_for_metrics((batch_logits, batch_labels))
-                    logits.append(batch_logits.cpu())
-                    labels.append(batch_labels.cpu())
-        finally:
-            model.train(was_training)
-        rows = len(self.parts[split])
-        gathered = sum(len(batch) for batch in labels)
-        if gathered != rows:
-            raise SoupError(
-                f"eval_dataset:{split}: gathered {gathered} outputs for {rows} rows (dataloader_drop_last?)"
-            )
-        return torch.cat(logits).numpy(), torch.cat(labels).numpy()
-
-    def metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        values = self.trainer.compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels))
-        metrics = {k.removeprefix("eval_"): float(v) for k, v in values.items() if np.isscalar(v)}
-        if self.metric is None:
-            self.metric = next(iter(metrics))
-        if self.metric not in metrics:
-            raise SoupError(f"compute_metrics returns {sorted(metrics)}, not metric_for_best_model {self.metric!r}")
-        return metrics
-
-    def _result(self, split: str, predictions: np.ndarray, labels: np.ndarray) -> EvalResult:
-        metrics = self.metrics(predictions, labels)
-        return EvalResult(
-            task=self.task, split=self.split_names[split], metrics=metrics, main_metric=self.metric,
-            num_examples=len(labels), split_rule=self.split_rule, predictions=predictions, logits=predictions,
-            labels=labels,
-        )
-
-    def score(self, model: PreTrainedModel, split: str, return_predictions: bool = False) -> EvalResult:
-        result = self._result(split, *self.outputs(model, split))
-        if not return_predictions:
-            result.predictions = result.logits = result.labels = None
-        return result
-
-    def main_metric(self, predictions: np.ndarray, labels: np.ndarray) -> float:
-        return self.metrics(predictions, labels)[self.metric]
-
-    def ensemble(self, results: list[EvalResult], text_to_text: bool) -> EvalResult:
-        """Mean class probabilities, given to ``compute_metrics`` as log-probabilities (the mean output for a
-        one-output regressor)."""
-        logits = np.stack([r.logits for r in results])
-        if logits.shape[-1] == 1:
-            mixed = logits.mean(0)
-        else:
-            probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-            mixed = np.log((probabilities / probabilities.sum(-1, keepdims=True)).mean(0))
-        split = next(s for s, name in self.split_names.items() if name == results[0].split)
-        return self._result(split, mixed, results[0].labels)
-
-    def train_batches(self, model: PreTrainedModel):
-        for batch in self.trainer.get_eval_dataloader(self.parts["select"]):
-            labels = batch.pop(self.label_name)
-            yield batch, labels
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if logits.shape[-1] == 1:
-            return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
-        return torch.nn.functional.cross_entropy(logits, labels.long())
-
-
-def _subset(dataset: Any, rows: np.ndarray) -> Any:
-    if hasattr(dataset, "select"):  # datasets.Dataset: keeps column removal by the Trainer
-        return dataset.select(rows)
-    return torch.utils.data.Subset(dataset, rows.tolist())
-
 
 # ---------------------------------------------------------------------------------------------------- callback
 
@@ -216,7 +65,8 @@ class SoupCallback(TrainerCallback):
         task: judge with this GLUE task instead of the Trainer's ``eval_dataset`` and ``compute_metrics``.
         glue_dir: a local GLUE tsv folder for ``task`` (default: the Hub's ``nyu-mll/glue``).
         output_dir: the soup folder (default: ``<Trainer output_dir>/soup``).
-        ensemble: add the logit-ensemble baseline to the results table.
+        ensemble: add the logit-ensemble baseline to the results table (on here, so a sweep's table shows it;
+            off by default elsewhere, see :class:`~hf_soups.options.CookOptions`).
         push_to_hub / hub_model_id / hub_token / hub_private_repo: push the soup; each defaults to the Trainer's
             setting, and the soup's repo to the Trainer's ``hub_model_id`` (or output folder name) + ``-soup``.
         seed / select_fraction: the split of the Trainer's eval dataset into selection and report parts.
@@ -239,7 +89,7 @@ class SoupCallback(TrainerCallback):
         sweep_size: int | None = None,
         recipe: str = "greedy",
         task: str | None = None,
-        glue_dir: str | Path | None = None,
+        glue_dir: str | Path | None = JudgeOptions.glue_dir,
         output_dir: str | Path | None = None,
         ensemble: bool = True,
         push_to_hub: bool | None = None,
@@ -365,6 +215,7 @@ class SoupCallback(TrainerCallback):
         """
         from hf_soups.hub import push_soup
         from hf_soups.recipes import cook_recipe, make_kitchen
+        from hf_soups.recipes.trainer_judge import TrainerJudge
 
         args = trainer.args if trainer is not None else args
         task = task or self.task
@@ -495,4 +346,4 @@ class SoupTrainer(Trainer):
         return self.soup_callback.cook(self, **kwargs)
 
 
-__all__ = ["SoupCallback", "SoupTrainer", "TrainerJudge"]
+__all__ = ["SoupCallback", "SoupTrainer"]

@@ -46,6 +46,7 @@ from hf_soups.ingredients import (
     resolve_ingredients,
     validate,
 )
+from hf_soups.options import MergeOptions
 from hf_soups.record import SoupRecord
 from hf_soups.tensorfile import BackgroundHasher, plan_layout, spare_cores, write_safetensors
 from hf_soups.validation import check_apart, check_mix, output_folder, shard_size
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 DTYPES: dict[str, torch.dtype] = {name: getattr(torch, attribute) for name, attribute in DTYPE_NAMES.items()}
 Weight = float | Mapping[str, float]  # one weight per ingredient, or one per ingredient and tensor
 COPIED_FILES = ["generation_config.json", *TOKENIZER_FILES]
-DEFAULT_MAX_SHARD_SIZE = "50GB"  # transformers' save_pretrained default
+DEFAULT_MAX_SHARD_SIZE = MergeOptions.max_shard_size  # transformers' save_pretrained default
 
 
 def check_weights(weights: Sequence[float] | None, ingredients: Sequence[Ingredient]) -> list[float]:
@@ -494,14 +495,14 @@ def merge_models(
     output_dir: str | Path | None = None,
     weights: Sequence[float] | None = None,
     dtype: str | torch.dtype | None = None,
-    overwrite: bool = False,
-    allow_single: bool = False,
+    overwrite: bool = MergeOptions.overwrite,
+    allow_single: bool = MergeOptions.allow_single,
     checkpoints: CheckpointChoice | None = None,
-    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    max_shard_size: int | str = MergeOptions.max_shard_size,
     token: str | bool | None = None,
     progress: bool = True,
     base: str | Path | Ingredient | None = None,
-    adapter_output: AdapterOutput = "full",
+    adapter_output: AdapterOutput = MergeOptions.adapter_output,  # type: ignore[assignment]
     adapter_rank: int | None = None,
     threads: int | None = None,
 ) -> Path | PreTrainedModel:

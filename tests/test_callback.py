@@ -25,9 +25,10 @@ from transformers import (
 )
 
 from hf_soups import SoupCallback, SoupError, SoupTrainer
-from hf_soups.callback import TrainerJudge
+from hf_soups.evaluation.data import split_rows
 from hf_soups.ingredients import validate
 from hf_soups.pantry import Pantry, PantryEntry, check_same_start, fingerprint
+from hf_soups.recipes.trainer_judge import TrainerJudge
 from hf_soups.record import SoupRecord
 from hf_soups.testing.hub_server import DEFAULT_USER
 
@@ -117,6 +118,7 @@ def test_trainer_judge_scores_like_trainer_evaluate(run):
     select, report = (set(judge.parts[split]["idx"]) for split in ("select", "report"))
     assert not select & report and len(select | report) == 24
     assert judge.split_rule["rows"] == {"select": 12, "report": 12}
+    assert sorted(select) == split_rows(24, 0.5, seed=3)[0].tolist()  # the GLUE splits' rule
     for split in ("select", "report"):
         ours = judge.score(trainer.model, split, return_predictions=True)
         theirs = trainer.evaluate(judge.parts[split])

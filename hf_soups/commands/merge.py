@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from hf_soups.dtypes import DTYPE_NAMES
+from hf_soups.options import ADAPTER_FLAGS, MergeOptions, add_flags, values
 from hf_soups.record import SoupRecord
-from hf_soups.validation import cli_type, output_folder, positive_int, shard_size, weight_list
+from hf_soups.validation import cli_type, output_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,52 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=cli_type(output_folder, "--output"),
         help="the soup folder to write (must not exist)",
     )
-    parser.add_argument(
-        "--weights", type=cli_type(weight_list, "--weights"), metavar="W1,W2,...",
-        help="one mixing weight per ingredient, comma-separated, normalised to sum 1 (default: uniform)",
-    )
-    parser.add_argument("--dtype", choices=list(DTYPE_NAMES), help="dtype to write (default: the ingredients' dtype)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
-    parser.add_argument("--allow-single", action="store_true", help="accept a single ingredient (writes a copy)")
-    parser.add_argument(
-        "--checkpoints", choices=["all", "last", "best"],
-        help="for Trainer output folders: take all checkpoint-* subfolders, the last, or the best "
-        "(default: the folder's own model if it has one, else all checkpoints)",
-    )
-    parser.add_argument(
-        "--max-shard-size",
-        default="50GB",
-        type=cli_type(shard_size, "--max-shard-size"),
-        help="shard the output above this size (default 50GB)",
-    )
+    add_flags(parser, MergeOptions, exclude=ADAPTER_FLAGS)
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup (with a generated card) when done")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     adapters = parser.add_argument_group("PEFT LoRA adapters (ingredients with adapter_config.json)")
-    adapters.add_argument(
-        "--base", help="base model of the adapters (default: the base_model_name_or_path each adapter's config names)"
-    )
-    adapters.add_argument(
-        "--adapter-output", choices=["full", "exact", "svd"], default="full",
-        help="full: the merged model base + Σ wᵢΔWᵢ (default; adapters and full models may be mixed); exact: a PEFT "
-        "adapter of rank Σrᵢ with the same weights; svd: a rank --adapter-rank adapter by truncated SVD",
-    )
-    adapters.add_argument(
-        "--adapter-rank",
-        type=cli_type(positive_int, "--adapter-rank"),
-        metavar="R",
-        help="rank of the --adapter-output svd adapter",
-    )
+    add_flags(adapters, MergeOptions, only=ADAPTER_FLAGS)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from hf_soups.merge import merge_models
 
-    path = merge_models(
-        args.ingredients, output_dir=args.output, weights=args.weights, dtype=args.dtype, overwrite=args.overwrite,
-        allow_single=args.allow_single, checkpoints=args.checkpoints, max_shard_size=args.max_shard_size,
-        base=args.base, adapter_output=args.adapter_output, adapter_rank=args.adapter_rank,
-    )
+    path = merge_models(args.ingredients, output_dir=args.output, **values(args, MergeOptions))
     print(f"soup written to {path}")
     adapter = SoupRecord.load(path).adapter
     if adapter is not None:

@@ -166,6 +166,19 @@ def _parse_label(spec: TaskSpec, value: str, path: Path, line: int) -> float | i
     return label
 
 
+def split_rows(num_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The split rule (:data:`SPLIT_METHOD`): a seeded permutation of ``num_rows`` rows cut after ``floor(fraction *
+    num_rows)``; both parts keep the original row order.
+
+    Example:
+        >>> [part.tolist() for part in split_rows(5, 0.4, seed=0)]
+        [[2, 4], [0, 1, 3]]
+    """
+    order = np.random.default_rng(seed).permutation(num_rows)
+    cut = int(np.floor(fraction * num_rows))
+    return np.sort(order[:cut]), np.sort(order[cut:])
+
+
 def load_glue_split(
     task: str | TaskSpec, split: str | None = None, glue_dir: str | Path | None = None, rule: SplitRule | None = None
 ) -> GlueSplit:
@@ -207,9 +220,8 @@ def load_glue_split(
         fraction = getattr(rule, fraction_field)
         if not 0.0 < fraction < 1.0:
             raise SoupError(f"split rule: {fraction_field}={fraction} must be strictly between 0 and 1")
-        order = np.random.default_rng(rule.seed).permutation(dataset.num_rows)
-        cut = int(np.floor(fraction * dataset.num_rows))
-        dataset = dataset.select(np.sort(order[:cut] if first else order[cut:]))
+        head, tail = split_rows(dataset.num_rows, fraction, rule.seed)
+        dataset = dataset.select(head if first else tail)
         record.update(part=part, fraction=fraction, **asdict(rule), method=SPLIT_METHOD)
     if dataset.num_rows == 0:
         raise SoupError(f"split {split!r} of task {spec.name!r} ({source}) has no rows")

@@ -25,6 +25,7 @@ from transformers import AutoTokenizer
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
 from hf_soups.merge import check_output
+from hf_soups.options import CookOptions, GreedyOptions, JudgeOptions, LearnedOptions, MergeOptions
 from hf_soups.recipes.greedy import cook_greedy
 from hf_soups.recipes.judge import GlueJudge, Judge
 from hf_soups.recipes.kitchen import Kitchen
@@ -60,10 +61,10 @@ def make_kitchen(
     task: str | None = None,
     judge: Judge | None = None,
     tokenizer: Any = None,
-    glue_dir: str | Path | None = None,
-    select_split: str = "validation:select",
-    report_split: str = "validation:report",
-    batch_size: int = 32,
+    glue_dir: str | Path | None = JudgeOptions.glue_dir,
+    select_split: str = JudgeOptions.select_split,
+    report_split: str = JudgeOptions.report_split,
+    batch_size: int = JudgeOptions.batch_size,
     accelerator: Any = None,
     checkpoints: str | None = None,
     token: str | bool | None = None,
@@ -102,9 +103,9 @@ def run_recipe(
     task: str | None = None,
     output_dir: str | Path | None = None,
     *,
-    ensemble: bool = False,
-    dtype: str | None = None,
-    overwrite: bool = False,
+    ensemble: bool = CookOptions.ensemble,
+    dtype: str | None = MergeOptions.dtype,
+    overwrite: bool = MergeOptions.overwrite,
     repo_id: str | None = None,
     options: dict[str, Any] | None = None,
     **kitchen_options: Any,
@@ -127,9 +128,9 @@ def cook_recipe(
     name: str,
     output_dir: str | Path | None = None,
     *,
-    ensemble: bool = False,
-    dtype: str | None = None,
-    overwrite: bool = False,
+    ensemble: bool = CookOptions.ensemble,
+    dtype: str | None = MergeOptions.dtype,
+    overwrite: bool = MergeOptions.overwrite,
     repo_id: str | None = None,
     options: dict[str, Any] | None = None,
 ) -> SoupReport:
@@ -165,7 +166,9 @@ def _check_target(
         check_output(output_dir, ingredients, overwrite)  # before any scoring
 
 
-def greedy_soup(ingredients, task=None, output_dir=None, *, resume: bool = False, **kwargs: Any) -> SoupReport:
+def greedy_soup(
+    ingredients, task=None, output_dir=None, *, resume: bool = GreedyOptions.resume, **kwargs: Any
+) -> SoupReport:
     """The greedy soup: ingredients added best first, each kept only if the selection score does not drop.
 
     Args:
@@ -200,7 +203,8 @@ def uniform_soup(ingredients, task=None, output_dir=None, **kwargs: Any) -> Soup
 
 
 def learned_soup(
-    ingredients, task=None, output_dir=None, *, granularity: str = "ingredient", epochs: int = 5, lr: float = 0.05,
+    ingredients, task=None, output_dir=None, *, granularity: str = LearnedOptions.granularity,
+    epochs: int = LearnedOptions.epochs, lr: float = LearnedOptions.lr,
     **kwargs: Any,
 ) -> SoupReport:
     """The learned soup: softmax mixing weights (per ingredient, or per ingredient and tensor with
@@ -238,7 +242,7 @@ def ensemble_scores(ingredients, task=None, **kwargs: Any):
     the selection and report splits.
 
     Returns:
-        A :class:`~hf_soups.recipes.kitchen.Tasting` with ``.select`` and ``.report`` results.
+        A :class:`~hf_soups.recipes.kitchen.ModelScores` with ``.select`` and ``.report`` results.
 
     Example:
         >>> ensemble_scores(["runs/a", "runs/b"], "rte", glue_dir="glue_data").report.metrics  # doctest: +SKIP

@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.merge import RunningMean
+from hf_soups.options import CookOptions, GreedyOptions
 from hf_soups.recipes.judge import SPLITS
-from hf_soups.recipes.kitchen import Kitchen, Tasting, best_index
+from hf_soups.recipes.kitchen import Kitchen, ModelScores, best_index
 from hf_soups.recipes.report import SoupReport, is_main_process, soup_report
 
 STATE_FILE = "state.json"
@@ -39,8 +40,8 @@ STATE_FILE = "state.json"
 
 def cook_greedy(
     kitchen: Kitchen,
-    ensemble: bool = False,
-    resume: bool = False,
+    ensemble: bool = CookOptions.ensemble,
+    resume: bool = GreedyOptions.resume,
     state_dir: str | Path | None = None,
 ) -> SoupReport:
     """Run the greedy recipe in a :class:`~hf_soups.recipes.kitchen.Kitchen` (see :func:`hf_soups.greedy_soup`).
@@ -76,11 +77,11 @@ def cook_greedy(
             mean.add(ingredient)
             kept, score = True, alone
         else:
-            mean.candidate(ingredient, kitchen.parameters())
+            mean.candidate(ingredient, kitchen.cpu_parameters())
             score = kitchen.judge.score(kitchen.model, "select").main
             kept = score >= state.score  # ties are kept, as the paper's ≥ says
             if kept:
-                mean.accept(ingredient, kitchen.parameters())
+                mean.accept(ingredient, kitchen.cpu_parameters())
         if kept:
             state.members.append(index)
             state.score = score
@@ -107,7 +108,7 @@ def cook_greedy(
     return report
 
 
-def _order(tastings: list[Tasting]) -> list[int]:
+def _order(tastings: list[ModelScores]) -> list[int]:
     """Ingredients by selection score, best first (input order on ties); the best is :func:`best_index`."""
     order = sorted(range(len(tastings)), key=lambda i: -tastings[i].select.main)
     assert order[0] == best_index(tastings)
@@ -118,7 +119,9 @@ class GreedyState:
     """Where a greedy run stands: the tastings (the uniform soup's last), the order, the members so far, the running
     mean, the trajectory. ``run`` names this run's files, so no file of another run is ever taken for its own."""
 
-    def __init__(self, tastings: list[Tasting], uniform: Tasting, order: list[int], run: str | None = None) -> None:
+    def __init__(
+        self, tastings: list[ModelScores], uniform: ModelScores, order: list[int], run: str | None = None
+    ) -> None:
         self.tastings = tastings
         self.uniform = uniform
         self.order = order
@@ -196,7 +199,8 @@ class GreedyState:
             raise ValueError("members or tastings do not fit the order")
         arrays = np.load(folder / data["files"]["arrays"])
         tastings = [
-            Tasting(t["name"], *(_result(t[s], arrays, i, s) for s in SPLITS)) for i, t in enumerate(data["tastings"])
+            ModelScores(t["name"], *(_result(t[s], arrays, i, s) for s in SPLITS))
+            for i, t in enumerate(data["tastings"])
         ]
         state = cls(tastings[:-1], tastings[-1], data["order"], run=data["run"])
         state.step, state.members, state.score = step, members, float(data["score"])
@@ -226,7 +230,7 @@ def _file_hashes(ingredient: Any, kitchen: Kitchen) -> dict[str, str]:
     return dict(ingredient.sha256)
 
 
-def _arrays(tastings: list[Tasting]) -> dict[str, np.ndarray]:
+def _arrays(tastings: list[ModelScores]) -> dict[str, np.ndarray]:
     arrays = {}
     for i, tasting in enumerate(tastings):
         for split in SPLITS:

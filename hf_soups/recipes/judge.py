@@ -2,8 +2,8 @@
 
 A recipe only needs :class:`Judge`'s three things: the name of the metric it selects on, a way to score a model on
 ``"select"`` or ``"report"``, and the main-metric function for bootstrap resamples. :class:`GlueJudge` scores a GLUE
-task with :class:`~hf_soups.evaluation.GlueScorer`; the Trainer callback brings its own judge built on the
-Trainer's ``eval_dataset`` and ``compute_metrics``.
+task with :class:`~hf_soups.evaluation.GlueScorer`; :class:`~hf_soups.recipes.trainer_judge.TrainerJudge`, beside it,
+is built on a Trainer's ``eval_dataset`` and ``compute_metrics`` and shares this module's ensemble and loss.
 
 Example:
     >>> judge = GlueJudge("rte", tokenizer, glue_dir="glue_data")  # doctest: +SKIP
@@ -134,9 +134,14 @@ class GlueJudge:
             yield batch, torch.as_tensor(scorer.labels[rows.cpu().numpy()])
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.spec.is_regression:
-            return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
-        return torch.nn.functional.cross_entropy(logits, labels.long())
+        return soup_loss(logits, labels, regression=self.spec.is_regression)
+
+
+def soup_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """The learned recipe's loss: mean squared error of a one-output regressor, else cross-entropy."""
+    if regression:
+        return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+    return torch.nn.functional.cross_entropy(logits, labels.long())
 
 
 def ensemble_predictions(spec: Any, logits: list[np.ndarray], text_to_text: bool) -> np.ndarray:
@@ -145,6 +150,10 @@ def ensemble_predictions(spec: Any, logits: list[np.ndarray], text_to_text: bool
     kind = "text_to_text" if text_to_text else "encoder"
     if spec.is_regression and not text_to_text:
         return FORMATS[kind].predict(spec, np.mean(logits, axis=0))
+    return FORMATS[kind].predict(spec, mean_probabilities(logits))
+
+
+def mean_probabilities(logits: list[np.ndarray]) -> np.ndarray:
+    """The mean over models of the class probabilities (softmax over the last axis) of their logits."""
     probabilities = [np.exp(x - x.max(-1, keepdims=True)) for x in logits]
-    probabilities = [p / p.sum(-1, keepdims=True) for p in probabilities]
-    return FORMATS[kind].predict(spec, np.mean(probabilities, axis=0))
+    return np.mean([p / p.sum(-1, keepdims=True) for p in probabilities], axis=0)

@@ -34,7 +34,7 @@ from hf_soups.stats import format_gain, paired_bootstrap
 
 
 @dataclass
-class Tasting:
+class ModelScores:
     """One model's scores: an ingredient's, or a soup's (``name`` is the ingredient spec or the recipe)."""
 
     name: str
@@ -97,25 +97,25 @@ class Kitchen:
                 f"that {type(self.model).__name__} needs"
             )
 
-    def parameters(self) -> dict[str, torch.Tensor]:
-        """The model's tensors that the soup sets, by soup name (on the CPU, where the weights are combined)."""
+    def cpu_parameters(self) -> dict[str, torch.Tensor]:
+        """Move the model to the CPU (where weights are combined) and return the tensors the soup sets, by name."""
         self.model.to("cpu")
         state = self.model.state_dict(keep_vars=True)
         return {name: state[name].data for name in self.plan.shapes}
 
     def load(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy ``(name, tensor)`` into the model."""
-        params = self.parameters()
+        params = self.cpu_parameters()
         with torch.no_grad():
             for name, tensor in tensors:
                 params[name].copy_(tensor)
 
-    def score(self, name: str, predictions: bool = True) -> Tasting:
+    def score(self, name: str, predictions: bool = True) -> ModelScores:
         """Score the weights now in the model on both splits."""
         select, report = (self.judge.score(self.model, split, return_predictions=predictions) for split in SPLITS)
-        return Tasting(name, select, report)
+        return ModelScores(name, select, report)
 
-    def taste_all(self, uniform: bool = True) -> tuple[list[Tasting], RunningMean | None]:
+    def taste_all(self, uniform: bool = True) -> tuple[list[ModelScores], RunningMean | None]:
         """Read each ingredient once: score it on both splits and (optionally) add it to the uniform soup.
 
         Returns:
@@ -134,23 +134,23 @@ class Kitchen:
         return tastings, mean
 
     def _into_model(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
-        params = self.parameters()
+        params = self.cpu_parameters()
         with torch.no_grad():
             for name, tensor in tensors:
                 params[name].copy_(tensor)
                 yield name, tensor
 
-    def score_soup(self, mean: RunningMean, name: str) -> Tasting:
+    def score_soup(self, mean: RunningMean, name: str) -> ModelScores:
         """Load a soup's mean into the model and score it."""
         self.load(mean.tensors.items())
         return self.score(name)
 
-    def ensemble(self, tastings: Sequence[Tasting]) -> Tasting:
+    def ensemble(self, tastings: Sequence[ModelScores]) -> ModelScores:
         """The logit-ensemble baseline of the given ingredients (N× the inference cost; not a soup)."""
         select, report = (
             self.judge.ensemble([getattr(t, split) for t in tastings], self.text_to_text) for split in SPLITS
         )
-        return Tasting("ensemble", select, report)
+        return ModelScores("ensemble", select, report)
 
 
 def build_model(ingredient: Ingredient) -> transformers.PreTrainedModel:
@@ -170,13 +170,13 @@ def build_model(ingredient: Ingredient) -> transformers.PreTrainedModel:
         return model_class(config).float().eval()
 
 
-def best_index(tastings: Sequence[Tasting]) -> int:
+def best_index(tastings: Sequence[ModelScores]) -> int:
     """The ingredient with the highest selection score (the first one on ties)."""
     return int(np.argmax([t.select.main for t in tastings]))
 
 
 def results(
-    tastings: Sequence[Tasting], soups: Sequence[Tasting], judge: Judge, resamples: int = 1000
+    tastings: Sequence[ModelScores], soups: Sequence[ModelScores], judge: Judge, resamples: int = 1000
 ) -> list[SoupResult]:
     """The results table's rows: the best individual (chosen on the selection split), then each soup or baseline
     with its report-split gain over the best individual and a paired-bootstrap 95% interval."""
@@ -195,7 +195,7 @@ def results(
 
 
 def format_table(
-    tastings: Sequence[Tasting], rows: Sequence[SoupResult], metric: str, kept: Sequence[bool] | None = None
+    tastings: Sequence[ModelScores], rows: Sequence[SoupResult], metric: str, kept: Sequence[bool] | None = None
 ) -> str:
     """The plain-text results table in points (×100): each ingredient, then each soup, on both splits."""
     lines = [f"{'model':<44} {'select ' + metric:>18} {'report ' + metric:>18}  ", "-" * 100]

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
 from hf_soups.merge import RunningMean, Weight
+from hf_soups.options import CookOptions, LearnedOptions
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
 
@@ -30,10 +31,10 @@ Granularity = Literal["ingredient", "layer"]
 
 def cook_learned(
     kitchen: Kitchen,
-    ensemble: bool = False,
-    granularity: Granularity = "ingredient",
-    epochs: int = 5,
-    lr: float = 0.05,
+    ensemble: bool = CookOptions.ensemble,
+    granularity: Granularity = LearnedOptions.granularity,  # type: ignore[assignment]
+    epochs: int = LearnedOptions.epochs,
+    lr: float = LearnedOptions.lr,
 ) -> SoupReport:
     """Run the learned recipe in a :class:`~hf_soups.recipes.kitchen.Kitchen` (see :func:`hf_soups.learned_soup`)."""
     if len(kitchen.ingredients) < 2:
@@ -75,7 +76,7 @@ def cook_learned(
 
 def _tensors(kitchen: Kitchen, stacks: dict[str, torch.Tensor], index: int) -> Iterator[tuple[str, torch.Tensor]]:
     """An ingredient's tensors from memory (float ones from the stacks, integer buffers from the kitchen's model)."""
-    params = kitchen.parameters()
+    params = kitchen.cpu_parameters()
     for name in kitchen.plan.shapes:
         yield name, stacks[name][index].cpu() if name in stacks else params[name]
 

@@ -20,7 +20,7 @@ from accelerate import PartialState
 
 from hf_soups.ingredients import Ingredient
 from hf_soups.merge import RunningMean, Weight, soup_record
-from hf_soups.recipes.kitchen import Kitchen, Tasting, format_table, results
+from hf_soups.recipes.kitchen import Kitchen, ModelScores, format_table, results
 from hf_soups.record import RecipeRecord, SoupRecord
 
 
@@ -46,8 +46,8 @@ class SoupReport:
     model: Any = field(default=None, repr=False)
     mean: RunningMean | None = field(default=None, repr=False)
     mix: list[tuple[Ingredient, Weight]] = field(default_factory=list, repr=False)
-    tastings: list[Tasting] = field(default_factory=list, repr=False)
-    soups: list[Tasting] = field(default_factory=list, repr=False)
+    tastings: list[ModelScores] = field(default_factory=list, repr=False)
+    soups: list[ModelScores] = field(default_factory=list, repr=False)
     scratch: list[Path] = field(default_factory=list, repr=False)
 
 
@@ -56,8 +56,8 @@ def soup_report(
     recipe: str,
     mean: RunningMean,
     mix: Sequence[tuple[int, Weight]],
-    tastings: Sequence[Tasting],
-    soups: Sequence[Tasting],
+    tastings: Sequence[ModelScores],
+    soups: Sequence[ModelScores],
     trajectory: list[dict[str, Any]] | None = None,
     options: dict[str, Any] | None = None,
 ) -> SoupReport:

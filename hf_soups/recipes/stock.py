@@ -32,6 +32,7 @@ from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan, base_names, resolve_ingredients
 from hf_soups.merge import PIECE, RunningMean, compute_threads
+from hf_soups.options import CookOptions
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.recipe_file import pinned_spec
 from hf_soups.recipes.report import SoupReport, soup_report
@@ -200,7 +201,7 @@ def _stock_tensor(
 
 def cook_stock(
     kitchen: Kitchen,
-    ensemble: bool = False,
+    ensemble: bool = CookOptions.ensemble,
     base: str | Path | Ingredient | StockBase | None = None,
     start_head: str | Path | None = None,
 ) -> SoupReport:

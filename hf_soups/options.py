@@ -1,0 +1,147 @@
+"""Options declared once: typed, frozen dataclasses holding each option's default, help text and check.
+
+The command line builds its flags from them (:func:`add_flags`); the Python API (:func:`~hf_soups.merge.merge_models`,
+:func:`~hf_soups.recipes.run_recipe`, the ``*_soup`` functions, :class:`~hf_soups.callback.SoupCallback`) takes its
+defaults from them, so a default cannot differ between the two. A field's ``metadata`` holds ``help``, optionally
+``choices``, ``metavar`` and ``check`` (a :mod:`hf_soups.validation` check, run as the flag's ``type=``). A field's
+flag is ``--`` and its name with ``-`` for ``_``; a ``bool`` field defaulting to ``False`` is a switch.
+
+This module imports neither torch nor transformers (``hf-soups --help`` stays fast).
+
+Example:
+    >>> MergeOptions.max_shard_size
+    '50GB'
+    >>> parser = argparse.ArgumentParser()
+    >>> add_flags(parser, JudgeOptions)
+    >>> parser.parse_args(["--batch-size", "8"]).batch_size
+    8
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hf_soups.dtypes import DTYPE_NAMES
+from hf_soups.validation import cli_type, positive_float, positive_int, shard_size, weight_list
+
+CHECKPOINT_CHOICES = ("all", "last", "best")
+ADAPTER_OUTPUTS = ("full", "exact", "svd")
+GRANULARITIES = ("ingredient", "layer")
+
+
+def option(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field with its default and the flag's ``help`` (plus ``choices``, ``metavar``, ``check``)."""
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    """How ingredients are averaged and the soup folder written (``hf-soups merge``, :func:`merge_models`)."""
+
+    weights: list[float] | None = option(
+        None, "one mixing weight per ingredient, comma-separated, normalised to sum 1 (default: uniform)",
+        check=weight_list, metavar="W1,W2,...",
+    )
+    dtype: str | None = option(None, "dtype to write (default: the ingredients' dtype)", choices=tuple(DTYPE_NAMES))
+    overwrite: bool = option(False, "replace the output folder if it exists")
+    allow_single: bool = option(False, "accept a single ingredient (writes a copy)")
+    checkpoints: str | None = option(
+        None, "for Trainer output folders: take all checkpoint-* subfolders, the last, or the best "
+        "(default: the folder's own model if it has one, else all checkpoints)", choices=CHECKPOINT_CHOICES,
+    )
+    max_shard_size: str = option("50GB", "shard the output above this size (default 50GB)", check=shard_size)
+    base: str | None = option(
+        None, "base model of the adapters (default: the base_model_name_or_path each adapter's config names)"
+    )
+    adapter_output: str = option(
+        "full", "full: the merged model base + Σ wᵢΔWᵢ (default; adapters and full models may be mixed); exact: a "
+        "PEFT adapter of rank Σrᵢ with the same weights; svd: a rank --adapter-rank adapter by truncated SVD",
+        choices=ADAPTER_OUTPUTS,
+    )
+    adapter_rank: int | None = option(
+        None, "rank of the --adapter-output svd adapter", check=positive_int, metavar="R"
+    )
+
+
+ADAPTER_FLAGS = ("base", "adapter_output", "adapter_rank")
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """How a GLUE judge scores models: the two splits, the data and the batch size."""
+
+    select_split: str = option("validation:select", "split the soup is chosen on")
+    report_split: str = option("validation:report", "split the numbers are reported on")
+    glue_dir: str | None = option(None, "a local GLUE folder in the original tsv layout (default: the Hub)")
+    batch_size: int = option(32, "scoring batch size per process (default 32)", check=positive_int)
+
+
+@dataclass(frozen=True)
+class CookOptions:
+    """What every recipe takes: the logit-ensemble baseline.
+
+    ``ensemble`` is off by default (``hf-soups soup``, :func:`run_recipe`, the ``*_soup`` functions): it costs
+    nothing extra to score but is not a soup. :class:`~hf_soups.callback.SoupCallback` turns it on for a sweep's
+    table (its own ``ensemble=True``)."""
+
+    ensemble: bool = option(False, "also score the logit ensemble baseline")
+
+
+@dataclass(frozen=True)
+class GreedyOptions:
+    resume: bool = option(False, "greedy: continue from <output>.greedy-state")
+
+
+@dataclass(frozen=True)
+class LearnedOptions:
+    granularity: str = option(
+        "ingredient", "learned: one mixing weight per ingredient, or per ingredient and tensor", choices=GRANULARITIES
+    )
+    epochs: int = option(5, "learned: passes over the selection split (default 5)", check=positive_int)
+    lr: float = option(0.05, "learned: Adam learning rate of the mixing weights", check=positive_float)
+
+
+@dataclass(frozen=True)
+class StockOptions:
+    base: str | None = option(None, "stock: the pretrained model the ingredients were fine-tuned from (θ₀)")
+    start_head: str | None = option(
+        None, "stock: a safetensors file of the classifier head every run started from"
+    )
+
+
+def add_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    options: type,
+    only: tuple[str, ...] | None = None,
+    exclude: tuple[str, ...] = (),
+) -> None:
+    """Add one flag per field of the options dataclass ``options`` (``only`` those named, none of ``exclude``)."""
+    for spec in dataclasses.fields(options):
+        if (only is not None and spec.name not in only) or spec.name in exclude:
+            continue
+        flag, meta = "--" + spec.name.replace("_", "-"), spec.metadata
+        if spec.default is False:
+            parser.add_argument(flag, action="store_true", help=meta["help"])
+            continue
+        kwargs: dict[str, Any] = {"default": spec.default, "help": meta["help"]}
+        if "choices" in meta:
+            kwargs["choices"] = list(meta["choices"])
+        if "check" in meta:
+            kwargs["type"] = cli_type(meta["check"], flag)
+        if "metavar" in meta:
+            kwargs["metavar"] = meta["metavar"]
+        parser.add_argument(flag, **kwargs)
+
+
+def values(args: argparse.Namespace, options: type, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The parsed values of an options dataclass's flags, by field name."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(options) if only is None or f.name in only}
+
+
+__all__ = [
+    "CookOptions", "GreedyOptions", "JudgeOptions", "LearnedOptions", "MergeOptions", "StockOptions", "add_flags",
+    "values",
+]

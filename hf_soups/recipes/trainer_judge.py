@@ -1,0 +1,165 @@
+"""A judge built on a ``transformers.Trainer``: its ``eval_dataset``, split like a GLUE split, and its
+``compute_metrics``; the :class:`~hf_soups.callback.SoupCallback` cooks with it when no GLUE ``task`` is given.
+
+It shares the GLUE judge's pieces: the split rule (:func:`hf_soups.evaluation.data.split_rows`), the ensemble's
+mean class probabilities and the learned recipe's loss (:mod:`hf_soups.recipes.judge`).
+
+Example:
+    >>> judge = TrainerJudge(trainer, seed=3)  # doctest: +SKIP
+    >>> judge.split_rule["rows"]  # doctest: +SKIP
+    {'select': 138, 'report': 139}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import EvalPrediction, PreTrainedModel, Trainer
+
+from hf_soups.errors import SoupError
+from hf_soups.evaluation import EvalResult
+from hf_soups.evaluation.data import SPLIT_METHOD, split_rows
+from hf_soups.recipes.judge import mean_probabilities, soup_loss
+
+
+class TrainerJudge:
+    """A :class:`~hf_soups.recipes.judge.Judge` built on a Trainer's ``eval_dataset`` and ``compute_metrics``.
+
+    The eval dataset is split once into a seeded *selection* part (``select_fraction`` of the rows) and a *report*
+    part, the same way GLUE splits are (see :mod:`hf_soups.evaluation.data`). Batches come from the Trainer's own
+    eval dataloader (its collator, column removal and batch size, prepared by its accelerator); outputs are
+    gathered with ``gather_for_metrics``, so every example counts once whatever the number of processes.
+
+    Predictions handed to ``compute_metrics`` are the logits, as in ``Trainer.evaluate``. The main metric is
+    ``args.metric_for_best_model`` (without ``eval_``) or the first metric ``compute_metrics`` returns; recipes
+    maximise it. Encoder classifiers and regressors only (use a GLUE ``task`` for T5).
+
+    Args:
+        trainer: a Trainer with ``eval_dataset`` and ``compute_metrics``.
+        seed: seed of the row permutation.
+        select_fraction: the selection part's share of the rows.
+        progress: progress bars (main process only).
+
+    Example:
+        >>> judge = TrainerJudge(trainer)  # doctest: +SKIP
+        >>> judge.score(model, "select").metrics  # doctest: +SKIP
+        {'accuracy': 0.71}
+    """
+
+    task = None
+
+    def __init__(self, trainer: Trainer, seed: int = 0, select_fraction: float = 0.5, progress: bool = True) -> None:
+        if trainer.eval_dataset is None or isinstance(trainer.eval_dataset, dict):
+            raise SoupError("soup judged by the Trainer: give the Trainer one eval_dataset, or cook with a GLUE task=")
+        if trainer.compute_metrics is None:
+            raise SoupError(
+                "soup judged by the Trainer: give the Trainer a compute_metrics, or cook with a GLUE task="
+            )
+        if len(trainer.label_names) != 1:
+            raise SoupError(
+                f"soup judged by the Trainer: needs one label column, the Trainer has {trainer.label_names}"
+            )
+        if trainer.args.greater_is_better is False:
+            raise SoupError(
+                f"soup judged by the Trainer: recipes maximise their metric, but metric_for_best_model="
+                f"{trainer.args.metric_for_best_model!r} is lower-is-better; choose a metric to maximise"
+            )
+        if not 0.0 < select_fraction < 1.0:
+            raise SoupError(f"select_fraction={select_fraction} must be strictly between 0 and 1")
+        self.trainer, self.accelerator, self.progress = trainer, trainer.accelerator, progress
+        self.label_name = trainer.label_names[0]
+        dataset = trainer.eval_dataset
+        select, report = split_rows(len(dataset), select_fraction, seed)
+        rows = {"select": select, "report": report}
+        if min(len(r) for r in rows.values()) == 0:
+            raise SoupError(f"soup judged by the Trainer: eval_dataset has {len(dataset)} rows, too few to split")
+        self.parts = {split: _subset(dataset, r) for split, r in rows.items()}
+        self.split_names = {split: f"eval_dataset:{split}" for split in rows}
+        self.split_rule = {
+            "source": "Trainer eval_dataset", "base_rows": len(dataset), "seed": seed,
+            "select_fraction": select_fraction, "method": SPLIT_METHOD,
+            "rows": {split: len(r) for split, r in rows.items()},
+        }
+        wanted = trainer.args.metric_for_best_model
+        self.metric: str | None = wanted.removeprefix("eval_") if wanted else None
+
+    def outputs(self, model: PreTrainedModel, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """The model's logits and the labels on one part, in row order (every process gets all of them)."""
+        loader = self.trainer.get_eval_dataloader(self.parts[split])
+        was_training = model.training
+        model.to(self.accelerator.device).eval()
+        logits, labels = [], []
+        bar = tqdm(
+            loader, desc=f"eval_dataset:{split}", disable=not (self.progress and self.accelerator.is_main_process)
+        )
+        try:
+            with torch.inference_mode():
+                for batch in bar:
+                    batch_labels = batch.pop(self.label_name)
+                    batch_logits = model(**batch).logits.float()
+                    batch_logits, batch_labels = self.accelerator.gather_for_metrics((batch_logits, batch_labels))
+                    logits.append(batch_logits.cpu())
+                    labels.append(batch_labels.cpu())
+        finally:
+            model.train(was_training)
+        rows = len(self.parts[split])
+        gathered = sum(len(batch) for batch in labels)
+        if gathered != rows:
+            raise SoupError(
+                f"eval_dataset:{split}: gathered {gathered} outputs for {rows} rows (dataloader_drop_last?)"
+            )
+        return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+    def metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        values = self.trainer.compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels))
+        metrics = {k.removeprefix("eval_"): float(v) for k, v in values.items() if np.isscalar(v)}
+        if self.metric is None:
+            self.metric = next(iter(metrics))
+        if self.metric not in metrics:
+            raise SoupError(f"compute_metrics returns {sorted(metrics)}, not metric_for_best_model {self.metric!r}")
+        return metrics
+
+    def _result(self, split: str, predictions: np.ndarray, labels: np.ndarray) -> EvalResult:
+        metrics = self.metrics(predictions, labels)
+        return EvalResult(
+            task=self.task, split=self.split_names[split], metrics=metrics, main_metric=self.metric,
+            num_examples=len(labels), split_rule=self.split_rule, predictions=predictions, logits=predictions,
+            labels=labels,
+        )
+
+    def score(self, model: PreTrainedModel, split: str, return_predictions: bool = False) -> EvalResult:
+        result = self._result(split, *self.outputs(model, split))
+        if not return_predictions:
+            result.predictions = result.logits = result.labels = None
+        return result
+
+    def main_metric(self, predictions: np.ndarray, labels: np.ndarray) -> float:
+        return self.metrics(predictions, labels)[self.metric]
+
+    def ensemble(self, results: list[EvalResult], text_to_text: bool) -> EvalResult:
+        """Mean class probabilities, given to ``compute_metrics`` as log-probabilities (the mean output for a
+        one-output regressor)."""
+        logits = [r.logits for r in results]
+        mixed = np.mean(logits, axis=0) if logits[0].shape[-1] == 1 else np.log(mean_probabilities(logits))
+        split = next(s for s, name in self.split_names.items() if name == results[0].split)
+        return self._result(split, mixed, results[0].labels)
+
+    def train_batches(self, model: PreTrainedModel):
+        for batch in self.trainer.get_eval_dataloader(self.parts["select"]):
+            labels = batch.pop(self.label_name)
+            yield batch, labels
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return soup_loss(logits, labels, regression=logits.shape[-1] == 1)
+
+
+def _subset(dataset: Any, rows: np.ndarray) -> Any:
+    if hasattr(dataset, "select"):  # datasets.Dataset: keeps column removal by the Trainer
+        return dataset.select(rows)
+    return torch.utils.data.Subset(dataset, rows.tolist())
+
+
+__all__ = ["TrainerJudge"]

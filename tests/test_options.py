@@ -1,0 +1,51 @@
+"""Options declared once: the flags, the Python API and the callback take their defaults from hf_soups.options."""
+
+import dataclasses
+import inspect
+
+import pytest
+
+from hf_soups.callback import SoupCallback
+from hf_soups.cli import build_parser
+from hf_soups.merge import merge_models
+from hf_soups.options import JudgeOptions, LearnedOptions, MergeOptions
+from hf_soups.recipes import learned_soup, make_kitchen, run_recipe
+from hf_soups.recipes.learned import cook_learned
+
+ARGV = {"merge": ["merge", "a", "b", "-o", "out"], "soup": ["soup", "a", "b", "--task", "rte", "-o", "out"]}
+
+
+def defaults(function):
+    return {n: p.default for n, p in inspect.signature(function).parameters.items() if p.default is not p.empty}
+
+
+@pytest.mark.parametrize(("command", "options", "function"), [
+    ("merge", MergeOptions, merge_models),
+    ("soup", JudgeOptions, make_kitchen),
+    ("soup", LearnedOptions, cook_learned),
+    ("soup", LearnedOptions, learned_soup),
+])
+def test_flags_and_python_api_share_the_defaults(command, options, function, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(ARGV[command])
+    api = defaults(function)
+    for field in dataclasses.fields(options):
+        parsed = getattr(args, field.name)
+        assert api[field.name] == field.default, field.name
+        # a string default goes through its check (--max-shard-size 50GB is 50 * 10**9 bytes)
+        check = field.metadata.get("check")
+        assert parsed == (check(field.default, field.name) if check and field.default is not None else field.default)
+
+
+def test_ensemble_default_is_off_in_the_cli_and_api_and_on_in_the_callback(tmp_path):
+    assert build_parser().parse_args(ARGV["soup"]).ensemble is False
+    assert defaults(run_recipe)["ensemble"] is False
+    assert SoupCallback(tmp_path / "pantry").ensemble is True
+
+
+def test_every_field_has_help():
+    from hf_soups import options
+
+    classes = [c for c in vars(options).values() if dataclasses.is_dataclass(c)]
+    assert len(classes) >= 6
+    assert all(f.metadata.get("help") for c in classes for f in dataclasses.fields(c))
