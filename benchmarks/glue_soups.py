@@ -49,7 +49,9 @@ from hf_soups.recipes import cook_recipe, make_kitchen
 from hf_soups.record import SoupRecord
 
 # What this encoder reaches when a run has learned (report split, points): below it a task is not fairly tested.
-SANITY_FLOOR = {"mrpc": ("f1", 85.0), "stsb": ("pearson", 80.0), "rte": ("accuracy", 58.0), "cola": ("matthews_correlation", 25.0)}
+SANITY_FLOOR = {
+    "mrpc": ("f1", 85.0), "stsb": ("pearson", 80.0), "rte": ("accuracy", 58.0), "cola": ("matthews_correlation", 25.0)
+}
 
 
 def encoder_path() -> str:
@@ -87,7 +89,9 @@ def train_sweep(task: str, head: str, args: argparse.Namespace) -> Pantry:
             if name in done:
                 continue
             set_seed(seed)  # the seed in force when the head is created: the pinned head makes it irrelevant
-            model = AutoModelForSequenceClassification.from_pretrained(encoder_path(), num_labels=spec.num_labels, **labels)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                encoder_path(), num_labels=spec.num_labels, **labels
+            )
             training = TrainingArguments(
                 output_dir=str(root / "runs" / name), run_name=name, per_device_train_batch_size=args.batch_size,
                 learning_rate=lr, num_train_epochs=args.epochs, warmup_steps=0.1, weight_decay=0.01, seed=seed,
