@@ -3,8 +3,9 @@
 The command line builds its flags from them (:func:`add_flags`); the Python API (:func:`~hf_soups.merge.merge_models`,
 :func:`~hf_soups.recipes.run_recipe`, the ``*_soup`` functions, :class:`~hf_soups.callback.SoupCallback`) takes its
 defaults from them, so a default cannot differ between the two. A field's ``metadata`` holds ``help``, optionally
-``choices``, ``metavar`` and ``check`` (a :mod:`hf_soups.validation` check, run as the flag's ``type=``). A field's
-flag is ``--`` and its name with ``-`` for ``_``; a ``bool`` field defaulting to ``False`` is a switch.
+``choices``, ``metavar``, ``short`` (e.g. ``-o``) and ``check`` (a :mod:`hf_soups.validation` check, run as the
+flag's ``type=``). A field's flag is ``--`` and its name with ``-`` for ``_``; a ``bool`` field defaulting to ``False``
+is a switch; a field without a default is a required flag.
 
 This module imports neither torch nor transformers (``hf-soups --help`` stays fast).
 
@@ -25,7 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hf_soups.dtypes import DTYPE_NAMES
-from hf_soups.validation import cli_type, positive_float, positive_int, shard_size, weight_list
+from hf_soups.validation import (
+    cli_type,
+    output_file,
+    output_folder,
+    positive_float,
+    positive_int,
+    shard_size,
+    weight_list,
+)
 
 CHECKPOINT_CHOICES = ("all", "last", "best")
 ADAPTER_OUTPUTS = ("full", "exact", "svd")
@@ -35,6 +44,22 @@ GRANULARITIES = ("ingredient", "layer")
 def option(default: Any, help: str, **metadata: Any) -> Any:
     """A dataclass field with its default and the flag's ``help`` (plus ``choices``, ``metavar``, ``check``)."""
     return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass(frozen=True)
+class SoupFolderOptions:
+    """The soup folder a command writes (``hf-soups merge``, ``soup``, ``cook``): required, ``-o`` for short."""
+
+    output: str = field(
+        metadata={"help": "the soup folder to write (must not exist)", "check": output_folder, "short": "-o"}
+    )
+
+
+@dataclass(frozen=True)
+class ReportFileOptions:
+    """The JSON file a command may also write its result to (``hf-soups evaluate``, ``diagnose``)."""
+
+    output: str | None = option(None, "also write the result as JSON to this file", check=output_file)
 
 
 @dataclass(frozen=True)
@@ -123,17 +148,22 @@ def add_flags(
         if (only is not None and spec.name not in only) or spec.name in exclude:
             continue
         flag, meta = "--" + spec.name.replace("_", "-"), spec.metadata
+        flags = (meta["short"], flag) if "short" in meta else (flag,)
         if spec.default is False:
-            parser.add_argument(flag, action="store_true", help=meta["help"])
+            parser.add_argument(*flags, action="store_true", help=meta["help"])
             continue
-        kwargs: dict[str, Any] = {"default": spec.default, "help": meta["help"]}
+        kwargs: dict[str, Any] = {"help": meta["help"]}
+        if spec.default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = spec.default
         if "choices" in meta:
             kwargs["choices"] = list(meta["choices"])
         if "check" in meta:
             kwargs["type"] = cli_type(meta["check"], flag)
         if "metavar" in meta:
             kwargs["metavar"] = meta["metavar"]
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(*flags, **kwargs)
 
 
 def values(args: argparse.Namespace, options: type, only: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -142,6 +172,6 @@ def values(args: argparse.Namespace, options: type, only: tuple[str, ...] | None
 
 
 __all__ = [
-    "CookOptions", "GreedyOptions", "JudgeOptions", "LearnedOptions", "MergeOptions", "StockOptions", "add_flags",
-    "values",
+    "CookOptions", "GreedyOptions", "JudgeOptions", "LearnedOptions", "MergeOptions", "ReportFileOptions",
+    "SoupFolderOptions", "StockOptions", "add_flags", "values",
 ]

@@ -8,7 +8,7 @@ import pytest
 from hf_soups.callback import SoupCallback
 from hf_soups.cli import build_parser
 from hf_soups.merge import merge_models
-from hf_soups.options import JudgeOptions, LearnedOptions, MergeOptions
+from hf_soups.options import JudgeOptions, LearnedOptions, MergeOptions, ReportFileOptions, SoupFolderOptions
 from hf_soups.recipes import learned_soup, make_kitchen, run_recipe
 from hf_soups.recipes.learned import cook_learned
 
@@ -49,3 +49,26 @@ def test_every_field_has_help():
     classes = [c for c in vars(options).values() if dataclasses.is_dataclass(c)]
     assert len(classes) >= 6
     assert all(f.metadata.get("help") for c in classes for f in dataclasses.fields(c))
+
+
+def subcommand(name):
+    return build_parser()._subparsers._group_actions[0].choices[name]
+
+
+@pytest.mark.parametrize(("command", "options", "names"), [
+    ("merge", SoupFolderOptions, ("output",)),
+    ("soup", SoupFolderOptions, ("output",)),
+    ("cook", SoupFolderOptions, ("output",)),
+    ("cook", MergeOptions, ("overwrite",)),
+    ("evaluate", JudgeOptions, ("glue_dir", "batch_size")),
+    ("evaluate", ReportFileOptions, ("output",)),
+    ("diagnose", JudgeOptions, ("glue_dir", "batch_size")),
+    ("diagnose", ReportFileOptions, ("output",)),
+])
+def test_shared_flags_come_from_one_declaration(command, options, names):
+    actions = {action.dest: action for action in subcommand(command)._actions}
+    for field in dataclasses.fields(options):
+        if field.name in names:
+            action = actions[field.name]
+            assert action.help == field.metadata["help"], (command, field.name)
+            assert action.required is (field.default is dataclasses.MISSING), (command, field.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hf_soups.validation import cli_type, output_folder
+from hf_soups.options import MergeOptions, SoupFolderOptions, add_flags
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,14 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the same weights and the same fp32 arithmetic, so the weights come out bit-identical.",
     )
     parser.add_argument("recipe", help="a recipe.yaml, or a soup folder holding one")
-    parser.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        type=cli_type(output_folder, "--output"),
-        help="the soup folder to write (must not exist)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    add_flags(parser, SoupFolderOptions)
+    add_flags(parser, MergeOptions, only=("overwrite",))
     parser.set_defaults(func=run)
 
 

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from hf_soups.validation import cli_type, output_file, positive_int, writable_folder
+from hf_soups.options import JudgeOptions, ReportFileOptions, add_flags
+from hf_soups.validation import cli_type, writable_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,18 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--base", help="the pretrained model the ingredients were fine-tuned from (default: use "
                         "their mean as centre)")
     parser.add_argument("--task", help="GLUE task for the loss-landscape view (cola, sst2, mrpc, stsb, rte, ...)")
-    parser.add_argument("--glue-dir", help="local GLUE folder in the tsv layout (default: nyu-mll/glue from the Hub)")
     parser.add_argument("--split", default="validation:select",
                         help="split the landscape is scored on (default validation:select)")
-    parser.add_argument(
-        "--batch-size",
-        type=cli_type(positive_int, "--batch-size"),
-        default=32,
-        help="evaluation batch size (default 32)",
-    )
-    parser.add_argument(
-        "--output", type=cli_type(output_file, "--output"), help="write the diagnosis as JSON to this file"
-    )
+    add_flags(parser, JudgeOptions, only=("glue_dir", "batch_size"))
+    add_flags(parser, ReportFileOptions)
     parser.add_argument(
         "--plots",
         metavar="DIR",

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hf_soups.validation import cli_type, output_file, positive_int
+from hf_soups.options import JudgeOptions, ReportFileOptions, add_flags
 
 if TYPE_CHECKING:
     from hf_soups.evaluation import EvalResult
@@ -26,16 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
     parser.add_argument("--split", help="split to score (default: the task's validation split)")
     parser.add_argument("--revision", help="Hub revision of MODEL")
-    parser.add_argument("--glue-dir", help="local GLUE folder in the tsv layout (default: nyu-mll/glue from the Hub)")
-    parser.add_argument(
-        "--batch-size",
-        type=cli_type(positive_int, "--batch-size"),
-        default=32,
-        help="examples per batch and process (default 32)",
-    )
-    parser.add_argument(
-        "--output", type=cli_type(output_file, "--output"), help="also write the result as JSON to this file"
-    )
+    add_flags(parser, JudgeOptions, only=("glue_dir", "batch_size"))
+    add_flags(parser, ReportFileOptions)
     parser.set_defaults(func=run)
 
 

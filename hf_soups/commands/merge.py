@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from hf_soups.options import ADAPTER_FLAGS, MergeOptions, add_flags, values
+from hf_soups.options import ADAPTER_FLAGS, MergeOptions, SoupFolderOptions, add_flags, values
 from hf_soups.record import SoupRecord
-from hf_soups.validation import cli_type, output_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,13 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ingredients", nargs="+", metavar="ING",
         help="Hub repo (owner/name or owner/name@revision), local save_pretrained folder, or Trainer output folder",
     )
-    parser.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        type=cli_type(output_folder, "--output"),
-        help="the soup folder to write (must not exist)",
-    )
+    add_flags(parser, SoupFolderOptions)
     add_flags(parser, MergeOptions, exclude=ADAPTER_FLAGS)
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup (with a generated card) when done")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")

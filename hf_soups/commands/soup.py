@@ -11,11 +11,11 @@ from hf_soups.options import (
     JudgeOptions,
     LearnedOptions,
     MergeOptions,
+    SoupFolderOptions,
     StockOptions,
     add_flags,
     values,
 )
-from hf_soups.validation import cli_type, output_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,13 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--recipe", default="greedy", choices=["greedy", "uniform", "learned", "stock"], help="default: greedy"
     )
     parser.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
-    parser.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        type=cli_type(output_folder, "--output"),
-        help="the soup folder to write (must not exist)",
-    )
+    add_flags(parser, SoupFolderOptions)
     add_flags(parser, JudgeOptions)
     add_flags(parser, CookOptions)
     for options in (GreedyOptions, LearnedOptions, StockOptions):
