@@ -179,3 +179,23 @@ def test_cli(tmp_path, capsys):
     assert "unknown split 'dev' for task 'rte'; valid splits: train, validation" in capsys.readouterr().err
     assert main(["evaluate", model, "--task", "mrpc", "--glue-dir", glue]) == 2
     assert "missing MRPC/dev.tsv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("rows", "error"), [(5, None), (6, "toy: gathered 5 outputs for 6 rows")])
+def test_gather_outputs_returns_keys_and_logits_and_checks_the_row_count(rows, error):
+    from accelerate import Accelerator
+
+    from hf_soups.evaluation.scoring import gather_outputs
+
+    model = torch.nn.Linear(2, 3).train()
+    loader = [{"x": torch.randn(n, 2), "row": torch.arange(start, start + n)} for start, n in ((0, 3), (3, 2))]
+    inputs = torch.cat([batch["x"] for batch in loader])
+    args = (model, loader, Accelerator(), lambda m, batch: m(batch["x"]), "row", rows, "toy")
+    if error:
+        with pytest.raises(SoupError, match=error):
+            gather_outputs(*args)
+    else:
+        keys, logits = gather_outputs(*args)
+        assert keys.tolist() == [0, 1, 2, 3, 4]
+        torch.testing.assert_close(logits, model(inputs).detach())
+    assert model.training  # mode restored

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
 
+from hf_soups.errors import SoupError
 from hf_soups.evaluation.data import SplitRule, load_glue_split
 from hf_soups.evaluation.metrics import glue_metrics, predictions_from_logits
 from hf_soups.evaluation.models import check_head, is_text_to_text
@@ -127,6 +128,56 @@ FORMATS: dict[str, _Format] = {
         ),
     ),
 }
+
+
+def gather_outputs(
+    model: PreTrainedModel,
+    loader: Any,
+    accelerator: Accelerator,
+    forward: Callable[[PreTrainedModel, dict[str, torch.Tensor]], torch.Tensor],
+    key: str,
+    rows: int,
+    desc: str,
+    progress: bool = True,
+    autocast: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` over a prepared ``loader`` and gather every process's outputs (``gather_for_metrics``).
+
+    Each batch's ``key`` column (row ids, labels) is popped and gathered with the float logits ``forward(model,
+    batch)`` returns. The model is moved to ``accelerator.device`` and run in eval mode under
+    ``torch.inference_mode`` (with ``autocast``, bf16/fp16 autocast on GPU); its train/eval mode is restored after.
+
+    Returns:
+        The gathered ``key`` values and logits, on the CPU, in the loader's order (every process gets all of them).
+
+    Raises:
+        SoupError: the number of gathered outputs is not ``rows`` (a dataloader dropping or repeating rows).
+
+    Example:
+        >>> keys, logits = gather_outputs(model, loader, accelerator, lambda m, b: m(**b).logits, "labels", 277,
+        ...                               "rte validation")  # doctest: +SKIP
+    """
+    device = accelerator.device
+    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    was_training = model.training
+    model.to(device).eval()
+    keys, outputs = [], []
+    bar = tqdm(loader, desc=desc, leave=False, disable=not (progress and accelerator.is_main_process))
+    mixed = torch.autocast(device.type, dtype=dtype, enabled=autocast and device.type == "cuda")
+    try:
+        with torch.inference_mode(), mixed:
+            for batch in bar:
+                batch_keys = batch.pop(key)
+                logits = forward(model, batch).float()
+                batch_keys, logits = accelerator.gather_for_metrics((batch_keys, logits))
+                keys.append(batch_keys.cpu())
+                outputs.append(logits.cpu())
+    finally:
+        model.train(was_training)
+    gathered = sum(len(batch) for batch in keys)
+    if gathered != rows:
+        raise SoupError(f"{desc}: gathered {gathered} outputs for {rows} rows (dataloader_drop_last?)")
+    return torch.cat(keys), torch.cat(outputs)
 
 
 class GlueScorer:
@@ -227,34 +278,17 @@ class GlueScorer:
         check_head(model, self.task)
         kind = "text_to_text" if is_text_to_text(model) else "encoder"
         fmt, targets = FORMATS[kind], self._t5_targets() if kind == "text_to_text" else None
-        accelerator, device = self.accelerator, self.accelerator.device
-        autocast_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-        was_training = model.training
-        model.to(device).eval()
-        rows, outputs = [], []
-        bar = tqdm(
-            self.loader(kind, self.max_length_for(model)),
-            desc=f"{self.task.name} {self.split}",
-            leave=False,
-            disable=not (self.progress and accelerator.is_main_process),
+        rows, logits = gather_outputs(
+            model, self.loader(kind, self.max_length_for(model)), self.accelerator,
+            lambda model, batch: fmt.forward(model, batch, targets), "row", len(self.labels),
+            f"{self.task.name} {self.split}", self.progress, autocast=True,
         )
-        autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=device.type == "cuda")
-        try:
-            with torch.inference_mode(), autocast:
-                for batch in bar:
-                    batch_rows = batch.pop("row")
-                    logits = fmt.forward(model, batch, targets).float()
-                    batch_rows, logits = accelerator.gather_for_metrics((batch_rows, logits))
-                    rows.append(batch_rows.cpu())
-                    outputs.append(logits.cpu())
-        finally:
-            model.train(was_training)
-        row_ids = torch.cat(rows).numpy()
+        row_ids = rows.numpy()
         if not np.array_equal(np.sort(row_ids), np.arange(len(self.labels))):
             raise RuntimeError(
                 f"gathered {len(row_ids)} outputs for {len(self.labels)} examples: rows were lost or repeated"
             )
-        logits = torch.cat(outputs).numpy()[np.argsort(row_ids)]
+        logits = logits.numpy()[np.argsort(row_ids)]
         predictions = fmt.predict(self.task, logits)
         result = EvalResult(
             task=self.task.name, split=self.split, metrics=glue_metrics(self.task, predictions, self.labels),

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import EvalPrediction, PreTrainedModel, Trainer
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.data import SPLIT_METHOD, split_rows
+from hf_soups.evaluation.scoring import gather_outputs
 from hf_soups.recipes.judge import mean_probabilities, soup_loss
 
 
@@ -88,30 +88,12 @@ class TrainerJudge:
 
     def outputs(self, model: PreTrainedModel, split: str) -> tuple[np.ndarray, np.ndarray]:
         """The model's logits and the labels on one part, in row order (every process gets all of them)."""
-        loader = self.trainer.get_eval_dataloader(self.parts[split])
-        was_training = model.training
-        model.to(self.accelerator.device).eval()
-        logits, labels = [], []
-        bar = tqdm(
-            loader, desc=f"eval_dataset:{split}", disable=not (self.progress and self.accelerator.is_main_process)
+        labels, logits = gather_outputs(
+            model, self.trainer.get_eval_dataloader(self.parts[split]), self.accelerator,
+            lambda model, batch: model(**batch).logits, self.label_name, len(self.parts[split]),
+            f"eval_dataset:{split}", self.progress,
         )
-        try:
-            with torch.inference_mode():
-                for batch in bar:
-                    batch_labels = batch.pop(self.label_name)
-                    batch_logits = model(**batch).logits.float()
-                    batch_logits, batch_labels = self.accelerator.gather_for_metrics((batch_logits, batch_labels))
-                    logits.append(batch_logits.cpu())
-                    labels.append(batch_labels.cpu())
-        finally:
-            model.train(was_training)
-        rows = len(self.parts[split])
-        gathered = sum(len(batch) for batch in labels)
-        if gathered != rows:
-            raise SoupError(
-                f"eval_dataset:{split}: gathered {gathered} outputs for {rows} rows (dataloader_drop_last?)"
-            )
-        return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+        return logits.numpy(), labels.numpy()
 
     def metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         values = self.trainer.compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels))
