@@ -167,14 +167,17 @@ def section(task: str, head: str, pantry: Pantry, args: argparse.Namespace) -> s
     ]
     for name in ["best individual", "uniform", "greedy", "learned", "stock", "ensemble", *list(ROWS)[3:]]:
         row = results[name]
+        own = " ¹" if name in list(ROWS)[3:] else ""  # their ingredients are checkpoints or averages, not the runs
         lines.append(
-            f"| {name} | {100 * row.scores['select'][metric]:.1f} | {100 * row.scores['report'][metric]:.1f} | "
+            f"| {name}{own} | {100 * row.scores['select'][metric]:.1f} | {100 * row.scores['report'][metric]:.1f} | "
             f"{gain_text(row.gain)} |"
         )
     kept = {row: sum(i.kept for i in records[row].ingredients) for row in ("greedy", *list(ROWS)[3:])}
     verdict = "fairly tested" if best_report >= floor else "**NOT fairly tested: the runs did not learn enough**"
     lines += [
         "",
+        "¹ Gain over the best of that row's own ingredients (the best checkpoint, the best average), chosen on select "
+        "and paired on report; the other rows' gains are over the best final run.",
         f"Best individual on report: {floor_metric} {best_report:.1f} against the sanity floor {floor:g}: {verdict}. "
         "Ingredients (select / report): " + ", ".join(
             f"{Path(i.spec).name} {100 * i.scores['select'][metric]:.1f}/{100 * i.scores['report'][metric]:.1f}"
