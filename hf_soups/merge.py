@@ -383,6 +383,12 @@ def write_model_folder(
 TMP_SUFFIX = ".hf-soups-tmp"  # our temporary folders: ``.NAME.PID.RANDOM.hf-soups-tmp`` beside the target
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``target`` that becomes ``target`` only if the block finishes.
@@ -402,6 +408,7 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=target.parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the soup gets what save_pretrained's folder would
     except OSError as err:
         raise SoupError(f"output folder {target}: cannot be created ({err.strerror}: {err.filename})") from None
     try:

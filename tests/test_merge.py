@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -38,6 +39,19 @@ def test_uniform_soup_is_the_mean(make_ingredients, tmp_path, arch):
     assert set(out) == set(inputs[0])
     for name, tensor in out.items():
         torch.testing.assert_close(tensor, torch.stack([s[name] for s in inputs]).mean(0), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_the_soup_folder_gets_the_umasks_permissions(make_ingredients, tmp_path, umask):
+    folders = make_ingredients(2)
+    previous = os.umask(umask)
+    try:
+        soup = merge_models(folders, tmp_path / "soup", progress=False)
+        reference = tmp_path / "made-by-mkdir"
+        reference.mkdir()  # what save_pretrained's os.makedirs gives
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(soup.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode) == 0o777 & ~umask
 
 
 def test_weighted_soup(make_ingredients, tmp_path):
