@@ -36,7 +36,7 @@ from accelerate.utils import broadcast_object_list
 from transformers import Trainer, TrainerCallback
 
 from hf_soups.errors import SoupError
-from hf_soups.options import JudgeOptions
+from hf_soups.options import CookOptions, JudgeOptions
 from hf_soups.pantry import Pantry, PantryEntry, PinHead, fingerprint
 from hf_soups.probe import probe_head
 
@@ -65,8 +65,8 @@ class SoupCallback(TrainerCallback):
         task: judge with this GLUE task instead of the Trainer's ``eval_dataset`` and ``compute_metrics``.
         glue_dir: a local GLUE tsv folder for ``task`` (default: the Hub's ``nyu-mll/glue``).
         output_dir: the soup folder (default: ``<Trainer output_dir>/soup``).
-        ensemble: add the logit-ensemble baseline to the results table (on here, so a sweep's table shows it;
-            off by default elsewhere, see :class:`~hf_soups.options.CookOptions`).
+        ensemble: add the logit-ensemble baseline to the results table (default: on, as everywhere; see
+            :class:`~hf_soups.options.CookOptions`).
         push_to_hub / hub_model_id / hub_token / hub_private_repo: push the soup; each defaults to the Trainer's
             setting, and the soup's repo to the Trainer's ``hub_model_id`` (or output folder name) + ``-soup``.
         seed / select_fraction: the split of the Trainer's eval dataset into selection and report parts.
@@ -91,7 +91,7 @@ class SoupCallback(TrainerCallback):
         task: str | None = None,
         glue_dir: str | Path | None = JudgeOptions.glue_dir,
         output_dir: str | Path | None = None,
-        ensemble: bool = True,
+        ensemble: bool = CookOptions.ensemble,
         push_to_hub: bool | None = None,
         hub_model_id: str | None = None,
         hub_token: str | None = None,

@@ -108,11 +108,12 @@ class JudgeOptions:
 class CookOptions:
     """What every recipe takes: the logit-ensemble baseline.
 
-    ``ensemble`` is off by default (``hf-soups soup``, :func:`run_recipe`, the ``*_soup`` functions): it costs
-    nothing extra to score but is not a soup. :class:`~hf_soups.callback.SoupCallback` turns it on for a sweep's
-    table (its own ``ensemble=True``)."""
+    ``ensemble`` is on by default everywhere (``hf-soups soup`` with ``--no-ensemble`` to leave it out,
+    :func:`run_recipe`, the ``*_soup`` functions, :class:`~hf_soups.callback.SoupCallback`): it reuses the logits
+    the tasting pass already has, so it costs no extra evaluation, and it is the baseline a soup should be read
+    against (it is not a soup: N× the inference cost)."""
 
-    ensemble: bool = option(False, "also score the logit ensemble baseline")
+    ensemble: bool = option(True, "also score the logit ensemble baseline (--no-ensemble: leave it out)")
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,9 @@ def add_flags(
             continue
         flag, meta = "--" + spec.name.replace("_", "-"), spec.metadata
         flags = (meta["short"], flag) if "short" in meta else (flag,)
-        if spec.default is False:
-            parser.add_argument(*flags, action="store_true", help=meta["help"])
+        if isinstance(spec.default, bool):  # --flag, or --flag / --no-flag when on by default
+            action = argparse.BooleanOptionalAction if spec.default else "store_true"
+            parser.add_argument(*flags, action=action, default=spec.default, help=meta["help"])
             continue
         kwargs: dict[str, Any] = {"help": meta["help"]}
         if spec.default is dataclasses.MISSING:

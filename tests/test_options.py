@@ -37,9 +37,10 @@ def test_flags_and_python_api_share_the_defaults(command, options, function, tmp
         assert parsed == (check(field.default, field.name) if check and field.default is not None else field.default)
 
 
-def test_ensemble_default_is_off_in_the_cli_and_api_and_on_in_the_callback(tmp_path):
-    assert build_parser().parse_args(ARGV["soup"]).ensemble is False
-    assert defaults(run_recipe)["ensemble"] is False
+def test_the_ensemble_default_is_one_value_in_the_cli_the_api_and_the_callback(tmp_path):
+    assert build_parser().parse_args(ARGV["soup"]).ensemble is True
+    assert build_parser().parse_args([*ARGV["soup"], "--no-ensemble"]).ensemble is False
+    assert defaults(run_recipe)["ensemble"] is True
     assert SoupCallback(tmp_path / "pantry").ensemble is True
 
 

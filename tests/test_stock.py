@@ -107,7 +107,7 @@ def test_stock_recipe_scores_records_and_recooks_bit_for_bit(make_ingredients, b
     report = cook_recipe(
         Kitchen(folders, BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": bert_base}
     )
-    assert [r.name for r in report.record.results] == ["best individual", "stock", "uniform"]
+    assert [r.name for r in report.record.results] == ["best individual", "stock", "uniform", "ensemble"]
     options = report.record.recipe.options
     assert options["base"]["ingredient"] == str(bert_base) and options["uniform_tensors"] == []
     assert set(options["ratios"]) == {
