@@ -40,6 +40,7 @@ from hf_soups import __version__
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients
 from hf_soups.probe import head_names
+from hf_soups.record import SoupRecord
 
 ENTRY_FILE = "ingredient.json"
 HEAD_FILE = "start-head.safetensors"
@@ -292,9 +293,10 @@ class Pantry:
         folders = []
         for run, group in runs.items():
             folder = self.path / ".averages" / f"{run}.last{k}"
-            if not folder.is_dir():
-                folder.parent.mkdir(parents=True, exist_ok=True)
-                merge_models([e.path for e in group], folder, allow_single=True, progress=progress)
+            made_of = [str(e.path) for e in group]
+            if not folder.is_dir() or [i.spec for i in SoupRecord.load(folder).ingredients] != made_of:
+                folder.parent.mkdir(parents=True, exist_ok=True)  # new, or the run's checkpoints changed since
+                merge_models(made_of, folder, allow_single=True, progress=progress, overwrite=folder.is_dir())
             folders.append(folder)
         ingredients = resolve_ingredients(folders)
         head = self.head_mode()

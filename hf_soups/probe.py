@@ -60,7 +60,7 @@ def probe_features(model: PreTrainedModel, batches: Iterable[dict[str, Any]]) ->
         lambda module, inputs, output: features.append(inputs[0].detach().float().cpu())
     )
     labels = []
-    was_training = model.training
+    was_training, device = model.training, next(model.parameters()).device
     model.eval()
     try:
         for batch in batches:
@@ -69,7 +69,6 @@ def probe_features(model: PreTrainedModel, batches: Iterable[dict[str, Any]]) ->
             if key is None:
                 raise SoupError("pin_head='probe': the training batches carry no 'labels' column")
             labels.append(batch.pop(key).detach().cpu())
-            device = next(model.parameters()).device
             model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
     finally:
         handle.remove()

@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 from pathlib import Path
 
 import datasets
@@ -336,6 +337,11 @@ def test_checkpoints_join_by_hard_links_and_greedy_can_keep_them(run, tmp_path):
     pair = [weights(by_name[f"r0.checkpoint-{step}"])["classifier.weight"] for step in (2, 4)]
     torch.testing.assert_close(average, (pair[0] + pair[1]) / 2)
     assert [e.name for e in pantry.entries()] == sorted(by_name, key=list(by_name).index)  # no new entries
+
+    shutil.rmtree(by_name["r0.checkpoint-2"])  # the run's checkpoints changed: its average is made again
+    pantry.run_averages(2)
+    again = weights(tmp_path / "pantry" / ".averages" / "r0.last2")["classifier.weight"]
+    assert torch.equal(again, weights(by_name["r0.checkpoint-4"])["classifier.weight"])
 
 
 def test_stock_from_a_pantry_uses_the_recorded_start(run, tmp_path):
