@@ -511,7 +511,7 @@ def merge_models(
     base: str | Path | Ingredient | None = None,
     adapter_output: AdapterOutput = MergeOptions.adapter_output,  # type: ignore[assignment]
     adapter_rank: int | None = None,
-    threads: int | None = None,
+    threads: int | None = MergeOptions.threads,
 ) -> Path | PreTrainedModel:
     """Average fine-tuned checkpoints of one base model into one model (a uniform or weighted soup).
 

@@ -78,6 +78,11 @@ class MergeOptions:
         "(default: the folder's own model if it has one, else all checkpoints)", choices=CHECKPOINT_CHOICES,
     )
     max_shard_size: str = option("50GB", "shard the output above this size (default 50GB)", check=shard_size)
+    threads: int | None = option(
+        None, "torch threads for the average (default: your OMP_NUM_THREADS or torch.set_num_threads setting, else "
+        "1: the average is memory-bound and one thread is fastest beside other jobs; sha256 uses the other cores)",
+        check=positive_int, metavar="N",
+    )
     base: str | None = option(
         None, "base model of the adapters (default: the base_model_name_or_path each adapter's config names)"
     )

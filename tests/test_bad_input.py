@@ -178,6 +178,7 @@ CASES = [
     ("shard size abc", None, [*MERGE, "--max-shard-size", "abc"], "--max-shard-size: 'abc' is not a size"),
     ("shard size 0", None, [*MERGE, "--max-shard-size", "0"], "--max-shard-size: '0' is not a size"),
     ("shard size negative", None, [*MERGE, "--max-shard-size", "-5GB"], "--max-shard-size: '-5GB' is not a size"),
+    ("threads 0", None, [*MERGE, "--threads", "0"], "--threads: must be a whole number ≥ 1, got '0'"),
     (
         "adapter rank 0",
         None,

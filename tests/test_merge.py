@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, T5ForConditionalGeneration
 
 from hf_soups import merge_models
+from hf_soups.cli import main
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import resolve_ingredients, validate
 from hf_soups.merge import RunningMean
@@ -259,7 +260,7 @@ def test_disagreeing_integer_buffers_are_refused(make_ingredients, tmp_path):
 
 @pytest.mark.parametrize(
     "setting",
-    ["ours", "OMP_NUM_THREADS", "torch.set_num_threads", "threads=", "threads= and an error"],
+    ["ours", "OMP_NUM_THREADS", "torch.set_num_threads", "threads=", "threads= and an error", "--threads"],
 )
 def test_merge_threads_are_chosen_and_the_callers_are_restored(make_ingredients, tmp_path, monkeypatch, setting):
     """The merge computes on MERGE_THREADS unless the user set torch's threads (environment, torch, or threads=);
@@ -279,7 +280,7 @@ def test_merge_threads_are_chosen_and_the_callers_are_restored(make_ingredients,
         expected = caller
     elif setting == "torch.set_num_threads":
         caller = expected = caller + 2
-    elif setting.startswith("threads="):
+    elif setting.startswith("threads=") or setting == "--threads":
         kwargs, expected = {"threads": caller + 3}, caller + 3
     seen = []
 
@@ -295,7 +296,11 @@ def test_merge_threads_are_chosen_and_the_callers_are_restored(make_ingredients,
     torch.set_num_threads(caller)
     try:
         with contextlib.suppress(SoupError) if setting.endswith("an error") else contextlib.nullcontext():
-            merge_models(folders, tmp_path / "soup", progress=False, **kwargs)
+            if setting == "--threads":
+                argv = ["merge", *map(str, folders), "-o", str(tmp_path / "soup"), "--threads", str(caller + 3)]
+                assert main(argv) == 0
+            else:
+                merge_models(folders, tmp_path / "soup", progress=False, **kwargs)
         after = torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
