@@ -16,8 +16,9 @@ input pages):
   ``benchmarks/setup_mergekit.sh``), with its default threads.
 
 Conditions: ``quiet``, and ``busy``: a CPU-bound job (``--busy-job``: a MiniLM-sized BERT training-step loop, or a
-matmul loop, each on torch's default threads) runs in a child process started before, and kept running through,
-that condition's runs, the same job beside every tool. That is the case of a sweep cooked while other runs train.
+matmul loop, each on torch's default threads, or on ``--busy-threads``) runs in a child process started before,
+and kept running through, that condition's runs, the same job beside every tool. That is the case of a sweep cooked
+while other runs train.
 The conditions alternate within every repeat, so that other load on the machine falls on both alike.
 
 Every run reads from a warm page cache (the floor runs first and warms it). The table gives ratios, which are what
@@ -129,11 +130,13 @@ def mergekit_command(mergekit: str, folders: list[Path], out: Path, config: Path
     return [mergekit, str(config), str(out), "--quiet", "--no-write-model-card", "--lazy-unpickle"]
 
 
-def start_busy(job: str | None) -> subprocess.Popen | None:
-    """Start the CPU-bound job (``None``: a quiet machine) and give it time to reach its loop."""
+def start_busy(job: str | None, threads: int | None = None) -> subprocess.Popen | None:
+    """Start the CPU-bound job (``None``: a quiet machine) on ``threads`` torch threads (default: torch's) and give it
+    time to reach its loop."""
     if job is None:
         return None
-    process = subprocess.Popen([sys.executable, "-c", BUSY_JOBS[job]], stdout=subprocess.DEVNULL)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    process = subprocess.Popen([sys.executable, "-c", BUSY_JOBS[job]], stdout=subprocess.DEVNULL, env=env)
     time.sleep(BUSY_WARMUP_S)
     if process.poll() is not None:
         raise RuntimeError(f"the busy job '{job}' exited with status {process.returncode}")
@@ -155,6 +158,8 @@ def main() -> None:
                         help="hf_soups thread settings: auto (its choice), torch (torch's default) or a number")
     parser.add_argument("--conditions", nargs="+", choices=["quiet", "busy"], default=["quiet", "busy"])
     parser.add_argument("--busy-job", choices=sorted(BUSY_JOBS), default="train")
+    parser.add_argument("--busy-threads", type=int, help="the busy job's torch threads (default: torch's default, "
+                        "every CPU; fewer leave cores free, as a GPU training job's CPU side does)")
     parser.add_argument("--mergekit", help="path to mergekit-yaml (see benchmarks/setup_mergekit.sh)")
     parser.add_argument("--make-checkpoints", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -169,10 +174,12 @@ def main() -> None:
     folders = [args.workdir / f"ckpt{i}" for i in range(count)]
     checkpoint = (folders[0] / "model.safetensors").stat().st_size
     print(f"checkpoint: BERT-base shape, fp32, {checkpoint / 1e6:.0f} MB; medians of {args.repeats} runs per cell; "
-          f"{os.cpu_count()} CPUs; busy job: {args.busy_job}")
+          f"{os.cpu_count()} CPUs; busy job: {args.busy_job} on {args.busy_threads or 'default'} threads")
     print("| N | beside | hf_soups threads | floor s | first merge s | ×floor | cached hashes s | ×floor | "
           "cached ×quiet | floor ×quiet | mergekit s | first ×mergekit | cached ×mergekit | peak RSS / checkpoint |")
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    beside = f"a {args.busy_job} job" + (f" ({args.busy_threads} thread{'s' * (args.busy_threads > 1)})"
+                                          if args.busy_threads else "")
     for count in args.counts:
         inputs = [str(f / "model.safetensors") for f in folders[:count]]
         dirs = [str(f) for f in folders[:count]]
@@ -182,7 +189,7 @@ def main() -> None:
         for _ in range(args.repeats):  # the conditions alternate, so that other load on the machine falls on both
             for condition in args.conditions:
                 cells = runs[condition]
-                busy = start_busy(args.busy_job if condition == "busy" else None)
+                busy = start_busy(args.busy_job if condition == "busy" else None, args.busy_threads)
                 try:
                     out = args.workdir / "out"
                     shutil.rmtree(out, ignore_errors=True)
@@ -208,7 +215,7 @@ def main() -> None:
             for setting in args.threads:
                 cold, warm = times[f"cold {setting}"], times[f"warm {setting}"]
                 row = (
-                    f"| {count} | {'a ' + args.busy_job + ' job' if condition == 'busy' else 'nothing'} | {setting} | "
+                    f"| {count} | {beside if condition == 'busy' else 'nothing'} | {setting} | "
                     f"{times['floor']:.2f} | {cold:.2f} | {cold / times['floor']:.2f} | "
                     f"{warm:.2f} | {warm / times['floor']:.2f} | "
                     + (
