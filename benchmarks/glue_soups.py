@@ -44,10 +44,11 @@ from transformers import (
 
 from hf_soups.callback import SoupCallback
 from hf_soups.diagnostics import diagnose
-from hf_soups.evaluation import get_task, load_glue_split
+from hf_soups.evaluation import evaluate_glue, get_task, glue_metrics, load_glue_model, load_glue_split
 from hf_soups.pantry import HEAD_FILE, Pantry
 from hf_soups.recipes import cook_recipe, make_kitchen
 from hf_soups.record import SoupRecord
+from hf_soups.stats import paired_bootstrap
 
 # What this encoder reaches when a run has learned (report split, points): below it a task is not fairly tested.
 SANITY_FLOOR = {
@@ -191,19 +192,24 @@ def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> str:
         f"| model | select {metric} | report {metric} | report gain vs best individual (95% CI) |",
         "|---|---:|---:|---|",
     ]
-    for name in ["best individual", "uniform", "greedy", "learned", "stock", "ensemble", *list(ROWS)[3:]]:
+    trajectory = list(ROWS)[3:]  # rows whose ingredients are checkpoints or averages, not the runs
+    best_run = greedy.ingredients[int(np.argmax([i.scores["select"][metric] for i in greedy.ingredients]))].spec
+    for name in ["best individual", "uniform", "greedy", "learned", "stock", "ensemble", *trajectory]:
         row = results[name]
-        own = " ¹" if name in list(ROWS)[3:] else ""  # their ingredients are checkpoints or averages, not the runs
+        gain = gain_over_run(pantry.path.parent / "soups" / name.replace(" ", "-"), best_run, task, metric, args) \
+            if name in trajectory else row.gain
         lines.append(
-            f"| {name}{own} | {100 * row.scores['select'][metric]:.1f} | {100 * row.scores['report'][metric]:.1f} | "
-            f"{gain_text(row.gain)} |"
+            f"| {name}{' ¹' if name in trajectory else ''} | {100 * row.scores['select'][metric]:.1f} | "
+            f"{100 * row.scores['report'][metric]:.1f} | {gain_text(gain)} |"
         )
     kept = {row: sum(i.kept for i in records[row].ingredients) for row in ("greedy", *list(ROWS)[3:])}
     verdict = "fairly tested" if best_report >= floor else "**NOT fairly tested: the runs did not learn enough**"
     lines += [
         "",
-        "¹ Gain over the best of that row's own ingredients (the best checkpoint, the best average), chosen on select "
-        "and paired on report; the other rows' gains are over the best final run.",
+        "¹ Its ingredients are checkpoints or run averages; gain over the best final run as in the other rows; over "
+        "the best of its own ingredients (chosen on select): " + ", ".join(
+            f"{row} {gain_text(results[row].gain)}" for row in trajectory
+        ) + ".",
         f"Best individual on report: {floor_metric} {best_report:.1f} against the sanity floor {floor:g}: {verdict}. "
         "Ingredients (select / report): " + ", ".join(
             f"{Path(i.spec).name} {100 * i.scores['select'][metric]:.1f}/{100 * i.scores['report'][metric]:.1f}"
@@ -214,6 +220,23 @@ def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def gain_over_run(soup: Path, run: str, task: str, metric: str, args: argparse.Namespace) -> dict[str, float]:
+    """The report-split gain of a soup folder over one run, with its paired-bootstrap 95% interval (kept in
+    ``<soup>.gain-over-best-run.json`` once computed)."""
+    saved = soup.with_name(soup.name + ".gain-over-best-run.json")
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    scored = []
+    for path in (run, soup):
+        model, tokenizer = load_glue_model(path)
+        scored.append(evaluate_glue(model, tokenizer, task, "validation:report", batch_size=64,
+                                    glue_dir=args.glue_dir, return_predictions=True, progress=False))
+    gain = paired_bootstrap(lambda p, y: glue_metrics(task, p, y)[metric], scored[0].labels,
+                            scored[0].predictions, scored[1].predictions)
+    saved.write_text(json.dumps(gain))
+    return gain
 
 
 def diagnosis(task: str, pantry: Pantry, args: argparse.Namespace) -> str:
