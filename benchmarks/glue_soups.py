@@ -168,8 +168,19 @@ def gain_text(gain: dict[str, float] | None) -> str:
     return f"{100 * gain['delta']:+.1f} ({100 * gain['low']:+.1f} … {100 * gain['high']:+.1f})"
 
 
-def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> str:
-    """The markdown table of one sweep: every row, the sanity floor, the diagnosis."""
+@dataclass(frozen=True)
+class Outcome:
+    """What one sweep says about the issue's target: the best run against its floor, greedy's and stock's gains."""
+
+    sweep: Sweep
+    best: float
+    fair: bool
+    greedy: dict[str, float]
+    stock: dict[str, float]
+
+
+def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> tuple[str, Outcome]:
+    """The markdown table of one sweep (every row, the sanity floor, the diagnosis), and its outcome."""
     task = sweep.task
     records = {row: cook_row(row, pantry, task, args) for row in ROWS}
     greedy = records["greedy"]
@@ -219,6 +230,37 @@ def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> str:
         diagnosis(task, pantry, args),
         "",
     ]
+    fair = best_report >= floor
+    return "\n".join(lines), Outcome(sweep, best_report, fair, results["greedy"].gain, results["stock"].gain)
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    """The issue's target over every sweep: a soup (greedy or stock) beats the best run with an interval clear of 0
+    on at least 2 of the 4 tasks, and greedy never loses beyond noise."""
+    lines = [
+        "| sweep | best run (report) | fairly tested | greedy gain (95% CI) | stock gain (95% CI) "
+        "| soup beats best run |",
+        "|---|---:|---|---|---|---|",
+    ]
+    wins, losses = set(), []
+    for o in outcomes:
+        won = [name for name, gain in (("greedy", o.greedy), ("stock", o.stock)) if gain["delta"] > 0 <= gain["low"]]
+        if won and o.fair:
+            wins.add(o.sweep.task)
+        if o.greedy["high"] < 0:
+            losses.append(o.sweep.name)
+        lines.append(
+            f"| {o.sweep.name} | {o.best:.1f} | {'yes' if o.fair else '**no**'} | {gain_text(o.greedy)} | "
+            f"{gain_text(o.stock)} | {', '.join(won) or 'no'} |"
+        )
+    four = wins & {"mrpc", "stsb", "rte", "cola"}
+    met = len(four) >= 2 and not losses
+    lines += ["", (
+        f"Target {'met' if met else 'not met'}: a soup (greedy or stock) beats the best run with an interval clear of "
+        f"0 on {len(four)} of MRPC, STS-B, RTE, CoLA ({', '.join(sorted(four)) or 'none'}; 2 needed; fairly tested "
+        f"sweeps only; other tasks: {', '.join(sorted(wins - four)) or 'none'}); greedy loses beyond noise on "
+        f"{', '.join(losses) or 'no sweep'}."
+    )]
     return "\n".join(lines)
 
 
@@ -278,15 +320,17 @@ def main() -> None:
         for sweep in sweeps:
             train_sweep(sweep, args)
     if args.phase in ("cook", "all"):
-        sections = []
+        sections, outcomes = [], []
         for sweep in sweeps:
             pantry = Pantry(args.workdir / sweep.name / "pantry")
             if len(pantry.select("final")) < len(args.learning_rates) * len(args.seeds):
                 print(f"{sweep.name}: sweep not finished, skipped", flush=True)
                 continue
-            sections.append(section(sweep, pantry, args))
-            print(sections[-1], flush=True)
-            args.output.write_text("\n".join(sections))
+            text, outcome = section(sweep, pantry, args)
+            sections.append(text)
+            outcomes.append(outcome)
+            print(text, flush=True)
+        args.output.write_text("\n".join([summary(outcomes), "", *sections]))
         (args.workdir / "cooked.json").write_text(json.dumps({"sweeps": args.sweeps}))
 
 
