@@ -295,7 +295,7 @@ def diagnosis(task: str, pantry: Pantry, args: argparse.Namespace) -> str:
     text = (
         f"Diagnose: body task-vector cosines {off.min():.2f}–{off.max():.2f} (mean {off.mean():.2f}); interpolation "
         f"barriers from the best run {', '.join(f'{100 * b:+.1f}' for b in barriers)} points; findings: "
-        + "; ".join(found.findings)
+        + "; ".join(found.findings).replace(f"{pantry.path}/", "")  # runs by name, not machine paths
     )
     saved.write_text(text)
     return text
