@@ -170,13 +170,17 @@ def gain_text(gain: dict[str, float] | None) -> str:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one sweep says about the issue's target: the best run against its floor, greedy's and stock's gains."""
+    """What one sweep says about the issue's target: the best run against its floor, and each soup recipe's gain
+    over it (greedy, stock, greedy over checkpoints, greedy over last-2 averages)."""
 
     sweep: Sweep
     best: float
     fair: bool
-    greedy: dict[str, float]
-    stock: dict[str, float]
+    gains: dict[str, dict[str, float]]
+
+
+# The rows the target counts: the soup recipes greedy (over runs, checkpoints or run averages) and stock.
+TARGET_ROWS = ("greedy", "stock", "greedy over checkpoints", "greedy over last-2 averages")
 
 
 def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> tuple[str, Outcome]:
@@ -205,10 +209,13 @@ def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> tuple[str
     ]
     trajectory = list(ROWS)[3:]  # rows whose ingredients are checkpoints or averages, not the runs
     best_run = greedy.ingredients[int(np.argmax([i.scores["select"][metric] for i in greedy.ingredients]))].spec
+    gains = {}
     for name in ["best individual", "uniform", "greedy", "learned", "stock", "ensemble", *trajectory]:
         row = results[name]
-        gain = gain_over_run(pantry.path.parent / "soups" / name.replace(" ", "-"), best_run, task, metric, args) \
+        gain = gains[name] = (
+            gain_over_run(pantry.path.parent / "soups" / name.replace(" ", "-"), best_run, task, metric, args)
             if name in trajectory else row.gain
+        )
         lines.append(
             f"| {name}{' ¹' if name in trajectory else ''} | {100 * row.scores['select'][metric]:.1f} | "
             f"{100 * row.scores['report'][metric]:.1f} | {gain_text(gain)} |"
@@ -231,27 +238,27 @@ def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> tuple[str
         "",
     ]
     fair = best_report >= floor
-    return "\n".join(lines), Outcome(sweep, best_report, fair, results["greedy"].gain, results["stock"].gain)
+    return "\n".join(lines), Outcome(sweep, best_report, fair, {name: gains[name] for name in TARGET_ROWS})
 
 
 def summary(outcomes: list[Outcome]) -> str:
     """The issue's target over every sweep: a soup (greedy or stock) beats the best run with an interval clear of 0
     on at least 2 of the 4 tasks, and greedy never loses beyond noise."""
     lines = [
-        "| sweep | best run (report) | fairly tested | greedy gain (95% CI) | stock gain (95% CI) "
-        "| soup beats best run |",
-        "|---|---:|---|---|---|---|",
+        "| sweep | best run (report) | fairly tested | " + " | ".join(f"{row} gain (95% CI)" for row in TARGET_ROWS)
+        + " | beats the best run |",
+        "|---|---:|---|" + "---|" * len(TARGET_ROWS) + "---|",
     ]
     wins, losses = set(), []
     for o in outcomes:
-        won = [name for name, gain in (("greedy", o.greedy), ("stock", o.stock)) if gain["delta"] > 0 <= gain["low"]]
+        won = [name for name, gain in o.gains.items() if gain["delta"] > 0 <= gain["low"]]
         if won and o.fair:
             wins.add(o.sweep.task)
-        if o.greedy["high"] < 0:
-            losses.append(o.sweep.name)
+        losses += [f"{o.sweep.name} ({name})" for name, gain in o.gains.items()
+                   if name.startswith("greedy") and gain["high"] < 0]
         lines.append(
-            f"| {o.sweep.name} | {o.best:.1f} | {'yes' if o.fair else '**no**'} | {gain_text(o.greedy)} | "
-            f"{gain_text(o.stock)} | {', '.join(won) or 'no'} |"
+            f"| {o.sweep.name} | {o.best:.1f} | {'yes' if o.fair else '**no**'} | "
+            + " | ".join(gain_text(o.gains[row]) for row in TARGET_ROWS) + f" | {', '.join(won) or 'none'} |"
         )
     four = wins & {"mrpc", "stsb", "rte", "cola"}
     met = len(four) >= 2 and not losses
