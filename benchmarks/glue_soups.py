@@ -28,6 +28,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import shutil
@@ -48,7 +49,7 @@ from transformers import (
 
 from hf_soups.callback import SoupCallback
 from hf_soups.diagnostics import diagnose
-from hf_soups.evaluation import evaluate_glue, get_task, glue_metrics, load_glue_model, load_glue_split
+from hf_soups.evaluation import EvalResult, evaluate_glue, get_task, glue_metrics, load_glue_model, load_glue_split
 from hf_soups.pantry import HEAD_FILE, Pantry
 from hf_soups.recipes import cook_recipe, make_kitchen
 from hf_soups.record import SoupRecord
@@ -275,19 +276,23 @@ def summary(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+@functools.cache
+def report_scores(path: str, task: str, glue_dir: str) -> EvalResult:
+    """One model's report-split predictions (scored once per process: the best run serves several rows)."""
+    model, tokenizer = load_glue_model(path)
+    return evaluate_glue(model, tokenizer, task, "validation:report", batch_size=64, glue_dir=glue_dir,
+                         return_predictions=True, progress=False)
+
+
 def gain_over_run(soup: Path, run: str, task: str, metric: str, args: argparse.Namespace) -> dict[str, float]:
     """The report-split gain of a soup folder over one run, with its paired-bootstrap 95% interval (kept in
     ``<soup>.gain-over-best-run.json`` once computed)."""
     saved = soup.with_name(soup.name + ".gain-over-best-run.json")
     if saved.is_file():
         return json.loads(saved.read_text())
-    scored = []
-    for path in (run, soup):
-        model, tokenizer = load_glue_model(path)
-        scored.append(evaluate_glue(model, tokenizer, task, "validation:report", batch_size=64,
-                                    glue_dir=args.glue_dir, return_predictions=True, progress=False))
-    gain = paired_bootstrap(lambda p, y: glue_metrics(task, p, y)[metric], scored[0].labels,
-                            scored[0].predictions, scored[1].predictions)
+    base, challenger = (report_scores(str(path), task, args.glue_dir) for path in (run, soup))
+    gain = paired_bootstrap(lambda p, y: glue_metrics(task, p, y)[metric], base.labels, base.predictions,
+                            challenger.predictions)
     saved.write_text(json.dumps(gain))
     return gain
 
