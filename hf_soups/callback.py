@@ -70,6 +70,9 @@ class SoupCallback(TrainerCallback):
         push_to_hub / hub_model_id / hub_token / hub_private_repo: push the soup; each defaults to the Trainer's
             setting, and the soup's repo to the Trainer's ``hub_model_id`` (or output folder name) + ``-soup``.
         seed / select_fraction: the split of the Trainer's eval dataset into selection and report parts.
+        heldout: the held-out rule of the rows the runs' training data leaves out and the soup is selected on
+            (:func:`hf_soups.evaluation.heldout_rule` for a GLUE task, :func:`hf_soups.evaluation.hold_out` for your
+            own dataset); recorded with every entry, and the pantry refuses runs trained under another rule.
 
     Example:
         >>> callback = SoupCallback(  # doctest: +SKIP
@@ -98,6 +101,7 @@ class SoupCallback(TrainerCallback):
         hub_private_repo: bool | None = None,
         seed: int = 0,
         select_fraction: float = 0.5,
+        heldout: dict[str, Any] | None = None,
     ) -> None:
         from hf_soups.recipes import RECIPES
 
@@ -111,6 +115,7 @@ class SoupCallback(TrainerCallback):
         self.push_to_hub, self.hub_model_id, self.hub_token = push_to_hub, hub_model_id, hub_token
         self.hub_private_repo = hub_private_repo
         self.seed, self.select_fraction = seed, select_fraction
+        self.heldout = heldout
         self.trainer: Trainer | None = None  # set by SoupTrainer: lets cook_on_end judge with the Trainer
         self.last_report = None
         self._start: dict[str, str] = {}
@@ -161,7 +166,7 @@ class SoupCallback(TrainerCallback):
         info = {
             "run_name": run_name(args), "kind": kind, "step": state.global_step, "epoch": state.epoch,
             "training_args": args.to_dict(), "metrics": last_eval_metrics(state.log_history),
-            "start": self._start, "start_model": self._start_model,
+            "start": self._start, "start_model": self._start_model, "heldout": self.heldout,
         }
         return self.pantry.add(name, model, tokenizer, info, link_from=link_from)
 

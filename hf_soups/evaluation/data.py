@@ -20,6 +20,8 @@ Example:
 from __future__ import annotations
 
 import csv
+import hashlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,68 @@ def split_rows(num_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
+def rows_digest(ids: Iterable[int]) -> str:
+    """sha256 of row ids written ``"3,17,42"``: names a set of rows (a held-out slice) without listing it.
+
+    Example:
+        >>> rows_digest([3, 17, 42])[:12]
+        '31771f390aca'
+    """
+    return hashlib.sha256(",".join(str(int(i)) for i in ids).encode()).hexdigest()
+
+
+def heldout_rule(task: str | TaskSpec, glue_dir: str | Path | None = None, rule: SplitRule | None = None) -> dict:
+    """What identifies the held-out slice of a task's train split (``train:heldout``) that the runs must not train
+    on and the soup is selected on: task, split, seed, fraction, row count and :func:`rows_digest` of its row ids.
+    The pantry records it and refuses runs trained under another rule.
+
+    Example:
+        >>> heldout_rule("mrpc", glue_dir="glue_data")["rows"]  # doctest: +SKIP
+        366
+    """
+    split = load_glue_split(task, "train:heldout", glue_dir, rule)
+    return {key: split.rule[key] for key in HELDOUT_KEYS}
+
+
+# What a held-out rule records (the keys of :func:`heldout_rule`).
+HELDOUT_KEYS = ("task", "split", "seed", "fraction", "rows", "digest")
+
+
+def hold_out(
+    dataset: datasets.Dataset, fraction: float = 0.1, seed: int = 0
+) -> tuple[datasets.Dataset, datasets.Dataset, dict[str, Any]]:
+    """Hold out a seeded slice of your own training dataset to select a soup on, by the rule of ``train:heldout``.
+
+    Returns:
+        The rows to train on, the held-out rows (``SoupCallback(select_dataset=...)``) and the held-out rule
+        (``SoupCallback(heldout=...)``: seed, fraction, row count, :func:`rows_digest` of the held-out rows' ``idx``
+        column, or of their positions when there is none).
+
+    Raises:
+        SoupError: a fraction outside (0, 0.5], or a held-out slice with no rows.
+
+    Example:
+        >>> rest, heldout, rule = hold_out(datasets.Dataset.from_dict({"x": list(range(10))}), 0.2)
+        >>> rest.num_rows, heldout.num_rows, rule["rows"]
+        (8, 2, 2)
+    """
+    check_heldout_fraction(fraction)
+    held, kept = split_rows(dataset.num_rows, fraction, seed)
+    if len(held) == 0:
+        raise SoupError(f"heldout_fraction={fraction} of {dataset.num_rows} rows holds out no row")
+    ids = dataset.select(held)["idx"] if "idx" in dataset.column_names else held
+    rule = {"task": None, "split": "train:heldout", "seed": seed, "fraction": fraction, "rows": len(held),
+            "digest": rows_digest(ids)}
+    return dataset.select(kept), dataset.select(held), rule
+
+
+def check_heldout_fraction(fraction: float) -> float:
+    """Refuse a held-out fraction outside (0, 0.5]: the runs must keep most of their training data."""
+    if not 0.0 < fraction <= 0.5:
+        raise SoupError(f"heldout_fraction={fraction} must be in (0, 0.5]")
+    return fraction
+
+
 def load_glue_split(
     task: str | TaskSpec, split: str | None = None, glue_dir: str | Path | None = None, rule: SplitRule | None = None
 ) -> GlueSplit:
@@ -225,7 +289,7 @@ def load_glue_split(
         record.update(part=part, fraction=fraction, **asdict(rule), method=SPLIT_METHOD)
     if dataset.num_rows == 0:
         raise SoupError(f"split {split!r} of task {spec.name!r} ({source}) has no rows")
-    record["rows"] = dataset.num_rows
+    record.update(rows=dataset.num_rows, digest=rows_digest(dataset["idx"]))
     return GlueSplit(task=spec, name=split, dataset=dataset, rule=record)
 
 
