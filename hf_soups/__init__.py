@@ -11,13 +11,9 @@ Example:
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = importlib.metadata.version("hf-soups")
-except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path without an install
-    __version__ = "0+unknown"
+from hf_soups.version import __version__
 
 # Public name → the module that defines it.
 _EXPORTS = {

@@ -27,11 +27,11 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, try_to_load_from_cache
 
-from hf_soups import __version__
 from hf_soups.errors import SoupError
 from hf_soups.plots import TRAJECTORY_PLOT
 from hf_soups.record import SOUP_FILE, IngredientRecord, SoupRecord, SoupResult
 from hf_soups.stats import format_gain, within_noise
+from hf_soups.version import __version__
 
 TEMPLATE = "soup_card.md.j2"
 CARD_FILE = "README.md"

@@ -19,8 +19,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
-from hf_soups import __version__
 from hf_soups.errors import SoupError
+from hf_soups.version import __version__
 
 # Sub-command modules under hf_soups.commands, in the order `--help` lists them.
 COMMANDS = ["merge", "soup", "cook", "evaluate", "diagnose", "push"]

@@ -19,10 +19,10 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, HfUriError, OfflineModeIsEnabled
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, parse_hf_uri
 
-from hf_soups import __version__
 from hf_soups.card import CARD_FILE, build_card, card_text, is_generated
 from hf_soups.errors import SoupError
 from hf_soups.record import SOUP_FILE
+from hf_soups.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,6 @@ from huggingface_hub.constants import SAFETENSORS_WEIGHTS_FILE_PATTERN
 from huggingface_hub.serialization import split_state_dict_into_shards_factory
 from tqdm.auto import tqdm
 
-from hf_soups import __version__
 from hf_soups.adapters import AdapterIngredient, AdapterOutput, AdapterSoup, base_name
 from hf_soups.dtypes import DTYPE_NAMES
 from hf_soups.errors import SoupError
@@ -50,6 +49,7 @@ from hf_soups.options import MergeOptions
 from hf_soups.record import SoupRecord
 from hf_soups.tensorfile import BackgroundHasher, plan_layout, spare_cores, write_safetensors
 from hf_soups.validation import check_apart, check_mix, output_folder, shard_size
+from hf_soups.version import __version__
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

@@ -36,11 +36,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
-from hf_soups import __version__
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients
 from hf_soups.probe import head_names
 from hf_soups.record import SoupRecord
+from hf_soups.version import __version__
 
 ENTRY_FILE = "ingredient.json"
 HEAD_FILE = "start-head.safetensors"
