@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ from accelerate.utils import broadcast_object_list
 from transformers import Trainer, TrainerCallback
 
 from hf_soups.errors import SoupError
-from hf_soups.options import CookOptions, JudgeOptions
-from hf_soups.pantry import Pantry, PantryEntry, PinHead, fingerprint
+from hf_soups.evaluation.data import SplitRule, heldout_record, load_glue_split
+from hf_soups.options import RECIPE_NAMES, CookOptions, JudgeOptions
+from hf_soups.pantry import Pantry, PantryEntry, PinHead, check_heldout, fingerprint
 from hf_soups.probe import probe_head
 
 logger = logging.getLogger(__name__)
@@ -61,18 +63,24 @@ class SoupCallback(TrainerCallback):
         cook_on_end: cook at the end of a run (``on_train_end``) once the pantry holds ``sweep_size`` final models
             (default: at the end of every run from the second on; the last run's soup is the sweep's).
         sweep_size: see ``cook_on_end``.
-        recipe: ``"greedy"``, ``"uniform"`` or ``"learned"`` (see :data:`hf_soups.recipes.RECIPES`).
+        recipe: a recipe of :data:`hf_soups.recipes.RECIPES` (default ``"greedy"``).
         task: judge with this GLUE task instead of the Trainer's ``eval_dataset`` and ``compute_metrics``.
-        glue_dir: a local GLUE tsv folder for ``task`` (default: the Hub's ``nyu-mll/glue``).
+        glue_dir / select_split / report_split / heldout_fraction / batch_size: the GLUE judge's options
+            (:class:`~hf_soups.options.JudgeOptions`; ``batch_size`` defaults to the Trainer's eval batch size). By
+            default a soup is selected on ``train:heldout``, a seeded ``heldout_fraction`` of the task's train split,
+            and reported on the whole validation split: train the runs on ``train:rest``
+            (:func:`~hf_soups.evaluation.load_glue_split`). Every entry records that held-out rule, and cooking
+            refuses runs trained under another one.
         output_dir: the soup folder (default: ``<Trainer output_dir>/soup``).
         ensemble: add the logit-ensemble baseline to the results table (default: on, as everywhere; see
             :class:`~hf_soups.options.CookOptions`).
         push_to_hub / hub_model_id / hub_token / hub_private_repo: push the soup; each defaults to the Trainer's
             setting, and the soup's repo to the Trainer's ``hub_model_id`` (or output folder name) + ``-soup``.
-        seed / select_fraction: the split of the Trainer's eval dataset into selection and report parts.
-        heldout: the held-out rule of the rows the runs' training data leaves out and the soup is selected on
-            (:func:`hf_soups.evaluation.heldout_rule` for a GLUE task, :func:`hf_soups.evaluation.hold_out` for your
-            own dataset); recorded with every entry, and the pantry refuses runs trained under another rule.
+        select_dataset / heldout: without a GLUE task, select on ``select_dataset`` (rows your training data leaves
+            out, in the eval dataset's format) and report on the whole ``eval_dataset``; ``heldout`` is the rule
+            :func:`~hf_soups.evaluation.hold_out` returns with them, recorded by every entry and checked when
+            cooking. Without ``select_dataset``, ``eval_dataset`` is split into seeded selection and report parts
+            (``seed``, ``select_fraction``).
 
     Example:
         >>> callback = SoupCallback(  # doctest: +SKIP
@@ -93,29 +101,36 @@ class SoupCallback(TrainerCallback):
         recipe: str = "greedy",
         task: str | None = None,
         glue_dir: str | Path | None = JudgeOptions.glue_dir,
+        select_split: str = JudgeOptions.select_split,
+        report_split: str = JudgeOptions.report_split,
+        heldout_fraction: float = JudgeOptions.heldout_fraction,
+        batch_size: int | None = None,
         output_dir: str | Path | None = None,
         ensemble: bool = CookOptions.ensemble,
         push_to_hub: bool | None = None,
         hub_model_id: str | None = None,
         hub_token: str | None = None,
         hub_private_repo: bool | None = None,
+        select_dataset: Any = None,
+        heldout: dict[str, Any] | None = None,
         seed: int = 0,
         select_fraction: float = 0.5,
-        heldout: dict[str, Any] | None = None,
     ) -> None:
-        from hf_soups.recipes import RECIPES
-
-        if recipe not in RECIPES:
-            raise SoupError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        if recipe not in RECIPE_NAMES:
+            raise SoupError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPE_NAMES)}")
         self.pantry = Pantry(pantry)
         self.checkpoints, self.pin_head = checkpoints, pin_head
         self.cook_on_end, self.sweep_size = cook_on_end, sweep_size
-        self.recipe, self.task, self.glue_dir = recipe, task, glue_dir
+        self.recipe, self.task = recipe, task
+        self.judge_options = {
+            "glue_dir": glue_dir, "select_split": select_split, "report_split": report_split,
+            "heldout_fraction": heldout_fraction, "batch_size": batch_size,
+        }
         self.output_dir, self.ensemble = output_dir, ensemble
         self.push_to_hub, self.hub_model_id, self.hub_token = push_to_hub, hub_model_id, hub_token
         self.hub_private_repo = hub_private_repo
+        self.select_dataset, self.heldout = select_dataset, heldout
         self.seed, self.select_fraction = seed, select_fraction
-        self.heldout = heldout
         self.trainer: Trainer | None = None  # set by SoupTrainer: lets cook_on_end judge with the Trainer
         self.last_report = None
         self._start: dict[str, str] = {}
@@ -137,6 +152,8 @@ class SoupCallback(TrainerCallback):
             self.pantry.pin_head(model)
         elif self.pin_head:
             self.pantry.pin_head(model)
+        if self.heldout is None and self.task is not None:
+            self.heldout = glue_heldout(self.task, self.judge_options, getattr(train_dataloader, "dataset", None))
         self._start = fingerprint(model)
         self._start_model = str(model.name_or_path) if getattr(model, "name_or_path", None) else None
 
@@ -204,7 +221,10 @@ class SoupCallback(TrainerCallback):
                 (every checkpoint along each run), ``"last:K"``, or ``"average:K"`` (each run's last K checkpoints
                 averaged into one ingredient, then the recipe across runs); default ``"all"`` with
                 ``checkpoints=True``, else ``"final"``.
-            **options: recipe options (``resume=True`` for greedy; ``granularity``, ``epochs``, ``lr`` for learned).
+            **options: the GLUE judge's options (``glue_dir``, ``select_split``, ``report_split``,
+                ``heldout_fraction``, ``batch_size``: :class:`~hf_soups.options.JudgeOptions`), overriding the
+                callback's, and the recipe's own (:attr:`hf_soups.recipes.Recipe.options`: ``greedy_rule``,
+                ``min_gain``, ``resume`` for greedy; ``bags`` for bagged; ``epochs``, ... for learned).
 
         Returns:
             A :class:`~hf_soups.recipes.report.SoupReport`: ``.table``, ``.record``, ``.output_dir``, ``.model``;
@@ -212,16 +232,27 @@ class SoupCallback(TrainerCallback):
             training per process can call ``cook`` after every run.
 
         Raises:
-            SoupError: no judge, an empty pantry, or ingredients that started from different weights.
+            SoupError: no judge, an unknown option, an empty pantry, ingredients that started from different
+                weights or were trained on the rows the soup is selected on.
 
         Example:
-            >>> report = callback.cook(trainer, recipe="uniform")  # doctest: +SKIP
+            >>> report = callback.cook(trainer, recipe="bagged", bags=20, glue_dir="glue_data")  # doctest: +SKIP
             >>> print(report.table)  # doctest: +SKIP
         """
         from hf_soups.hub import push_soup
-        from hf_soups.recipes import cook_recipe, make_kitchen
+        from hf_soups.recipes import RECIPES, cook_recipe, make_kitchen
         from hf_soups.recipes.trainer_judge import TrainerJudge
 
+        recipe = recipe or self.recipe
+        judge_names = [f.name for f in dataclasses.fields(JudgeOptions)]
+        unknown = sorted(set(options) - set(judge_names) - set(RECIPES[recipe].options)) if recipe in RECIPES else []
+        if recipe not in RECIPES or unknown:
+            raise SoupError(
+                f"cook: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}" if recipe not in RECIPES else
+                f"cook: unknown option {unknown[0]!r}; the judge takes {', '.join(judge_names)} and recipe "
+                f"{recipe!r} takes {', '.join(RECIPES[recipe].options) or 'no options'}"
+            )
+        judge_options = self.judge_options | {k: options.pop(k) for k in judge_names if k in options}
         args = trainer.args if trainer is not None else args
         task = task or self.task
         if task is None and trainer is None:
@@ -236,6 +267,9 @@ class SoupCallback(TrainerCallback):
             logger.warning("pantry %s holds one ingredient (%s) so far: a soup needs at least two, not cooking yet",
                            self.pantry.path, chosen[0].name)
             return None
+        heldout = glue_heldout(task, judge_options) if task is not None else self.heldout
+        if heldout is not None or (task is None and self.select_dataset is not None):
+            check_heldout(chosen, heldout)
         if averaged:
             if PartialState().is_main_process:  # one process writes the averages; the others read them
                 self.pantry.run_averages(k, listed)
@@ -245,16 +279,15 @@ class SoupCallback(TrainerCallback):
             ingredients = self.pantry.ingredients(chosen)
         default_dir = Path(args.output_dir) / "soup" if args is not None else self.pantry.path.parent / "soup"
         output_dir = Path(output_dir or self.output_dir or default_dir)
-        batch_size = args.per_device_eval_batch_size if args is not None else 32
+        if judge_options["batch_size"] is None:
+            judge_options["batch_size"] = getattr(args, "per_device_eval_batch_size", JudgeOptions.batch_size)
         accelerator = trainer.accelerator if trainer is not None else None
         if task is not None:
-            kitchen = make_kitchen(
-                ingredients, task, glue_dir=self.glue_dir, batch_size=batch_size, accelerator=accelerator
-            )
+            kitchen = make_kitchen(ingredients, task, accelerator=accelerator, **judge_options)
         else:
-            judge = TrainerJudge(trainer, self.seed, self.select_fraction)  # type: ignore[arg-type]
+            judge = TrainerJudge(trainer, self.seed, self.select_fraction, self.select_dataset)  # type: ignore[arg-type]
             kitchen = make_kitchen(ingredients, judge=judge)
-        if (recipe or self.recipe) == "stock" and options.get("base") is None:
+        if recipe == "stock" and options.get("base") is None:
             options["base"], options["start_head"] = self.pantry.start_model()
         push = _first(push_to_hub, self.push_to_hub, getattr(args, "push_to_hub", None), False)
         repo_id = None
@@ -263,7 +296,7 @@ class SoupCallback(TrainerCallback):
                 getattr(args, "hub_model_id", None) or (Path(args.output_dir) if args is not None else output_dir).name
             )
             repo_id = self.hub_model_id or f"{stem}-soup"
-        report = cook_recipe(kitchen, recipe or self.recipe, output_dir, ensemble=self.ensemble, overwrite=True,
+        report = cook_recipe(kitchen, recipe, output_dir, ensemble=self.ensemble, overwrite=True,
                              repo_id=repo_id, options=options)
         if repo_id is not None and PartialState().is_main_process:
             push_soup(
@@ -272,6 +305,30 @@ class SoupCallback(TrainerCallback):
             )
         PartialState().wait_for_everyone()
         return report
+
+
+def glue_heldout(task: str, judge_options: dict[str, Any], train_dataset: Any = None) -> dict[str, Any] | None:
+    """The held-out rule of a GLUE judge that selects on a part of the train split (``None`` when it selects on
+    validation), after checking that the training data leaves those rows out.
+
+    Raises:
+        SoupError: the training data holds a held-out row (by ``idx``), or more rows than the rest of train.
+    """
+    if not judge_options["select_split"].startswith("train:"):
+        return None
+    rule = SplitRule(heldout_fraction=judge_options["heldout_fraction"])
+    split = load_glue_split(task, judge_options["select_split"], judge_options["glue_dir"], rule)
+    if train_dataset is not None:
+        columns = getattr(train_dataset, "column_names", None) or []
+        overlap = "idx" in columns and bool(set(train_dataset["idx"]) & set(split.dataset["idx"]))
+        if overlap or len(train_dataset) > split.rule["base_rows"] - split.rule["rows"]:
+            raise SoupError(
+                f"SoupCallback(task={task!r}) selects the soup on {split.name} ({split.rule['rows']} rows held out of "
+                f"train's {split.rule['base_rows']}), but the Trainer's train_dataset ({len(train_dataset)} rows) "
+                "holds some of them: train on load_glue_split(task, 'train:rest', ...) with the same "
+                "heldout_fraction, or select on validation:select (select_split=)"
+            )
+    return heldout_record(split)
 
 
 def _first(*values: Any) -> Any:

@@ -28,6 +28,9 @@ from typing import Any
 from hf_soups.dtypes import DTYPE_NAMES
 from hf_soups.validation import (
     cli_type,
+    heldout_fraction,
+    int_value,
+    non_negative_float,
     output_file,
     output_folder,
     positive_float,
@@ -37,6 +40,11 @@ from hf_soups.validation import (
 )
 
 CHECKPOINT_CHOICES = ("all", "last", "best")
+# The recipes of hf_soups.recipes.RECIPES, by name (here too, so `hf-soups --help` needs no torch).
+RECIPE_NAMES = ("greedy", "bagged", "uniform", "learned", "stock")
+# When greedy adds a candidate: "strict" when the selection score rises (the authors' code), "ties" when it does not
+# drop (the paper's Recipe 1 as printed); by more than --min-gain either way.
+GREEDY_RULES = ("strict", "ties")
 ADAPTER_OUTPUTS = ("full", "exact", "svd")
 GRANULARITIES = ("ingredient", "layer")
 
@@ -103,8 +111,16 @@ ADAPTER_FLAGS = ("base", "adapter_output", "adapter_rank")
 class JudgeOptions:
     """How a GLUE judge scores models: the two splits, the data and the batch size."""
 
-    select_split: str = option("validation:select", "split the soup is chosen on")
-    report_split: str = option("validation:report", "split the numbers are reported on")
+    select_split: str = option(
+        "train:heldout", "split the soup is chosen on (default train:heldout, a seeded slice of the train split the "
+        "runs must not have trained on, as the authors select; validation:select for half of validation)"
+    )
+    report_split: str = option(
+        "validation", "split the numbers are reported on (default: the whole validation split)"
+    )
+    heldout_fraction: float = option(
+        0.1, "share of the train split in train:heldout, in (0, 0.5] (default 0.1)", check=heldout_fraction
+    )
     glue_dir: str | None = option(None, "a local GLUE folder in the original tsv layout (default: the Hub)")
     batch_size: int = option(32, "scoring batch size per process (default 32)", check=positive_int)
 
@@ -123,7 +139,30 @@ class CookOptions:
 
 @dataclass(frozen=True)
 class GreedyOptions:
+    """How greedy (and each bag of bagged greedy) decides that a candidate joins the soup."""
+
+    greedy_rule: str = option(
+        "strict", "greedy, bagged: a candidate joins when the selection score rises (strict, the authors' code; "
+        "default) or does not drop (ties, the paper's Recipe 1 as printed)", choices=GREEDY_RULES,
+    )
+    min_gain: float = option(
+        0.0, "greedy, bagged: the selection score must change by more than this (strict) or at least this (ties), "
+        "in metric units (default 0)", check=non_negative_float, metavar="X",
+    )
+
+
+@dataclass(frozen=True)
+class ResumeOptions:
     resume: bool = option(False, "greedy: continue from <output>.greedy-state")
+
+
+@dataclass(frozen=True)
+class BaggedOptions:
+    bags: int = option(
+        20, "bagged: greedy runs on this many seeded bootstrap resamples of the selection split; an ingredient is "
+        "kept when at least half of them keep it (default 20)", check=positive_int, metavar="B",
+    )
+    bag_seed: int = option(0, "bagged: seed of the bootstrap resamples (default 0)", check=int_value, metavar="N")
 
 
 @dataclass(frozen=True)
@@ -179,6 +218,6 @@ def values(args: argparse.Namespace, options: type, only: tuple[str, ...] | None
 
 
 __all__ = [
-    "CookOptions", "GreedyOptions", "JudgeOptions", "LearnedOptions", "MergeOptions", "ReportFileOptions",
-    "SoupFolderOptions", "StockOptions", "add_flags", "values",
+    "GREEDY_RULES", "RECIPE_NAMES", "BaggedOptions", "CookOptions", "GreedyOptions", "JudgeOptions", "LearnedOptions",
+    "MergeOptions", "ReportFileOptions", "ResumeOptions", "SoupFolderOptions", "StockOptions", "add_flags", "values",
 ]

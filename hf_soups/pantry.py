@@ -285,6 +285,7 @@ class Pantry:
             raise SoupError(f"pantry {self.path}: average the last k ≥ 1 checkpoints of each run, not {k}")
         chosen = self.select(f"last:{k}", entries)
         check_same_start(chosen)
+        check_heldout(chosen)
         runs: dict[str, list[PantryEntry]] = {}
         for entry in chosen:
             runs.setdefault(entry.info["run_name"], []).append(entry)
@@ -318,6 +319,7 @@ class Pantry:
         if not entries:
             raise SoupError(f"pantry {self.path}: no ingredients yet (train with SoupCallback first)")
         check_same_start(entries)
+        check_heldout(entries)
         differing = differing_hyperparameters(entries)
         ingredients = resolve_ingredients([e.path for e in entries])
         head = self.head_mode()
@@ -364,4 +366,32 @@ def check_same_start(entries: list[PantryEntry]) -> None:
         raise SoupError(f"{where} start from different pretrained weights; a soup needs one starting model")
 
 
-__all__ = ["Pantry", "PantryEntry", "check_same_start", "differing_hyperparameters", "fingerprint"]
+def check_heldout(entries: list[PantryEntry], rule: dict[str, Any] | None = None) -> None:
+    """Refuse entries trained under different held-out rules (the rows their training data left out, recorded by
+    ``SoupCallback``), or, given ``rule``, under another rule than the one the soup is selected on.
+
+    Raises:
+        SoupError: naming the entry and both rules (``None``: trained on the whole train split).
+    """
+    expected = entries[0].info.get("heldout") if rule is None else rule
+    for entry in entries:
+        found = entry.info.get("heldout")
+        if found != expected:
+            raise SoupError(
+                f"pantry entry '{entry.name}' was trained under the held-out rule {_rule_text(found)}, but the soup "
+                f"is selected on {_rule_text(expected)}: a run must not train on the rows it is selected on, and one "
+                "pantry holds runs of one rule; retrain it with the same held-out rows (SoupCallback(heldout=...), "
+                "hf_soups.evaluation.hold_out) or select on another split"
+            )
+
+
+def _rule_text(rule: dict[str, Any] | None) -> str:
+    if rule is None:
+        return "none (it trained on the whole train split)"
+    return (f"{rule.get('task') or 'dataset'} {rule['split']} (seed {rule['seed']}, fraction {rule['fraction']}, "
+            f"{rule['rows']} rows, digest {rule['digest'][:12]})")
+
+
+__all__ = [
+    "Pantry", "PantryEntry", "check_heldout", "check_same_start", "differing_hyperparameters", "fingerprint",
+]

@@ -50,10 +50,28 @@ def test_greedy_keeps_what_helps_and_rejects_a_bad_ingredient(make_ingredients, 
     assert greedy.scores["select"]["accuracy"] >= report.record.results[0].scores["select"]["accuracy"]
 
 
-def test_greedy_keeps_ties(make_ingredients, tmp_path):
+@pytest.mark.parametrize(
+    ("biases", "rule", "min_gain", "members"),
+    [
+        # a copy of the best scores the same: strict (the authors' >) drops it, ties (the paper's ≥) keeps it
+        ([[0.2, 0.0], [5.0, 5.0], [0.2, 0.0]], "strict", 0.0, ["ing0"]),
+        ([[0.2, 0.0], [5.0, 5.0], [0.2, 0.0]], "ties", 0.0, ["ing0", "ing2"]),
+        # ing1 (0.8) first; with ing0 (0.6) the mean bias is 0.1: 0.9, a gain of 0.1
+        ([[0.4, 0.0], [-0.2, 0.0]], "strict", 0.05, ["ing0", "ing1"]),
+        ([[0.4, 0.0], [-0.2, 0.0]], "strict", 0.15, ["ing1"]),
+        ([[0.4, 0.0], [-0.2, 0.0]], "ties", 0.15, ["ing1"]),
+    ],
+)
+def test_greedy_rule_decides_ties_and_small_gains(make_ingredients, biases, rule, min_gain, members):
+    folders = with_bias(make_ingredients(len(biases)), biases)
+    report = greedy_soup(folders, judge=BiasJudge(), greedy_rule=rule, min_gain=min_gain, progress=False)
+    assert kept(report) == members
+    assert report.record.recipe.options == {"greedy_rule": rule, "min_gain": min_gain}
+
+
+def test_greedy_is_strict_by_default(make_ingredients):
     folders = with_bias(make_ingredients(3), [[0.2, 0.0], [5.0, 5.0], [0.2, 0.0]])
-    report = greedy_soup(folders, judge=BiasJudge(), progress=False)
-    assert kept(report) == ["ing0", "ing2"]  # the copy scores the same: ≥ keeps it
+    assert kept(greedy_soup(folders, judge=BiasJudge(), progress=False)) == ["ing0"]
 
 
 def test_greedy_reads_each_ingredient_at_most_twice(make_ingredients):

@@ -1,4 +1,4 @@
-"""``hf-soups soup``: cook a uniform, greedy or learned soup on a GLUE task, print the results table, write the
+"""``hf-soups soup``: cook a greedy, bagged greedy, uniform, learned or Model Stock soup on a GLUE task, print the results table, write the
 folder (weights, soup.json, recipe.yaml, plots, model card), and optionally push it to the Hub."""
 
 from __future__ import annotations
@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 
 from hf_soups.options import (
+    RECIPE_NAMES,
+    BaggedOptions,
     CookOptions,
     GreedyOptions,
     JudgeOptions,
     LearnedOptions,
     MergeOptions,
+    ResumeOptions,
     SoupFolderOptions,
     StockOptions,
     add_flags,
@@ -21,20 +24,19 @@ from hf_soups.options import (
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "soup",
-        help="cook a greedy, uniform, learned or Model Stock soup scored on a GLUE task",
-        description="Score every ingredient on a selection split, cook the soup, and report every model on a "
-        "separate report split with a paired-bootstrap interval for each soup's gain. Runs as one process or under "
+        help="cook a greedy, bagged greedy, uniform, learned or Model Stock soup scored on a GLUE task",
+        description="Score every ingredient on a selection split (default: train:heldout, a seeded slice of the "
+        "train split the runs must not have trained on), cook the soup, and report every model on a separate report "
+        "split (default: the whole validation split) with a paired-bootstrap interval for each soup's gain. Runs as one process or under "
         "`accelerate launch` (scoring is sharded; only the main process writes).",
     )
     parser.add_argument("ingredients", nargs="+", metavar="ING", help="Hub repo (owner/name[@rev]) or local folder")
-    parser.add_argument(
-        "--recipe", default="greedy", choices=["greedy", "uniform", "learned", "stock"], help="default: greedy"
-    )
+    parser.add_argument("--recipe", default="greedy", choices=RECIPE_NAMES, help="default: greedy")
     parser.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
     add_flags(parser, SoupFolderOptions)
     add_flags(parser, JudgeOptions)
     add_flags(parser, CookOptions)
-    for options in (GreedyOptions, LearnedOptions, StockOptions):
+    for options in (GreedyOptions, ResumeOptions, BaggedOptions, LearnedOptions, StockOptions):
         add_flags(parser, options)
     add_flags(parser, MergeOptions, only=("dtype", "checkpoints", "overwrite"))
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup to this Hub repo when done")

@@ -31,6 +31,7 @@ import numpy as np
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation.tasks import TSV_FILES, TaskSpec, get_task
+from hf_soups.validation import heldout_fraction
 
 HUB_DATASET = "nyu-mll/glue"
 SPLIT_METHOD = (
@@ -200,7 +201,11 @@ def heldout_rule(task: str | TaskSpec, glue_dir: str | Path | None = None, rule:
         >>> heldout_rule("mrpc", glue_dir="glue_data")["rows"]  # doctest: +SKIP
         366
     """
-    split = load_glue_split(task, "train:heldout", glue_dir, rule)
+    return heldout_record(load_glue_split(task, "train:heldout", glue_dir, rule))
+
+
+def heldout_record(split: GlueSplit) -> dict[str, Any]:
+    """The held-out rule of a loaded part split (what :func:`heldout_rule` returns for ``train:heldout``)."""
     return {key: split.rule[key] for key in HELDOUT_KEYS}
 
 
@@ -219,14 +224,14 @@ def hold_out(
         column, or of their positions when there is none).
 
     Raises:
-        SoupError: a fraction outside (0, 0.5], or a held-out slice with no rows.
+        SoupError: a fraction outside (0, 0.5] (naming ``heldout_fraction``), or a held-out slice with no rows.
 
     Example:
         >>> rest, heldout, rule = hold_out(datasets.Dataset.from_dict({"x": list(range(10))}), 0.2)
         >>> rest.num_rows, heldout.num_rows, rule["rows"]
         (8, 2, 2)
     """
-    check_heldout_fraction(fraction)
+    fraction = heldout_fraction(fraction, "heldout_fraction")
     held, kept = split_rows(dataset.num_rows, fraction, seed)
     if len(held) == 0:
         raise SoupError(f"heldout_fraction={fraction} of {dataset.num_rows} rows holds out no row")
@@ -236,11 +241,32 @@ def hold_out(
     return dataset.select(kept), dataset.select(held), rule
 
 
-def check_heldout_fraction(fraction: float) -> float:
-    """Refuse a held-out fraction outside (0, 0.5]: the runs must keep most of their training data."""
-    if not 0.0 < fraction <= 0.5:
-        raise SoupError(f"heldout_fraction={fraction} must be in (0, 0.5]")
-    return fraction
+def check_apart(select_split: str, report_split: str) -> None:
+    """Refuse a selection split that shares rows with the report split: they must be different base splits or the
+    two parts of one (``validation:select`` / ``validation:report``, ``train:heldout`` / ``train:rest``).
+
+    Raises:
+        SoupError: naming both splits.
+
+    Example:
+        >>> check_apart("train:heldout", "validation")
+        >>> check_apart("validation:select", "validation")
+        Traceback (most recent call last):
+        ...
+        hf_soups.errors.SoupError: select_split 'validation:select' overlaps report_split 'validation': ...
+    """
+    (select_base, _, select_part), (report_base, _, report_part) = (
+        split.partition(":") for split in (select_split, report_split)
+    )
+    apart = select_base != report_base or (
+        select_part in PARTS and report_part in PARTS and select_part != report_part
+        and PARTS[select_part][0] == PARTS[report_part][0]
+    )
+    if not apart:
+        raise SoupError(
+            f"select_split {select_split!r} overlaps report_split {report_split!r}: the reported numbers would not be "
+            "held out; select on train:heldout or validation:select and report on validation or validation:report"
+        )
 
 
 def load_glue_split(
@@ -282,7 +308,9 @@ def load_glue_split(
     if part:
         fraction_field, first = PARTS[part]
         fraction = getattr(rule, fraction_field)
-        if not 0.0 < fraction < 1.0:
+        if fraction_field == "heldout_fraction":
+            heldout_fraction(fraction, fraction_field)
+        elif not 0.0 < fraction < 1.0:
             raise SoupError(f"split rule: {fraction_field}={fraction} must be strictly between 0 and 1")
         head, tail = split_rows(dataset.num_rows, fraction, rule.seed)
         dataset = dataset.select(head if first else tail)

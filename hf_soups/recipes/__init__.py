@@ -1,4 +1,5 @@
-"""Soup recipes: uniform, greedy and learned soups, the logit-ensemble baseline, and recipe files.
+"""Soup recipes: uniform, greedy, bagged greedy, learned and Model Stock soups, the logit-ensemble baseline, and
+recipe files.
 
 Each recipe is a ``cook_*`` function that runs in a :class:`~hf_soups.recipes.kitchen.Kitchen` (validated
 ingredients, one scoring model, a judge) and returns a :class:`~hf_soups.recipes.report.SoupReport`; it writes
@@ -22,10 +23,20 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
+from hf_soups.atomic_folder import check_output
 from hf_soups.errors import SoupError
+from hf_soups.evaluation import SplitRule
 from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
-from hf_soups.merge import check_output
-from hf_soups.options import CookOptions, GreedyOptions, JudgeOptions, LearnedOptions, MergeOptions
+from hf_soups.options import (
+    RECIPE_NAMES,
+    CookOptions,
+    GreedyOptions,
+    JudgeOptions,
+    LearnedOptions,
+    MergeOptions,
+    ResumeOptions,
+)
+from hf_soups.recipes.bagged import cook_bagged
 from hf_soups.recipes.greedy import cook_greedy
 from hf_soups.recipes.judge import GlueJudge, Judge
 from hf_soups.recipes.kitchen import Kitchen
@@ -49,11 +60,13 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
+    "greedy": Recipe(cook_greedy, ("greedy_rule", "min_gain", "resume")),
+    "bagged": Recipe(cook_bagged, ("bags", "bag_seed", "greedy_rule", "min_gain")),
     "uniform": Recipe(cook_uniform),
-    "greedy": Recipe(cook_greedy, ("resume",)),
     "learned": Recipe(cook_learned, ("granularity", "epochs", "lr")),
     "stock": Recipe(cook_stock, ("base", "start_head")),
 }
+assert tuple(RECIPES) == RECIPE_NAMES, "hf_soups.options.RECIPE_NAMES names the recipes for the command line"
 
 
 def make_kitchen(
@@ -64,6 +77,7 @@ def make_kitchen(
     glue_dir: str | Path | None = JudgeOptions.glue_dir,
     select_split: str = JudgeOptions.select_split,
     report_split: str = JudgeOptions.report_split,
+    heldout_fraction: float = JudgeOptions.heldout_fraction,
     batch_size: int = JudgeOptions.batch_size,
     accelerator: Any = None,
     checkpoints: str | None = None,
@@ -92,7 +106,8 @@ def make_kitchen(
             )
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolved[0].tokenizer_path)
         judge = GlueJudge(
-            task, tokenizer, select_split, report_split, glue_dir, batch_size, accelerator, progress=progress
+            task, tokenizer, select_split, report_split, glue_dir, batch_size, accelerator,
+            rule=SplitRule(heldout_fraction=heldout_fraction), progress=progress,
         )
     return Kitchen(resolved, judge, progress=progress, plan=plan)
 
@@ -167,18 +182,21 @@ def _check_target(
 
 
 def greedy_soup(
-    ingredients, task=None, output_dir=None, *, resume: bool = GreedyOptions.resume, **kwargs: Any
+    ingredients, task=None, output_dir=None, *, greedy_rule: str = GreedyOptions.greedy_rule,
+    min_gain: float = GreedyOptions.min_gain, resume: bool = ResumeOptions.resume, **kwargs: Any
 ) -> SoupReport:
-    """The greedy soup: ingredients added best first, each kept only if the selection score does not drop.
+    """The greedy soup: ingredients added best first, each kept only if the selection score rises (``"strict"``,
+    the default) or does not drop (``greedy_rule="ties"``), by more than ``min_gain``.
 
     Args:
         ingredients: Hub ids (``owner/name[@revision]``), local folders, Trainer output folders.
         task: a GLUE task (``"rte"``), unless a ``judge`` is given.
         output_dir: the soup folder to write (``None``: nothing written; the report holds the model).
+        greedy_rule / min_gain: when a candidate joins (:func:`hf_soups.recipes.greedy.joins`).
         resume: continue an interrupted run from ``<output_dir>.greedy-state``.
         **kwargs: ``ensemble``, ``dtype``, ``overwrite``, ``repo_id``, and :func:`make_kitchen`'s options
-            (``glue_dir``, ``select_split``, ``report_split``, ``batch_size``, ``accelerator``, ``judge``,
-            ``tokenizer``, ...).
+            (``glue_dir``, ``select_split``, ``report_split``, ``heldout_fraction``, ``batch_size``,
+            ``accelerator``, ``judge``, ``tokenizer``, ...).
 
     Returns:
         A :class:`~hf_soups.recipes.report.SoupReport` (record, printable table, folder, model).
@@ -190,7 +208,8 @@ def greedy_soup(
         >>> [i.spec for i in report.record.ingredients if i.kept]  # doctest: +SKIP
         ['runs/b', 'runs/a']
     """
-    return run_recipe("greedy", ingredients, task, output_dir, options={"resume": resume}, **kwargs)
+    options = {"greedy_rule": greedy_rule, "min_gain": min_gain, "resume": resume}
+    return run_recipe("greedy", ingredients, task, output_dir, options=options, **kwargs)
 
 
 def uniform_soup(ingredients, task=None, output_dir=None, **kwargs: Any) -> SoupReport:

@@ -1,5 +1,6 @@
 """The greedy soup (Wortsman et al. 2022, Recipe 1): add ingredients best first, keep each one only if the soup's
-selection score does not drop.
+selection score rises (``greedy_rule="strict"``, the authors' code, the default) or does not drop (``"ties"``, the
+paper's ≥ as printed), by more than ``min_gain``.
 
 Each ingredient is read at most twice: once in the tasting pass (scored alone, and added to the uniform soup on the
 way) and once in the greedy pass, where the candidate soup (the running mean with the candidate added) is written
@@ -29,11 +30,12 @@ from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
-from hf_soups.merge import RunningMean
-from hf_soups.options import CookOptions, GreedyOptions
+from hf_soups.mean import RunningMean
+from hf_soups.options import GREEDY_RULES, CookOptions, GreedyOptions, ResumeOptions
 from hf_soups.recipes.judge import SPLITS
 from hf_soups.recipes.kitchen import Kitchen, ModelScores, best_index
 from hf_soups.recipes.report import SoupReport, is_main_process, soup_report
+from hf_soups.validation import non_negative_float
 
 STATE_FILE = "state.json"
 
@@ -41,7 +43,9 @@ STATE_FILE = "state.json"
 def cook_greedy(
     kitchen: Kitchen,
     ensemble: bool = CookOptions.ensemble,
-    resume: bool = GreedyOptions.resume,
+    greedy_rule: str = GreedyOptions.greedy_rule,
+    min_gain: float = GreedyOptions.min_gain,
+    resume: bool = ResumeOptions.resume,
     state_dir: str | Path | None = None,
 ) -> SoupReport:
     """Run the greedy recipe in a :class:`~hf_soups.recipes.kitchen.Kitchen` (see :func:`hf_soups.greedy_soup`).
@@ -49,20 +53,24 @@ def cook_greedy(
     Args:
         kitchen: the ingredients, the judge and the scoring model.
         ensemble: also score the logit-ensemble baseline.
+        greedy_rule / min_gain: when a candidate joins (see :func:`joins`).
         resume: continue from the state in ``state_dir``.
         state_dir: where the state is saved after every step (``None``: nowhere); the report lists it in
             ``scratch``, so it is removed once the soup folder is written.
     """
     if len(kitchen.ingredients) < 2:
         raise SoupError("greedy soup: needs at least two ingredients")
+    rule = selection_rule(greedy_rule, min_gain)
     state_dir = Path(state_dir) if state_dir is not None else None
-    state = GreedyState.load(state_dir, kitchen) if resume and state_dir is not None else None
+    state = GreedyState.load(state_dir, kitchen, rule) if resume and state_dir is not None else None
     if state is None:
         if state_dir is not None and is_main_process():
             (state_dir / STATE_FILE).unlink(missing_ok=True)  # a fresh run never resumes into an older state
         tastings, uniform = kitchen.taste_all()
         # score the uniform soup now, so its weights need not stay in memory beside the greedy mean
-        state = GreedyState(tastings=tastings, uniform=kitchen.score_soup(uniform, "uniform"), order=_order(tastings))
+        state = GreedyState(
+            tastings=tastings, uniform=kitchen.score_soup(uniform, "uniform"), order=greedy_order(tastings), rule=rule
+        )
         del uniform
         state.save(state_dir, kitchen)
     mean = RunningMean(kitchen.plan, kitchen.hash_cache)
@@ -79,7 +87,7 @@ def cook_greedy(
         else:
             mean.candidate(ingredient, kitchen.cpu_parameters())
             score = kitchen.judge.score(kitchen.model, "select").main
-            kept = score >= state.score  # ties are kept, as the paper's ≥ says
+            kept = joins(score, state.score, **rule)
             if kept:
                 mean.accept(ingredient, kitchen.cpu_parameters())
         if kept:
@@ -103,12 +111,38 @@ def cook_greedy(
     if ensemble:
         soups.append(kitchen.ensemble(state.tastings))
     mix = [(i, 1.0) for i in state.members]
-    report = soup_report(kitchen, "greedy", mean, mix, state.tastings, soups, trajectory=state.trajectory)
+    report = soup_report(
+        kitchen, "greedy", mean, mix, state.tastings, soups, trajectory=state.trajectory, options=rule
+    )
     report.scratch = [state_dir] if state_dir is not None else []
     return report
 
 
-def _order(tastings: list[ModelScores]) -> list[int]:
+def selection_rule(greedy_rule: str, min_gain: float) -> dict[str, Any]:
+    """The checked rule of :func:`joins`, as recorded in ``soup.json`` and ``recipe.yaml``.
+
+    Raises:
+        SoupError: an unknown rule, or a min gain that is negative or not finite.
+    """
+    if greedy_rule not in GREEDY_RULES:
+        raise SoupError(f"greedy_rule: {greedy_rule!r} is not one of {', '.join(GREEDY_RULES)}")
+    return {"greedy_rule": greedy_rule, "min_gain": non_negative_float(min_gain, "min_gain")}
+
+
+def joins(score: float, soup_score: float, greedy_rule: str, min_gain: float) -> bool:
+    """Whether a candidate whose soup scores ``score`` joins a soup scoring ``soup_score``: ``strict`` when the
+    score rises by more than ``min_gain`` (the authors' code: ``>``), ``ties`` when it rises by at least
+    ``min_gain`` (the paper's Recipe 1: ``≥``).
+
+    Example:
+        >>> joins(0.8, 0.8, "strict", 0.0), joins(0.8, 0.8, "ties", 0.0), joins(0.81, 0.8, "strict", 0.02)
+        (False, True, False)
+    """
+    gain = score - soup_score
+    return gain > min_gain if greedy_rule == "strict" else gain >= min_gain
+
+
+def greedy_order(tastings: list[ModelScores]) -> list[int]:
     """Ingredients by selection score, best first (input order on ties); the best is :func:`best_index`."""
     order = sorted(range(len(tastings)), key=lambda i: -tastings[i].select.main)
     assert order[0] == best_index(tastings)
@@ -120,11 +154,17 @@ class GreedyState:
     mean, the trajectory. ``run`` names this run's files, so no file of another run is ever taken for its own."""
 
     def __init__(
-        self, tastings: list[ModelScores], uniform: ModelScores, order: list[int], run: str | None = None
+        self,
+        tastings: list[ModelScores],
+        uniform: ModelScores,
+        order: list[int],
+        rule: dict[str, Any],
+        run: str | None = None,
     ) -> None:
         self.tastings = tastings
         self.uniform = uniform
         self.order = order
+        self.rule = rule
         self.run = run or secrets.token_hex(8)
         self.step = 0
         self.members: list[int] = []
@@ -151,7 +191,7 @@ class GreedyState:
             "ingredients": [{"spec": i.spec, "sha256": dict(i.sha256)} for i in kitchen.ingredients],
             "splits": kitchen.judge.split_names, "task": kitchen.judge.task, "files": files,
             "sha256": {name: self.hashes.get(name) or _sha256(folder / name) for name in files.values()},
-            "order": self.order, "step": self.step, "members": self.members, "score": self.score,
+            "rule": self.rule, "order": self.order, "step": self.step, "members": self.members, "score": self.score,
             "trajectory": self.trajectory,
             "tastings": [{"name": t.name, **{s: getattr(t, s).to_dict() for s in SPLITS}} for t in tastings],
         }
@@ -161,7 +201,7 @@ class GreedyState:
                 old.unlink()
 
     @classmethod
-    def load(cls, folder: Path, kitchen: Kitchen) -> GreedyState | None:
+    def load(cls, folder: Path, kitchen: Kitchen, rule: dict[str, Any]) -> GreedyState | None:
         """The saved state, after checking all of it against this run; ``None`` if there is none.
 
         Raises:
@@ -171,7 +211,7 @@ class GreedyState:
         if not (folder / STATE_FILE).is_file():
             return None
         try:
-            return cls._load(folder, kitchen)
+            return cls._load(folder, kitchen, rule)
         except SoupError:
             raise
         except Exception as err:  # noqa: BLE001 (a hand-broken or half-copied state: any of JSON, numpy, safetensors may object)
@@ -179,7 +219,7 @@ class GreedyState:
                             "to start afresh") from None
 
     @classmethod
-    def _load(cls, folder: Path, kitchen: Kitchen) -> GreedyState:
+    def _load(cls, folder: Path, kitchen: Kitchen, rule: dict[str, Any]) -> GreedyState:
         data = json.loads((folder / STATE_FILE).read_text())
         saved = [entry["spec"] for entry in data["ingredients"]]
         if saved != [i.spec for i in kitchen.ingredients]:
@@ -189,6 +229,9 @@ class GreedyState:
                 raise SoupError(f"--resume: {ingredient.label} has changed since the state in {folder} was saved")
         if data["splits"] != kitchen.judge.split_names or data["task"] != kitchen.judge.task:
             raise SoupError(f"--resume: the state in {folder} was made on {data['task']} {data['splits']}")
+        if data.get("rule") != rule:
+            raise SoupError(f"--resume: the state in {folder} was made with the greedy rule {data.get('rule')}, "
+                            f"not {rule}")
         for name in data["files"].values():
             if Path(name).name != name or _sha256(folder / name) != data["sha256"][name]:
                 raise SoupError(f"--resume: {folder / name} is not the file the state in {folder} saved (sha256)")
@@ -202,7 +245,7 @@ class GreedyState:
             ModelScores(t["name"], *(_result(t[s], arrays, i, s) for s in SPLITS))
             for i, t in enumerate(data["tastings"])
         ]
-        state = cls(tastings[:-1], tastings[-1], data["order"], run=data["run"])
+        state = cls(tastings[:-1], tastings[-1], data["order"], rule, run=data["run"])
         state.step, state.members, state.score = step, members, float(data["score"])
         state.trajectory = data["trajectory"]
         state.hashes = {data["files"]["arrays"]: data["sha256"][data["files"]["arrays"]]}

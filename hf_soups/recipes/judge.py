@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult, GlueScorer, SplitRule, get_task, glue_metrics
+from hf_soups.evaluation.data import check_apart
 from hf_soups.evaluation.models import is_text_to_text
 from hf_soups.evaluation.scoring import FORMATS
 
@@ -68,8 +68,8 @@ class GlueJudge:
     Args:
         task: a GLUE task name.
         tokenizer: the ingredients' tokenizer.
-        select_split / report_split: split names (see :func:`~hf_soups.evaluation.split_names`); the same split
-            for both is allowed with a warning (the soup's number is then not held out).
+        select_split / report_split: split names (see :func:`~hf_soups.evaluation.split_names`) that share no
+            row (:func:`~hf_soups.evaluation.data.check_apart`).
         glue_dir: a local GLUE tsv folder, else the Hub's ``nyu-mll/glue``.
         batch_size: per process.
         accelerator: an ``accelerate.Accelerator`` (one is made when ``None``).
@@ -81,8 +81,8 @@ class GlueJudge:
         self,
         task: str,
         tokenizer: PreTrainedTokenizerBase,
-        select_split: str = "validation:select",
-        report_split: str = "validation:report",
+        select_split: str = "train:heldout",
+        report_split: str = "validation",
         glue_dir: str | Path | None = None,
         batch_size: int = 32,
         accelerator: Any = None,
@@ -91,11 +91,7 @@ class GlueJudge:
     ) -> None:
         self.spec = get_task(task)
         self.task, self.metric = self.spec.name, self.spec.main_metric
-        if select_split == report_split:
-            warnings.warn(
-                f"select and report split are both {select_split!r}: the soup's reported score is not held out",
-                stacklevel=2,
-            )
+        check_apart(select_split, report_split)
         self.split_names = {"select": select_split, "report": report_split}
         accelerator = accelerator or Accelerator()
         self.scorers = {

@@ -28,8 +28,10 @@ from hf_soups.recipes.judge import mean_probabilities, soup_loss
 class TrainerJudge:
     """A :class:`~hf_soups.recipes.judge.Judge` built on a Trainer's ``eval_dataset`` and ``compute_metrics``.
 
-    The eval dataset is split once into a seeded *selection* part (``select_fraction`` of the rows) and a *report*
-    part, the same way GLUE splits are (see :mod:`hf_soups.evaluation.data`). Batches come from the Trainer's own
+    With ``select_dataset`` (rows held out of the training data, e.g. by :func:`hf_soups.evaluation.hold_out`)
+    recipes select on it and report on the whole eval dataset; without, the eval dataset is split once into a seeded
+    *selection* part (``select_fraction`` of the rows) and a *report* part, the same way GLUE splits are (see
+    :mod:`hf_soups.evaluation.data`). Batches come from the Trainer's own
     eval dataloader (its collator, column removal and batch size, prepared by its accelerator); outputs are
     gathered with ``gather_for_metrics``, so every example counts once whatever the number of processes.
 
@@ -41,6 +43,7 @@ class TrainerJudge:
         trainer: a Trainer with ``eval_dataset`` and ``compute_metrics``.
         seed: seed of the row permutation.
         select_fraction: the selection part's share of the rows.
+        select_dataset: rows to select on (in the eval dataset's format), instead of a part of the eval dataset.
         progress: progress bars (main process only).
 
     Example:
@@ -51,7 +54,14 @@ class TrainerJudge:
 
     task = None
 
-    def __init__(self, trainer: Trainer, seed: int = 0, select_fraction: float = 0.5, progress: bool = True) -> None:
+    def __init__(
+        self,
+        trainer: Trainer,
+        seed: int = 0,
+        select_fraction: float = 0.5,
+        select_dataset: Any = None,
+        progress: bool = True,
+    ) -> None:
         if trainer.eval_dataset is None or isinstance(trainer.eval_dataset, dict):
             raise SoupError("soup judged by the Trainer: give the Trainer one eval_dataset, or cook with a GLUE task=")
         if trainer.compute_metrics is None:
@@ -72,17 +82,23 @@ class TrainerJudge:
         self.trainer, self.accelerator, self.progress = trainer, trainer.accelerator, progress
         self.label_name = trainer.label_names[0]
         dataset = trainer.eval_dataset
-        select, report = split_rows(len(dataset), select_fraction, seed)
-        rows = {"select": select, "report": report}
-        if min(len(r) for r in rows.values()) == 0:
-            raise SoupError(f"soup judged by the Trainer: eval_dataset has {len(dataset)} rows, too few to split")
-        self.parts = {split: _subset(dataset, r) for split, r in rows.items()}
-        self.split_names = {split: f"eval_dataset:{split}" for split in rows}
-        self.split_rule = {
-            "source": "Trainer eval_dataset", "base_rows": len(dataset), "seed": seed,
-            "select_fraction": select_fraction, "method": SPLIT_METHOD,
-            "rows": {split: len(r) for split, r in rows.items()},
-        }
+        if select_dataset is not None:
+            if len(select_dataset) == 0:
+                raise SoupError("soup judged by the Trainer: select_dataset has no rows")
+            self.parts = {"select": select_dataset, "report": dataset}
+            self.split_names = {"select": "select_dataset", "report": "eval_dataset"}
+            self.split_rule = {"source": "SoupCallback select_dataset / Trainer eval_dataset"}
+        else:
+            select, report = split_rows(len(dataset), select_fraction, seed)
+            if min(len(select), len(report)) == 0:
+                raise SoupError(f"soup judged by the Trainer: eval_dataset has {len(dataset)} rows, too few to split")
+            self.parts = {"select": _subset(dataset, select), "report": _subset(dataset, report)}
+            self.split_names = {split: f"eval_dataset:{split}" for split in self.parts}
+            self.split_rule = {
+                "source": "Trainer eval_dataset", "base_rows": len(dataset), "seed": seed,
+                "select_fraction": select_fraction, "method": SPLIT_METHOD,
+            }
+        self.split_rule["rows"] = {split: len(part) for split, part in self.parts.items()}
         wanted = trainer.args.metric_for_best_model
         self.metric: str | None = wanted.removeprefix("eval_") if wanted else None
 
