@@ -21,7 +21,7 @@ _EXPORTS = {
     "Ingredient": "hf_soups.ingredients",
     "resolve_ingredients": "hf_soups.ingredients",
     "validate": "hf_soups.ingredients",
-    "load_model": "hf_soups.merge",
+    "load_model": "hf_soups.model_folder",
     "merge_models": "hf_soups.merge",
     "cook": "hf_soups.recipes",
     "ensemble_scores": "hf_soups.recipes",
@@ -43,7 +43,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from hf_soups.evaluation import evaluate_glue
     from hf_soups.hub import push_soup
     from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
-    from hf_soups.merge import load_model, merge_models
+    from hf_soups.merge import merge_models
+    from hf_soups.model_folder import load_model
     from hf_soups.pantry import Pantry
     from hf_soups.probe import probe_head
     from hf_soups.recipes import cook, ensemble_scores, greedy_soup, learned_soup, stock_soup, uniform_soup

@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 from transformers import BertForSequenceClassification
 
 from hf_soups import SoupError, merge_models
-from hf_soups.adapters import AdapterIngredient, apply_adapters, base_snapshot
+from hf_soups.adapter_soup import apply_adapters, base_snapshot
+from hf_soups.adapters import AdapterIngredient
 from hf_soups.cli import main
 from hf_soups.ingredients import resolve_ingredients, validate
 

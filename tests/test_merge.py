@@ -21,7 +21,7 @@ from hf_soups import merge_models
 from hf_soups.cli import main
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import resolve_ingredients, validate
-from hf_soups.merge import RunningMean
+from hf_soups.mean import RunningMean
 
 
 def read_soup(folder):
@@ -177,7 +177,7 @@ def test_running_mean_reads_each_file_once(make_ingredients, monkeypatch):
         opened.append(path)
         yield from real_stream(path, header, hasher)
 
-    monkeypatch.setattr("hf_soups.ingredients.stream_tensors", counting)
+    monkeypatch.setattr("hf_soups.ingredient.stream_tensors", counting)
     mean = RunningMean(plan)
     for ingredient in ingredients:
         mean.add(ingredient, 1.0)
@@ -186,18 +186,18 @@ def test_running_mean_reads_each_file_once(make_ingredients, monkeypatch):
 
 
 def test_running_mean_add_all_opens_each_file_once(make_ingredients, monkeypatch):
-    import hf_soups.ingredients
+    import hf_soups.ingredient
 
     folders = make_ingredients(3, save={"max_shard_size": "20KB"})
     ingredients = resolve_ingredients(folders)
     opened = []
-    real_reader = hf_soups.ingredients.RangeReader
+    real_reader = hf_soups.ingredient.RangeReader
 
     def counting(path, *args):
         opened.append(path)
         return real_reader(path, *args)
 
-    monkeypatch.setattr("hf_soups.ingredients.RangeReader", counting)
+    monkeypatch.setattr("hf_soups.ingredient.RangeReader", counting)
     plan = validate(ingredients)
     bar = types.SimpleNamespace(n=0)
     bar.update = lambda n=1: setattr(bar, "n", bar.n + n)
@@ -215,7 +215,7 @@ def test_add_all_equals_adding_one_by_one_bit_for_bit(make_ingredients, monkeypa
 
     from safetensors.torch import save_file
 
-    monkeypatch.setattr("hf_soups.merge.PIECE", 7)
+    monkeypatch.setattr("hf_soups.mean.PIECE", 7)
     if case == "bf16+fp32":
         folders = make_ingredients(2) + make_ingredients(1, dtype=torch.bfloat16, name="half")
     elif case == "t5-aliases":
@@ -265,13 +265,13 @@ def test_disagreeing_integer_buffers_are_refused(make_ingredients, tmp_path):
 def test_merge_threads_are_chosen_and_the_callers_are_restored(make_ingredients, tmp_path, monkeypatch, setting):
     """The merge computes on MERGE_THREADS unless the user set torch's threads (environment, torch, or threads=);
     either way the caller's torch setting is back afterwards, also after a failed merge."""
-    import hf_soups.merge
+    import hf_soups.mean
     from hf_soups.tensorfile import BackgroundHasher
 
     folders = make_ingredients(2)
     caller = torch.get_num_threads()
-    monkeypatch.setattr("hf_soups.merge._TORCH_THREADS", caller)  # as if hf_soups had just been imported
-    monkeypatch.setattr("hf_soups.merge.MERGE_THREADS", caller + 1)
+    monkeypatch.setattr("hf_soups.threads._TORCH_THREADS", caller)  # as if hf_soups had just been imported
+    monkeypatch.setattr("hf_soups.threads.MERGE_THREADS", caller + 1)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     kwargs, expected = {}, caller + 1
@@ -290,8 +290,9 @@ def test_merge_threads_are_chosen_and_the_callers_are_restored(make_ingredients,
             raise SoupError("stop")
         return BackgroundHasher(workers)
 
-    monkeypatch.setattr(hf_soups.merge, "BackgroundHasher", spying)
+    monkeypatch.setattr(hf_soups.mean, "BackgroundHasher", spying)
     monkeypatch.setattr("hf_soups.tensorfile.cpu_count", lambda: 8)
+    monkeypatch.setattr("hf_soups.threads.cpu_count", lambda: 8)
     before = torch.get_num_threads()
     torch.set_num_threads(caller)
     try:
@@ -462,7 +463,7 @@ def test_single_ingredient_copy_when_allowed(make_ingredients, tmp_path):
 @pytest.mark.parametrize("command", ["merge", "soup"])
 def test_cli_dtype_choices_match_the_merge_registry(command):
     from hf_soups.cli import build_parser
-    from hf_soups.merge import DTYPES
+    from hf_soups.model_folder import DTYPES
 
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
     [dtype] = [a for a in subparsers.choices[command]._actions if a.dest == "dtype"]

@@ -27,7 +27,7 @@ from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.models import is_text_to_text
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import CheckpointChoice, Ingredient, MergePlan, check_distinct, resolve_ingredients, validate
-from hf_soups.merge import RunningMean
+from hf_soups.mean import RunningMean
 from hf_soups.recipes.judge import SPLITS, Judge
 from hf_soups.record import SoupResult
 from hf_soups.stats import format_gain, paired_bootstrap

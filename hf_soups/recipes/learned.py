@@ -21,7 +21,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
-from hf_soups.merge import RunningMean, Weight
+from hf_soups.mean import RunningMean, Weight
 from hf_soups.options import CookOptions, LearnedOptions
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report

@@ -19,10 +19,12 @@ from typing import Any
 
 import yaml
 
+from hf_soups.atomic_folder import check_output
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, check_distinct, resolve_ingredients, validate
-from hf_soups.merge import RunningMean, Weight, check_output, soup_record, write_soup
+from hf_soups.mean import RunningMean, Weight
+from hf_soups.merge import soup_record, write_soup
 from hf_soups.record import RecipeRecord, SoupRecord
 from hf_soups.validation import check_mix
 

@@ -19,7 +19,8 @@ from typing import Any
 from accelerate import PartialState
 
 from hf_soups.ingredients import Ingredient
-from hf_soups.merge import RunningMean, Weight, soup_record
+from hf_soups.mean import RunningMean, Weight
+from hf_soups.merge import soup_record
 from hf_soups.recipes.kitchen import Kitchen, ModelScores, format_table, results
 from hf_soups.record import RecipeRecord, SoupRecord
 

@@ -31,12 +31,13 @@ from safetensors import safe_open
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan, base_names, resolve_ingredients
-from hf_soups.merge import PIECE, RunningMean, compute_threads
+from hf_soups.mean import PIECE, RunningMean
 from hf_soups.options import CookOptions
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.recipe_file import pinned_spec
 from hf_soups.recipes.report import SoupReport, soup_report
 from hf_soups.tensorfile import BackgroundHasher, spare_cores
+from hf_soups.threads import compute_threads
 
 
 @dataclass
