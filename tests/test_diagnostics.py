@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import json
 from pathlib import Path
 
@@ -16,15 +17,8 @@ from transformers import BertForSequenceClassification, BertModel
 
 from hf_soups import diagnostics
 from hf_soups.cli import main
-from hf_soups.diagnostics import (
-    Curve,
-    Landscape,
-    Verdict,
-    _judge_landscape,
-    diagnose,
-    loss_landscape,
-    weight_space,
-)
+from hf_soups.diagnostics import Curve, Landscape, Verdict, diagnose, loss_landscape, task_vectors, weight_space
+from hf_soups.diagnostics.verdicts import _judge_landscape
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
 
@@ -123,8 +117,13 @@ def test_chunked_reads_of_sharded_and_bf16_files_match_a_direct_computation(runs
     shards = [sorted(f.glob("*.safetensors")) for f in [*folders, base]]
     assert len(shards[1]) > 1
     opened = []
-    monkeypatch.setattr(diagnostics, "CHUNK", 7)  # many blocks per tensor, and a remainder
-    monkeypatch.setattr(diagnostics, "open", lambda path, mode: opened.append(path) or open(path, mode), raising=False)
+    monkeypatch.setattr(task_vectors, "CHUNK", 7)  # many blocks per tensor, and a remainder
+
+    def spying(path, mode):
+        opened.append(path)
+        return open(path, mode)
+
+    monkeypatch.setattr(task_vectors, "open", spying, raising=False)
     monkeypatch.setattr(Ingredient, "tensors", lambda self, hash_cache=None: pytest.fail("loaded whole"))
     weights = space(folders, base=base)
     assert sorted(opened) == sorted(p for files in shards for p in files)  # each file opened once for the whole pass
@@ -257,5 +256,6 @@ def test_cli_needs_two_ingredients(make_ingredients, capsys):
     )
 
 
-def test_docstring_examples():
-    assert doctest.testmod(diagnostics).failed == 0
+@pytest.mark.parametrize("module", ["", ".task_vectors", ".landscape", ".verdicts", ".report"])
+def test_docstring_examples(module):
+    assert doctest.testmod(importlib.import_module(f"hf_soups.diagnostics{module}")).failed == 0

@@ -63,7 +63,9 @@ def imports(name: str, path: Path, modules: set[str]) -> set[str]:
                 source = ".".join(base + ([node.module] if node.module else []))
             else:
                 source = node.module or ""
-            targets = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source for alias in node.names]
+            targets = [
+                f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source for alias in node.names
+            ]
         else:
             continue
         for target in targets:
@@ -169,13 +171,18 @@ def test_the_checks_see_function_level_and_relative_imports(tmp_path):
     assert graph["hf_soups.errors"] == {"hf_soups.merge"}
     assert graph["hf_soups.merge"] == {"hf_soups.errors", "hf_soups"}
     assert graph["hf_soups.recipes.greedy"] == {"hf_soups.recipes.kitchen"}
-    assert cycles(graph) == [["hf_soups.errors", "hf_soups.merge"], ["hf_soups.recipes.greedy", "hf_soups.recipes.kitchen"]]
+    assert cycles(graph) == [
+        ["hf_soups.errors", "hf_soups.merge"], ["hf_soups.recipes.greedy", "hf_soups.recipes.kitchen"]
+    ]
     assert upward_imports(graph) == ["hf_soups.errors → hf_soups.merge", "hf_soups.merge → hf_soups"]
 
 
 @pytest.mark.parametrize(
     ("module", "layer"),
-    [("hf_soups.recipes", "fronts"), ("hf_soups.recipes.greedy", "recipes"), ("hf_soups.evaluation.data", "evaluation")],
+    [
+        ("hf_soups.recipes", "fronts"), ("hf_soups.recipes.greedy", "recipes"),
+        ("hf_soups.evaluation.data", "evaluation"), ("hf_soups.diagnostics.report", "recipes"),
+    ],
 )
 def test_the_most_specific_entry_places_a_module(module, layer):
     assert list(LAYERS)[layer_of(module)] == layer  # type: ignore[index]

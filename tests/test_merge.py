@@ -316,6 +316,21 @@ def test_bad_thread_count_is_refused(make_ingredients, tmp_path, threads):
     assert not (tmp_path / "soup").exists()
 
 
+@pytest.mark.parametrize("case", ["one more than the CPUs", "100000"])
+def test_more_threads_than_cpus_is_one_message(make_ingredients, tmp_path, capsys, case):
+    """``--threads 100000`` once started that many threads and crashed; it is refused before anything is read."""
+    from hf_soups.tensorfile import cpu_count
+
+    threads = int(case) if case.isdigit() else cpu_count() + 1
+    argv = ["merge", *map(str, make_ingredients(2)), "-o", str(tmp_path / "soup"), "--threads", str(threads)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"hf-soups merge: error: threads: {threads} is more than the {cpu_count()} CPUs this process may run on\n"
+    )
+    assert not (tmp_path / "soup").exists()
+
+
 def _merge_script(folders, output, max_shard_size):
     return [
         sys.executable,
@@ -449,6 +464,35 @@ def test_overwrite_replaces_an_existing_soup(make_ingredients, tmp_path):
     merge_models(folders, output, weights=[1, 0], progress=False)
     merge_models(folders, output, overwrite=True, progress=False)
     assert json.loads((output / "soup.json").read_text())["ingredients"][0]["weight"] == 0.5
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_old_soup_that_cannot_move_stays_and_leaves_no_temporary_folder(
+    make_ingredients, tmp_path, monkeypatch, capsys
+):
+    """``-o DIR --overwrite`` where DIR cannot be moved aside (a read-only mount, a mount point): one line, DIR as it
+    was, and no empty ``.DIR.PID.*.hf-soups-tmp`` folder beside it."""
+    import errno
+    from pathlib import Path
+
+    folders = make_ingredients(2)
+    output = tmp_path / "soup"
+    merge_models(folders, output, weights=[1, 0], progress=False)
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    rename = Path.rename
+
+    def read_only(self, target):
+        if self == output:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", read_only)
+    capsys.readouterr()
+    assert main(["merge", *map(str, folders), "-o", str(output), "--overwrite"]) == 2
+    assert f"error: output folder {output}: cannot be written (Read-only file system: {output})" in (
+        capsys.readouterr().err
+    )
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
