@@ -18,7 +18,7 @@ from hf_soups.version import __version__
 # Public name → the module that defines it.
 _EXPORTS = {
     "SoupError": "hf_soups.errors",
-    "Ingredient": "hf_soups.ingredients",
+    "Ingredient": "hf_soups.ingredient",
     "resolve_ingredients": "hf_soups.ingredients",
     "validate": "hf_soups.ingredients",
     "load_model": "hf_soups.model_folder",
@@ -42,7 +42,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from hf_soups.errors import SoupError
     from hf_soups.evaluation import evaluate_glue
     from hf_soups.hub import push_soup
-    from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
+    from hf_soups.ingredient import Ingredient
+    from hf_soups.ingredients import resolve_ingredients, validate
     from hf_soups.merge import merge_models
     from hf_soups.model_folder import load_model
     from hf_soups.pantry import Pantry

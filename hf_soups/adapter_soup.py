@@ -205,7 +205,7 @@ def apply_adapters(
         model: the base model, loaded once.
         adapters: the adapters in the soup (all over that base).
         base_state: the base values of the parameters to write, from :func:`base_snapshot`.
-        weights: mixing weights, as checked by :func:`~hf_soups.merge.check_weights` (normalised here); uniform when
+        weights: mixing weights, as checked by :func:`~hf_soups.mean.check_weights` (normalised here); uniform when
             ``None``.
 
     Example:

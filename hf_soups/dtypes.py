@@ -1,6 +1,6 @@
 """The dtype names a soup can be written in, without importing torch (the command line lists them in ``--help``).
 
-:data:`hf_soups.merge.DTYPES` maps each to its ``torch.dtype``.
+:data:`hf_soups.model_folder.DTYPES` maps each to its ``torch.dtype``.
 
 Example:
     >>> DTYPE_NAMES["bf16"]

@@ -80,7 +80,7 @@ def merge_models(
         token: Hub token for private repos (default: ``HF_TOKEN`` or the saved login).
         progress: show a tqdm bar over tensors.
         base: the base model of PEFT adapter ingredients (default: the one each adapter's config names).
-        adapter_output: for soups of adapters (see :mod:`hf_soups.adapters`): ``"full"`` writes the model
+        adapter_output: for soups of adapters (see :mod:`hf_soups.adapter_soup`): ``"full"`` writes the model
             base + Σ wᵢΔWᵢ (adapters and full models may be mixed); ``"exact"`` writes that soup as a PEFT adapter of
             rank Σrᵢ; ``"svd"`` as a rank-``adapter_rank`` adapter (truncated SVD, relative error in ``soup.json``).
         adapter_rank: the rank of the ``"svd"`` adapter.
@@ -194,7 +194,7 @@ def write_adapter_soup(
     Args:
         output_dir: the folder to create.
         soup: the exact or truncated adapter soup.
-        record: its ``soup.json``; ``dtype`` and ``adapter`` (:meth:`~hf_soups.adapters.AdapterSoup.summary`) are
+        record: its ``soup.json``; ``dtype`` and ``adapter`` (:meth:`~hf_soups.adapter_soup.AdapterSoup.summary`) are
             filled in here.
         template: the ingredient whose tokenizer files are copied.
         dtype: the dtype to write (default fp32).
