@@ -20,7 +20,8 @@ from hf_soups.cli import main
 from hf_soups.diagnostics import Curve, Landscape, Verdict, diagnose, loss_landscape, task_vectors, weight_space
 from hf_soups.diagnostics.verdicts import _judge_landscape
 from hf_soups.errors import SoupError
-from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
+from hf_soups.ingredient import Ingredient
+from hf_soups.ingredients import resolve_ingredients, validate
 
 
 @pytest.fixture
