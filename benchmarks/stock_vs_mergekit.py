@@ -63,7 +63,7 @@ def main() -> None:
     for file in sorted(out.glob("*.safetensors")):
         theirs |= load_file(file)
     ingredients = resolve_ingredients(folders)
-    ours, _ = stock_soup_tensors(ingredients, validate(ingredients), StockBase.resolve(base))
+    ours, _, _ = stock_soup_tensors(ingredients, validate(ingredients), StockBase.resolve(base))
     worst = 0.0
     print("| tensor | max abs difference |\n|---|---:|")
     for name, tensor in ours.tensors.items():

@@ -51,6 +51,7 @@ HEADS: dict[str, tuple[str, str]] = {
 # Results table order; rows with other names follow in their record order.
 RESULT_ORDER = ["best individual", "uniform", "greedy", "learned", "ensemble"]
 SPLITS = ("select", "report")
+_LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")  # what str.splitlines breaks at
 
 
 def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None) -> ModelCard:
@@ -113,7 +114,9 @@ def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None) -> Mod
             options=_yaml(_public({k: v for k, v in recipe.options.items() if k != "ratios"}))
             if recipe and recipe.options
             else None,
-            trajectory=[step | {"spec": public_name(step["spec"])} for step in recipe.trajectory] if recipe else [],
+            trajectory=[step | {"spec": table_cell(public_name(step["spec"]))} for step in recipe.trajectory]
+            if recipe
+            else [],
             metrics=metrics,
             sizes={split: sizes.get(split) for split in SPLITS} if isinstance(sizes, dict) else {},
             results=[_result_row(r, metrics) for r in _ordered(record.results)],
@@ -165,6 +168,17 @@ def public_name(spec: str) -> str:
         ('lr2e-05', 'me/bert-rte@v1')
     """
     return Path(spec).name if Path(spec).is_absolute() else spec
+
+
+def table_cell(text: str) -> str:
+    """``text`` as one cell of a Markdown table row: line breaks become spaces and ``|`` is escaped (GitHub reads
+    ``\\|`` as a pipe also inside code spans), so a folder named ``a|b`` or with a newline keeps its row whole.
+
+    Example:
+        >>> print(table_cell("lr|2e-5\\nrun"))
+        lr\\|2e-5 run
+    """
+    return _LINE_BREAKS.sub(" ", text).replace("|", "\\|")
 
 
 def common_license(record: SoupRecord) -> str | None:
@@ -242,7 +256,7 @@ def _ingredient_row(ingredient: IngredientRecord, metric: str | None) -> dict[st
     if ingredient.adapter:
         lora = f"LoRA adapter r={ingredient.adapter.get('r')}, lora_alpha={ingredient.adapter.get('lora_alpha')}"
         hyper = f"{lora}; {hyper}" if hyper else lora
-    return {
+    cells = {
         "name": name,
         "revision": f"`{ingredient.revision[:12]}`" if ingredient.revision else "—",
         "hyperparameters": hyper or "—",
@@ -250,6 +264,7 @@ def _ingredient_row(ingredient: IngredientRecord, metric: str | None) -> dict[st
         "kept": "yes" if ingredient.kept else "no",
         "weight": f"{ingredient.weight:.3g}",
     }
+    return {key: table_cell(value) for key, value in cells.items()}
 
 
 def _ordered(results: list[SoupResult]) -> list[SoupResult]:

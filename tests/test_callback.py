@@ -356,7 +356,7 @@ def test_stock_from_a_pantry_uses_the_recorded_start(run, tmp_path):
     assert base["head"] == str(tmp_path / "pantry" / "start-head.safetensors")
     assert report.record.recipe.options["uniform_tensors"] == []
     ingredients = Pantry(tmp_path / "pantry").ingredients(Pantry(tmp_path / "pantry").select("final"))
-    expected, _ = stock_soup_tensors(
+    expected, _, _ = stock_soup_tensors(
         ingredients,
         validate(ingredients),
         StockBase.resolve(tmp_path / "base", tmp_path / "pantry" / "start-head.safetensors"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import re
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,39 @@ def test_written_card_is_stamped_and_edits_are_told_apart(tmp_path):
     assert is_generated(text)
     assert not is_generated(text.replace("me/rte-soup", "me/other"))
     assert not is_generated("---\nlicense: mit\n---\n# My own card\n")
+
+
+def table_rows(text: str, header: str) -> list[list[str]]:
+    """The cells of each row of the Markdown table under the line starting with ``header`` (``\\|`` kept in cells)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append(re.split(r"(?<!\\)\|", line)[1:-1])
+    return rows
+
+
+@pytest.mark.parametrize("name", ["run|lr=2e-5", "run\nlr=2e-5", "run\r\nlr", "run\u2028lr", "a|b\n|c"])
+def test_a_folder_name_with_a_pipe_or_a_newline_keeps_its_table_rows_whole(tmp_path, name):
+    folders = [tmp_path / name, tmp_path / "run1", tmp_path / "run2"]
+    record = soup_record(folders=folders)
+    record.recipe.trajectory = [{"spec": str(folders[0]), "score": 0.61, "kept": True}]
+    text = str(build_card(record))
+    ingredients = table_rows(text, "| # | Ingredient |")
+    trajectory = table_rows(text, "| Step | Candidate |")
+    assert len(ingredients) == 2 + 3 and all(len(row) == 7 for row in ingredients)
+    assert len(trajectory) == 2 + 1 and all(len(row) == 4 for row in trajectory)
+    shown = name.replace("|", "\\|").replace("\r\n", " ").replace("\n", " ").replace("\u2028", " ")
+    assert ingredients[2][1] == f" `{shown}` (local) " and trajectory[2][1] == f" `{shown}` "
+
+
+def test_the_card_counts_the_tensors_model_stock_clamped():
+    record = soup_record()
+    record.recipe.name = "stock"
+    record.recipe.options = {"base": {"ingredient": "me/bert", "head": None}, "uniform_tensors": [], "clamped": 3}
+    text = str(build_card(record))
+    assert "In 3 tensor(s) the task vectors disagree on average (cos θ < 0): cos θ is\nclamped to 0 there" in text
+    record.recipe.options["clamped"] = 0
+    assert "disagree on average" not in str(build_card(record))

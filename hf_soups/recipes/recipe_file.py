@@ -3,7 +3,8 @@
 It lists the ingredients pinned to what was used (Hub ids at their resolved commit, sha256 of every weight file)
 and the *mix*: the ingredients in the order they went into the running mean, each with its weight (or its weight per
 tensor, for learned per-layer soups). Cooking replays that mix with the same fp32 arithmetic, so the weights come out
-with the same sha256.
+with the same sha256. Its keys are declared in :mod:`hf_soups.recipes.recipe_data`: a key not declared there (a typo
+such as ``weigth``), an unknown recipe name or a YAML alias is refused.
 
 Example:
     >>> cook("soup/recipe.yaml", "soup-again")  # doctest: +SKIP
@@ -13,7 +14,8 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import reprlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +24,37 @@ import yaml
 from hf_soups.atomic_folder import check_output
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
-from hf_soups.ingredients import Ingredient, check_distinct, resolve_ingredients, validate
+from hf_soups.ingredients import Ingredient, MergePlan, check_distinct, resolve_ingredients, validate
 from hf_soups.mean import RunningMean, Weight
 from hf_soups.merge import soup_record, write_soup
+from hf_soups.options import RECIPE_NAMES
+from hf_soups.recipes.recipe_data import BaseEntry, MixEntry, RecipeData, pinned_spec, unknown_keys
+from hf_soups.recipes.stock import StockBase, stock_soup_tensors
 from hf_soups.record import RecipeRecord, SoupRecord
 from hf_soups.validation import check_mix
 
 RECIPE_FILE = "recipe.yaml"
+_SHOWN = reprlib.Repr()  # how a message quotes a value from the file: a few items, a few dozen characters
+_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist, _SHOWN.maxstring, _SHOWN.maxother = 2, 4, 4, 60, 60
 
 
-def pinned_spec(ingredient: Ingredient, folder: Path | None = None) -> str:
-    """The spec that names exactly this ingredient: a Hub id at its resolved commit, or the local path (relative to
-    ``folder``, the recipe's, when given: the soup and its ingredients can then move together)."""
-    if ingredient.source == "hub":
-        return f"{ingredient.repo_id}@{ingredient.revision}"
-    if folder is None:
-        return str(ingredient.path)
-    return os.path.relpath(ingredient.path.resolve(), folder.resolve())
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases: ``*name`` could expand a small file into an exponential document."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a recipe file", self.peek_event().start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+class _Dumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that writes a repeated value out again instead of as an alias (which :class:`_Loader`
+    refuses)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _local_spec(spec: str, recipe: Path) -> str:
@@ -48,42 +64,48 @@ def _local_spec(spec: str, recipe: Path) -> str:
     return str(beside) if not Path(spec).is_absolute() and beside.exists() else spec
 
 
-def _stock_base_entry(base: dict[str, Any], folder: Path) -> dict[str, Any]:
+def _stock_base_entry(base: BaseEntry, folder: Path) -> BaseEntry:
     """A Model Stock base as ``recipe.yaml`` stores it: local paths (model, start head) relative to ``folder``."""
-    entry = dict(base)
-    for key in ("ingredient", "head"):
-        if entry.get(key) and Path(entry[key]).is_absolute():
-            entry[key] = os.path.relpath(Path(entry[key]).resolve(), folder.resolve())
+    entry = BaseEntry(**base)
+    if Path(entry["ingredient"]).is_absolute():
+        entry["ingredient"] = os.path.relpath(Path(entry["ingredient"]).resolve(), folder.resolve())
+    if entry["head"] and Path(entry["head"]).is_absolute():
+        entry["head"] = os.path.relpath(Path(entry["head"]).resolve(), folder.resolve())
+    return entry
+
+
+def _mix_entry(ingredient: Ingredient, weight: Weight, folder: Path) -> MixEntry:
+    entry = MixEntry(ingredient=pinned_spec(ingredient, folder), sha256=dict(ingredient.sha256))
+    if isinstance(weight, dict):
+        entry["layer_weights"] = weight
+    else:
+        entry["weight"] = weight
+    adapter = ingredient.record().adapter
+    if adapter:
+        entry["adapter"] = adapter
     return entry
 
 
 def write_recipe(folder: Path, record: SoupRecord, mix: Sequence[tuple[Ingredient, Weight]]) -> Path:
     """Write ``recipe.yaml`` into a soup folder."""
     recipe = record.recipe
-    data: dict[str, Any] = {
-        "hf_soups_version": record.hf_soups_version,
-        "recipe": recipe.name if recipe else "uniform",
-        "task": recipe.task if recipe else None,
-        "metric": recipe.metric if recipe else None,
-        "select_split": recipe.select_split if recipe else None,
-        "report_split": recipe.report_split if recipe else None,
-        "dtype": record.dtype,
-        **({"base": _stock_base_entry(recipe.options["base"], folder)} if recipe and recipe.name == "stock" else {}),
-        "mix": [
-            {
-                "ingredient": pinned_spec(ingredient, folder),
-                "sha256": dict(ingredient.sha256),
-                ("layer_weights" if isinstance(weight, dict) else "weight"): weight,
-                **({"adapter": ingredient.record().adapter} if ingredient.record().adapter else {}),
-            }
-            for ingredient, weight in mix
-        ],
-    }
+    data = RecipeData(
+        hf_soups_version=record.hf_soups_version,
+        recipe=recipe.name if recipe else "uniform",
+        task=recipe.task if recipe else None,
+        metric=recipe.metric if recipe else None,
+        select_split=recipe.select_split if recipe else None,
+        report_split=recipe.report_split if recipe else None,
+        dtype=record.dtype,
+    )
+    if recipe and recipe.name == "stock":
+        data["base"] = _stock_base_entry(recipe.options["base"], folder)
+    data["mix"] = [_mix_entry(ingredient, weight, folder) for ingredient, weight in mix]
     path = folder / RECIPE_FILE
     path.write_text(
         "# Re-cook this soup bit for bit: hf-soups cook recipe.yaml -o DIR\n"
         "# `mix` lists the ingredients in the order they were averaged, with their weights.\n"
-        + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        + yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
     )
     return path
 
@@ -92,33 +114,54 @@ _TEXT_FIELDS = ("recipe", "task", "metric", "select_split", "report_split", "dty
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
-    """Load and check a recipe file: its fields' types, and every mix entry's ingredient, sha256 and weight.
+    """Load and check a recipe file: its keys (those :class:`~hf_soups.recipes.recipe_data.RecipeData` declares),
+    its fields' types, its recipe's name, and every mix entry's ingredient, sha256 and weight.
 
     Raises:
-        SoupError: the file is missing, not YAML, or holds a field of the wrong type, naming it.
+        SoupError: the file is missing, not YAML, uses a YAML alias, or holds an unknown key or recipe, or a field
+            of the wrong type, naming it.
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a safe loader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise SoupError(f"recipe file {path}: cannot be read ({err})") from None
     mix = data.get("mix") if isinstance(data, dict) else None
     if not isinstance(mix, list) or not mix or not all(isinstance(m, dict) and "ingredient" in m for m in mix):
         raise SoupError(f"recipe file {path}: needs a non-empty `mix` list of {{ingredient, sha256, weight}} entries")
+    _check_keys(data, RecipeData, f"recipe file {path}")
     for key in _TEXT_FIELDS:
         if not isinstance(data.get(key), str | None):
-            raise SoupError(f"recipe file {path}: `{key}` must be a string, got {data[key]!r}")
+            raise SoupError(f"recipe file {path}: `{key}` must be a string, got {_SHOWN.repr(data[key])}")
+    if data.get("recipe") is not None and data["recipe"] not in RECIPE_NAMES:
+        raise SoupError(
+            f"recipe file {path}: unknown recipe {_SHOWN.repr(data['recipe'])} (recipes: {', '.join(RECIPE_NAMES)})"
+        )
+    for key in ("options", "base"):
+        if not isinstance(data.get(key), Mapping | None):
+            raise SoupError(f"recipe file {path}: `{key}` must be a mapping, got {_SHOWN.repr(data[key])}")
+    if data.get("base") is not None:
+        _check_keys(data["base"], BaseEntry, f"recipe file {path}: `base`")
     for number, entry in enumerate(mix, 1):
         where = f"recipe file {path}: mix entry {number}"
         if not isinstance(entry["ingredient"], str) or not entry["ingredient"]:
-            raise SoupError(f"{where}: `ingredient` must be a path or Hub id, got {entry['ingredient']!r}")
+            raise SoupError(f"{where}: `ingredient` must be a path or Hub id, got {_SHOWN.repr(entry['ingredient'])}")
+        where = f"{where} ({_SHOWN.repr(entry['ingredient'])})"
+        _check_keys(entry, MixEntry, where)
         sha256 = entry.get("sha256")
         if not isinstance(sha256, dict) or not sha256 or not all(isinstance(v, str) for v in sha256.values()):
-            raise SoupError(f"{where} ({entry['ingredient']}): needs `sha256` (weight file → hash) to pin it")
+            raise SoupError(f"{where}: needs `sha256` (weight file → hash) to pin it")
         weight = entry.get("layer_weights", entry.get("weight", 1.0))
         if not isinstance(weight, dict | float | int) or isinstance(weight, bool):
-            raise SoupError(f"{where} ({entry['ingredient']}): weight is not a number or a mapping")
+            raise SoupError(f"{where}: weight is not a number or a mapping")
     return data
+
+
+def _check_keys(data: Mapping[str, Any], schema: type, where: str) -> None:
+    unknown = unknown_keys(data, schema)
+    if unknown:
+        known = ", ".join(schema.__annotations__)
+        raise SoupError(f"{where}: unknown key {_SHOWN.repr(unknown[0])} (the keys: {known})")
 
 
 def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, token: str | bool | None = None) -> Path:
@@ -134,7 +177,8 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
 
     Raises:
         SoupError: an unreadable recipe, an ingredient whose weight files changed since (sha256), bad weights or
-            ingredients, an output over an ingredient.
+            ingredients, an output over an ingredient or over the soup the recipe is from (its card and scores
+            cannot be cooked again).
 
     Example:
         >>> cook("soup/recipe.yaml", "soup-again")  # doctest: +SKIP
@@ -145,13 +189,19 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
     data = read_recipe(path)
     ingredients = resolve_ingredients([_local_spec(entry["ingredient"], path) for entry in data["mix"]], token=token)
     check_output(output_dir, ingredients, overwrite)
+    if output_dir.resolve() in path.resolve().parents:
+        raise SoupError(
+            f"output: {output_dir} holds the recipe file {path}: cooking there would replace the soup's card and "
+            "scores, which a recipe cannot cook again (write to another folder)"
+        )
     check_distinct(ingredients)
     plan = validate(ingredients, allow_single=True)
     mix = [entry.get("layer_weights", entry.get("weight", 1.0)) for entry in data["mix"]]
     mix = check_mix(mix, plan.shapes, [i.label for i in ingredients])
     options: dict[str, Any] = {"cooked_from": str(path)}
     if data.get("recipe") == "stock":
-        mean, options["base"] = _stock(data, ingredients, plan, path, token)
+        mean, stock = _stock(data, ingredients, plan, path, token)
+        options.update(stock)
     else:
         mean = RunningMean(plan, HashCache())
         mean.add_all(ingredients, mix)
@@ -175,11 +225,9 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
 
 
 def _stock(
-    data: dict[str, Any], ingredients: list[Ingredient], plan: Any, path: Path, token: str | bool | None
+    data: dict[str, Any], ingredients: list[Ingredient], plan: MergePlan, path: Path, token: str | bool | None
 ) -> tuple[RunningMean, dict[str, Any]]:
     """Re-cook a Model Stock soup from the recipe's ``base`` (its weight files' and start head's sha256 checked)."""
-    from hf_soups.recipes.stock import StockBase, stock_soup_tensors  # the recipes build on this module
-
     base_entry = data.get("base")
     if not isinstance(base_entry, dict) or not isinstance(base_entry.get("ingredient"), str):
         raise SoupError(f"recipe file {path}: a stock recipe needs a `base` with its `ingredient`")
@@ -192,10 +240,10 @@ def _stock(
         raise SoupError(
             f"recipe file {path}: start head {base.head} has changed since the recipe was written (sha256 differs)"
         )
-    mean, _ = stock_soup_tensors(ingredients, plan, base, HashCache())
+    mean, _, clamped = stock_soup_tensors(ingredients, plan, base, HashCache())
     for name, sha in (base_entry.get("sha256") or {}).items():
         if base.ingredient.sha256.get(name) != sha:
             raise SoupError(
                 f"{base.ingredient.label}: {name} has changed since the recipe was written (sha256 differs)"
             )
-    return mean, base.to_dict()
+    return mean, {"base": base.to_dict(), "clamped": len(clamped)}

@@ -3,8 +3,11 @@
 Per tensor, with θ₀ the base (the pretrained model the ingredients were fine-tuned from, with the sweep's start
 head when one was pinned) and k ingredients θᵢ: cos θ is the mean pairwise cosine of the task vectors θᵢ − θ₀,
 t = k·cos θ / (1 + (k − 1)·cos θ), and the soup is t·mean(θᵢ) + (1 − t)·θ₀ — as mergekit's ``model_stock``
-(non-filter-wise) computes it. Tensors the base lacks (a new classifier head when no start head is known) are
-averaged uniformly, and the record says which.
+(non-filter-wise) computes it, but for one rule: cos θ is clamped to [0, 1], the range the method's geometry assumes
+(task vectors that disagree on average pull the tensor to the base, t = 0, instead of past it: unclamped, t runs to
+±∞ as cos θ nears −1/(k − 1)), and the record counts the tensors clamped. Tensors the base lacks (a new classifier
+head when no start head is known) are averaged uniformly, and the record says which. A base with the weights of an
+ingredient (its task vector zero everywhere) is refused: the soup would be the base.
 
 One streaming pass: tensor by tensor, in pieces, every ingredient's copy of a piece is read once, added to the
 mean and to the task vectors' Gram matrix; the base's copy of the current tensor is the only other thing held.
@@ -13,7 +16,7 @@ Memory is the fp32 soup plus one tensor; each input is read once (and hashed on 
 Example:
     >>> from hf_soups.recipes.stock import StockBase, stock_soup_tensors
     >>> base = StockBase(resolve_ingredients(["bert-base-uncased"])[0])  # doctest: +SKIP
-    >>> tensors, ratios = stock_soup_tensors(ingredients, validate(ingredients), base)  # doctest: +SKIP
+    >>> tensors, ratios, clamped = stock_soup_tensors(ingredients, validate(ingredients), base)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from hf_soups.ingredients import Ingredient, MergePlan, base_names, resolve_ingr
 from hf_soups.mean import PIECE, RunningMean
 from hf_soups.options import CookOptions
 from hf_soups.recipes.kitchen import Kitchen
-from hf_soups.recipes.recipe_file import pinned_spec
+from hf_soups.recipes.recipe_data import BaseEntry, pinned_spec
 from hf_soups.recipes.report import SoupReport, soup_report
 from hf_soups.tensorfile import BackgroundHasher, spare_cores
 from hf_soups.threads import compute_threads
@@ -67,7 +70,7 @@ class StockBase:
         ingredient = base if isinstance(base, Ingredient) else resolve_ingredients([base])[0]
         return cls(ingredient, None if head is None else Path(head))
 
-    def to_dict(self) -> dict[str, str | dict[str, str] | None]:
+    def to_dict(self) -> BaseEntry:
         """What ``soup.json`` and ``recipe.yaml`` record of the base (sha256 as far as read)."""
         return {
             "ingredient": pinned_spec(self.ingredient), "sha256": dict(self.ingredient.sha256),
@@ -84,8 +87,9 @@ def check_base(
         The ingredients' float tensor names → the base's names for them, and the head tensors by soup name.
 
     Raises:
-        SoupError: no base, fewer than two ingredients, a base of another model type, a base or head tensor of
-            another shape, a head tensor the ingredients lack, or a base that shares no tensor with them.
+        SoupError: no base, fewer than two ingredients, a base that is one of them, a base of another model type,
+            a base or head tensor of another shape, a head tensor the ingredients lack or with NaN or Inf values,
+            or a base that shares no tensor with them.
     """
     if base is None:
         raise SoupError(
@@ -94,6 +98,9 @@ def check_base(
         )
     if len(ingredients) < 2:
         raise SoupError(f"model stock: needs at least two ingredients, got {len(ingredients)}")
+    same = next((i for i in ingredients if i.path.resolve() == base.ingredient.path.resolve()), None)
+    if same is not None:
+        raise SoupError(f"base '{base.ingredient.spec}': is {same.label} (give the model they were fine-tuned from)")
     ours, theirs = ingredients[0].config.get("model_type"), base.ingredient.config.get("model_type")
     if ours != theirs:
         raise SoupError(f"base '{base.ingredient.spec}': is a {theirs!r} model, the ingredients are {ours!r}")
@@ -112,12 +119,19 @@ def check_base(
                     f"start head {base.head}: tensor '{name}' {list(tensor.shape)} does not fit the ingredients "
                     f"({'no such tensor' if have is None else list(have)})"
                 )
+            _check_finite(tensor, f"start head {base.head}: tensor '{name}'")
     return names, head
+
+
+def _check_finite(tensor: torch.Tensor, where: str) -> None:
+    """Refuse a base tensor with NaN or Inf values (the soup would have them), saying which."""
+    if not bool(torch.isfinite(tensor).all()):
+        raise SoupError(f"{where} has {'NaN' if bool(torch.isnan(tensor).any()) else 'Inf'} values")
 
 
 def stock_soup_tensors(
     ingredients: Sequence[Ingredient], plan: MergePlan, base: StockBase | None, hash_cache: HashCache | None = None
-) -> tuple[RunningMean, dict[str, float | None]]:
+) -> tuple[RunningMean, dict[str, float | None], list[str]]:
     """The Model Stock soup of ``ingredients`` over ``base``, streamed (see the module docstring).
 
     Args:
@@ -127,11 +141,13 @@ def stock_soup_tensors(
         hash_cache: where weight-file hashes are looked up and remembered.
 
     Returns:
-        The soup as a :class:`~hf_soups.merge.RunningMean` (ready for :func:`~hf_soups.merge.write_soup`), and each
-        float tensor's ratio t (``None``: not in the base, averaged uniformly).
+        The soup as a :class:`~hf_soups.merge.RunningMean` (ready for :func:`~hf_soups.merge.write_soup`), each
+        float tensor's ratio t (``None``: not in the base, averaged uniformly), and the tensors whose mean cosine
+        was negative, clamped to 0 (t = 0: they are the base's).
 
     Raises:
-        SoupError: see :func:`check_base`; ingredients stored as ``pytorch_model.bin`` or LoRA adapters.
+        SoupError: see :func:`check_base`; ingredients stored as ``pytorch_model.bin`` or LoRA adapters, a base
+            tensor with NaN or Inf values, or a base with the weights of an ingredient.
     """
     names, head = check_base(base, ingredients, plan)
     assert base is not None
@@ -144,6 +160,8 @@ def stock_soup_tensors(
     k = len(ingredients)
     soup = RunningMean(plan, hash_cache)
     ratios: dict[str, float | None] = {}
+    clamped: list[str] = []
+    moved = torch.zeros(k, dtype=torch.float64)  # each task vector's squared norm over the tensors the base has
     with contextlib.ExitStack() as stack:
         threads = stack.enter_context(compute_threads())  # memory-bound like the merge: its thread choice
         background = stack.enter_context(BackgroundHasher(spare_cores(threads)))
@@ -163,18 +181,46 @@ def stock_soup_tensors(
                 theta0 = head[name].to(torch.float32).reshape(-1)
             elif name in names:
                 theta0 = read_base(names[name], 0, numel).to(torch.float32, copy=True)
+                _check_finite(theta0, f"base '{base.ingredient.spec}': tensor '{names[name]}'")
             else:
                 theta0 = None
-            soup.tensors[name], ratios[name] = _stock_tensor(name, shape, reads, theta0, k)
+            mean, gram = _mean_and_gram(name, numel, reads, theta0, k)
+            if theta0 is None:
+                soup.tensors[name], ratios[name] = mean.view(shape), None
+                continue
+            moved += gram.diagonal()
+            cos = _mean_cosine(gram)
+            if cos < 0:
+                clamped.append(name)
+            t = stock_ratio(cos, k)
+            soup.tensors[name], ratios[name] = mean.mul_(t).add_(theta0, alpha=1 - t).view(shape), t
+    same = next((i for i, m in zip(ingredients, moved, strict=True) if m == 0), None)
+    if same is not None:
+        raise SoupError(
+            f"base '{base.ingredient.spec}': has the weights of {same.label} (its task vector is zero, so the soup "
+            "would be the base); give the model they were fine-tuned from"
+        )
     soup.added = list(ingredients)
     soup.totals = {name: float(k) for name in plan.shapes}
-    return soup, ratios
+    return soup, ratios, clamped
 
 
-def _stock_tensor(
-    name: str, shape: tuple[int, ...], reads: list, theta0: torch.Tensor | None, k: int
-) -> tuple[torch.Tensor, float | None]:
-    numel = math.prod(shape)
+def stock_ratio(cos: float, k: int) -> float:
+    """Model Stock's ratio t = k·c / (1 + (k − 1)·c) of ``k`` task vectors of mean pairwise cosine ``cos``, with c
+    the cosine clamped to [0, 1]: t runs from 0 (the base) to 1 (the ingredients' mean).
+
+    Example:
+        >>> stock_ratio(0.5, 3), stock_ratio(-0.9, 3), stock_ratio(1.0, 3)
+        (0.75, 0.0, 1.0)
+    """
+    c = min(max(cos, 0.0), 1.0)
+    return k * c / (1 + (k - 1) * c)
+
+
+def _mean_and_gram(
+    name: str, numel: int, reads: list, theta0: torch.Tensor | None, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One tensor's mean over the ingredients (flat), and its task vectors' Gram matrix (zero without a base)."""
     mean = torch.empty(numel, dtype=torch.float32)
     gram = torch.zeros(k, k, dtype=torch.float64)
     block = torch.empty(k, min(PIECE, numel), dtype=torch.float32)
@@ -187,17 +233,19 @@ def _stock_tensor(
         if theta0 is not None:
             offsets = (rows - theta0[start : start + count]).double()
             gram += offsets @ offsets.T
-    if theta0 is None:
-        return mean.view(shape), None
+    return mean, gram
+
+
+def _mean_cosine(gram: torch.Tensor) -> float:
+    """The mean pairwise cosine of the task vectors whose Gram matrix is ``gram`` (a zero vector's cosines: 0)."""
+    k = gram.shape[0]
     norms = gram.diagonal().sqrt()
     pairs = [
         (gram[i, j] / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1.0, 1.0)
         for i in range(k)
         for j in range(i + 1, k)
     ]
-    cos = float(torch.stack(pairs).mean())
-    t = k * cos / (1 + (k - 1) * cos)
-    return (mean.mul_(t).add_(theta0, alpha=1 - t)).view(shape), t
+    return float(torch.stack(pairs).mean())
 
 
 def cook_stock(
@@ -217,7 +265,7 @@ def cook_stock(
     tastings, uniform = kitchen.taste_all(uniform=True)
     uniform_tasting = kitchen.score_soup(uniform, "uniform")
     del uniform
-    soup, ratios = stock_soup_tensors(kitchen.ingredients, kitchen.plan, base, kitchen.hash_cache)
+    soup, ratios, clamped = stock_soup_tensors(kitchen.ingredients, kitchen.plan, base, kitchen.hash_cache)
     soups = [kitchen.score_soup(soup, "stock"), uniform_tasting]
     if ensemble:
         soups.append(kitchen.ensemble(tastings))
@@ -226,6 +274,7 @@ def cook_stock(
         "base": base.to_dict(),
         "ratios": {name: t for name, t in ratios.items() if t is not None},
         "uniform_tensors": sorted(name for name, t in ratios.items() if t is None),
+        "clamped": len(clamped),
     }
     mix = [(i, 1.0) for i in range(len(kitchen.ingredients))]
     return soup_report(kitchen, "stock", soup, mix, tastings, soups, options=options)
