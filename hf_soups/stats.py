@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -63,14 +63,49 @@ def paired_bootstrap(
         ...     lambda p, y: f1_score(y, p), labels, best_predictions, soup_predictions
         ... )
     """
-    labels, a, b = np.asarray(labels), np.asarray(predictions_a), np.asarray(predictions_b)
-    if not len(labels) == len(a) == len(b):
-        raise SoupError(
-            f"paired_bootstrap: labels, predictions_a and predictions_b have {len(labels)}, {len(a)} and {len(b)} "
-            "rows (they must be scored on the same examples)"
-        )
-    if len(labels) == 0:
-        raise SoupError("paired_bootstrap: no examples")
+    return pooled_bootstrap([(metric, labels, predictions_a, predictions_b)], resamples, seed, confidence)
+
+
+Comparison = tuple[Metric, np.ndarray, np.ndarray, np.ndarray]
+
+
+def pooled_bootstrap(
+    comparisons: Sequence[Comparison], resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, float]:
+    """The mean gain over several paired comparisons (e.g. one per GLUE task) and its bootstrap interval: each
+    resample draws every comparison's rows together (in order, from one seeded generator) and averages the gains.
+    With one comparison this is :func:`paired_bootstrap`.
+
+    Args:
+        comparisons: ``(metric, labels, predictions_a, predictions_b)`` each, as :func:`paired_bootstrap` takes.
+        resamples / seed / confidence: as :func:`paired_bootstrap`.
+
+    Returns:
+        As :func:`paired_bootstrap`; ``delta`` is the mean of the comparisons' gains on all their rows.
+
+    Raises:
+        SoupError: no comparison, a comparison whose arrays differ in length or are empty, ``resamples`` or
+            ``confidence`` out of range.
+
+    Example:
+        >>> accuracy = lambda predictions, labels: float(np.mean(predictions == labels))
+        >>> y = np.array([0, 1, 1, 0])
+        >>> pooled_bootstrap([(accuracy, y, y ^ 1, y), (accuracy, y, y, y)], resamples=50)["delta"]
+        0.5
+    """
+    if not comparisons:
+        raise SoupError("paired_bootstrap: no comparison")
+    arrays = []
+    for metric, labels, a, b in comparisons:
+        labels, a, b = np.asarray(labels), np.asarray(a), np.asarray(b)
+        if not len(labels) == len(a) == len(b):
+            raise SoupError(
+                f"paired_bootstrap: labels, predictions_a and predictions_b have {len(labels)}, {len(a)} and {len(b)} "
+                "rows (they must be scored on the same examples)"
+            )
+        if len(labels) == 0:
+            raise SoupError("paired_bootstrap: no examples")
+        arrays.append((metric, labels, a, b))
     if resamples < 1:
         raise SoupError(f"paired_bootstrap: resamples must be at least 1, got {resamples}")
     if not 0 < confidence < 1:
@@ -78,15 +113,18 @@ def paired_bootstrap(
     rng = np.random.default_rng(seed)
     deltas = np.empty(resamples)
     for k in range(resamples):
-        rows = rng.integers(0, len(labels), len(labels))
-        deltas[k] = metric(b[rows], labels[rows]) - metric(a[rows], labels[rows])
+        gains = []
+        for metric, labels, a, b in arrays:
+            rows = rng.integers(0, len(labels), len(labels))
+            gains.append(metric(b[rows], labels[rows]) - metric(a[rows], labels[rows]))
+        deltas[k] = np.mean(gains)
     deltas = deltas[np.isfinite(deltas)]
     if len(deltas) == 0:
         raise SoupError("paired_bootstrap: the metric is not finite on any resample")
     tail = (1 - confidence) / 2
     low, high = np.quantile(deltas, [tail, 1 - tail])
     return {
-        "delta": float(metric(b, labels) - metric(a, labels)),
+        "delta": float(np.mean([metric(b, labels) - metric(a, labels) for metric, labels, a, b in arrays])),
         "low": float(low),
         "high": float(high),
         "resamples": len(deltas),

@@ -125,6 +125,20 @@ def _weight(value: Any, name: str) -> float:
     return number
 
 
+def vocabulary_files(files: Mapping[str, str], name: str, remedy: str) -> Mapping[str, str]:
+    """The vocabulary files a model is scored with (file name → sha256, as
+    :attr:`~hf_soups.ingredients.Ingredient.vocabulary` finds them): at least one, or transformers would load a
+    tokenizer that maps every word to ``[UNK]``. ``remedy`` ends the message.
+
+    Example:
+        >>> vocabulary_files({"vocab.txt": "3f2a"}, "ingredient 'runs/a'", "save its tokenizer")
+        {'vocab.txt': '3f2a'}
+    """
+    if not files:
+        raise SoupError(f"{name}: no tokenizer files to score with ({remedy})")
+    return files
+
+
 def output_folder(value: str | os.PathLike[str], name: str = "output") -> Path:
     """A folder to create: it has a name (not ``""``, ``.`` or ``..``), does not hold the working directory, and
     its parent is not a file.

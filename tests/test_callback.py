@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from helpers import VOCAB, tiny_bert_config
+from helpers import GLUE_DIR, VOCAB, needs_glue, tiny_bert_config
 from huggingface_hub import HfApi, hf_hub_download
 from safetensors.torch import load_file
 from transformers import (
@@ -58,7 +58,7 @@ def run(tmp_path, tiny_tokenizer):
     BertModel(tiny_bert_config()).save_pretrained(base)
     train, dev = dataset(tiny_tokenizer, 32, seed=1), dataset(tiny_tokenizer, 24, seed=2)
 
-    def make(name, trainer_class=Trainer, lr=1e-2, seed=0, train_it=True, args=None, **kwargs):
+    def make(name, trainer_class=Trainer, lr=1e-2, seed=0, train_it=True, args=None, train_dataset=None, **kwargs):
         set_seed(seed)
         model = BertForSequenceClassification.from_pretrained(base, num_labels=2)
         settings = {
@@ -67,7 +67,8 @@ def run(tmp_path, tiny_tokenizer):
             "save_strategy": "no", "report_to": "none", "use_cpu": True, "disable_tqdm": True,
         }
         training_args = TrainingArguments(**settings | (args or {}))
-        trainer = trainer_class(model, training_args, train_dataset=train, eval_dataset=dev,
+        trainer = trainer_class(model, training_args, train_dataset=train if train_dataset is None else train_dataset,
+                                eval_dataset=dev,
                                 processing_class=tiny_tokenizer, compute_metrics=accuracy, **kwargs)
         if train_it:
             trainer.train()
@@ -364,3 +365,58 @@ def test_stock_from_a_pantry_uses_the_recorded_start(run, tmp_path):
     written = weights(report.output_dir)
     for name, tensor in expected.tensors.items():
         assert torch.equal(written[name], tensor), name
+
+
+def test_runs_trained_without_their_heldout_rows_are_selected_on_them(run, tmp_path, tiny_tokenizer):
+    from hf_soups.evaluation import hold_out
+
+    rest, heldout, rule = hold_out(dataset(tiny_tokenizer, 40, seed=1), fraction=0.2, seed=0)
+    assert rule["rows"] == heldout.num_rows == 8 and rest.num_rows == 32
+    assert not set(rest["idx"]) & set(heldout["idx"])
+    soup = SoupCallback(tmp_path / "pantry", pin_head=True, select_dataset=heldout, heldout=rule)
+    for name, seed in (("a", 0), ("b", 1)):
+        trainer = run(name, seed=seed, callbacks=[soup], train_dataset=rest)
+    assert [e.info["heldout"] for e in Pantry(tmp_path / "pantry").entries()] == [rule, rule]
+    record = soup.cook(trainer, recipe="bagged", bags=4).record
+    assert (record.recipe.select_split, record.recipe.report_split) == ("select_dataset", "eval_dataset")
+    assert record.recipe.split_rule["rows"] == {"select": 8, "report": 24}  # the whole eval dataset reports
+    assert record.recipe.options["bags"] == 4
+
+
+def test_a_run_trained_under_another_heldout_rule_is_refused(run, tmp_path, tiny_tokenizer):
+    from hf_soups.evaluation import hold_out
+
+    data = dataset(tiny_tokenizer, 40, seed=1)
+    rest, heldout, rule = hold_out(data, fraction=0.2, seed=0)
+    other_rest, _, other_rule = hold_out(data, fraction=0.2, seed=1)
+    run("a", callbacks=[SoupCallback(tmp_path / "pantry", pin_head=True, heldout=rule)], train_dataset=rest)
+    late = SoupCallback(tmp_path / "pantry", pin_head=True, heldout=other_rule, select_dataset=heldout)
+    trainer = run("b", seed=1, callbacks=[late], train_dataset=other_rest)
+    with pytest.raises(SoupError, match=r"pantry entry 'a' was trained under the held-out rule dataset train:heldout "
+                       r"\(seed 0, .* but the soup is selected on dataset train:heldout \(seed 1"):
+        late.cook(trainer)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"frobnicate": 1}, "cook: unknown option 'frobnicate'; the judge takes select_split, report_split, "),
+     ({"bags": 3}, "cook: unknown option 'bags'; .* recipe 'greedy' takes greedy_rule, min_gain, resume"),
+     ({"recipe": "frobnicate"}, "cook: unknown recipe 'frobnicate'; choose one of greedy, bagged, ")],
+)
+def test_cook_refuses_an_unknown_option(run, tmp_path, options, message):
+    soup = SoupCallback(tmp_path / "pantry", pin_head=True)
+    for name, seed in (("a", 0), ("b", 1)):
+        trainer = run(name, seed=seed, callbacks=[soup])
+    with pytest.raises(SoupError, match=message):
+        soup.cook(trainer, **options)
+
+
+@needs_glue
+def test_cook_gives_its_judge_options_to_the_glue_judge(run, tmp_path):
+    soup = SoupCallback(tmp_path / "pantry", pin_head=True)
+    for name, seed in (("a", 0), ("b", 1)):
+        trainer = run(name, seed=seed, callbacks=[soup])
+    # glue_dir was once swallowed by **options, and the Hub tried instead
+    report = soup.cook(trainer, task="rte", glue_dir=GLUE_DIR, select_split="validation:select",
+                       report_split="validation:report", batch_size=64)
+    assert report.record.recipe.split_rule["rows"] == {"select": 138, "report": 139}

@@ -366,7 +366,10 @@ def test_soup_command_on_rte_end_to_end(make_ingredients, tmp_path, capsys):
     for row in ["best individual", "greedy", "uniform", "ensemble", "95% CI"]:
         assert row in table
     record = json.loads((out / "soup.json").read_text())
-    assert record["recipe"]["split_rule"]["rows"] == {"select": 138, "report": 139}
+    # selected on RTE's train:heldout (10% of 2,490 rows), reported on the whole validation split
+    assert (record["recipe"]["select_split"], record["recipe"]["report_split"]) == ("train:heldout", "validation")
+    assert record["recipe"]["split_rule"]["rows"] == {"select": 249, "report": 277}
+    assert record["recipe"]["options"] == {"greedy_rule": "strict", "min_gain": 0.0}
     assert {r["name"] for r in record["results"]} == {"best individual", "greedy", "uniform", "ensemble"}
     assert all(r["gain"] is None or r["gain"]["resamples"] >= 1000 for r in record["results"])
     for name in ["recipe.yaml", "README.md", "greedy_trajectory.png", "ingredients_vs_soups.png", "model.safetensors"]:
@@ -375,10 +378,15 @@ def test_soup_command_on_rte_end_to_end(make_ingredients, tmp_path, capsys):
 
 
 @needs_glue
-def test_select_and_report_on_the_same_split_warns(make_ingredients):
-    with pytest.warns(UserWarning, match="not held out"):
-        uniform_soup(make_ingredients(2), "rte", glue_dir=GLUE_DIR, select_split="validation",
-                     report_split="validation", progress=False)
+@pytest.mark.parametrize(
+    ("select", "report"),
+    [("validation", "validation"), ("validation:select", "validation"), ("train:heldout", "train"),
+     ("train:heldout", "train:heldout"), ("validation:report", "validation:report")],
+)
+def test_a_selection_split_that_overlaps_the_report_split_is_refused(make_ingredients, select, report):
+    with pytest.raises(SoupError, match=f"select_split '{select}' overlaps report_split '{report}'"):
+        uniform_soup(make_ingredients(2), "rte", glue_dir=GLUE_DIR, select_split=select, report_split=report,
+                     progress=False)
 
 
 @pytest.mark.slow
@@ -390,6 +398,7 @@ def test_two_process_greedy_equals_one_process(make_ingredients, tmp_path):
     import hf_soups.cli
 
     write_rte(tmp_path / "glue", 41)  # odd, so the two processes get uneven batches
+    write_rte(tmp_path / "glue", 100, seed=1, file="train.tsv")  # the 10 held-out rows it is selected on
     folders = make_ingredients(3)
     args = ["soup", "--task", "rte", *map(str, folders), "--glue-dir", str(tmp_path / "glue"), "--batch-size", "4"]
     assert main([*args, "-o", str(tmp_path / "one")]) == 0
@@ -416,6 +425,7 @@ def test_greedy_killed_mid_run_resumes_from_its_state(make_ingredients, tmp_path
     from helpers import write_rte
 
     write_rte(tmp_path / "glue", 40)
+    write_rte(tmp_path / "glue", 100, seed=1, file="train.tsv")
     folders = make_ingredients(4)
     args = [sys.executable, "-m", "hf_soups.cli", "soup", "--task", "rte", *map(str, folders),
             "--glue-dir", str(tmp_path / "glue")]

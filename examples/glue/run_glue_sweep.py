@@ -2,7 +2,10 @@
 ``SoupCallback``, then cook the greedy soup and print best individual / uniform / greedy / ensemble.
 
 Every run adds its final model to one pantry (``<output-dir>/pantry``); the soup, with its card and plots, goes to
-``<output-dir>/soup``. Every run starts from the same classifier head (``--pin-head``; by default a linear probe
+``<output-dir>/soup``. With ``--selection heldout`` (the default, as the method's authors select) the runs train on
+``train:rest`` and the soup is selected on ``train:heldout``, a seeded ``--heldout-fraction`` of the train split the
+runs never saw, and reported on the whole validation split; ``--selection validation`` trains on all of train and
+selects and reports on two seeded halves of validation. Every run starts from the same classifier head (``--pin-head``; by default a linear probe
 fitted on the frozen encoder's features, the start that keeps runs soupable), so runs under different seeds still
 make a soup. ``--checkpoints`` adds each epoch's checkpoint too (``--entries`` chooses what to cook). Runs as
 ``python`` or ``accelerate launch [--multi_gpu --num_processes N]``.
@@ -31,7 +34,14 @@ from transformers import (
 )
 
 from hf_soups.callback import SoupCallback
-from hf_soups.evaluation import compute_metrics, get_task, load_glue_split
+from hf_soups.evaluation import SplitRule, compute_metrics, get_task, load_glue_split
+from hf_soups.options import RECIPE_NAMES, BaggedOptions, GreedyOptions, JudgeOptions, add_flags
+
+# --selection → (the split the runs train on, the split the soup is selected on, the split it is reported on)
+SELECTIONS = {
+    "heldout": ("train:rest", "train:heldout", "validation"),
+    "validation": ("train", "validation:select", "validation:report"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,9 +62,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-train-samples", type=int, help="fine-tune on a seeded subsample of train")
     parser.add_argument("--max-length", type=int, default=128, help="truncation length (default 128)")
     parser.add_argument("--batch-size", type=int, default=32, help="per process, training and scoring (default 32)")
+    parser.add_argument("--recipe", default="greedy", choices=RECIPE_NAMES, help="default: greedy")
     parser.add_argument(
-        "--recipe", default="greedy", choices=["greedy", "uniform", "learned", "stock"], help="default: greedy"
+        "--selection", choices=["heldout", "validation"], default="heldout",
+        help="heldout (default): train on train:rest, select on train:heldout, report on all of validation; "
+        "validation: train on all of train, select on validation:select, report on validation:report",
     )
+    add_flags(parser, JudgeOptions, only=("heldout_fraction",))
+    add_flags(parser, GreedyOptions)
+    add_flags(parser, BaggedOptions, only=("bags",))
     parser.add_argument(
         "--pin-head",
         choices=["probe", "random", "none"],
@@ -89,7 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     spec = get_task(args.task)
     output = Path(args.output_dir)
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
-    train = load_glue_split(spec, "train", args.glue_dir).dataset
+    train_split, select_split, report_split = SELECTIONS[args.selection]
+    rule = SplitRule(heldout_fraction=args.heldout_fraction)
+    train = load_glue_split(spec, train_split, args.glue_dir, rule).dataset
     if args.max_train_samples:
         train = train.shuffle(seed=0).select(range(min(args.max_train_samples, train.num_rows)))
     validation = load_glue_split(spec, None, args.glue_dir).dataset
@@ -101,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         recipe=args.recipe,
         task=spec.name,
         glue_dir=args.glue_dir,
+        select_split=select_split,
+        report_split=report_split,
+        heldout_fraction=args.heldout_fraction,
         output_dir=output / "soup",
         push_to_hub=args.push_to_hub,
         hub_model_id=args.hub_model_id or f"{output.resolve().name}-soup",
@@ -129,7 +150,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         trainer.train()
     cook_args = TrainingArguments(output_dir=str(output), per_device_eval_batch_size=args.batch_size, report_to="none")
-    report = soup.cook(args=cook_args, entries=args.entries)  # judged on validation:select / validation:report
+    recipe_options = {"greedy": ("greedy_rule", "min_gain"), "bagged": ("bags", "greedy_rule", "min_gain")}
+    options = {name: getattr(args, name) for name in recipe_options.get(args.recipe, ())}
+    report = soup.cook(args=cook_args, entries=args.entries, **options)
     if PartialState().is_main_process:
         print(f"\n{report.table}\n\nsoup, card and plots written to {report.output_dir}")
 

@@ -46,6 +46,7 @@ from hf_soups.recipes.report import SoupReport
 from hf_soups.recipes.stock import cook_stock
 from hf_soups.recipes.uniform import cook_uniform
 from hf_soups.soup_folder import write_soup_folder
+from hf_soups.validation import vocabulary_files
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,8 @@ def make_kitchen(
     if judge is None:
         if task is None:
             raise ValueError("give a GLUE task or a judge")
-        if tokenizer is None and not resolved[0].vocabulary:  # transformers would map every word to [UNK]
-            raise SoupError(
-                f"{resolved[0].label}: no tokenizer files to score with (pass tokenizer=, or put one first)"
-            )
+        if tokenizer is None:
+            vocabulary_files(resolved[0].vocabulary, resolved[0].label, "pass tokenizer=, or put one first")
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolved[0].tokenizer_path)
         judge = GlueJudge(
             task, tokenizer, select_split, report_split, glue_dir, batch_size, accelerator,

@@ -16,7 +16,7 @@ Example:
     >>> report = run_recipe(  # doctest: +SKIP
     ...     "bagged", ["runs/a", "runs/b", "runs/c"], "rte", "soup", glue_dir="glue_data", options={"bags": 20}
     ... )
-    >>> report.record.recipe.options["votes"]  # doctest: +SKIP
+    >>> report.record.recipe.options["votes"]  # bags keeping each ingredient, in input order  # doctest: +SKIP
     [20, 13, 4]
 """
 
@@ -106,14 +106,8 @@ def cook_bagged(
     soups = [kitchen.score_soup(soup, "bagged"), uniform_scores]
     if ensemble:
         soups.append(kitchen.ensemble(tastings))
-    trajectory = [
-        {"spec": kitchen.ingredients[i].spec, "ingredient_score": tastings[i].select.main, "votes": votes[i],
-         "kept": i in chosen}
-        for i in order
-    ]
-    options = rule | {"bags": bags, "bag_seed": bag_seed, "evaluations": evaluations}
-    mix = [(i, 1.0) for i in chosen]
-    return soup_report(kitchen, "bagged", soup, mix, tastings, soups, trajectory=trajectory, options=options)
+    options = rule | {"bags": bags, "bag_seed": bag_seed, "votes": votes, "evaluations": evaluations}
+    return soup_report(kitchen, "bagged", soup, [(i, 1.0) for i in chosen], tastings, soups, options=options)
 
 
 def _grown(parent: RunningMean, ingredient: Ingredient, candidate: dict[str, torch.Tensor]) -> RunningMean:
