@@ -5,10 +5,10 @@ Every run adds its final model to one pantry (``<output-dir>/pantry``); the soup
 ``<output-dir>/soup``. With ``--selection heldout`` (the default, as the method's authors select) the runs train on
 ``train:rest`` and the soup is selected on ``train:heldout``, a seeded ``--heldout-fraction`` of the train split the
 runs never saw, and reported on the whole validation split; ``--selection validation`` trains on all of train and
-selects and reports on two seeded halves of validation. Every run starts from the same classifier head (``--pin-head``; by default a linear probe
-fitted on the frozen encoder's features, the start that keeps runs soupable), so runs under different seeds still
-make a soup. ``--checkpoints`` adds each epoch's checkpoint too (``--entries`` chooses what to cook). Runs as
-``python`` or ``accelerate launch [--multi_gpu --num_processes N]``.
+selects and reports on two seeded halves of validation. Every run starts from the same classifier head
+(``--pin-head``; by default a linear probe fitted on the frozen encoder's features, the start that keeps runs
+soupable), so runs under different seeds still make a soup. ``--checkpoints`` adds each epoch's checkpoint too
+(``--entries`` chooses what to cook). Runs as ``python`` or ``accelerate launch [--multi_gpu --num_processes N]``.
 
 Example (the README's main job, ~10 minutes on 2 CPU cores):
     python examples/glue/run_glue_sweep.py \\

@@ -1,5 +1,6 @@
-"""``hf-soups soup``: cook a greedy, bagged greedy, uniform, learned or Model Stock soup on a GLUE task, print the results table, write the
-folder (weights, soup.json, recipe.yaml, plots, model card), and optionally push it to the Hub."""
+"""``hf-soups soup``: cook a greedy, bagged greedy, uniform, learned or Model Stock soup on a GLUE task, print the
+results table, write the folder (weights, soup.json, recipe.yaml, plots, model card), and optionally push it to the
+Hub."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cook a greedy, bagged greedy, uniform, learned or Model Stock soup scored on a GLUE task",
         description="Score every ingredient on a selection split (default: train:heldout, a seeded slice of the "
         "train split the runs must not have trained on), cook the soup, and report every model on a separate report "
-        "split (default: the whole validation split) with a paired-bootstrap interval for each soup's gain. Runs as one process or under "
-        "`accelerate launch` (scoring is sharded; only the main process writes).",
+        "split (default: the whole validation split) with a paired-bootstrap interval for each soup's gain. Runs as "
+        "one process or under `accelerate launch` (scoring is sharded; only the main process writes).",
     )
     parser.add_argument("ingredients", nargs="+", metavar="ING", help="Hub repo (owner/name[@rev]) or local folder")
     parser.add_argument("--recipe", default="greedy", choices=RECIPE_NAMES, help="default: greedy")
