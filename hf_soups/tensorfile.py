@@ -77,7 +77,8 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
         Tensor name → :class:`TensorInfo`, in file order.
 
     Raises:
-        SoupError: the file is truncated, its header is not valid JSON, or its offsets do not fit the file.
+        SoupError: the file is truncated, its header is not valid JSON, a shape has a negative dimension, or its
+            offsets do not fit the shape or the file.
     """
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -103,6 +104,8 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
             begin, end = (int(o) for o in entry["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise SoupError(f"{path}: tensor '{name}' has a corrupt or unsupported header entry {entry!r}") from None
+        if any(d < 0 for d in shape):
+            raise SoupError(f"{path}: tensor '{name}' has a negative dimension in its shape {list(shape)}")
         numel = 1
         for d in shape:
             numel *= d

@@ -13,12 +13,13 @@ import struct
 import pytest
 import torch
 import yaml
-from helpers import GLUE_DIR, BiasJudge
+from helpers import GLUE_DIR, BiasJudge, write_rte
 
 from hf_soups import uniform_soup
 from hf_soups.cli import main
 
 MERGE = ["merge", "ing0", "ing1", "-o", "soup"]
+SOUP = ["soup", "ing0", "ing1", "--task", "rte", "-o", "soup", "--glue-dir", str(GLUE_DIR)]
 
 
 def _config(folder, **values):
@@ -32,8 +33,8 @@ def _write(path, content):
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
 
 
-def _negative_shape(folder):
-    header = json.dumps({"w": {"dtype": "F32", "shape": [-2, 2], "data_offsets": [0, 16]}}).encode()
+def _negative_shape(folder, shape):
+    header = json.dumps({"w": {"dtype": "F32", "shape": shape, "data_offsets": [0, 16]}}).encode()
     _write(folder / "model.safetensors", struct.pack("<Q", len(header)) + header + bytes(16))
 
 
@@ -58,6 +59,21 @@ def _recipe(tmp, edit):
     recipe = yaml.safe_load((tmp / "made" / "recipe.yaml").read_text())
     edit(recipe)
     (tmp / "made" / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+
+
+def _recipe_with_alias(tmp):
+    _recipe(tmp, lambda r: None)
+    path = tmp / "made" / "recipe.yaml"
+    text = path.read_text().replace("dtype: float32", "dtype: &kind float32")
+    text = text.replace("metric: accuracy", "metric: *kind")
+    assert "*kind" in text
+    path.write_text(text)
+
+
+def _no_tokenizer(folder):
+    for file in folder.iterdir():
+        if file.name not in ("config.json", "model.safetensors"):
+            file.unlink()
 
 
 SOUP = ["soup", "ing0", "ing1", "--task", "rte", "-o", "soup", "--glue-dir", str(GLUE_DIR)]
@@ -119,7 +135,18 @@ CASES = [
         ["soup", "ing0", "ing0", "--task", "rte", "-o", "soup", "--glue-dir", str(GLUE_DIR)],
         "the same model as ingredient 'ing0'",
     ),
-    ("negative dimensions", lambda t: _negative_shape(t / "ing1"), MERGE, "ing1/model.safetensors"),
+    (
+        "negative dimensions",
+        lambda t: _negative_shape(t / "ing1", [-2, 2]),
+        MERGE,
+        "ing1/model.safetensors: tensor 'w' has a negative dimension in its shape [-2, 2]",
+    ),
+    (
+        "negative dimensions of a positive size",
+        lambda t: _negative_shape(t / "ing1", [-2, -2]),
+        MERGE,
+        "ing1/model.safetensors: tensor 'w' has a negative dimension in its shape [-2, -2]",
+    ),
     ("pickled code", lambda t: _pickled_code(t / "ing1"), MERGE, "refused by weights-only loading"),
     (
         "bad trainer_state",
@@ -170,6 +197,24 @@ CASES = [
         ["cook", "made", "-o", "ing0", "--overwrite"],
         "is ingredient",
     ),
+    (
+        "cook output is the soup it replays",
+        lambda t: _recipe(t, lambda r: None),
+        ["cook", "made/recipe.yaml", "-o", "made", "--overwrite"],
+        "output: made holds the recipe file made/recipe.yaml",
+    ),
+    (
+        "cook output links to the soup it replays",
+        lambda t: _recipe(t, lambda r: None) or (t / "link").symlink_to(t / "made"),
+        ["cook", "made", "-o", "link", "--overwrite"],
+        "output: link holds the recipe file made/recipe.yaml",
+    ),
+    (
+        "stock base is an ingredient",
+        None,
+        [*SOUP, "--recipe", "stock", "--base", "ing1"],
+        "base 'ing1': is ingredient 'ing1'",
+    ),
     # flag values
     ("weights negative", None, [*MERGE, "--weights", "-1,2"], "weights: ingredient 'ing0': must be ≥ 0"),
     ("weights not numbers", None, [*MERGE, "--weights", "a,b"], "--weights: 'a,b' is not a comma-separated list"),
@@ -200,6 +245,12 @@ CASES = [
         "ing0/model.safetensors: truncated",
     ),
     (
+        "evaluate without a tokenizer",
+        lambda t: _no_tokenizer(t / "ing0"),
+        ["evaluate", "ing0", "--task", "rte", "--glue-dir", str(GLUE_DIR)],
+        "ingredient 'ing0': no tokenizer files to score with (save its tokenizer beside the weights)",
+    ),
+    (
         "evaluate output in a missing folder",
         None,
         ["evaluate", "ing0", "--task", "rte", "--output", "no/such/r.json"],
@@ -218,6 +269,25 @@ CASES = [
         "--plots: ",
     ),
     ("diagnose batch size", None, ["diagnose", "ing0", "ing1", "--batch-size", "-3"], "--batch-size: must be a whole"),
+    # held-out selection (the soup command reads RTE from the shared GLUE folder)
+    *[
+        (f"soup {' '.join(flags)}", None, [*SOUP, *flags], message)
+        for flags, message in [
+            (["--heldout-fraction", "0"], "--heldout-fraction: must be in (0, 0.5], got '0'"),
+            (["--heldout-fraction", "0.6"], "--heldout-fraction: must be in (0, 0.5], got '0.6'"),
+            (["--recipe", "bagged", "--bags", "0"], "--bags: must be a whole number ≥ 1, got '0'"),
+            (["--min-gain", "-0.1"], "--min-gain: must be ≥ 0, got '-0.1'"),
+            (["--min-gain", "nan"], "--min-gain: must be a finite number, got 'nan'"),
+            (["--select-split", "validation:select", "--report-split", "validation"],
+             "select_split 'validation:select' overlaps report_split 'validation'"),
+        ]
+    ],
+    (
+        "soup on a GLUE folder without a train split",
+        lambda t: write_rte(t / "glue", 20),
+        ["soup", "ing0", "ing1", "--task", "rte", "-o", "soup", "--glue-dir", "glue"],
+        "GLUE folder 'glue': missing RTE/train.tsv (task 'rte')",
+    ),
     # hand-edited recipes
     (
         "recipe zero weights",
@@ -230,6 +300,42 @@ CASES = [
         lambda t: _recipe(t, lambda r: r.update(dtype=["bf16"])),
         ["cook", "made", "-o", "soup"],
         "`dtype` must be a string",
+    ),
+    (
+        "recipe misspelled mix key",
+        lambda t: _recipe(t, lambda r: r["mix"][0].update(weigth=3.0)),
+        ["cook", "made", "-o", "soup"],
+        "mix entry 1 ('../ing0'): unknown key 'weigth' (the keys: ingredient, sha256, weight, layer_weights, adapter)",
+    ),
+    (
+        "recipe misspelled key",
+        lambda t: _recipe(t, lambda r: r.update(dtpye="bfloat16")),
+        ["cook", "made", "-o", "soup"],
+        "made/recipe.yaml: unknown key 'dtpye'",
+    ),
+    (
+        "recipe misspelled base key",
+        lambda t: _recipe(t, lambda r: r.update(base={"ingredient": "ing0", "sha265": {}})),
+        ["cook", "made", "-o", "soup"],
+        "made/recipe.yaml: `base`: unknown key 'sha265'",
+    ),
+    (
+        "recipe unknown recipe",
+        lambda t: _recipe(t, lambda r: r.update(recipe="frobnicate")),
+        ["cook", "made", "-o", "soup"],
+        "made/recipe.yaml: unknown recipe 'frobnicate' (recipes: ",
+    ),
+    (
+        "recipe options not a mapping",
+        lambda t: _recipe(t, lambda r: r.update(options=["bags", 20])),
+        ["cook", "made", "-o", "soup"],
+        "made/recipe.yaml: `options` must be a mapping, got ['bags', 20]",
+    ),
+    (
+        "recipe alias",
+        _recipe_with_alias,
+        ["cook", "made", "-o", "soup"],
+        "aliases (*name) are not allowed in a recipe file",
     ),
 ]
 
@@ -261,6 +367,28 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
     assert _tree(tmp_path) == before
 
 
+HUGE = [["x" * 1000] * 10 for _ in range(10)]  # distinct lists: safe_dump writes no alias
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r.update(dtype=HUGE), "`dtype` must be a string, got [["),
+        (lambda r: r["mix"][0].update(ingredient=HUGE), "`ingredient` must be a path or Hub id, got [["),
+        (lambda r: r.update(recipe="x" * 100_000), "unknown recipe 'xxx"),
+        (lambda r: r.update(options="x" * 100_000), "`options` must be a mapping, got 'xxx"),
+    ],
+)
+def test_a_recipe_message_quotes_a_huge_value_briefly(make_ingredients, tmp_path, monkeypatch, capsys, edit, message):
+    make_ingredients(2)
+    monkeypatch.chdir(tmp_path)
+    _recipe(tmp_path, edit)
+    capsys.readouterr()
+    assert main(["cook", "made", "-o", "soup"]) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and len(stderr) < 400, stderr[:400]
+
+
 def test_a_damaged_hash_cache_is_only_a_lost_shortcut(make_ingredients, tmp_path, monkeypatch):
     for content in ("[]", '{"x": 3}', "{not json"):
         cache = tmp_path / f"cache{len(content)}.json"
@@ -274,13 +402,13 @@ def test_a_damaged_hash_cache_is_only_a_lost_shortcut(make_ingredients, tmp_path
 def test_a_full_disk_or_read_only_folder_is_one_line_and_leaves_nothing(
     make_ingredients, tmp_path, monkeypatch, capsys, code
 ):
-    import hf_soups.model_folder
+    import hf_soups.merge
 
     def fail(path, *args):
         raise OSError(code, "cannot write", str(path))
 
     folders = make_ingredients(2)
-    monkeypatch.setattr(hf_soups.model_folder, "write_safetensors", fail)
+    monkeypatch.setattr(hf_soups.merge, "write_safetensors", fail)
     capsys.readouterr()
     assert main(["merge", *map(str, folders), "-o", str(tmp_path / "soup")]) == 2
     *bar, stderr = capsys.readouterr().err.strip().splitlines()

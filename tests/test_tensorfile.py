@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
+import struct
 import threading
 
 import pytest
@@ -137,3 +140,16 @@ def test_hasher_threads_give_hashlibs_digests_for_several_files(tmp_path, worker
 def test_hash_threads_are_the_spare_cores_bounded(monkeypatch, cpus, busy, expected):
     monkeypatch.setattr("hf_soups.tensorfile.cpu_count", lambda: cpus)
     assert spare_cores(busy) == expected
+
+
+@pytest.mark.parametrize(
+    ("shape", "nbytes"),
+    [([-2, 2], 16), ([-2, -2], 16), ([-1, -1, 4], 16), ([0, -3], 0), ([3, -1, -1], 12)],
+)
+def test_a_negative_dimension_is_refused_by_name(tmp_path, shape, nbytes):
+    header = json.dumps({"w": {"dtype": "F32", "shape": shape, "data_offsets": [0, nbytes]}}).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(nbytes))
+    message = f"model.safetensors: tensor 'w' has a negative dimension in its shape {shape}"
+    with pytest.raises(SoupError, match=re.escape(message)):
+        read_header(path)

@@ -56,11 +56,13 @@ def run(args: argparse.Namespace) -> int:
 
     from hf_soups.evaluation import evaluate_glue, get_task, load_glue_model
     from hf_soups.ingredients import resolve_ingredients
+    from hf_soups.validation import vocabulary_files
 
     task = get_task(args.task)
     spec = args.model if args.revision is None else f"{args.model}@{args.revision}"
     for ingredient in resolve_ingredients([spec]):  # a missing, mistyped or corrupt model is one message
         ingredient.layout  # noqa: B018 (reads and checks every weight file's header)
+        vocabulary_files(ingredient.vocabulary, ingredient.label, "save its tokenizer beside the weights")
     model, tokenizer = load_glue_model(args.model, revision=args.revision)
     accelerator = Accelerator()
     result = evaluate_glue(

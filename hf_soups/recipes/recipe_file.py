@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import reprlib
 from collections.abc import Mapping, Sequence
@@ -27,15 +28,20 @@ from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan, check_distinct, resolve_ingredients, validate
 from hf_soups.mean import RunningMean, Weight
 from hf_soups.merge import soup_record, write_soup
-from hf_soups.options import RECIPE_NAMES
+from hf_soups.options import RECIPE_NAMES, BaggedOptions, GreedyOptions, LearnedOptions
 from hf_soups.recipes.recipe_data import BaseEntry, MixEntry, RecipeData, pinned_spec, unknown_keys
 from hf_soups.recipes.stock import StockBase, stock_soup_tensors
 from hf_soups.record import RecipeRecord, SoupRecord
 from hf_soups.validation import check_mix
 
 RECIPE_FILE = "recipe.yaml"
-_SHOWN = reprlib.Repr()  # how a message quotes a value from the file: a few items, a few dozen characters
-_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist, _SHOWN.maxstring, _SHOWN.maxother = 2, 4, 4, 60, 60
+# The recipe options recipe.yaml records: how the soup was chosen (greedy's rule, the bags, the learned schedule).
+RECIPE_FILE_OPTIONS = tuple(
+    spec.name for options in (GreedyOptions, BaggedOptions, LearnedOptions) for spec in dataclasses.fields(options)
+)
+_SHOWN = reprlib.Repr()  # the few items and characters of a value from the file that a message quotes
+_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist, _SHOWN.maxstring, _SHOWN.maxother = 2, 3, 3, 40, 40
+_SHOWN_CHARS = 80
 
 
 class _Loader(yaml.SafeLoader):
@@ -98,6 +104,9 @@ def write_recipe(folder: Path, record: SoupRecord, mix: Sequence[tuple[Ingredien
         report_split=recipe.report_split if recipe else None,
         dtype=record.dtype,
     )
+    chosen_by = {key: recipe.options[key] for key in RECIPE_FILE_OPTIONS if key in recipe.options} if recipe else {}
+    if chosen_by:
+        data["options"] = chosen_by
     if recipe and recipe.name == "stock":
         data["base"] = _stock_base_entry(recipe.options["base"], folder)
     data["mix"] = [_mix_entry(ingredient, weight, folder) for ingredient, weight in mix]
@@ -132,21 +141,21 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     _check_keys(data, RecipeData, f"recipe file {path}")
     for key in _TEXT_FIELDS:
         if not isinstance(data.get(key), str | None):
-            raise SoupError(f"recipe file {path}: `{key}` must be a string, got {_SHOWN.repr(data[key])}")
+            raise SoupError(f"recipe file {path}: `{key}` must be a string, got {_shown(data[key])}")
     if data.get("recipe") is not None and data["recipe"] not in RECIPE_NAMES:
         raise SoupError(
-            f"recipe file {path}: unknown recipe {_SHOWN.repr(data['recipe'])} (recipes: {', '.join(RECIPE_NAMES)})"
+            f"recipe file {path}: unknown recipe {_shown(data['recipe'])} (recipes: {', '.join(RECIPE_NAMES)})"
         )
     for key in ("options", "base"):
         if not isinstance(data.get(key), Mapping | None):
-            raise SoupError(f"recipe file {path}: `{key}` must be a mapping, got {_SHOWN.repr(data[key])}")
+            raise SoupError(f"recipe file {path}: `{key}` must be a mapping, got {_shown(data[key])}")
     if data.get("base") is not None:
         _check_keys(data["base"], BaseEntry, f"recipe file {path}: `base`")
     for number, entry in enumerate(mix, 1):
         where = f"recipe file {path}: mix entry {number}"
         if not isinstance(entry["ingredient"], str) or not entry["ingredient"]:
-            raise SoupError(f"{where}: `ingredient` must be a path or Hub id, got {_SHOWN.repr(entry['ingredient'])}")
-        where = f"{where} ({_SHOWN.repr(entry['ingredient'])})"
+            raise SoupError(f"{where}: `ingredient` must be a path or Hub id, got {_shown(entry['ingredient'])}")
+        where = f"{where} ({_shown(entry['ingredient'])})"
         _check_keys(entry, MixEntry, where)
         sha256 = entry.get("sha256")
         if not isinstance(sha256, dict) or not sha256 or not all(isinstance(v, str) for v in sha256.values()):
@@ -157,11 +166,17 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _shown(value: Any) -> str:
+    """``value`` quoted for a message, in at most ``_SHOWN_CHARS`` characters, however large it is."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
 def _check_keys(data: Mapping[str, Any], schema: type, where: str) -> None:
     unknown = unknown_keys(data, schema)
     if unknown:
         known = ", ".join(schema.__annotations__)
-        raise SoupError(f"{where}: unknown key {_SHOWN.repr(unknown[0])} (the keys: {known})")
+        raise SoupError(f"{where}: unknown key {_shown(unknown[0])} (the keys: {known})")
 
 
 def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, token: str | bool | None = None) -> Path:
@@ -198,7 +213,7 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
     plan = validate(ingredients, allow_single=True)
     mix = [entry.get("layer_weights", entry.get("weight", 1.0)) for entry in data["mix"]]
     mix = check_mix(mix, plan.shapes, [i.label for i in ingredients])
-    options: dict[str, Any] = {"cooked_from": str(path)}
+    options: dict[str, Any] = {"cooked_from": str(path), **(data.get("options") or {})}
     if data.get("recipe") == "stock":
         mean, stock = _stock(data, ingredients, plan, path, token)
         options.update(stock)
