@@ -402,13 +402,13 @@ def test_a_damaged_hash_cache_is_only_a_lost_shortcut(make_ingredients, tmp_path
 def test_a_full_disk_or_read_only_folder_is_one_line_and_leaves_nothing(
     make_ingredients, tmp_path, monkeypatch, capsys, code
 ):
-    import hf_soups.merge
+    import hf_soups.model_folder
 
     def fail(path, *args):
         raise OSError(code, "cannot write", str(path))
 
     folders = make_ingredients(2)
-    monkeypatch.setattr(hf_soups.merge, "write_safetensors", fail)
+    monkeypatch.setattr(hf_soups.model_folder, "write_safetensors", fail)
     capsys.readouterr()
     assert main(["merge", *map(str, folders), "-o", str(tmp_path / "soup")]) == 2
     *bar, stderr = capsys.readouterr().err.strip().splitlines()

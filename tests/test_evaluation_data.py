@@ -7,8 +7,16 @@ import pytest
 from helpers import GLUE_DIR, HEADERS, needs_glue, write_mnli, write_rte, write_tsv
 
 from hf_soups.errors import SoupError
-from hf_soups.evaluation import SplitRule, load_glue_split, read_glue_tsv, split_names
-from hf_soups.evaluation.data import glue_features
+from hf_soups.evaluation import (
+    SplitRule,
+    heldout_rule,
+    hold_out,
+    load_glue_split,
+    read_glue_tsv,
+    rows_digest,
+    split_names,
+)
+from hf_soups.evaluation.data import check_apart, glue_features
 
 # Row counts from SOURCES.md.
 ROW_COUNTS = {
@@ -94,6 +102,43 @@ def test_select_report_and_heldout_splits(tmp_path):
     assert heldout.dataset.num_rows == 50 and rest.dataset.num_rows == 150
     assert not set(heldout.dataset["idx"]) & set(rest.dataset["idx"])
     assert heldout.rule["fraction"] == 0.25 and heldout.rule["part"] == "heldout"
+
+
+def test_the_heldout_rule_names_the_heldout_rows(tmp_path):
+    write_rte(tmp_path, 200, file="train.tsv")
+    heldout = load_glue_split("rte", "train:heldout", tmp_path)
+    rule = heldout_rule("rte", tmp_path)
+    assert rule == {"task": "rte", "split": "train:heldout", "seed": 0, "fraction": 0.1, "rows": 20,
+                    "digest": rows_digest(heldout.dataset["idx"])}
+    assert heldout_rule("rte", tmp_path, SplitRule(seed=1))["digest"] != rule["digest"]
+    # your own dataset held out by the same rule: the same rows, the same digest
+    rest, held, own = hold_out(read_glue_tsv(tmp_path, "rte", "train"))
+    assert list(held["idx"]) == list(heldout.dataset["idx"]) and own["digest"] == rule["digest"]
+    assert rest.num_rows == 180 and not set(rest["idx"]) & set(held["idx"])
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.6, -0.1, float("nan")])
+def test_a_heldout_fraction_outside_0_to_half_is_refused(tmp_path, fraction):
+    write_rte(tmp_path, 20, file="train.tsv")
+    with pytest.raises(SoupError, match=r"heldout_fraction: must be in \(0, 0.5\]|heldout_fraction: must be a fin"):
+        load_glue_split("rte", "train:heldout", tmp_path, SplitRule(heldout_fraction=fraction))
+    with pytest.raises(SoupError, match="heldout_fraction: must be"):
+        hold_out(read_glue_tsv(tmp_path, "rte", "train"), fraction)
+
+
+@pytest.mark.parametrize(
+    ("select", "report", "apart"),
+    [("train:heldout", "validation", True), ("validation:select", "validation:report", True),
+     ("train:heldout", "train:rest", True), ("validation:select", "validation", False),
+     ("train:heldout", "train:report", False), ("validation", "validation", False),
+     ("train", "train:heldout", False)],
+)
+def test_check_apart(select, report, apart):
+    if apart:
+        check_apart(select, report)
+    else:
+        with pytest.raises(SoupError, match="overlaps"):
+            check_apart(select, report)
 
 
 def test_unknown_split_lists_valid_ones(tmp_path):

@@ -15,6 +15,7 @@ from huggingface_hub import HfApi
 from safetensors.torch import load_file
 from transformers import BertForSequenceClassification
 
+from hf_soups.pantry import Pantry
 from hf_soups.record import SoupRecord
 from hf_soups.testing.hub_server import DEFAULT_USER
 
@@ -82,6 +83,13 @@ def test_sweep_under_two_processes_cooks_the_soup_one_process_cooks(tiny_glue, t
     assert [(i.spec, i.kept, i.weight) for i in a.ingredients] == [(i.spec, i.kept, i.weight) for i in b.ingredients]
     assert a.results == b.results and a.recipe.trajectory == b.recipe.trajectory
     assert [i.hyperparameters for i in a.ingredients] == [{"seed": 0}, {"seed": 1}]
+    # --selection heldout (the default): trained on train:rest (44 of 48 rows), selected on the 4 held out, reported
+    # on the whole validation split
+    assert (a.recipe.select_split, a.recipe.report_split) == ("train:heldout", "validation")
+    assert a.recipe.split_rule["rows"] == {"select": 4, "report": 40}
+    entries = Pantry(pantry).entries()
+    assert [e.info["heldout"]["rows"] for e in entries] == [4, 4]
+    assert [e.info["training_args"]["num_train_epochs"] for e in entries] == [1.0, 1.0]
     x, y = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     assert all(torch.equal(t, y[name]) for name, t in x.items())
     assert (one / "README.md").is_file() and (one / "ingredients_vs_soups.png").is_file()

@@ -18,6 +18,7 @@ from hf_soups.cli import main
 from hf_soups.evaluation import EvalResult
 from hf_soups.recipes import cook_recipe
 from hf_soups.recipes.kitchen import Kitchen
+from hf_soups.record import SoupRecord
 
 
 def with_bias(folders, biases):
@@ -72,6 +73,48 @@ def test_greedy_rule_decides_ties_and_small_gains(make_ingredients, biases, rule
 def test_greedy_is_strict_by_default(make_ingredients):
     folders = with_bias(make_ingredients(3), [[0.2, 0.0], [5.0, 5.0], [0.2, 0.0]])
     assert kept(greedy_soup(folders, judge=BiasJudge(), progress=False)) == ["ing0"]
+
+
+def test_greedy_resumes_only_under_the_rule_it_started_with(make_ingredients, tmp_path):
+    folders = with_bias(make_ingredients(4), [[0.1, 0], [-0.1, 0], [0.3, 0.3], [0.02, 0]])
+    with pytest.raises(KeyboardInterrupt):
+        greedy_soup(folders, judge=BiasJudge(interrupt_after=6), output_dir=tmp_path / "soup", progress=False)
+    with pytest.raises(SoupError, match="made with the greedy rule .*'strict'.*, not .*'ties'"):
+        greedy_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", resume=True, greedy_rule="ties",
+                    progress=False)
+
+
+def test_bagged_greedy_keeps_what_most_bags_keep_for_the_cost_of_one_greedy_pass(make_ingredients, tmp_path):
+    from hf_soups.recipes import run_recipe
+
+    # as greedy: ing3 (0.8) first; ing0 lowers every resample's score, ing2 raises it, ing1 ruins it
+    folders = with_bias(make_ingredients(4), [[0.3, 0.0], [5.0, 5.0], [0.0, -0.32], [0.0, 0.2]])
+    greedy_judge, bagged_judge = BiasJudge(), BiasJudge()
+    greedy = greedy_soup(folders, judge=greedy_judge, progress=False)
+    bagged = run_recipe("bagged", folders, judge=bagged_judge, output_dir=tmp_path / "soup",
+                        options={"bags": 8, "bag_seed": 3}, progress=False)
+    assert kept(bagged) == kept(greedy) == ["ing2", "ing3"]
+    options = bagged.record.recipe.options
+    assert options == {"greedy_rule": "strict", "min_gain": 0.0, "bags": 8, "bag_seed": 3, "votes": [0, 0, 8, 8],
+                       "evaluations": 3}
+    assert bagged_judge.calls == greedy_judge.calls  # cached predictions: not 8 greedy passes
+    assert [r.name for r in bagged.record.results] == ["best individual", "bagged", "uniform", "ensemble"]
+    recipe = yaml.safe_load((tmp_path / "soup" / "recipe.yaml").read_text())
+    assert recipe["recipe"] == "bagged" and recipe["options"] == {"greedy_rule": "strict", "min_gain": 0.0,
+                                                                   "bags": 8, "bag_seed": 3}
+    again = cook(tmp_path / "soup" / "recipe.yaml", tmp_path / "again")
+    assert sha(again) == sha(tmp_path / "soup")
+    assert SoupRecord.load(again).recipe.options["bags"] == 8
+
+
+@pytest.mark.parametrize("options", [{"bags": 0}, {"bags": 2.5}, {"min_gain": -0.1}, {"min_gain": float("nan")},
+                                     {"greedy_rule": "loose"}])
+def test_bagged_refuses_bad_options(make_ingredients, options):
+    from hf_soups.recipes import run_recipe
+
+    name = next(iter(options))
+    with pytest.raises(SoupError, match=name):
+        run_recipe("bagged", make_ingredients(2), judge=BiasJudge(), options=options, progress=False)
 
 
 def test_greedy_reads_each_ingredient_at_most_twice(make_ingredients):

@@ -10,7 +10,7 @@ import pytest
 from hf_soups import stats
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import glue_metrics
-from hf_soups.stats import format_gain, paired_bootstrap, within_noise
+from hf_soups.stats import format_gain, paired_bootstrap, pooled_bootstrap, within_noise
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -102,3 +102,22 @@ def test_docstring_examples():
 
 def test_format_gain():
     assert format_gain({"delta": 0.004, "low": -0.008, "high": 0.016}) == "+0.4 (95% CI −0.8 … +1.6)"
+
+
+def test_pooled_bootstrap_of_one_comparison_is_the_paired_bootstrap():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    a, b = rng.integers(0, 2, 60), np.where(rng.random(60) < 0.8, labels, 1 - labels)
+    assert pooled_bootstrap([(accuracy, labels, a, b)], resamples=300) == paired_bootstrap(
+        accuracy, labels, a, b, resamples=300
+    )
+
+
+def test_pooled_bootstrap_averages_the_gains_and_resamples_every_comparison():
+    labels = np.array([0, 1, 1, 0, 1, 0, 1, 1])
+    right, wrong = labels, labels ^ 1
+    # a gain of +1 on the first comparison, 0 on the second (the same predictions): a mean of +0.5, always
+    gain = pooled_bootstrap([(accuracy, labels, wrong, right), (accuracy, labels, right, right)], resamples=200)
+    assert gain == {"delta": 0.5, "low": 0.5, "high": 0.5, "resamples": 200}
+    with pytest.raises(SoupError, match="no comparison"):
+        pooled_bootstrap([])
