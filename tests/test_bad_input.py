@@ -326,6 +326,12 @@ CASES = [
         "made/recipe.yaml: unknown recipe 'frobnicate' (recipes: ",
     ),
     (
+        "recipe misspelled option",
+        lambda t: _recipe(t, lambda r: r.update(options={"greedy_rul": "ties"})),
+        ["cook", "made", "-o", "soup"],
+        "made/recipe.yaml: `options`: unknown key 'greedy_rul' (the keys: greedy_rule, ",
+    ),
+    (
         "recipe options not a mapping",
         lambda t: _recipe(t, lambda r: r.update(options=["bags", 20])),
         ["cook", "made", "-o", "soup"],

@@ -2,16 +2,14 @@
 they lack), and the pinned spec that names each ingredient and base in it.
 
 Example:
-    >>> sorted(MixEntry.__optional_keys__)
-    ['adapter', 'ingredient', 'layer_weights', 'sha256', 'weight']
-    >>> unknown_keys({"ingredient": "runs/a", "weigth": 3.0}, MixEntry)
+    >>> unknown_keys({"ingredient": "runs/a", "weigth": 3.0}, MixEntry.__annotations__)
     ['weigth']
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -53,9 +51,9 @@ class RecipeData(TypedDict, total=False):
     mix: list[MixEntry]
 
 
-def unknown_keys(data: Mapping[str, Any], schema: type) -> list[str]:
-    """The keys of ``data`` that the TypedDict ``schema`` does not declare, sorted."""
-    return sorted(str(key) for key in data if key not in schema.__annotations__)
+def unknown_keys(data: Mapping[str, Any], known: Collection[str]) -> list[str]:
+    """The keys of ``data`` not in ``known`` (a TypedDict's ``__annotations__``: the keys it declares), sorted."""
+    return sorted(str(key) for key in data if key not in known)
 
 
 def pinned_spec(ingredient: Ingredient, folder: Path | None = None) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import reprlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     mix = data.get("mix") if isinstance(data, dict) else None
     if not isinstance(mix, list) or not mix or not all(isinstance(m, dict) and "ingredient" in m for m in mix):
         raise SoupError(f"recipe file {path}: needs a non-empty `mix` list of {{ingredient, sha256, weight}} entries")
-    _check_keys(data, RecipeData, f"recipe file {path}")
+    _check_keys(data, RecipeData.__annotations__, f"recipe file {path}")
     for key in _TEXT_FIELDS:
         if not isinstance(data.get(key), str | None):
             raise SoupError(f"recipe file {path}: `{key}` must be a string, got {_shown(data[key])}")
@@ -150,13 +150,14 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         if not isinstance(data.get(key), Mapping | None):
             raise SoupError(f"recipe file {path}: `{key}` must be a mapping, got {_shown(data[key])}")
     if data.get("base") is not None:
-        _check_keys(data["base"], BaseEntry, f"recipe file {path}: `base`")
+        _check_keys(data["base"], BaseEntry.__annotations__, f"recipe file {path}: `base`")
+    _check_keys(data.get("options") or {}, RECIPE_FILE_OPTIONS, f"recipe file {path}: `options`")
     for number, entry in enumerate(mix, 1):
         where = f"recipe file {path}: mix entry {number}"
         if not isinstance(entry["ingredient"], str) or not entry["ingredient"]:
             raise SoupError(f"{where}: `ingredient` must be a path or Hub id, got {_shown(entry['ingredient'])}")
         where = f"{where} ({_shown(entry['ingredient'])})"
-        _check_keys(entry, MixEntry, where)
+        _check_keys(entry, MixEntry.__annotations__, where)
         sha256 = entry.get("sha256")
         if not isinstance(sha256, dict) or not sha256 or not all(isinstance(v, str) for v in sha256.values()):
             raise SoupError(f"{where}: needs `sha256` (weight file → hash) to pin it")
@@ -172,11 +173,10 @@ def _shown(value: Any) -> str:
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
-def _check_keys(data: Mapping[str, Any], schema: type, where: str) -> None:
-    unknown = unknown_keys(data, schema)
+def _check_keys(data: Mapping[str, Any], known: Collection[str], where: str) -> None:
+    unknown = unknown_keys(data, known)
     if unknown:
-        known = ", ".join(schema.__annotations__)
-        raise SoupError(f"{where}: unknown key {_shown(unknown[0])} (the keys: {known})")
+        raise SoupError(f"{where}: unknown key {_shown(unknown[0])} (the keys: {', '.join(known)})")
 
 
 def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, token: str | bool | None = None) -> Path:
