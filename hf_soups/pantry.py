@@ -38,6 +38,7 @@ from transformers import PreTrainedModel
 
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients
+from hf_soups.merge import merge_models
 from hf_soups.probe import head_names
 from hf_soups.record import SoupRecord
 from hf_soups.version import __version__
@@ -279,8 +280,6 @@ class Pantry:
         Example:
             >>> greedy_soup(Pantry("pantry").run_averages(2), "rte", "soup")  # doctest: +SKIP
         """
-        from hf_soups.merge import merge_models  # the merge builds on ingredients, not on the pantry
-
         if k < 1:
             raise SoupError(f"pantry {self.path}: average the last k ≥ 1 checkpoints of each run, not {k}")
         chosen = self.select(f"last:{k}", entries)
