@@ -61,7 +61,9 @@ class SoupCallback(TrainerCallback):
             ``accelerate launch``), the start that makes runs soupable. Needed when the runs create their models
             under different seeds.
         cook_on_end: cook at the end of a run (``on_train_end``) once the pantry holds ``sweep_size`` final models
-            (default: at the end of every run from the second on; the last run's soup is the sweep's).
+            (default: at the end of every run from the second on; the last run's soup is the sweep's). The main
+            process prints how many runs the pantry holds until then, and the results table and the soup's folder
+            (and Hub commit, when pushed) once it cooks.
         sweep_size: see ``cook_on_end``.
         recipe: a recipe of :data:`hf_soups.recipes.RECIPES` (default ``"greedy"``).
         task: judge with this GLUE task instead of the Trainer's ``eval_dataset`` and ``compute_metrics``.
@@ -175,9 +177,11 @@ class SoupCallback(TrainerCallback):
             finals, needed = len(self._shared_entries("final")), self.sweep_size or 2
             if finals >= needed:
                 self.last_report = self.cook(self.trainer, args=args)
-            else:
-                logger.info("pantry %s holds %d of %d runs: the soup is cooked at the end of the last one",
-                            self.pantry.path, finals, needed)
+                if self.last_report is not None and self.last_report.output_dir is not None:  # the main process
+                    print(f"{self.last_report.table}\nsoup written to {self.last_report.output_dir}")
+            elif PartialState().is_main_process:  # a one-run-per-process sweep says how far it is
+                print(f"pantry {self.pantry.path} holds {finals} of {needed} runs: the soup is cooked at the end of "
+                      "the last one")
 
     def _add(self, name: str, kind: str, args, state, model, tokenizer, link_from: Path | None = None) -> Path:
         info = {
@@ -299,10 +303,11 @@ class SoupCallback(TrainerCallback):
         report = cook_recipe(kitchen, recipe, output_dir, ensemble=self.ensemble, overwrite=True,
                              repo_id=repo_id, options=options)
         if repo_id is not None and PartialState().is_main_process:
-            push_soup(
+            url = push_soup(
                 output_dir, repo_id, token=self.hub_token or getattr(args, "hub_token", None),
                 private=bool(_first(self.hub_private_repo, getattr(args, "hub_private_repo", None), False)),
             )
+            print(f"pushed {output_dir}: {url}")
         PartialState().wait_for_everyone()
         return report
 

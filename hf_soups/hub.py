@@ -25,6 +25,7 @@ from hf_soups.record import SOUP_FILE
 from hf_soups.version import __version__
 
 logger = logging.getLogger(__name__)
+BARE_NAMESPACE = "namespace"  # stands in for the token's user while a bare repo name is checked
 
 # HTTP status → what it means for a push (anything else: the server's own message).
 STATUS_REASONS = {
@@ -54,7 +55,8 @@ def push_soup(
 
     Args:
         soup_dir: the soup folder (it must hold ``soup.json``).
-        repo_id: ``owner/name`` of the model repo (``owner/name@branch`` is the same as passing ``revision``).
+        repo_id: ``owner/name`` of the model repo (``owner/name@branch`` is the same as passing ``revision``); a bare
+            ``name`` goes to the token's user, as ``huggingface_hub`` and the Trainer read it.
         token: a Hub token with write access; default: ``HF_TOKEN``, then the saved login.
         private: create the repo private (an existing repo keeps its visibility).
         revision: the branch to commit to (created from ``main`` when missing); default: ``main``.
@@ -80,10 +82,13 @@ def push_soup(
     if not token:
         raise SoupError("no Hub token: pass --token / token=, set HF_TOKEN or run `hf auth login`")
     api = HfApi(token=token)
-    operations = upload_operations(folder, repo_id)
-    where = f"{repo_id}@{revision}" if revision else repo_id
-    logger.info("pushing %d files from %s to %s on %s", len(operations), folder, where, api.endpoint)
+    where = repo_id
     try:
+        if "/" not in repo_id:  # a bare name: the token's user is the namespace, as in huggingface_hub and the Trainer
+            repo_id = f"{api.whoami()['name']}/{repo_id}"
+        where = f"{repo_id}@{revision}" if revision else repo_id
+        operations = upload_operations(folder, repo_id)
+        logger.info("pushing %d files from %s to %s on %s", len(operations), folder, where, api.endpoint)
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision and revision != constants.DEFAULT_REVISION and not revision.startswith("refs/pr/"):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
@@ -94,6 +99,8 @@ def push_soup(
             revision=revision,
             create_pr=create_pr,
         )
+    except SoupError:  # the folder's own fault (its soup.json), not the push's
+        raise
     except (httpx2.HTTPError, OSError, ValueError, RuntimeError) as err:
         message = f"push of {folder} to {where} failed: {_reason(err, api.endpoint)}; the local folder is unchanged"
         raise SoupError(message.replace(token, "<token>")) from None
@@ -102,13 +109,16 @@ def push_soup(
 
 
 def parse_repo_id(repo_id: str, revision: str | None = None) -> tuple[str, str | None]:
-    """``owner/name[@revision]`` (or a Hub URL) → ``(owner/name, revision)``; other repo types are refused.
+    """``[owner/]name[@revision]`` (or a Hub URL) → ``(repo id, revision)``; other repo types are refused. A bare
+    ``name`` stays bare: :func:`push_soup` gives it the token's user as namespace.
 
     Example:
-        >>> parse_repo_id("me/soup@dev")
-        ('me/soup', 'dev')
+        >>> parse_repo_id("me/soup@dev"), parse_repo_id("soup")
+        (('me/soup', 'dev'), ('soup', None))
     """
-    uri_text = repo_id if repo_id.startswith(("hf://", "http://", "https://")) else f"hf://{repo_id}"
+    bare = "/" not in repo_id.partition("@")[0]
+    url = repo_id.startswith(("hf://", "http://", "https://"))
+    uri_text = repo_id if url else f"hf://{BARE_NAMESPACE}/{repo_id}" if bare else f"hf://{repo_id}"
     try:
         uri = parse_hf_uri(uri_text, endpoint=constants.ENDPOINT)
     except HfUriError as err:
@@ -119,7 +129,7 @@ def parse_repo_id(repo_id: str, revision: str | None = None) -> tuple[str, str |
         raise SoupError(f"repo id {repo_id!r} names a file in a repo; give the repo as owner/name")
     if uri.revision and revision and uri.revision != revision:
         raise SoupError(f"repo id {repo_id!r} names revision {uri.revision!r} but revision={revision!r} was given")
-    return uri.id, uri.revision or revision
+    return uri.id.removeprefix(f"{BARE_NAMESPACE}/") if bare else uri.id, uri.revision or revision
 
 
 def upload_operations(folder: Path, repo_id: str) -> list[CommitOperationAdd]:

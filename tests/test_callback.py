@@ -270,16 +270,32 @@ def test_concurrent_processes_share_one_pantry(tmp_path):
     assert all(torch.equal(h, heads[0]) for h in heads)
 
 
-def test_cook_pushes_when_asked(run, tmp_path, hub_server):
-    repo = f"{DEFAULT_USER}/sweep-soup"
-    callback = SoupCallback(tmp_path / "pantry", push_to_hub=True, hub_model_id=repo, hub_token=hub_server.token)
+@pytest.mark.parametrize("hub_model_id", [f"{DEFAULT_USER}/sweep-soup", None])
+def test_cook_pushes_when_asked(run, tmp_path, hub_server, hub_model_id, capsys):
+    # no hub_model_id: the Trainer's output folder name + "-soup", a bare name under the token's user (issue 23)
+    repo = hub_model_id or f"{DEFAULT_USER}/r0.03-soup"
+    callback = SoupCallback(tmp_path / "pantry", push_to_hub=True, hub_model_id=hub_model_id,
+                            hub_token=hub_server.token)
     for lr in (1e-2, 3e-2):
         trainer = run(f"r{lr:g}", lr=lr, callbacks=[callback])
     callback.cook(trainer)
+    assert f"{hub_server.endpoint}/{repo}/commit/" in capsys.readouterr().out  # where the soup went
     assert {"README.md", "soup.json", "model.safetensors"} <= set(HfApi(token=hub_server.token).list_repo_files(repo))
     card = Path(hf_hub_download(repo, "README.md", token=hub_server.token)).read_text()
     assert f'from_pretrained("{repo}")' in card and f"hf download {repo} recipe.yaml" in card
     assert str(tmp_path) not in card  # no local paths published
+
+
+def test_one_run_per_process_sweep_prints_its_progress_and_the_soup(run, tmp_path, capsys):
+    for seed in (0, 1):  # a fresh callback per run, as when each run is its own process
+        callback = SoupCallback(tmp_path / "pantry", pin_head=True, cook_on_end=True, sweep_size=2)
+        run(f"s{seed}", trainer_class=SoupTrainer, seed=seed, soup_callback=callback, args={"max_steps": 1})
+        out = capsys.readouterr().out
+        if seed == 0:
+            assert f"pantry {tmp_path / 'pantry'} holds 1 of 2 runs" in out and "soup written" not in out
+        else:
+            soup = tmp_path / "runs" / "s1" / "soup"
+            assert callback.last_report.table in out and f"soup written to {soup}" in out and "holds" not in out
 
 
 def start_loss(trainer) -> float:

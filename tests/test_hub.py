@@ -208,8 +208,22 @@ def test_parse_repo_id():
         parse_repo_id("spaces/me/soup")
     with pytest.raises(SoupError, match="names revision 'dev' but revision='main'"):
         parse_repo_id("me/soup@dev", revision="main")
+    assert parse_repo_id("soup@dev") == ("soup", "dev")  # a bare name: push_soup adds the token's user
     with pytest.raises(SoupError, match="namespace/name"):
-        parse_repo_id("soup")
+        parse_repo_id("hf://soup")
+
+
+@pytest.mark.parametrize("how", ["push_soup", "hf-soups push"])
+def test_a_bare_repo_name_goes_to_the_tokens_user(hub_server, soup, monkeypatch, capsys, how):
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    if how == "push_soup":
+        url = push_soup(soup, "rte-soup@v1")
+    else:
+        assert main(["push", str(soup), "rte-soup", "--revision", "v1"]) == 0
+        url = capsys.readouterr().out
+    assert f"{hub_server.endpoint}/{SOUP_REPO}/commit/" in url
+    card = Path(hf_hub_download(SOUP_REPO, "README.md", revision="v1")).read_text()
+    assert f'from_pretrained("{SOUP_REPO}")' in card
 
 
 @needs_glue

@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Without a README.md in the folder, the card is generated from soup.json.",
     )
     parser.add_argument("soup_dir", metavar="DIR", help="the soup folder (holding soup.json)")
-    parser.add_argument("repo_id", metavar="REPO_ID", help="owner/name of the model repo")
+    parser.add_argument(
+        "repo_id", metavar="REPO_ID", help="owner/name of the model repo (a bare name: under the token's user)"
+    )
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--revision", metavar="R", help="branch to commit to, created from main if missing")
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
@@ -33,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
         args.soup_dir, args.repo_id, token=args.token, private=args.private, revision=args.revision,
         create_pr=args.create_pr, commit_message=args.commit_message,
     )
-    print(f"pushed {args.soup_dir} to {args.repo_id}: {url}")
+    print(f"pushed {args.soup_dir}: {url}")  # the commit URL names the repo (a bare name's namespace too)
     return 0
