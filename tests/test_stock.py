@@ -279,3 +279,24 @@ def test_the_card_names_the_tensors_the_base_lacks(make_ingredients, bert_base, 
         "The base lacks 2 tensor(s)\n(classifier.bias, classifier.weight): they are the ingredients' uniform average."
         in card
     )
+
+
+def test_recipe_paths_are_relative_to_the_recipe_file_whatever_the_working_directory(
+    make_ingredients, bert_base, tmp_path, monkeypatch
+):
+    folders = make_ingredients(2)
+    head = tmp_path / "pantry" / "start-head.safetensors"
+    head.parent.mkdir()
+    theta0 = load_file(bert_base / "model.safetensors")
+    save_file({n: theta0[n] for n in ("classifier.weight", "classifier.bias")}, head)
+    monkeypatch.chdir(tmp_path)  # base, start head and soup given relative to the working directory
+    options = {"base": "base", "start_head": "pantry/start-head.safetensors"}
+    cook_recipe(Kitchen(folders, BiasJudge(), progress=False), "stock", "out/soup", options=options)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    recipe = tmp_path / "out" / "soup" / "recipe.yaml"
+    assert "../../pantry/start-head.safetensors" in recipe.read_text()
+    again = cook(recipe, "again")
+    digest = hashlib.sha256((tmp_path / "out" / "soup" / "model.safetensors").read_bytes()).hexdigest()
+    assert hashlib.sha256((again / "model.safetensors").read_bytes()).hexdigest() == digest

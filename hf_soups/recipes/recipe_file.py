@@ -71,11 +71,12 @@ def _local_spec(spec: str, recipe: Path) -> str:
 
 
 def _stock_base_entry(base: BaseEntry, folder: Path) -> BaseEntry:
-    """A Model Stock base as ``recipe.yaml`` stores it: local paths (model, start head) relative to ``folder``."""
+    """A Model Stock base as ``recipe.yaml`` stores it: local paths (model, start head), absolute or relative to the
+    working directory, relative to ``folder``."""
     entry = BaseEntry(**base)
-    if Path(entry["ingredient"]).is_absolute():
+    if Path(entry["ingredient"]).exists():  # a local base, as the resolver tells it from a Hub id
         entry["ingredient"] = os.path.relpath(Path(entry["ingredient"]).resolve(), folder.resolve())
-    if entry["head"] and Path(entry["head"]).is_absolute():
+    if entry["head"]:
         entry["head"] = os.path.relpath(Path(entry["head"]).resolve(), folder.resolve())
     return entry
 
