@@ -108,10 +108,10 @@ def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None) -> Mod
             kept=sum(i.kept for i in record.ingredients),
             adapters=sum(i.adapter is not None for i in record.ingredients),
             start_heads=sorted({i.start_head for i in record.ingredients if i.start_head}),
-            stock=recipe.options if recipe and recipe.name == "stock" else None,
+            stock=public_data(recipe.options) if recipe and recipe.name == "stock" else None,
             ingredients=[_ingredient_row(i, recipe.metric if recipe else None) for i in record.ingredients],
-            split_rule=_yaml(_public(recipe.split_rule)) if recipe and recipe.split_rule else None,
-            options=_yaml(_public({k: v for k, v in recipe.options.items() if k != "ratios"}))
+            split_rule=_yaml(public_data(recipe.split_rule)) if recipe and recipe.split_rule else None,
+            options=_yaml(public_data({k: v for k, v in recipe.options.items() if k != "ratios"}))
             if recipe and recipe.options
             else None,
             trajectory=[step | {"spec": table_cell(public_name(step["spec"]))} for step in recipe.trajectory]
@@ -300,12 +300,18 @@ def _number(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
-def _public(data: Any) -> Any:
-    """``data`` with absolute local paths (``local:/home/...`` split sources too) cut to their last part."""
+def public_data(data: Any) -> Any:
+    """``data`` with absolute local paths (``local:/home/...`` split sources too) cut to their last part: what the
+    card and a pushed ``soup.json`` show (no machine path is published).
+
+    Example:
+        >>> public_data({"source": "local:/home/me/glue", "spec": "/home/me/runs/a", "split": "train:heldout"})
+        {'source': 'local:glue', 'spec': 'a', 'split': 'train:heldout'}
+    """
     if isinstance(data, dict):
-        return {key: _public(value) for key, value in data.items()}
+        return {key: public_data(value) for key, value in data.items()}
     if isinstance(data, list | tuple):
-        return [_public(value) for value in data]
+        return [public_data(value) for value in data]
     if isinstance(data, str):
         kind, sep, rest = data.partition(":")
         return f"{kind}:{public_name(rest)}" if sep and kind == "local" else public_name(data)

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, HfUriError, OfflineModeIsEnabled
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, parse_hf_uri
 
-from hf_soups.card import CARD_FILE, build_card, card_text, is_generated
+from hf_soups.card import CARD_FILE, build_card, card_text, is_generated, public_data
 from hf_soups.errors import SoupError
 from hf_soups.record import SOUP_FILE
 from hf_soups.version import __version__
@@ -134,15 +135,18 @@ def parse_repo_id(repo_id: str, revision: str | None = None) -> tuple[str, str |
 
 def upload_operations(folder: Path, repo_id: str) -> list[CommitOperationAdd]:
     """One addition per file of the folder (``.git``/cache folders skipped); the card rendered for ``repo_id``
-    unless the folder holds a ``README.md`` hf_soups did not generate (or one edited since)."""
+    unless the folder holds a ``README.md`` hf_soups did not generate (or one edited since); ``soup.json`` with its
+    local paths cut to their names (:func:`~hf_soups.card.public_data`)."""
     card = folder / CARD_FILE
     render = not card.is_file() or is_generated(card.read_text(encoding="utf-8"))
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     operations = [
         CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))
         for path in filter_repo_objects(files, ignore_patterns=DEFAULT_IGNORE_PATTERNS)
-        if not (render and path == CARD_FILE)
+        if not (render and path == CARD_FILE) and path != SOUP_FILE
     ]
+    record = json.dumps(public_data(json.loads((folder / SOUP_FILE).read_text())), indent=2) + "\n"
+    operations.append(CommitOperationAdd(path_in_repo=SOUP_FILE, path_or_fileobj=record.encode()))
     if render:
         text = card_text(build_card(folder, repo_id=repo_id)).encode()
         operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=text))

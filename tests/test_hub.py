@@ -131,6 +131,20 @@ def test_a_generated_card_is_rendered_again_for_the_repo_it_is_pushed_to(hub_ser
     assert "My note." in pushed and 'from_pretrained("soup")' in pushed
 
 
+def test_the_pushed_soup_json_names_local_paths_by_their_last_part(hub_server, soup, tmp_path):
+    record = SoupRecord.load(soup)
+    record.recipe = RecipeRecord(name="uniform", split_rule={"source": f"local:{tmp_path / 'glue'}", "seed": 0})
+    record.save(soup)
+    before = snapshot(soup)
+    push_soup(soup, SOUP_REPO, token=hub_server.token)
+    pushed = Path(hf_hub_download(SOUP_REPO, "soup.json", token=hub_server.token))
+    assert str(tmp_path) not in pushed.read_text()
+    published = SoupRecord.load(pushed.parent)
+    assert published.recipe.split_rule == {"source": "local:glue", "seed": 0}
+    assert [i.spec for i in published.ingredients] == ["ing0", "ing1"]
+    assert snapshot(soup) == before  # the local record keeps its paths
+
+
 def _closed_port_endpoint() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

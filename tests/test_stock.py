@@ -171,7 +171,8 @@ def test_stock_recipe_scores_records_and_recooks_bit_for_bit(make_ingredients, b
         n for n in validate(resolve_ingredients(folders)).shapes if "position_ids" not in n
     }
     card = (tmp_path / "soup" / "README.md").read_text()
-    assert "Model Stock" in card and f"towards the base `{bert_base}`" in card and "uniform average" not in card
+    assert "Model Stock" in card and "towards the base `base`" in card and "uniform average" not in card
+    assert str(tmp_path) not in card  # the base by name, not its machine path (issue 23)
     digest = hashlib.sha256((tmp_path / "soup" / "model.safetensors").read_bytes()).hexdigest()
     again = cook(tmp_path / "soup" / "recipe.yaml", tmp_path / "again")
     assert hashlib.sha256((again / "model.safetensors").read_bytes()).hexdigest() == digest
