@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,16 +39,36 @@ def plot_trajectory(folder: Path, trajectory: list[dict[str, Any]], metric: str)
 
 
 def plot_soups(folder: Path, tastings: Sequence[Any], soups: Sequence[Any]) -> Path:
-    """Ingredients and soups: selection score against report score."""
+    """Ingredients and soups: selection score against report score (see :func:`soups_figure`)."""
+    return _save(soups_figure(tastings, soups), folder / SOUPS_PLOT)
+
+
+def soups_figure(tastings: Sequence[Any], soups: Sequence[Any]) -> Figure:
+    """Every ingredient (open circles, drawn over the soups so none is hidden) and every soup (stars), selection
+    score against report score; a soup that sits on an ingredient (greedy keeping only the best run) says so in the
+    legend, by the ingredient's number in the card's table.
+
+    Example:
+        >>> figure = soups_figure(report.tastings, report.soups)  # doctest: +SKIP
+        >>> figure.axes[0].get_legend_handles_labels()[1]  # doctest: +SKIP
+        ['greedy = ingredient 2 (a tie)', 'uniform', 'ensemble', 'ingredients']
+    """
     figure = Figure(figsize=(5, 5))
     ax = figure.subplots()
-    ax.scatter([t.select.main for t in tastings], [t.report.main for t in tastings], color="0.5", label="ingredients")
+    points = [(t.select.main, t.report.main) for t in tastings]
     for soup in soups:
-        ax.scatter(soup.select.main, soup.report.main, marker="*", s=150, label=soup.name, zorder=3)
+        ties = [str(n) for n, point in enumerate(points, 1) if _same(point, (soup.select.main, soup.report.main))]
+        label = f"{soup.name} = ingredient {', '.join(ties)} (a tie)" if ties else soup.name
+        ax.scatter(soup.select.main, soup.report.main, marker="*", s=150, label=label, zorder=3)
+    ax.scatter(*zip(*points, strict=True), facecolors="none", edgecolors="0.3", label="ingredients", zorder=4)
     metric = tastings[0].select.main_metric
     ax.set(xlabel=f"selection {metric}", ylabel=f"report {metric}", title="Ingredients vs soups")
     ax.legend(fontsize=8)
-    return _save(figure, folder / SOUPS_PLOT)
+    return figure
+
+
+def _same(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return all(math.isclose(x, y, rel_tol=0, abs_tol=1e-9) for x, y in zip(a, b, strict=True))
 
 
 def _save(figure: Figure, path: Path) -> Path:

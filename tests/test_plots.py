@@ -1,10 +1,15 @@
-"""Soup-folder plots: drawn without touching the user's matplotlib backend."""
+"""Soup-folder plots: drawn without touching the user's matplotlib backend; every ingredient shown, ties marked."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from hf_soups.plots import soups_figure
 
 SCRIPT = """
 import matplotlib
@@ -30,3 +35,24 @@ def test_recipes_and_plots_leave_the_matplotlib_backend_alone(tmp_path):
     assert done.stdout.strip() == "svg"
     assert (tmp_path / "ingredients_vs_soups.png").stat().st_size > 0
     assert (tmp_path / "greedy_trajectory.png").stat().st_size > 0
+
+
+def scores(select: float, report: float, name: str = "run") -> SimpleNamespace:
+    return SimpleNamespace(name=name, select=SimpleNamespace(main=select, main_metric="accuracy"),
+                           report=SimpleNamespace(main=report))
+
+
+@pytest.mark.parametrize(
+    ("soups", "labels"),
+    [
+        ([scores(0.7, 0.6, "greedy")], ["greedy = ingredient 2 (a tie)"]),  # greedy kept only the best run
+        ([scores(0.7, 0.65, "greedy"), scores(0.5, 0.5, "uniform")], ["greedy", "uniform = ingredient 1, 3 (a tie)"]),
+        ([scores(0.8, 0.7, "greedy")], ["greedy"]),
+    ],
+)
+def test_every_ingredient_shows_and_a_soup_on_one_is_marked_a_tie(soups, labels):
+    ax = soups_figure([scores(0.5, 0.5), scores(0.7, 0.6), scores(0.5, 0.5)], soups).axes[0]
+    assert ax.get_legend_handles_labels()[1] == [*labels, "ingredients"]
+    [ingredients] = [c for c in ax.collections if c.get_label() == "ingredients"]
+    assert len(ingredients.get_offsets()) == 3
+    assert all(ingredients.get_zorder() > c.get_zorder() for c in ax.collections if c is not ingredients)
