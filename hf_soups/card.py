@@ -51,6 +51,7 @@ HEADS: dict[str, tuple[str, str]] = {
 # Results table order; rows with other names follow in their record order.
 RESULT_ORDER = ["best individual", "uniform", "greedy", "learned", "ensemble"]
 SPLITS = ("select", "report")
+_HUB_PINNED = re.compile(r"[^@]+@[0-9a-f]{40}")  # how recipe.yaml names a Hub model: at its commit
 _LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")  # what str.splitlines breaks at
 
 
@@ -114,7 +115,8 @@ def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None) -> Mod
             options=_yaml(public_data({k: v for k, v in recipe.options.items() if k != "ratios"}))
             if recipe and recipe.options
             else None,
-            trajectory=[step | {"spec": table_cell(public_name(step["spec"]))} for step in recipe.trajectory]
+            trajectory=[step | {"spec": table_cell(public_name(step["spec"])), "score": _number(step["score"])}
+                        for step in recipe.trajectory]
             if recipe
             else [],
             metrics=metrics,
@@ -125,6 +127,8 @@ def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None) -> Mod
             auto_class=auto_class,
             has_tokenizer=bool(folder and any((folder / f).is_file() for f in TOKENIZER_FILES)),
             merge_command=_merge_command(record),
+            local_recipe=names_local_files(record),
+            soup_dir=folder.resolve().name if folder else "soup",
         )
 
 
@@ -179,6 +183,19 @@ def table_cell(text: str) -> str:
         lr\\|2e-5 run
     """
     return _LINE_BREAKS.sub(" ", text).replace("|", "\\|")
+
+
+def names_local_files(record: SoupRecord) -> bool:
+    """Whether the soup's ``recipe.yaml`` names local files (a kept local ingredient, a local Model Stock base or a
+    start head), by paths relative to itself that resolve only beside those files, not after a download.
+
+    Example:
+        >>> names_local_files(SoupRecord("0.1", "float32", [IngredientRecord("runs/a", "local")]))
+        True
+    """
+    base = (record.recipe.options.get("base") or {}) if record.recipe else {}
+    local_base = bool(base) and (base.get("head") is not None or not _HUB_PINNED.fullmatch(base["ingredient"]))
+    return local_base or any(i.kept and i.source != "hub" for i in record.ingredients)
 
 
 def common_license(record: SoupRecord) -> str | None:

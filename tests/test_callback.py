@@ -282,7 +282,8 @@ def test_cook_pushes_when_asked(run, tmp_path, hub_server, hub_model_id, capsys)
     assert f"{hub_server.endpoint}/{repo}/commit/" in capsys.readouterr().out  # where the soup went
     assert {"README.md", "soup.json", "model.safetensors"} <= set(HfApi(token=hub_server.token).list_repo_files(repo))
     card = Path(hf_hub_download(repo, "README.md", token=hub_server.token)).read_text()
-    assert f'from_pretrained("{repo}")' in card and f"hf download {repo} recipe.yaml" in card
+    assert f'from_pretrained("{repo}")' in card and "hf-soups cook soup/recipe.yaml" in card
+    assert "hf download" not in card  # the recipe names the pantry's local entries: a download cannot cook
     assert str(tmp_path) not in card  # no local paths published
 
 

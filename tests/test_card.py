@@ -81,6 +81,33 @@ def test_card_metadata_and_body(tmp_path):
     assert 'AutoTokenizer.from_pretrained("me/rte-soup")' in text
     assert "hf-soups cook recipe.yaml -o soup" in text
     assert "The scores come from 138 selection" in text and "GLUE test set" in text
+    assert "| 1 | `me/bert-rte@lr1` | 61.0 | yes |" in text  # points, as in the results table (was 0.61)
+
+
+@pytest.mark.parametrize(
+    ("local", "stock_base", "downloadable"),
+    [
+        (False, None, True),
+        (True, None, False),
+        (False, {"ingredient": f"me/bert@{SHA}", "head": None}, True),
+        (False, {"ingredient": "../base", "head": None}, False),
+        (False, {"ingredient": f"me/bert@{SHA}", "head": "../pantry/start-head.safetensors"}, False),
+    ],
+)
+def test_the_recook_snippet_downloads_the_recipe_only_when_it_names_no_local_file(
+    tmp_path, local, stock_base, downloadable
+):
+    soup = tmp_path / "soup"
+    soup.mkdir()
+    record = soup_record(folders=[tmp_path / f"run{i}" for i in range(3)] if local else None)
+    if stock_base:
+        record.recipe.name, record.recipe.options = "stock", {"base": stock_base, "uniform_tensors": [], "clamped": 0}
+    record.save(soup)
+    text = build_card(soup, repo_id="me/rte-soup").text
+    assert ("hf download me/rte-soup recipe.yaml" in text) is downloadable
+    assert ("hf-soups cook soup/recipe.yaml -o soup-again" in text) is not downloadable
+    assert ("local ones by the sha256 of their weight files" in text) is not downloadable
+    assert "every ingredient is pinned to a commit" not in text
 
 
 def test_written_card_loads_back_with_the_same_metadata(tmp_path):
