@@ -38,7 +38,7 @@ from transformers import Trainer, TrainerCallback
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation.data import SplitRule, heldout_record, load_glue_split
-from hf_soups.options import RECIPE_NAMES, CookOptions, JudgeOptions
+from hf_soups.options import RECIPE_NAMES, CardOptions, CookOptions, JudgeOptions
 from hf_soups.pantry import Pantry, PantryEntry, PinHead, check_heldout, fingerprint
 from hf_soups.probe import probe_head
 
@@ -78,6 +78,8 @@ class SoupCallback(TrainerCallback):
             :class:`~hf_soups.options.CookOptions`).
         push_to_hub / hub_model_id / hub_token / hub_private_repo: push the soup; each defaults to the Trainer's
             setting, and the soup's repo to the Trainer's ``hub_model_id`` (or output folder name) + ``-soup``.
+        license: the licence the pushed card states (:class:`~hf_soups.options.CardOptions`; default: the base
+            model's, as its card or config states it).
         select_dataset / heldout: without a GLUE task, select on ``select_dataset`` (rows your training data leaves
             out, in the eval dataset's format) and report on the whole ``eval_dataset``; ``heldout`` is the rule
             :func:`~hf_soups.evaluation.hold_out` returns with them, recorded by every entry and checked when
@@ -113,6 +115,7 @@ class SoupCallback(TrainerCallback):
         hub_model_id: str | None = None,
         hub_token: str | None = None,
         hub_private_repo: bool | None = None,
+        license: str | None = CardOptions.license,
         select_dataset: Any = None,
         heldout: dict[str, Any] | None = None,
         seed: int = 0,
@@ -130,7 +133,7 @@ class SoupCallback(TrainerCallback):
         }
         self.output_dir, self.ensemble = output_dir, ensemble
         self.push_to_hub, self.hub_model_id, self.hub_token = push_to_hub, hub_model_id, hub_token
-        self.hub_private_repo = hub_private_repo
+        self.hub_private_repo, self.license = hub_private_repo, license
         self.select_dataset, self.heldout = select_dataset, heldout
         self.seed, self.select_fraction = seed, select_fraction
         self.trainer: Trainer | None = None  # set by SoupTrainer: lets cook_on_end judge with the Trainer
@@ -306,6 +309,7 @@ class SoupCallback(TrainerCallback):
             url = push_soup(
                 output_dir, repo_id, token=self.hub_token or getattr(args, "hub_token", None),
                 private=bool(_first(self.hub_private_repo, getattr(args, "hub_private_repo", None), False)),
+                license=self.license,
             )
             print(f"pushed {output_dir}: {url}")
         PartialState().wait_for_everyone()

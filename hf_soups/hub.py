@@ -22,6 +22,7 @@ from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, 
 
 from hf_soups.card import CARD_FILE, build_card, card_text, is_generated, public_data
 from hf_soups.errors import SoupError
+from hf_soups.options import CardOptions
 from hf_soups.record import SOUP_FILE
 from hf_soups.version import __version__
 
@@ -46,6 +47,7 @@ def push_soup(
     revision: str | None = None,
     create_pr: bool = False,
     commit_message: str | None = None,
+    license: str | None = CardOptions.license,
 ) -> str:
     """Upload a soup folder to a Hub model repo as one commit, creating the repo (and branch) when missing.
 
@@ -63,6 +65,7 @@ def push_soup(
         revision: the branch to commit to (created from ``main`` when missing); default: ``main``.
         create_pr: open a pull request (against ``revision``, or ``main``) instead of committing to the branch.
         commit_message: default: ``"Upload model soup with hf-soups <version>"``.
+        license: the licence the generated card states (see :func:`~hf_soups.card.build_card`).
 
     Returns:
         The URL of the commit.
@@ -88,7 +91,7 @@ def push_soup(
         if "/" not in repo_id:  # a bare name: the token's user is the namespace, as in huggingface_hub and the Trainer
             repo_id = f"{api.whoami()['name']}/{repo_id}"
         where = f"{repo_id}@{revision}" if revision else repo_id
-        operations = upload_operations(folder, repo_id)
+        operations = upload_operations(folder, repo_id, license)
         logger.info("pushing %d files from %s to %s on %s", len(operations), folder, where, api.endpoint)
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision and revision != constants.DEFAULT_REVISION and not revision.startswith("refs/pr/"):
@@ -133,10 +136,10 @@ def parse_repo_id(repo_id: str, revision: str | None = None) -> tuple[str, str |
     return uri.id.removeprefix(f"{BARE_NAMESPACE}/") if bare else uri.id, uri.revision or revision
 
 
-def upload_operations(folder: Path, repo_id: str) -> list[CommitOperationAdd]:
-    """One addition per file of the folder (``.git``/cache folders skipped); the card rendered for ``repo_id``
-    unless the folder holds a ``README.md`` hf_soups did not generate (or one edited since); ``soup.json`` with its
-    local paths cut to their names (:func:`~hf_soups.card.public_data`)."""
+def upload_operations(folder: Path, repo_id: str, license: str | None = None) -> list[CommitOperationAdd]:
+    """One addition per file of the folder (``.git``/cache folders skipped); the card rendered for ``repo_id`` (with
+    ``license``) unless the folder holds a ``README.md`` hf_soups did not generate (or one edited since);
+    ``soup.json`` with its local paths cut to their names (:func:`~hf_soups.card.public_data`)."""
     card = folder / CARD_FILE
     render = not card.is_file() or is_generated(card.read_text(encoding="utf-8"))
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
@@ -148,7 +151,7 @@ def upload_operations(folder: Path, repo_id: str) -> list[CommitOperationAdd]:
     record = json.dumps(public_data(json.loads((folder / SOUP_FILE).read_text())), indent=2) + "\n"
     operations.append(CommitOperationAdd(path_in_repo=SOUP_FILE, path_or_fileobj=record.encode()))
     if render:
-        text = card_text(build_card(folder, repo_id=repo_id)).encode()
+        text = card_text(build_card(folder, repo_id=repo_id, license=license)).encode()
         operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=text))
     return operations
 

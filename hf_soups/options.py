@@ -182,6 +182,16 @@ class StockOptions:
     )
 
 
+@dataclass(frozen=True)
+class CardOptions:
+    """What the model card states that no record holds (``hf-soups push``, ``--push-to-hub``, :func:`push_soup`)."""
+
+    license: str | None = option(
+        None, "the licence the card states, a Hub licence id such as apache-2.0 (default: the base model's, as its "
+        "card or config states it, else the one every kept ingredient's card names)", metavar="ID",
+    )
+
+
 def add_flags(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     options: type,
@@ -218,6 +228,7 @@ def values(args: argparse.Namespace, options: type, only: tuple[str, ...] | None
 
 
 __all__ = [
-    "GREEDY_RULES", "RECIPE_NAMES", "BaggedOptions", "CookOptions", "GreedyOptions", "JudgeOptions", "LearnedOptions",
-    "MergeOptions", "ReportFileOptions", "ResumeOptions", "SoupFolderOptions", "StockOptions", "add_flags", "values",
+    "GREEDY_RULES", "RECIPE_NAMES", "BaggedOptions", "CardOptions", "CookOptions", "GreedyOptions", "JudgeOptions",
+    "LearnedOptions", "MergeOptions", "ReportFileOptions", "ResumeOptions", "SoupFolderOptions", "StockOptions",
+    "add_flags", "values",
 ]

@@ -275,7 +275,7 @@ def test_cook_pushes_when_asked(run, tmp_path, hub_server, hub_model_id, capsys)
     # no hub_model_id: the Trainer's output folder name + "-soup", a bare name under the token's user (issue 23)
     repo = hub_model_id or f"{DEFAULT_USER}/r0.03-soup"
     callback = SoupCallback(tmp_path / "pantry", push_to_hub=True, hub_model_id=hub_model_id,
-                            hub_token=hub_server.token)
+                            hub_token=hub_server.token, license="apache-2.0")
     for lr in (1e-2, 3e-2):
         trainer = run(f"r{lr:g}", lr=lr, callbacks=[callback])
     callback.cook(trainer)
@@ -283,6 +283,7 @@ def test_cook_pushes_when_asked(run, tmp_path, hub_server, hub_model_id, capsys)
     assert {"README.md", "soup.json", "model.safetensors"} <= set(HfApi(token=hub_server.token).list_repo_files(repo))
     card = Path(hf_hub_download(repo, "README.md", token=hub_server.token)).read_text()
     assert f'from_pretrained("{repo}")' in card and "hf-soups cook soup/recipe.yaml" in card
+    assert "\nlicense: apache-2.0\n" in card
     assert "hf download" not in card  # the recipe names the pantry's local entries: a download cannot cook
     assert str(tmp_path) not in card  # no local paths published
 

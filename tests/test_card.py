@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
 import re
 from pathlib import Path
 
@@ -150,6 +151,32 @@ def test_license_only_when_all_kept_ingredients_agree(tmp_path):
     (folders[0] / "README.md").unlink()
     record.ingredients[2].kept = False
     assert common_license(record) is None
+
+
+@pytest.mark.parametrize(
+    ("where", "stated", "given", "expected"),
+    [
+        ("card", "apache-2.0", None, "apache-2.0"),
+        ("config", "mit", None, "mit"),
+        ("stock base", "apache-2.0", None, "apache-2.0"),
+        (None, None, "cc-by-4.0", "cc-by-4.0"),  # the base states none: license= names it
+        ("card", "apache-2.0", "mit", "mit"),  # given, it is what the card states
+        (None, None, None, None),
+    ],
+)
+def test_the_card_carries_the_base_models_license_else_the_one_given(tmp_path, where, stated, given, expected):
+    base = tmp_path / "base"
+    base.mkdir()
+    config = {"model_type": "bert", **({"license": stated} if where == "config" else {})}
+    (base / "config.json").write_text(json.dumps(config))
+    if where in ("card", "stock base"):
+        (base / "README.md").write_text(f"---\nlicense: {stated}\n---\n# base\n")
+    record = soup_record()
+    record.base_model = None if where == "stock base" else str(base)
+    if where == "stock base":
+        record.recipe.name, record.recipe.options = "stock", {"base": {"ingredient": str(base), "head": None}}
+    card = build_card(record, license=given)
+    assert card.data.license == expected and ModelCard(str(card)).data.license == expected
 
 
 def test_missing_record(tmp_path):

@@ -194,6 +194,12 @@ def test_cli_push(hub_server, soup, monkeypatch, capsys):
     assert card.data.tags == ["model-soup", "merge", "hf-soups"] and "no evaluation was run" in card.text
 
 
+def test_cli_push_states_the_license_given(hub_server, soup, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    assert main(["push", str(soup), SOUP_REPO, "--license", "apache-2.0"]) == 0
+    assert ModelCard.load(SOUP_REPO).data.license == "apache-2.0"
+
+
 def test_offline_mode_uses_cached_ingredients_and_fails_clearly_without_them(
     hub_server, make_ingredients, tmp_path, monkeypatch, soup
 ):

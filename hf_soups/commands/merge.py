@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hf_soups.options import ADAPTER_FLAGS, MergeOptions, SoupFolderOptions, add_flags, values
+from hf_soups.options import ADAPTER_FLAGS, CardOptions, MergeOptions, SoupFolderOptions, add_flags, values
 from hf_soups.record import SoupRecord
 
 
@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_flags(parser, MergeOptions, exclude=ADAPTER_FLAGS)
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup (with a generated card) when done")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    add_flags(parser, CardOptions)
     adapters = parser.add_argument_group("PEFT LoRA adapters (ingredients with adapter_config.json)")
     add_flags(adapters, MergeOptions, only=ADAPTER_FLAGS)
     parser.set_defaults(func=run)
@@ -42,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         from hf_soups.hub import push_soup
 
-        print(f"pushed: {push_soup(path, args.push_to_hub, private=args.private)}")
+        print(f"pushed: {push_soup(path, args.push_to_hub, private=args.private, **values(args, CardOptions))}")
     return 0

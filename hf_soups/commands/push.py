@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from hf_soups.options import CardOptions, add_flags, values
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -25,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--token", help="Hub token with write access (default: HF_TOKEN, then `hf auth login`; prefer those: a "
         "token on the command line shows in the process list)",
     )
+    add_flags(parser, CardOptions)
     parser.set_defaults(func=run)
 
 
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     url = push_soup(
         args.soup_dir, args.repo_id, token=args.token, private=args.private, revision=args.revision,
-        create_pr=args.create_pr, commit_message=args.commit_message,
+        create_pr=args.create_pr, commit_message=args.commit_message, **values(args, CardOptions),
     )
     print(f"pushed {args.soup_dir}: {url}")  # the commit URL names the repo (a bare name's namespace too)
     return 0

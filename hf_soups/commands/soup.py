@@ -9,6 +9,7 @@ import argparse
 from hf_soups.options import (
     RECIPE_NAMES,
     BaggedOptions,
+    CardOptions,
     CookOptions,
     GreedyOptions,
     JudgeOptions,
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_flags(parser, MergeOptions, only=("dtype", "checkpoints", "overwrite"))
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup to this Hub repo when done")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    add_flags(parser, CardOptions)
     parser.set_defaults(func=run)
 
 
@@ -62,5 +64,6 @@ def run(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         from hf_soups.hub import push_soup
 
-        print(f"pushed: {push_soup(report.output_dir, args.push_to_hub, private=args.private)}")
+        url = push_soup(report.output_dir, args.push_to_hub, private=args.private, **values(args, CardOptions))
+        print(f"pushed: {url}")
     return 0
