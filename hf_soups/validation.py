@@ -61,6 +61,33 @@ def finite_float(value: Any, name: str) -> float:
     return number
 
 
+def non_negative_float(value: Any, name: str) -> float:
+    """A finite number ≥ 0."""
+    number = finite_float(value, name)
+    if number < 0:
+        raise SoupError(f"{name}: must be ≥ 0, got {value!r}")
+    return number
+
+
+def int_value(value: Any, name: str) -> int:
+    """A whole number (``"3"`` or ``3``; not ``3.5``)."""
+    try:
+        number = int(value) if not isinstance(value, float | bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None:
+        raise SoupError(f"{name}: must be a whole number, got {value!r}")
+    return number
+
+
+def heldout_fraction(value: Any, name: str) -> float:
+    """The share of a train split held out to select on: in (0, 0.5], so the runs keep most of their data."""
+    number = finite_float(value, name)
+    if not 0.0 < number <= 0.5:
+        raise SoupError(f"{name}: must be in (0, 0.5], got {value!r}")
+    return number
+
+
 def weight_list(value: str, name: str) -> list[float]:
     """Comma-separated mixing weights, ``"3,1"`` → ``[3.0, 1.0]`` (their rules are checked by :func:`check_mix`)."""
     parts = value.split(",")
