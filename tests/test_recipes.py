@@ -107,6 +107,21 @@ def test_bagged_greedy_keeps_what_most_bags_keep_for_the_cost_of_one_greedy_pass
     assert SoupRecord.load(again).recipe.options["bags"] == 8
 
 
+def test_recipes_cooked_in_one_kitchen_taste_the_ingredients_once(make_ingredients):
+    from hf_soups.recipes import make_kitchen
+
+    folders = with_bias(make_ingredients(4), [[0.3, 0.0], [5.0, 5.0], [0.0, -0.32], [0.0, 0.2]])
+    judge = BiasJudge()
+    kitchen = make_kitchen(folders, judge=judge, progress=False)
+    greedy = cook_recipe(kitchen, "greedy")
+    assert judge.calls == 4 + 1 + 3 + 1  # tastings, the uniform soup, three candidates, the greedy soup
+    bagged = cook_recipe(kitchen, "bagged", options={"bags": 4})
+    assert judge.calls == 9 + 3 + 1  # no tasting again: the candidates and the bagged soup
+    assert [r.scores for r in bagged.record.results if r.name == "uniform"] == [
+        r.scores for r in greedy.record.results if r.name == "uniform"
+    ]
+
+
 @pytest.mark.parametrize("options", [{"bags": 0}, {"bags": 2.5}, {"min_gain": -0.1}, {"min_gain": float("nan")},
                                      {"greedy_rule": "loose"}])
 def test_bagged_refuses_bad_options(make_ingredients, options):

@@ -62,9 +62,7 @@ def cook_bagged(
         raise SoupError("bagged greedy soup: needs at least two ingredients")
     bags, bag_seed = positive_int(bags, "bags"), int_value(bag_seed, "bag_seed")
     rule = selection_rule(greedy_rule, min_gain)
-    tastings, uniform = kitchen.taste_all()
-    uniform_scores = kitchen.score_soup(uniform, "uniform")
-    del uniform
+    tastings, uniform = kitchen.tasted()
     order = greedy_order(tastings)
     labels = tastings[0].select.labels
     rng = np.random.default_rng(bag_seed)
@@ -103,7 +101,7 @@ def cook_bagged(
     soup = RunningMean(kitchen.plan, kitchen.hash_cache)
     for index in chosen:
         soup.add(kitchen.ingredients[index])
-    soups = [kitchen.score_soup(soup, "bagged"), uniform_scores]
+    soups = [kitchen.score_soup(soup, "bagged"), uniform]
     if ensemble:
         soups.append(kitchen.ensemble(tastings))
     options = rule | {"bags": bags, "bag_seed": bag_seed, "votes": votes, "evaluations": evaluations}

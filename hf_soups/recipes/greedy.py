@@ -66,12 +66,8 @@ def cook_greedy(
     if state is None:
         if state_dir is not None and is_main_process():
             (state_dir / STATE_FILE).unlink(missing_ok=True)  # a fresh run never resumes into an older state
-        tastings, uniform = kitchen.taste_all()
-        # score the uniform soup now, so its weights need not stay in memory beside the greedy mean
-        state = GreedyState(
-            tastings=tastings, uniform=kitchen.score_soup(uniform, "uniform"), order=greedy_order(tastings), rule=rule
-        )
-        del uniform
+        tastings, uniform = kitchen.tasted()
+        state = GreedyState(tastings=tastings, uniform=uniform, order=greedy_order(tastings), rule=rule)
         state.save(state_dir, kitchen)
     mean = RunningMean(kitchen.plan, kitchen.hash_cache)
     if state.members:  # resumed: the mean of the members so far, each of weight 1

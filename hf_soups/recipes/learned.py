@@ -45,7 +45,7 @@ def cook_learned(
     device = device.device if device is not None else torch.device("cpu")
     names = [name for name in kitchen.plan.shapes if kitchen.plan.is_float(name)]
     check_memory(kitchen, names, device)
-    tastings, uniform = kitchen.taste_all()
+    tastings, uniform = kitchen.tasted()
     stacks = {name: torch.empty(len(kitchen.ingredients), *kitchen.plan.shapes[name], device=device) for name in names}
     for i, ingredient in enumerate(
         tqdm(kitchen.ingredients, desc="loading ingredients", disable=not kitchen.progress)
@@ -67,7 +67,7 @@ def cook_learned(
     for i, weight in mix:
         mean.add_tensors(_tensors(kitchen, stacks, i), kitchen.ingredients[i], weight)
     del stacks
-    soups = [kitchen.score_soup(mean, "learned"), kitchen.score_soup(uniform, "uniform")]
+    soups = [kitchen.score_soup(mean, "learned"), uniform]
     if ensemble:
         soups.append(kitchen.ensemble(tastings))
     options = {"granularity": granularity, "epochs": epochs, "lr": lr}

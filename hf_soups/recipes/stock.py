@@ -262,9 +262,7 @@ def cook_stock(
     """
     base = StockBase.resolve(base, start_head)
     check_base(base, kitchen.ingredients, kitchen.plan)  # before any scoring
-    tastings, uniform = kitchen.taste_all(uniform=True)
-    uniform_tasting = kitchen.score_soup(uniform, "uniform")
-    del uniform
+    tastings, uniform_tasting = kitchen.tasted()
     soup, ratios, clamped = stock_soup_tensors(kitchen.ingredients, kitchen.plan, base, kitchen.hash_cache)
     soups = [kitchen.score_soup(soup, "stock"), uniform_tasting]
     if ensemble:
