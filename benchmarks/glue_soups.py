@@ -187,30 +187,34 @@ def soup_folder(pantry: Pantry, row: str) -> Path:
     return pantry.path.parent / "soups" / row.replace(" ", "-").replace("(", "").replace(")", "")
 
 
-def cook_row(row: str, pantry: Pantry, task: str, args: argparse.Namespace) -> SoupRecord:
-    """Cook one row's soup into ``<sweep>/soups/<row>``, or read it back when it is there (resumable)."""
-    folder = soup_folder(pantry, row)
-    if (folder / "soup.json").is_file():
-        return SoupRecord.load(folder)
-    spec = ROWS[row]
-    entries = pantry.entries()
+def cook_rows(pantry: Pantry, task: str, args: argparse.Namespace) -> dict[str, SoupRecord]:
+    """Cook every row's soup into ``<sweep>/soups/<row>``, or read it back when it is there (resumable); rows over
+    the same pantry entries share one kitchen, so their ingredients are tasted once."""
+    entries, kitchens, records = pantry.entries(), {}, {}
     if args.selection == "heldout":  # the runs left out exactly the rows the soup is selected on
         check_heldout(pantry.select("all", entries), heldout_rule(task, args.glue_dir))
-    ingredients = (
-        pantry.run_averages(int(spec.entries.split(":")[1]), entries) if spec.entries.startswith("average:")
-        else pantry.ingredients(pantry.select(spec.entries, entries))
-    )
-    select, report = SPLITS[args.selection]
-    kitchen = make_kitchen(ingredients, task, glue_dir=args.glue_dir, select_split=select, report_split=report,
-                           batch_size=64, progress=False)
-    options = dict(spec.options) | (
-        {"resume": True} if spec.recipe == "greedy" else
-        {"base": encoder_path(), "start_head": pantry.path / HEAD_FILE} if spec.recipe == "stock" else {}
-    )
-    started = time.perf_counter()
-    report = cook_recipe(kitchen, spec.recipe, folder, ensemble=row == "greedy", options=options)
-    print(f"{pantry.path.parent.name} {row}: cooked in {time.perf_counter() - started:.0f} s", flush=True)
-    return report.record
+    for row, spec in ROWS.items():
+        folder = soup_folder(pantry, row)
+        if (folder / "soup.json").is_file():
+            records[row] = SoupRecord.load(folder)
+            continue
+        if spec.entries not in kitchens:
+            ingredients = (
+                pantry.run_averages(int(spec.entries.split(":")[1]), entries) if spec.entries.startswith("average:")
+                else pantry.ingredients(pantry.select(spec.entries, entries))
+            )
+            select, report = SPLITS[args.selection]
+            kitchens[spec.entries] = make_kitchen(ingredients, task, glue_dir=args.glue_dir, select_split=select,
+                                                  report_split=report, batch_size=64, progress=False)
+        options = dict(spec.options) | (
+            {"resume": True} if spec.recipe == "greedy" else
+            {"base": encoder_path(), "start_head": pantry.path / HEAD_FILE} if spec.recipe == "stock" else {}
+        )
+        started = time.perf_counter()
+        report = cook_recipe(kitchens[spec.entries], spec.recipe, folder, ensemble=row == "greedy", options=options)
+        print(f"{pantry.path.parent.name} {row}: cooked in {time.perf_counter() - started:.0f} s", flush=True)
+        records[row] = report.record
+    return records
 
 
 def gain_text(gain: dict[str, float] | None) -> str:
@@ -235,7 +239,7 @@ class Outcome:
 def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> tuple[str, Outcome]:
     """The markdown table of one sweep (every row, the sanity floor, the diagnosis), and its outcome."""
     task = sweep.task
-    records = {row: cook_row(row, pantry, task, args) for row in ROWS}
+    records = cook_rows(pantry, task, args)
     greedy = records["greedy"]
     metric = greedy.recipe.metric
     results = {r.name: r for r in greedy.results if r.name != "greedy"}
