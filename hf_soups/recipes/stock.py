@@ -141,7 +141,7 @@ def stock_soup_tensors(
         hash_cache: where weight-file hashes are looked up and remembered.
 
     Returns:
-        The soup as a :class:`~hf_soups.merge.RunningMean` (ready for :func:`~hf_soups.merge.write_soup`), each
+        The soup as a :class:`~hf_soups.mean.RunningMean` (ready for :func:`~hf_soups.merge.write_soup`), each
         float tensor's ratio t (``None``: not in the base, averaged uniformly), and the tensors whose mean cosine
         was negative, clamped to 0 (t = 0: they are the base's).
 
