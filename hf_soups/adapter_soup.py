@@ -169,7 +169,7 @@ def _mean_full(kept: Sequence[tuple[AdapterIngredient, float]]) -> dict[str, tor
     """Weighted mean of the adapters' full tensors; an adapter without one contributes the base's."""
     names = sorted({n for a, _ in kept for n in a.full})
     missing = {n for a, _ in kept for n in names if n not in a.full}
-    base = {n: t.float().clone() for n, t in kept[0][0]._base.tensors() if n in missing} if missing else {}
+    base = {n: t.float().clone() for n, t in kept[0][0].base_tensors() if n in missing} if missing else {}
     return {n: sum(w * (a.full[n].float() if n in a.full else base[n]) for a, w in kept) for n in names}
 
 

@@ -5,8 +5,11 @@ An ingredient folder (or Hub repo) holding ``adapter_config.json`` is an :class:
 ``revision``, or takes the one given). Its :meth:`~AdapterIngredient.tensors` stream the base's tensors with ΔW added
 to every LoRA target weight and ``modules_to_save`` (e.g. classifier heads) replaced by the adapter's own copy, so the
 streaming mean of :mod:`hf_soups.mean` averages adapters, full models or a mix of both into the full model
-base + Σ wᵢΔWᵢ. :func:`check_adapters` checks that the adapters of one soup share one base and fit it. Writing a soup
-of adapters as an adapter, or into a loaded model, is :mod:`hf_soups.adapter_soup`.
+base + Σ wᵢΔWᵢ. A base stored as a bare model (a sentence-transformers ``BertModel``: ``encoder.*``) is named as
+transformers names it when it loads it into the adapter's task model (``bert.encoder.*``, its ``base_model_prefix``),
+and the new head that model adds comes from the adapter. :func:`check_adapters` checks that the adapters of one soup
+share one base and fit it. Writing a soup of adapters as an adapter, or into a loaded model, is
+:mod:`hf_soups.adapter_soup`.
 
 Example:
     >>> (adapter,) = resolve_ingredients(["runs/lora-a"])  # doctest: +SKIP
@@ -29,9 +32,9 @@ import torch
 
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
-from hf_soups.ingredient import TOKENIZER_FILES, Ingredient
+from hf_soups.ingredient import TOKENIZER_FILES, Ingredient, base_model_prefix
 from hf_soups.record import IngredientRecord
-from hf_soups.tensorfile import read_header, stream_bin_tensors, stream_tensors
+from hf_soups.tensorfile import TensorInfo, read_header, stream_bin_tensors, stream_tensors, torch_bin_header
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ["adapter_model.safetensors", "adapter_model.bin"]  # in the order PEFT prefers them
@@ -43,6 +46,13 @@ UNSUPPORTED = {
     "lora_bias": "a LoRA bias",
     "use_qalora": "QALoRA",
     "layer_replication": "layer replication",
+}
+# PEFT task type → transformers' mapping of model_type to the task model a bare base is loaded into.
+TASK_MODELS = {
+    "SEQ_CLS": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    "TOKEN_CLS": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+    "QUESTION_ANS": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+    "CAUSAL_LM": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
 }
 
 @dataclass(frozen=True)
@@ -68,8 +78,9 @@ class LoraFactors:
 class AdapterIngredient(Ingredient):
     """A PEFT LoRA adapter over a base model, seen as the full model base + ΔW.
 
-    ``config``, ``layout`` and ``canonical_names`` are the base's; ``sha256`` holds the adapter file's hash (the
-    base's hashes are on ``base``).
+    ``layout`` and ``canonical_names`` are the base's, under the names of the adapter's model (see :attr:`prefix`),
+    plus the new head only the adapter holds; ``sha256`` holds the adapter file's hash (the base's hashes are on
+    ``base``).
 
     Attributes:
         base: the resolved base model.
@@ -94,19 +105,51 @@ class AdapterIngredient(Ingredient):
 
     @cached_property
     def config(self) -> dict[str, Any]:
-        return self._base.config
+        """The config of the model the adapter was trained in: the folder's own ``config.json`` (a pantry entry's),
+        else its base's, naming the task model of the adapter's ``task_type`` when the base is a bare model."""
+        if (self.path / "config.json").is_file():
+            return Ingredient.config.func(self)  # type: ignore[attr-defined]
+        from transformers.models.auto import modeling_auto
+
+        mapping = getattr(modeling_auto, TASK_MODELS.get(self.adapter_config.get("task_type") or "", ""), {})
+        task_model = mapping.get(self._base.config.get("model_type"))
+        return self._base.config | ({"architectures": [task_model]} if self.prefix and task_model else {})
 
     @cached_property
     def weight_files(self) -> list[Path]:
         return self._base.weight_files
 
     @cached_property
-    def layout(self) -> dict:
-        return self._base.layout
+    def prefix(self) -> str:
+        """What the adapter's model puts before the base's tensor names: ``"bert."`` when the base is stored without
+        the ``base_model_prefix`` that the adapter's names carry (a bare ``BertModel`` under a
+        ``BertForSequenceClassification`` adapter), as transformers adds it when it loads the base; else ``""``."""
+        name = base_model_prefix(self._base.config)
+        prefix = f"{name}."
+        if name is None or any(n.startswith(prefix) for n in self._base.layout):
+            return ""
+        return prefix if any(n.startswith(prefix) for n in self._stored) else ""
+
+    @cached_property
+    def head_only(self) -> dict[str, tuple[Path, TensorInfo]]:
+        """The adapter's full tensors outside the base model when the base is a bare model (:attr:`prefix` added):
+        the task model's new head (``classifier.*``), which transformers initialises on loading and PEFT saves in
+        full (``modules_to_save``), by name, with where the adapter file stores it."""
+        if not self.prefix:
+            return {}
+        file = self.adapter_file
+        header = read_header(file) if file.suffix == ".safetensors" else torch_bin_header(file)
+        names = [n for n in self.full if not n.startswith(self.prefix)]
+        return {n: (file, header[PREFIX + n]) for n in names}
+
+    @cached_property
+    def layout(self) -> dict[str, tuple[Path, TensorInfo]]:
+        return {self.prefix + n: entry for n, entry in self._base.layout.items()} | self.head_only
 
     @cached_property
     def canonical_names(self) -> dict[str, str | None]:
-        return self._base.canonical_names
+        names = {self.prefix + n: c and self.prefix + c for n, c in self._base.canonical_names.items()}
+        return names | {n: n for n in self.head_only}
 
     @property
     def reads_ranges(self) -> bool:
@@ -198,17 +241,25 @@ class AdapterIngredient(Ingredient):
                     f"{self.label}: tensor '{name}' has shape {list(tensor.shape)}, the base has {list(shapes[name])}"
                 )
 
+    def base_tensors(self, hash_cache: HashCache | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """Stream the base's tensors under the names of the adapter's model (:attr:`prefix` added)."""
+        for name, tensor in self._base.tensors(hash_cache):
+            yield self.prefix + name, tensor
+
     def tensors(self, hash_cache: HashCache | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-        """Stream the full model's tensors: the base's, ΔW added to LoRA targets, ``modules_to_save`` replaced.
+        """Stream the full model's tensors: the base's, ΔW added to LoRA targets, ``modules_to_save`` replaced,
+        then the new head of a bare base (:attr:`head_only`).
 
         Example:
             >>> state = dict((n, t.clone()) for n, t in adapter.tensors())  # doctest: +SKIP
         """
-        for name, tensor in self._base.tensors(hash_cache):
+        for name, tensor in self.base_tensors(hash_cache):
             if name in self.factors:
                 yield name, tensor.float() + self.factors[name].delta()
             else:
                 yield name, self.full.get(name, tensor)
+        for name in self.head_only:
+            yield name, self.full[name]
 
     def record(self, weight: float = 0.0, kept: bool = True) -> IngredientRecord:
         record = super().record(weight, kept)

@@ -303,6 +303,23 @@ def _inside(name: str) -> bool:
     return not os.path.isabs(normal) and normal != ".." and not normal.startswith(".." + os.sep)
 
 
+def base_model_prefix(config: dict[str, Any]) -> str | None:
+    """The name transformers gives the base model inside the task models of a config's ``model_type`` (its
+    ``base_model_prefix``: ``"bert"``, so ``BertForSequenceClassification`` holds ``bert.encoder.*``); ``None`` when
+    transformers has no base model class for it.
+
+    Example:
+        >>> base_model_prefix({"model_type": "bert"})
+        'bert'
+    """
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    name = MODEL_MAPPING_NAMES.get(config.get("model_type", ""))
+    model_class = getattr(transformers, name, None) if isinstance(name, str) else None
+    return getattr(model_class, "base_model_prefix", None) or None
+
+
 def label_map(config: dict[str, Any]) -> dict[int, str]:
     """A config's ``id2label`` with int keys, as transformers fills it in (``LABEL_i``) when the file omits it."""
     if "id2label" in config:

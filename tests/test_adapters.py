@@ -10,7 +10,7 @@ import torch
 from helpers import tiny_bert_config
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import BertForSequenceClassification
+from transformers import BertForSequenceClassification, BertModel
 
 from hf_soups import SoupError, merge_models
 from hf_soups.adapter_soup import apply_adapters, base_snapshot
@@ -172,6 +172,21 @@ def test_adapters_mix_with_full_models(lora, tmp_path):
         torch.testing.assert_close(state[name], tensor, atol=1e-5, rtol=0, msg=name)
     with pytest.raises(SoupError, match="full1'?: is a full model; an adapter soup needs every ingredient"):
         merge_models([adapters[0], tmp_path / "full1"], tmp_path / "exact", adapter_output="exact", progress=False)
+
+
+def test_adapters_over_a_bare_base_are_named_as_transformers_loads_it(tmp_path):
+    """A base stored without its ``bert.`` prefix (a sentence-transformers ``BertModel``: ``encoder.*``) is loaded
+    into the adapters' BertForSequenceClassification as ``bert.*``, the new head coming from the adapters."""
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config()).save_pretrained(tmp_path / "bare")
+    adapters = [make_adapter(tmp_path / "bare", tmp_path / f"adapter{i}", i + 1, *ADAPTERS[i]) for i in range(2)]
+    soup = merge_models(adapters, tmp_path / "soup", progress=False)
+    assert json.loads((soup / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+    expected = mean_state([merged(tmp_path / "bare", a) for a in adapters])
+    state = BertForSequenceClassification.from_pretrained(soup).state_dict()
+    assert set(expected) <= set(state)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(state[name], tensor, atol=1e-5, rtol=0, msg=name)
 
 
 def test_adapter_over_another_base_is_refused(lora, tmp_path):
