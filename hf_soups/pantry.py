@@ -39,7 +39,7 @@ from transformers import PreTrainedModel
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients
 from hf_soups.merge import merge_models
-from hf_soups.probe import head_names
+from hf_soups.probe import head_names, live_state, plain_model
 from hf_soups.record import SoupRecord
 from hf_soups.version import __version__
 
@@ -54,15 +54,15 @@ PinHead = bool | Literal["probe"]
 
 def fingerprint(model: PreTrainedModel) -> dict[str, str]:
     """sha256 of the weights a model computes with (names, dtypes, shapes, bytes), whole and split into body and
-    head. For a PEFT LoRA model these are the base weights with each ΔW = B·A·scaling merged in, not the factors:
-    at the start B = 0, so runs that draw different A (a sweep over seeds) start from the same function.
+    head. For a PEFT LoRA model these are the base weights with each ΔW = B·A·scaling merged in, not the factors,
+    and the head's trained copy (by the plain model's names, see :func:`~hf_soups.probe.live_state`): at the start
+    B = 0, so runs that draw different A (a sweep over seeds) start from the same function.
 
     Example:
         >>> fingerprint(model)["head"][:12]  # doctest: +SKIP
         '3f1c0e9a2b7d'
     """
-    base = model.get_base_model() if hasattr(model, "peft_config") else model
-    head = head_names(base)
+    head = head_names(model)
     hashers = {part: hashlib.sha256() for part in ("weights", "body", "head")}
     for name, tensor in sorted(_effective_state(model).items()):
         data = tensor.detach().to("cpu").contiguous()
@@ -73,25 +73,20 @@ def fingerprint(model: PreTrainedModel) -> dict[str, str]:
 
 
 def _effective_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
-    """A model's state dict; for a PEFT LoRA model, its base model's with each active ΔW added to the base weight
-    it adapts and the LoRA factors left out."""
+    """A model's :func:`~hf_soups.probe.live_state`; for a PEFT LoRA model, with each active ΔW added to the base
+    weight it adapts."""
+    state = live_state(model)
     if not hasattr(model, "peft_config"):
-        return model.state_dict()
+        return state
     from peft.tuners.lora import LoraLayer
 
-    base = model.get_base_model()
     deltas = {
-        f"{name}.base_layer.weight": sum(
-            module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A
-        )
-        for name, module in base.named_modules()
+        f"{name}.weight": sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
+        for name, module in plain_model(model).named_modules()
         if isinstance(module, LoraLayer)
     }
     with torch.no_grad():
-        return {
-            name: tensor + deltas[name] if name in deltas else tensor
-            for name, tensor in base.state_dict().items() if ".lora_" not in name
-        }
+        return {name: tensor + deltas[name] if name in deltas else tensor for name, tensor in state.items()}
 
 
 @dataclass
@@ -130,7 +125,8 @@ class Pantry:
 
         Args:
             name: the entry's name.
-            model: the model, saved with ``save_pretrained`` unless ``link_from`` is given.
+            model: the model, saved with ``save_pretrained`` unless ``link_from`` is given; for a PEFT model (its
+                adapter) the config of the model it trains in is written too, which PEFT does not save.
             tokenizer: saved beside it (``None``: none).
             info: the entry's ``ingredient.json`` content.
             link_from: a folder the Trainer has just saved this model to (a ``checkpoint-*``): its model, config and
@@ -147,6 +143,10 @@ class Pantry:
             model.save_pretrained(tmp)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
+        if hasattr(model, "peft_config") and not (tmp / "config.json").is_file():
+            base = plain_model(model)  # what the adapter was trained in (a bare base's task model, its labels)
+            base.config.architectures = [type(base).__name__]  # as save_pretrained records it
+            base.config.save_pretrained(tmp)
         info = {**info, "created": time.time(), "hf_soups_version": __version__}
         (tmp / ENTRY_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         base = name.replace(os.sep, "_")
@@ -161,7 +161,8 @@ class Pantry:
         raise SoupError(f"pantry {self.path}: no free entry name for {base!r}")
 
     def pin_head(self, model: PreTrainedModel, fit: Callable[[], dict[str, torch.Tensor]] | None = None) -> str | None:
-        """Load the pantry's start head into ``model``, making it first when the pantry has none yet.
+        """Load the pantry's start head into ``model`` (a PEFT model: into the head copy it trains), making it first
+        when the pantry has none yet.
 
         The first writer wins, also between processes. Without ``fit`` the model's own (random) head becomes the
         start head; with ``fit`` (e.g. ``lambda: probe_head(model, batches)``) the head it returns does.
@@ -178,7 +179,7 @@ class Pantry:
         path = self.path / HEAD_FILE
         if not path.is_file():
             mode = "random" if fit is None else "probe"
-            state = model.state_dict()
+            state = live_state(model)
             head = {n: state[n].detach().to("cpu").contiguous() for n in names} if fit is None else fit()
             self.path.mkdir(parents=True, exist_ok=True)
             tmp = self.path / f".tmp-{uuid.uuid4().hex}.safetensors"
@@ -190,7 +191,7 @@ class Pantry:
             finally:
                 tmp.unlink()
         pinned = load_file(path)
-        state = model.state_dict()
+        state = live_state(model)
         for name in sorted(names | set(pinned)):
             if name not in pinned or name not in names or pinned[name].shape != state[name].shape:
                 raise SoupError(

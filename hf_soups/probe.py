@@ -26,11 +26,55 @@ from hf_soups.errors import SoupError
 LABEL_KEYS = ("labels", "label")
 
 
+def plain_model(model: PreTrainedModel) -> PreTrainedModel:
+    """The transformers model itself: a PEFT model's base model (with PEFT's layers in it), else ``model``."""
+    return model.get_base_model() if hasattr(model, "peft_config") else model
+
+
+def _plain_names(model: PreTrainedModel) -> dict[str, str | None]:
+    """Each state-dict name of :func:`plain_model` → the name the plain transformers model gives the tensor the
+    model computes with, or ``None`` for PEFT's own: a wrapped head module's active copy
+    (``classifier.modules_to_save.default.weight``) and a LoRA layer's ``base_layer`` weight under the wrapped
+    module's name, LoRA factors and the wrapped originals left out."""
+    plain = plain_model(model)
+    wrappers: dict[str, str] = {}  # wrapper module name + "." → the prefix of its tensors that compute
+    if hasattr(model, "peft_config"):
+        from peft.tuners.lora import LoraLayer
+        from peft.utils.other import ModulesToSaveWrapper
+
+        for name, module in plain.named_modules():
+            if isinstance(module, ModulesToSaveWrapper):
+                wrappers[f"{name}."] = f"{name}.modules_to_save.{module.active_adapter}."
+            elif isinstance(module, LoraLayer):
+                wrappers[f"{name}."] = f"{name}.base_layer."
+    names: dict[str, str | None] = {}
+    for key in plain.state_dict():
+        wrapper = max((w for w in wrappers if key.startswith(w)), key=len, default=None)
+        if wrapper is None:
+            names[key] = key
+        else:
+            names[key] = wrapper + key.removeprefix(wrappers[wrapper]) if key.startswith(wrappers[wrapper]) else None
+    return names
+
+
+def live_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    """The tensors a model computes with (sharing its storage), by the names of the plain transformers model: for a
+    PEFT model, those of its base model with PEFT's wrapping undone (see ``_plain_names``). A head pinned or probed
+    on a PEFT model is the one its ``modules_to_save`` copy trains.
+
+    Example:
+        >>> sorted(n for n in live_state(get_peft_model(model, lora)) if "classifier" in n)  # doctest: +SKIP
+        ['classifier.bias', 'classifier.weight']
+    """
+    state = plain_model(model).state_dict()
+    return {plain: state[key] for key, plain in _plain_names(model).items() if plain is not None}
+
+
 def head_names(model: PreTrainedModel) -> set[str]:
-    """The state-dict names outside the base model (``classifier.*`` for BERT); empty for models without a head
-    of their own (T5)."""
-    names = set(model.state_dict())
-    prefix = f"{model.base_model_prefix}."
+    """The names of :func:`live_state` outside the base model (``classifier.*`` for BERT, also under PEFT); empty
+    for models without a head of their own (T5)."""
+    names = set(live_state(model))
+    prefix = f"{plain_model(model).base_model_prefix}."
     head = {name for name in names if not name.startswith(prefix)}
     return head if head != names else set()
 
@@ -41,10 +85,10 @@ def output_layer(model: PreTrainedModel) -> tuple[str, torch.nn.Linear]:
     Raises:
         SoupError: the model has no head of its own, or its head ends in no linear layer.
     """
-    head = head_names(model)
+    head, plain = head_names(model), _plain_names(model)
     linears = [
-        (name, module) for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and f"{name}.weight" in head
+        (name, module) for name, module in plain_model(model).named_modules()
+        if isinstance(module, torch.nn.Linear) and plain.get(f"{name}.weight") in head
     ]
     if not linears:
         raise SoupError(f"pin_head='probe': {type(model).__name__} has no linear classifier head to probe")
@@ -127,8 +171,8 @@ def probe_head(model: PreTrainedModel, batches: Iterable[dict[str, Any]], seed: 
         layer.weight.copy_(torch.from_numpy(weight))
         if layer.bias is not None:
             layer.bias.copy_(torch.from_numpy(bias))
-    state = model.state_dict()
+    state = live_state(model)
     return {key: state[key].detach().to("cpu").contiguous() for key in sorted(head_names(model))}
 
 
-__all__ = ["fit_linear", "head_names", "output_layer", "probe_features", "probe_head"]
+__all__ = ["fit_linear", "head_names", "live_state", "output_layer", "plain_model", "probe_features", "probe_head"]

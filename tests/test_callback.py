@@ -15,6 +15,7 @@ import pytest
 import torch
 from helpers import GLUE_DIR, VOCAB, needs_glue, tiny_bert_config
 from huggingface_hub import HfApi, hf_hub_download
+from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import (
     BertForSequenceClassification,
@@ -51,16 +52,20 @@ def dataset(tokenizer, rows: int, seed: int) -> datasets.Dataset:
 
 @pytest.fixture
 def run(tmp_path, tiny_tokenizer):
-    """``run(name, trainer_class=Trainer, lr=, seed=, **kwargs)``: one fine-tuning run of one pretrained body, whose
-    new classifier head is drawn under ``seed``; returns the trainer after ``train()``."""
+    """``run(name, trainer_class=Trainer, lr=, seed=, lora=, **kwargs)``: one fine-tuning run of one pretrained body
+    (a ``BertModel``, stored without the ``bert.`` prefix), whose new classifier head is drawn under ``seed``, with
+    LoRA (a ``peft.LoraConfig``) when given; returns the trainer after ``train()``."""
     base = tmp_path / "base"
     torch.manual_seed(0)
     BertModel(tiny_bert_config()).save_pretrained(base)
     train, dev = dataset(tiny_tokenizer, 32, seed=1), dataset(tiny_tokenizer, 24, seed=2)
 
-    def make(name, trainer_class=Trainer, lr=1e-2, seed=0, train_it=True, args=None, train_dataset=None, **kwargs):
+    def make(name, trainer_class=Trainer, lr=1e-2, seed=0, train_it=True, args=None, train_dataset=None, lora=None,
+             **kwargs):
         set_seed(seed)
         model = BertForSequenceClassification.from_pretrained(base, num_labels=2)
+        if lora is not None:
+            model = get_peft_model(model, lora)
         settings = {
             "output_dir": str(tmp_path / "runs" / name), "learning_rate": lr, "seed": seed, "num_train_epochs": 1,
             "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8, "eval_strategy": "epoch",
@@ -159,6 +164,25 @@ def test_a_lora_sweep_over_seeds_cooks(run, tmp_path):
     report = callback.cook(trainer, recipe="uniform")
     assert [i.adapter["type"] for i in report.record.ingredients] == ["lora", "lora"]
     assert (report.output_dir / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("pin_head", [True, "probe"])
+def test_a_lora_sweep_over_seeds_pins_the_head_it_trains(run, tmp_path, pin_head):
+    """PEFT runs over a bare base: the start head is written from, and loaded into, the head copy PEFT trains
+    (``modules_to_save``), under the plain model's names; the sweep cooks into a classifier."""
+    callback = SoupCallback(tmp_path / "pantry", pin_head=pin_head)
+    for seed in (0, 1):
+        lora = LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"])
+        trainer = run(f"lora{seed}", seed=seed, lora=lora, callbacks=[callback], args={"max_steps": 1})
+    pantry = Pantry(tmp_path / "pantry")
+    assert pantry.head_mode() == ("probe" if pin_head == "probe" else "random")
+    head = load_file(tmp_path / "pantry" / "start-head.safetensors")
+    assert sorted(head) == ["classifier.bias", "classifier.weight"]
+    assert len({e.info["start"]["weights"] for e in pantry.entries()}) == 1
+    report = callback.cook(trainer, recipe="uniform")
+    assert [i.adapter["type"] for i in report.record.ingredients] == ["lora", "lora"]
+    assert report.record.architecture == "BertForSequenceClassification"
+    assert {"bert.encoder.layer.0.attention.self.query.weight", "classifier.weight"} <= set(weights(report.output_dir))
 
 
 def test_different_bodies_refused(tmp_path):
