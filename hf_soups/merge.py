@@ -64,6 +64,7 @@ def merge_models(
     adapter_output: AdapterOutput = MergeOptions.adapter_output,  # type: ignore[assignment]
     adapter_rank: int | None = None,
     threads: int | None = MergeOptions.threads,
+    extras: Callable[[Path, list[tuple[Ingredient, float]]], None] | None = None,
 ) -> Path | PreTrainedModel:
     """Average fine-tuned checkpoints of one base model into one model (a uniform or weighted soup).
 
@@ -86,6 +87,10 @@ def merge_models(
         adapter_rank: the rank of the ``"svd"`` adapter.
         threads: torch threads to average with (default: :func:`merge_threads`: the user's ``OMP_NUM_THREADS`` or
             ``torch.set_num_threads`` setting, else ``MERGE_THREADS``); the caller's setting is restored after.
+        extras: for a full soup written to ``output_dir``, called with the temporary folder (``soup.json`` in it) and
+            the mix (each ingredient with its weight, in the order averaged) to add files before the folder is renamed
+            into place: ``hf-soups merge`` adds ``recipe.yaml`` and the card
+            (:func:`hf_soups.commands.merge.write_merge_files`).
 
     Returns:
         The output folder, or the loaded model when ``output_dir`` is ``None``.
@@ -133,7 +138,9 @@ def merge_models(
     steps = (len(resolved) + 1) * len(plan.shapes)
     with tqdm(total=steps, desc="merging", unit="tensor", disable=not progress) as bar:
         mean.add_all(resolved, raw_weights, bar)
-        write_soup(output_dir, mean, soup_record(resolved, raw_weights), dtype, max_shard_size, overwrite, bar)
+        mix = list(zip(resolved, raw_weights, strict=True))
+        add = None if extras is None else lambda folder: extras(folder, mix)
+        write_soup(output_dir, mean, soup_record(resolved, raw_weights), dtype, max_shard_size, overwrite, bar, add)
     hash_cache.save()
     return output_dir
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hf_soups.card import is_generated
 from hf_soups.cli import build_parser, main
 
 
@@ -16,6 +17,16 @@ def test_merge_command(make_ingredients, tmp_path, capsys):
     )
     assert (tmp_path / "soup" / "model.safetensors").exists()
     assert "soup written to" in capsys.readouterr().out
+
+
+def test_merge_writes_its_recipe_and_card_and_cooks_again(make_ingredients, tmp_path):
+    """A merge is a soup too: ``hf-soups cook`` re-cooks it bit for bit from its recipe.yaml."""
+    folders = make_ingredients(3)
+    soup, again = tmp_path / "soup", tmp_path / "again"
+    assert main(["merge", *map(str, folders), "-o", str(soup), "--weights", "3,1,0.5", "--dtype", "fp16"]) == 0
+    assert is_generated((soup / "README.md").read_text()) and "hf-soups merge" in (soup / "README.md").read_text()
+    assert main(["cook", str(soup), "-o", str(again)]) == 0
+    assert (again / "model.safetensors").read_bytes() == (soup / "model.safetensors").read_bytes()
 
 
 def test_bad_input_is_one_line_and_exit_2(make_ingredients, tmp_path):

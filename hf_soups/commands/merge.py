@@ -1,11 +1,19 @@
-"""``hf-soups merge``: average checkpoints into one model folder (a uniform or weighted soup)."""
+"""``hf-soups merge``: average checkpoints into one model folder (a uniform or weighted soup), with ``recipe.yaml``
+and a card."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hf_soups.options import ADAPTER_FLAGS, CardOptions, MergeOptions, SoupFolderOptions, add_flags, values
 from hf_soups.record import SoupRecord
+
+if TYPE_CHECKING:
+    from hf_soups.ingredient import Ingredient  # imports torch: not for `hf-soups --help`
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "merge",
         help="average checkpoints of one base model into one model folder",
         description="Average fine-tuned checkpoints of one base model, tensor by tensor in fp32, into a folder that "
-        "from_pretrained loads. Memory stays at about one model whatever the number of ingredients.",
+        "from_pretrained loads, with its recipe.yaml (hf-soups cook re-cooks it) and a model card. Memory stays at "
+        "about one model whatever the number of ingredients.",
     )
     parser.add_argument(
         "ingredients", nargs="+", metavar="ING",
@@ -32,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hf_soups.merge import merge_models
 
-    path = merge_models(args.ingredients, output_dir=args.output, **values(args, MergeOptions))
+    extras = partial(write_merge_files, repo_id=args.push_to_hub or Path(args.output).name)
+    path = merge_models(args.ingredients, output_dir=args.output, extras=extras, **values(args, MergeOptions))
     print(f"soup written to {path}")
     adapter = SoupRecord.load(path).adapter
     if adapter is not None:
@@ -45,3 +55,24 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"pushed: {push_soup(path, args.push_to_hub, private=args.private, **values(args, CardOptions))}")
     return 0
+
+
+def write_merge_files(folder: Path, mix: Sequence[tuple[Ingredient, float]], repo_id: str) -> None:
+    """Make a plain merge a soup folder too: add ``recipe.yaml`` (``hf-soups cook`` re-cooks it bit for bit) and the
+    model card (as mergekit writes one for every merge) to ``folder``, which holds its weights and ``soup.json``.
+
+    Args:
+        folder: the merge's folder (the temporary one, before it is renamed into place).
+        mix: each ingredient with its weight (not normalised), in the order they were averaged.
+        repo_id: the Hub repo the card's snippets name (the soup folder's name when it is not pushed).
+
+    Example:
+        >>> extras = partial(write_merge_files, repo_id="me/bert-rte-merge")  # doctest: +SKIP
+        >>> merge_models(["runs/a", "runs/b"], "soup", extras=extras)  # doctest: +SKIP
+        PosixPath('soup')
+    """
+    from hf_soups.card import write_card
+    from hf_soups.recipes.recipe_file import write_recipe
+
+    write_recipe(folder, SoupRecord.load(folder), mix)
+    write_card(folder, repo_id=repo_id)
