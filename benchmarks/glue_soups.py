@@ -63,8 +63,9 @@ from hf_soups.evaluation import (
     load_glue_split,
 )
 from hf_soups.pantry import HEAD_FILE, Pantry, check_heldout
-from hf_soups.recipes import cook_recipe, make_kitchen
+from hf_soups.recipes import make_kitchen
 from hf_soups.record import SoupRecord
+from hf_soups.soups import cook_recipe
 from hf_soups.stats import paired_bootstrap, pooled_bootstrap
 
 # What this encoder reaches when a run has learned (report split, points): below it a task is not fairly tested.

@@ -25,10 +25,10 @@ _EXPORTS = {
     "merge_models": "hf_soups.merge",
     "cook": "hf_soups.recipes",
     "ensemble_scores": "hf_soups.recipes",
-    "greedy_soup": "hf_soups.recipes",
-    "learned_soup": "hf_soups.recipes",
-    "uniform_soup": "hf_soups.recipes",
-    "stock_soup": "hf_soups.recipes",
+    "greedy_soup": "hf_soups.soups",
+    "learned_soup": "hf_soups.soups",
+    "uniform_soup": "hf_soups.soups",
+    "stock_soup": "hf_soups.soups",
     "evaluate_glue": "hf_soups.evaluation",
     "push_soup": "hf_soups.hub",
     "Pantry": "hf_soups.pantry",
@@ -48,7 +48,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from hf_soups.model_folder import load_model
     from hf_soups.pantry import Pantry
     from hf_soups.probe import probe_head
-    from hf_soups.recipes import cook, ensemble_scores, greedy_soup, learned_soup, stock_soup, uniform_soup
+    from hf_soups.recipes import cook, ensemble_scores
+    from hf_soups.soups import greedy_soup, learned_soup, stock_soup, uniform_soup
 
 
 def __getattr__(name: str) -> Any:

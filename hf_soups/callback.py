@@ -247,8 +247,9 @@ class SoupCallback(TrainerCallback):
             >>> print(report.table)  # doctest: +SKIP
         """
         from hf_soups.hub import push_soup
-        from hf_soups.recipes import RECIPES, cook_recipe, make_kitchen
+        from hf_soups.recipes import RECIPES, make_kitchen
         from hf_soups.recipes.trainer_judge import TrainerJudge
+        from hf_soups.soups import cook_recipe
 
         recipe = recipe or self.recipe
         judge_names = [f.name for f in dataclasses.fields(JudgeOptions)]

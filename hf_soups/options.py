@@ -1,7 +1,7 @@
 """Options declared once: typed, frozen dataclasses holding each option's default, help text and check.
 
 The command line builds its flags from them (:func:`add_flags`); the Python API (:func:`~hf_soups.merge.merge_models`,
-:func:`~hf_soups.recipes.run_recipe`, the ``*_soup`` functions, :class:`~hf_soups.callback.SoupCallback`) takes its
+:func:`~hf_soups.soups.run_recipe`, the ``*_soup`` functions, :class:`~hf_soups.callback.SoupCallback`) takes its
 defaults from them, so a default cannot differ between the two. A field's ``metadata`` holds ``help``, optionally
 ``choices``, ``metavar``, ``short`` (e.g. ``-o``) and ``check`` (a :mod:`hf_soups.validation` check, run as the
 flag's ``type=``). A field's flag is ``--`` and its name with ``-`` for ``_``; a ``bool`` field defaulting to ``False``

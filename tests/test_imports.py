@@ -27,10 +27,10 @@ LAYERS: dict[str, list[str]] = {
         "hf_soups.mean", "hf_soups.atomic_folder", "hf_soups.model_folder", "hf_soups.adapter_soup", "hf_soups.merge",
     ],
     "evaluation": ["hf_soups.evaluation"],
-    "recipes": ["hf_soups.recipes.*", "hf_soups.probe", "hf_soups.pantry", "hf_soups.diagnostics"],
+    "recipes": ["hf_soups.recipes", "hf_soups.probe", "hf_soups.pantry", "hf_soups.diagnostics"],
     "outputs": ["hf_soups.plots", "hf_soups.card", "hf_soups.soup_folder", "hf_soups.hub"],
     "fronts": [
-        "hf_soups", "hf_soups.recipes", "hf_soups.callback", "hf_soups.cli", "hf_soups.commands", "hf_soups.testing",
+        "hf_soups", "hf_soups.soups", "hf_soups.callback", "hf_soups.cli", "hf_soups.commands", "hf_soups.testing",
     ],
 }
 
@@ -50,7 +50,8 @@ def imports(name: str, path: Path, modules: set[str]) -> set[str]:
     """The package modules that the module ``name`` (at ``path``) imports, at any depth of its code.
 
     ``from package import name`` counts as importing the submodule ``package.name`` when there is one, else the
-    package.
+    package. Importing a submodule also imports its packages (Python runs a package's ``__init__`` first), except
+    the root package (whose names load lazily) and the packages ``name`` itself is in.
     """
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
@@ -73,6 +74,10 @@ def imports(name: str, path: Path, modules: set[str]) -> set[str]:
                 target = target.rpartition(".")[0]
             if target and target != name:
                 found.add(target)
+            parent = target.rpartition(".")[0]
+            while parent.count(".") and not (name == parent or name.startswith(parent + ".")):
+                found.add(parent)
+                parent = parent.rpartition(".")[0]
     return found
 
 
@@ -165,12 +170,14 @@ def test_the_checks_see_function_level_and_relative_imports(tmp_path):
         "recipes/__init__.py": "",
         "recipes/greedy.py": "from hf_soups.recipes import kitchen\n",
         "recipes/kitchen.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import greedy\n",
+        "plots.py": "from hf_soups.recipes.kitchen import Kitchen\n",
     })
     modules = module_names(package)
     graph = {name: imports(name, path, set(modules)) for name, path in modules.items()}
     assert graph["hf_soups.errors"] == {"hf_soups.merge"}
     assert graph["hf_soups.merge"] == {"hf_soups.errors", "hf_soups"}
     assert graph["hf_soups.recipes.greedy"] == {"hf_soups.recipes.kitchen"}
+    assert graph["hf_soups.plots"] == {"hf_soups.recipes.kitchen", "hf_soups.recipes"}  # its package's __init__ too
     assert cycles(graph) == [
         ["hf_soups.errors", "hf_soups.merge"], ["hf_soups.recipes.greedy", "hf_soups.recipes.kitchen"]
     ]
@@ -180,7 +187,7 @@ def test_the_checks_see_function_level_and_relative_imports(tmp_path):
 @pytest.mark.parametrize(
     ("module", "layer"),
     [
-        ("hf_soups.recipes", "fronts"), ("hf_soups.recipes.greedy", "recipes"),
+        ("hf_soups.recipes", "recipes"), ("hf_soups.recipes.greedy", "recipes"), ("hf_soups.soups", "fronts"),
         ("hf_soups.evaluation.data", "evaluation"), ("hf_soups.diagnostics.report", "recipes"),
     ],
 )

@@ -9,8 +9,9 @@ from hf_soups.callback import SoupCallback
 from hf_soups.cli import build_parser
 from hf_soups.merge import merge_models
 from hf_soups.options import JudgeOptions, LearnedOptions, MergeOptions, ReportFileOptions, SoupFolderOptions
-from hf_soups.recipes import learned_soup, make_kitchen, run_recipe
+from hf_soups.recipes import make_kitchen
 from hf_soups.recipes.learned import cook_learned
+from hf_soups.soups import learned_soup, run_recipe
 
 ARGV = {"merge": ["merge", "a", "b", "-o", "out"], "soup": ["soup", "a", "b", "--task", "rte", "-o", "out"]}
 

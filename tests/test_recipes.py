@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 from hf_soups import SoupError, cook, greedy_soup, learned_soup, uniform_soup
 from hf_soups.cli import main
 from hf_soups.evaluation import EvalResult
-from hf_soups.recipes import cook_recipe
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.record import SoupRecord
+from hf_soups.soups import cook_recipe
 
 
 def with_bias(folders, biases):
@@ -85,7 +85,7 @@ def test_greedy_resumes_only_under_the_rule_it_started_with(make_ingredients, tm
 
 
 def test_bagged_greedy_keeps_what_most_bags_keep_for_the_cost_of_one_greedy_pass(make_ingredients, tmp_path):
-    from hf_soups.recipes import run_recipe
+    from hf_soups.soups import run_recipe
 
     # as greedy: ing3 (0.8) first; ing0 lowers every resample's score, ing2 raises it, ing1 ruins it
     folders = with_bias(make_ingredients(4), [[0.3, 0.0], [5.0, 5.0], [0.0, -0.32], [0.0, 0.2]])
@@ -125,7 +125,7 @@ def test_recipes_cooked_in_one_kitchen_taste_the_ingredients_once(make_ingredien
 @pytest.mark.parametrize("options", [{"bags": 0}, {"bags": 2.5}, {"min_gain": -0.1}, {"min_gain": float("nan")},
                                      {"greedy_rule": "loose"}])
 def test_bagged_refuses_bad_options(make_ingredients, options):
-    from hf_soups.recipes import run_recipe
+    from hf_soups.soups import run_recipe
 
     name = next(iter(options))
     with pytest.raises(SoupError, match=name):

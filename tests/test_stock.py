@@ -17,9 +17,9 @@ from transformers import BertForSequenceClassification, BertModel, T5ForConditio
 
 from hf_soups import SoupError, cook, stock_soup
 from hf_soups.ingredients import resolve_ingredients, validate
-from hf_soups.recipes import cook_recipe
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.stock import StockBase, stock_soup_tensors
+from hf_soups.soups import cook_recipe
 
 
 def hand_cosine(thetas: list[torch.Tensor], theta0: torch.Tensor) -> float:

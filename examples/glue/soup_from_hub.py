@@ -17,7 +17,8 @@ import argparse
 from accelerate import PartialState
 
 from hf_soups.hub import push_soup
-from hf_soups.recipes import RECIPES, run_recipe
+from hf_soups.recipes import RECIPES
+from hf_soups.soups import run_recipe
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

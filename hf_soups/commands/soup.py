@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_soups.recipes import RECIPES, run_recipe
+    from hf_soups.recipes import RECIPES
+    from hf_soups.soups import run_recipe
 
     options = {name: getattr(args, name) for name in RECIPES[args.recipe].options}
     report = run_recipe(

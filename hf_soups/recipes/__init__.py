@@ -2,9 +2,10 @@
 recipe files.
 
 Each recipe is a ``cook_*`` function that runs in a :class:`~hf_soups.recipes.kitchen.Kitchen` (validated
-ingredients, one scoring model, a judge) and returns a :class:`~hf_soups.recipes.report.SoupReport`; it writes
-nothing. :data:`RECIPES` finds them by name. :func:`run_recipe` and the ``*_soup`` functions are the one-call fronts:
-they cook, then write the soup folder with :func:`hf_soups.soup_folder.write_soup_folder`.
+ingredients, one scoring model, a judge; :func:`make_kitchen` sets one up) and returns a
+:class:`~hf_soups.recipes.report.SoupReport`; it writes nothing. :data:`RECIPES` finds them by name. The one-call
+fronts that cook and then write the soup folder (:func:`~hf_soups.soups.run_recipe`, ``greedy_soup``, ...) are in
+:mod:`hf_soups.soups`, above the soup folder and the card.
 
 Example:
     >>> from hf_soups import greedy_soup
@@ -23,18 +24,12 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from hf_soups.atomic_folder import check_output
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import SplitRule
 from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
 from hf_soups.options import (
     RECIPE_NAMES,
-    CookOptions,
-    GreedyOptions,
     JudgeOptions,
-    LearnedOptions,
-    MergeOptions,
-    ResumeOptions,
 )
 from hf_soups.recipes.bagged import cook_bagged
 from hf_soups.recipes.greedy import cook_greedy
@@ -45,7 +40,6 @@ from hf_soups.recipes.recipe_file import cook
 from hf_soups.recipes.report import SoupReport
 from hf_soups.recipes.stock import cook_stock
 from hf_soups.recipes.uniform import cook_uniform
-from hf_soups.soup_folder import write_soup_folder
 from hf_soups.validation import vocabulary_files
 
 
@@ -111,150 +105,6 @@ def make_kitchen(
     return Kitchen(resolved, judge, progress=progress, plan=plan)
 
 
-def run_recipe(
-    name: str,
-    ingredients: Sequence[str | Path | Ingredient],
-    task: str | None = None,
-    output_dir: str | Path | None = None,
-    *,
-    ensemble: bool = CookOptions.ensemble,
-    dtype: str | None = MergeOptions.dtype,
-    overwrite: bool = MergeOptions.overwrite,
-    repo_id: str | None = None,
-    options: dict[str, Any] | None = None,
-    **kitchen_options: Any,
-) -> SoupReport:
-    """Cook the recipe ``name`` (see :data:`RECIPES`) in a :func:`make_kitchen` kitchen (``kitchen_options`` go
-    there) and write its folder to ``output_dir`` when given (see :func:`cook_recipe`).
-
-    Raises:
-        SoupError: an unknown recipe, an existing ``output_dir`` (unless ``overwrite``), or bad ingredients; all
-            before any work.
-    """
-    _check_target(name, output_dir, overwrite)
-    kitchen = make_kitchen(ingredients, task, **kitchen_options)
-    return cook_recipe(kitchen, name, output_dir, ensemble=ensemble, dtype=dtype, overwrite=overwrite,
-                       repo_id=repo_id, options=options)
-
-
-def cook_recipe(
-    kitchen: Kitchen,
-    name: str,
-    output_dir: str | Path | None = None,
-    *,
-    ensemble: bool = CookOptions.ensemble,
-    dtype: str | None = MergeOptions.dtype,
-    overwrite: bool = MergeOptions.overwrite,
-    repo_id: str | None = None,
-    options: dict[str, Any] | None = None,
-) -> SoupReport:
-    """Cook the recipe ``name`` in ``kitchen``, then write the soup folder (when ``output_dir`` is given).
-
-    Args:
-        kitchen: the ingredients, judge and scoring model.
-        name: a recipe of :data:`RECIPES`.
-        output_dir: the soup folder (``None``: nothing written; the report holds the model). A recipe with a
-            ``resume`` option keeps its state in ``<output_dir>.<name>-state`` until the folder is written.
-        ensemble: also score the logit-ensemble baseline.
-        dtype: the dtype to write.
-        overwrite: replace an existing folder.
-        repo_id: the Hub repo the soup will be pushed to, named by the card's snippets (default: the folder name).
-        options: the recipe's own options (:attr:`Recipe.options`).
-    """
-    _check_target(name, output_dir, overwrite, kitchen.ingredients)
-    recipe, options = RECIPES[name], dict(options or {})
-    if "resume" in recipe.options and output_dir is not None:
-        options["state_dir"] = Path(f"{output_dir}.{name}-state")
-    report = recipe.cook(kitchen, ensemble=ensemble, **options)
-    if output_dir is not None:
-        write_soup_folder(report, output_dir, dtype=dtype, overwrite=overwrite, repo_id=repo_id)
-    return report
-
-
-def _check_target(
-    name: str, output_dir: str | Path | None, overwrite: bool, ingredients: Sequence[Ingredient] = ()
-) -> None:
-    if name not in RECIPES:
-        raise SoupError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}")
-    if output_dir is not None:
-        check_output(output_dir, ingredients, overwrite)  # before any scoring
-
-
-def greedy_soup(
-    ingredients, task=None, output_dir=None, *, greedy_rule: str = GreedyOptions.greedy_rule,
-    min_gain: float = GreedyOptions.min_gain, resume: bool = ResumeOptions.resume, **kwargs: Any
-) -> SoupReport:
-    """The greedy soup: ingredients added best first, each kept only if the selection score rises (``"strict"``,
-    the default) or does not drop (``greedy_rule="ties"``), by more than ``min_gain``.
-
-    Args:
-        ingredients: Hub ids (``owner/name[@revision]``), local folders, Trainer output folders.
-        task: a GLUE task (``"rte"``), unless a ``judge`` is given.
-        output_dir: the soup folder to write (``None``: nothing written; the report holds the model).
-        greedy_rule / min_gain: when a candidate joins (:func:`hf_soups.recipes.greedy.joins`).
-        resume: continue an interrupted run from ``<output_dir>.greedy-state``.
-        **kwargs: ``ensemble``, ``dtype``, ``overwrite``, ``repo_id``, and :func:`make_kitchen`'s options
-            (``glue_dir``, ``select_split``, ``report_split``, ``heldout_fraction``, ``batch_size``,
-            ``accelerator``, ``judge``, ``tokenizer``, ...).
-
-    Returns:
-        A :class:`~hf_soups.recipes.report.SoupReport` (record, printable table, folder, model).
-
-    Example:
-        >>> report = greedy_soup(  # doctest: +SKIP
-        ...     ["runs/a", "runs/b", "runs/c"], "mrpc", "soup", glue_dir="glue_data"
-        ... )
-        >>> [i.spec for i in report.record.ingredients if i.kept]  # doctest: +SKIP
-        ['runs/b', 'runs/a']
-    """
-    options = {"greedy_rule": greedy_rule, "min_gain": min_gain, "resume": resume}
-    return run_recipe("greedy", ingredients, task, output_dir, options=options, **kwargs)
-
-
-def uniform_soup(ingredients, task=None, output_dir=None, **kwargs: Any) -> SoupReport:
-    """The uniform soup, scored beside every ingredient (arguments as :func:`greedy_soup`).
-
-    Example:
-        >>> uniform_soup(["runs/a", "runs/b"], "sst2", glue_dir="glue_data").table  # doctest: +SKIP
-    """
-    return run_recipe("uniform", ingredients, task, output_dir, **kwargs)
-
-
-def learned_soup(
-    ingredients, task=None, output_dir=None, *, granularity: str = LearnedOptions.granularity,
-    epochs: int = LearnedOptions.epochs, lr: float = LearnedOptions.lr,
-    **kwargs: Any,
-) -> SoupReport:
-    """The learned soup: softmax mixing weights (per ingredient, or per ingredient and tensor with
-    ``granularity="layer"``) trained on the selection split; all ingredients must fit in memory at once.
-
-    Example:
-        >>> learned_soup(["runs/a", "runs/b"], "rte", "soup", glue_dir="glue_data", epochs=3)  # doctest: +SKIP
-    """
-    options = {"granularity": granularity, "epochs": epochs, "lr": lr}
-    return run_recipe("learned", ingredients, task, output_dir, options=options, **kwargs)
-
-
-def stock_soup(ingredients, task=None, output_dir=None, *, base=None, start_head=None, **kwargs: Any) -> SoupReport:
-    """The Model Stock soup (Jang et al. 2024): per tensor, the ingredients' mean pulled towards the base θ₀ by the
-    agreement of their task vectors (see :mod:`hf_soups.recipes.stock`), scored beside every ingredient.
-
-    Args:
-        ingredients, task, output_dir, **kwargs: as :func:`greedy_soup`.
-        base: θ₀, the pretrained model the ingredients were fine-tuned from (Hub id, folder or ingredient).
-        start_head: a safetensors file of the classifier head every ingredient started from (a pantry's
-            ``start-head.safetensors``); without it a new head is averaged uniformly.
-
-    Example:
-        >>> stock_soup(  # doctest: +SKIP
-        ...     ["runs/a", "runs/b", "runs/c"], "rte", "soup", base="bert-base-uncased", glue_dir="glue"
-        ... )
-    """
-    return run_recipe(
-        "stock", ingredients, task, output_dir, options={"base": base, "start_head": start_head}, **kwargs
-    )
-
-
 def ensemble_scores(ingredients, task=None, **kwargs: Any):
     """The logit-ensemble baseline (mean of the ingredients' probabilities; N× the inference cost, not a soup) on
     the selection and report splits.
@@ -271,6 +121,5 @@ def ensemble_scores(ingredients, task=None, **kwargs: Any):
 
 
 __all__ = [
-    "RECIPES", "GlueJudge", "Judge", "Kitchen", "Recipe", "SoupReport", "cook", "ensemble_scores", "greedy_soup",
-    "cook_recipe", "learned_soup", "make_kitchen", "run_recipe", "stock_soup", "uniform_soup", "write_soup_folder",
+    "RECIPES", "GlueJudge", "Judge", "Kitchen", "Recipe", "SoupReport", "cook", "ensemble_scores", "make_kitchen",
 ]
