@@ -322,10 +322,12 @@ def summary(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             f"| {o.sweep.name} | {o.best:.1f} | {'yes' if o.fair else '**no**'} | "
             + " | ".join(gain_text(o.gains[row]) for row in TARGET_ROWS) + f" | {', '.join(won) or 'none'} |"
         )
-    pooled = pooled_gains([o for o in outcomes if o.sweep.task in TARGET_TASKS], args)
-    lines += ["", f"Pooled mean gain over {', '.join(t.upper() for t in TARGET_TASKS)} (every task's report rows "
-              "resampled together, 1,000 resamples): " + "; ".join(
-                  f"{row} {gain_text(gain)}" for row, gain in pooled.items()) + "."]
+    pooled_outcomes = [o for o in outcomes if o.sweep.task in TARGET_TASKS]
+    pooled = pooled_gains(pooled_outcomes, args)
+    if pooled:
+        lines += ["", f"Pooled mean gain over {', '.join(o.sweep.task.upper() for o in pooled_outcomes)} (every "
+                  "task's report rows resampled together, 1,000 resamples): " + "; ".join(
+                      f"{row} {gain_text(gain)}" for row, gain in pooled.items()) + "."]
     four = {row: tasks & set(TARGET_TASKS) for row, tasks in wins.items()}
     by_row = ", ".join(f"{row}: {', '.join(sorted(tasks))}" for row, tasks in four.items() if tasks) or "none"
     met_rows = [row for row, tasks in four.items() if len(tasks) >= 2]
