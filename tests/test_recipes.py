@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from helpers import GLUE_DIR, ROWS, BiasJudge, accelerate_launch, needs_glue
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
 from hf_soups import SoupError, cook, greedy_soup, learned_soup, uniform_soup
@@ -428,6 +429,11 @@ def test_soup_command_on_rte_end_to_end(make_ingredients, tmp_path, capsys):
     assert (record["recipe"]["select_split"], record["recipe"]["report_split"]) == ("train:heldout", "validation")
     assert record["recipe"]["split_rule"]["rows"] == {"select": 249, "report": 277}
     assert record["recipe"]["options"] == {"greedy_rule": "strict", "min_gain": 0.0}
+    card = ModelCard.load(out / "README.md")
+    assert {r.dataset_split for r in card.data.eval_results} == {"validation"}  # the model-index reports its split
+    assert "`train:heldout`" in card.text and yaml.safe_load((out / "recipe.yaml").read_text())["select_split"] == (
+        "train:heldout"
+    )
     assert {r["name"] for r in record["results"]} == {"best individual", "greedy", "uniform", "ensemble"}
     assert all(r["gain"] is None or r["gain"]["resamples"] >= 1000 for r in record["results"])
     for name in ["recipe.yaml", "README.md", "greedy_trajectory.png", "ingredients_vs_soups.png", "model.safetensors"]:
