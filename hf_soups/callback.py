@@ -141,6 +141,7 @@ class SoupCallback(TrainerCallback):
         self._start: dict[str, str] = {}
         self._saved_step: int | None = None
         self._start_model: str | None = None
+        self._heldout: dict[str, Any] | None = None
 
     # -- collecting
 
@@ -150,6 +151,9 @@ class SoupCallback(TrainerCallback):
                 "SoupCallback(cook_on_end=True) needs a judge: pass task= (a GLUE task), use SoupTrainer, or call "
                 "callback.cook(trainer) after the sweep"
             )
+        self._heldout = self.heldout  # checked against every run's training data, not only the first one's
+        if self.heldout is None and self.task is not None:
+            self._heldout = glue_heldout(self.task, self.judge_options, getattr(train_dataloader, "dataset", None))
         if self.pin_head == "probe":
             if PartialState().is_main_process:  # one process fits the probe; the others load what it saved
                 self.pantry.pin_head(model, fit=lambda: probe_head(model, _unsharded(train_dataloader, args)))
@@ -157,8 +161,6 @@ class SoupCallback(TrainerCallback):
             self.pantry.pin_head(model)
         elif self.pin_head:
             self.pantry.pin_head(model)
-        if self.heldout is None and self.task is not None:
-            self.heldout = glue_heldout(self.task, self.judge_options, getattr(train_dataloader, "dataset", None))
         self._start = fingerprint(model)
         self._start_model = str(model.name_or_path) if getattr(model, "name_or_path", None) else None
 
@@ -190,7 +192,7 @@ class SoupCallback(TrainerCallback):
         info = {
             "run_name": run_name(args), "kind": kind, "step": state.global_step, "epoch": state.epoch,
             "training_args": args.to_dict(), "metrics": last_eval_metrics(state.log_history),
-            "start": self._start, "start_model": self._start_model, "heldout": self.heldout,
+            "start": self._start, "start_model": self._start_model, "heldout": self._heldout,
         }
         return self.pantry.add(name, model, tokenizer, info, link_from=link_from)
 

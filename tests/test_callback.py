@@ -462,3 +462,13 @@ def test_cook_gives_its_judge_options_to_the_glue_judge(run, tmp_path):
     report = soup.cook(trainer, task="rte", glue_dir=GLUE_DIR, select_split="validation:select",
                        report_split="validation:report", batch_size=64)
     assert report.record.recipe.split_rule["rows"] == {"select": 138, "report": 139}
+
+
+@needs_glue
+def test_a_training_set_holding_the_heldout_rows_is_refused(run, tmp_path, tiny_tokenizer):
+    # all of RTE's 2,490 train rows (as transformers' run_glue.py trains) while the soup would select on 249 of them
+    soup = SoupCallback(tmp_path / "pantry", pin_head=True, task="rte", glue_dir=GLUE_DIR)
+    with pytest.raises(SoupError, match=r"selects the soup on train:heldout \(249 rows held out of train's 2490\), "
+                       r"but the Trainer's train_dataset \(2490 rows\) holds some of them"):
+        run("a", callbacks=[soup], train_dataset=dataset(tiny_tokenizer, 2490, seed=1))
+    assert not (tmp_path / "pantry").exists()  # refused before the start head is pinned
