@@ -21,7 +21,7 @@ from typing import Any
 from hf_soups.atomic_folder import check_output
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient
-from hf_soups.options import CookOptions, GreedyOptions, LearnedOptions, MergeOptions, ResumeOptions
+from hf_soups.options import BaggedOptions, CookOptions, GreedyOptions, LearnedOptions, MergeOptions, ResumeOptions
 from hf_soups.recipes import RECIPES, make_kitchen
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport
@@ -128,6 +128,20 @@ def greedy_soup(
     return run_recipe("greedy", ingredients, task, output_dir, options=options, **kwargs)
 
 
+def bagged_soup(
+    ingredients, task=None, output_dir=None, *, bags: int = BaggedOptions.bags, bag_seed: int = BaggedOptions.bag_seed,
+    greedy_rule: str = GreedyOptions.greedy_rule, min_gain: float = GreedyOptions.min_gain, **kwargs: Any,
+) -> SoupReport:
+    """Bagged greedy: greedy on ``bags`` seeded bootstrap resamples of the selection split, keeping the ingredients
+    at least half of them keep (see :mod:`hf_soups.recipes.bagged`; arguments as :func:`greedy_soup`).
+
+    Example:
+        >>> bagged_soup(["runs/a", "runs/b", "runs/c"], "rte", "soup", glue_dir="glue_data", bags=20)  # doctest: +SKIP
+    """
+    options = {"bags": bags, "bag_seed": bag_seed, "greedy_rule": greedy_rule, "min_gain": min_gain}
+    return run_recipe("bagged", ingredients, task, output_dir, options=options, **kwargs)
+
+
 def uniform_soup(ingredients, task=None, output_dir=None, **kwargs: Any) -> SoupReport:
     """The uniform soup, scored beside every ingredient (arguments as :func:`greedy_soup`).
 
@@ -172,4 +186,4 @@ def stock_soup(ingredients, task=None, output_dir=None, *, base=None, start_head
     )
 
 
-__all__ = ["cook_recipe", "greedy_soup", "learned_soup", "run_recipe", "stock_soup", "uniform_soup"]
+__all__ = ["bagged_soup", "cook_recipe", "greedy_soup", "learned_soup", "run_recipe", "stock_soup", "uniform_soup"]

@@ -14,7 +14,7 @@ from helpers import GLUE_DIR, ROWS, BiasJudge, accelerate_launch, needs_glue
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
-from hf_soups import SoupError, cook, greedy_soup, learned_soup, uniform_soup
+from hf_soups import SoupError, bagged_soup, cook, greedy_soup, learned_soup, uniform_soup
 from hf_soups.cli import main
 from hf_soups.evaluation import EvalResult
 from hf_soups.recipes.kitchen import Kitchen
@@ -86,14 +86,13 @@ def test_greedy_resumes_only_under_the_rule_it_started_with(make_ingredients, tm
 
 
 def test_bagged_greedy_keeps_what_most_bags_keep_for_the_cost_of_one_greedy_pass(make_ingredients, tmp_path):
-    from hf_soups.soups import run_recipe
 
     # as greedy: ing3 (0.8) first; ing0 lowers every resample's score, ing2 raises it, ing1 ruins it
     folders = with_bias(make_ingredients(4), [[0.3, 0.0], [5.0, 5.0], [0.0, -0.32], [0.0, 0.2]])
     greedy_judge, bagged_judge = BiasJudge(), BiasJudge()
     greedy = greedy_soup(folders, judge=greedy_judge, progress=False)
-    bagged = run_recipe("bagged", folders, judge=bagged_judge, output_dir=tmp_path / "soup",
-                        options={"bags": 8, "bag_seed": 3}, progress=False)
+    bagged = bagged_soup(folders, judge=bagged_judge, output_dir=tmp_path / "soup", bags=8, bag_seed=3,
+                         progress=False)
     assert kept(bagged) == kept(greedy) == ["ing2", "ing3"]
     options = bagged.record.recipe.options
     assert options == {"greedy_rule": "strict", "min_gain": 0.0, "bags": 8, "bag_seed": 3, "votes": [0, 0, 8, 8],
