@@ -20,7 +20,9 @@ bagged greedy never lose beyond noise), each target recipe's pooled mean gain ov
 rows resampled together), and the verdict.
 
 Resumable: a run whose final model is in the pantry is not trained again, and a recipe whose soup folder exists is
-not cooked again, so the benchmark can be stopped and continued (``--phase train`` in the background first).
+not cooked again, so the benchmark can be stopped and continued (``--phase train`` in the background first). One
+sweep can train in two processes (``--seeds 0`` and ``--seeds 1``) and cook in two (``--rows`` names the rows one
+process cooks; a last cook over every row reads them back and writes the tables).
 
 Usage:
     python benchmarks/glue_soups.py --glue-dir ../shared/data/glue --workdir /tmp/glue-soups \\
@@ -115,8 +117,11 @@ def train_sweep(sweep: Sweep, args: argparse.Namespace) -> Pantry:
     root = sweep_folder(sweep, args)
     pantry = Pantry(root / "pantry")
     done = {e.info["run_name"] for e in pantry.entries("final")}
-    for entry in pantry.entries("checkpoint"):  # an interrupted run starts again: drop the checkpoints it left
-        if entry.info["run_name"] not in done:
+    # An interrupted run of this grid starts again: drop the checkpoints it left. Only this process's grid, so one
+    # sweep can train in several processes (e.g. ``--seeds 0`` and ``--seeds 1``) over the same pantry.
+    grid = {run_name(lr, seed) for lr in args.learning_rates for seed in args.seeds}
+    for entry in pantry.entries("checkpoint"):
+        if entry.info["run_name"] in grid - done:
             shutil.rmtree(entry.path)
     tokenizer = AutoTokenizer.from_pretrained(encoder_path())
     heldout = args.selection == "heldout"
@@ -195,6 +200,8 @@ def cook_rows(pantry: Pantry, task: str, args: argparse.Namespace) -> dict[str, 
     if args.selection == "heldout":  # the runs left out exactly the rows the soup is selected on
         check_heldout(pantry.select("all", entries), heldout_rule(task, args.glue_dir))
     for row, spec in ROWS.items():
+        if row not in args.rows:
+            continue
         folder = soup_folder(pantry, row)
         if (folder / "soup.json").is_file():
             records[row] = SoupRecord.load(folder)
@@ -417,6 +424,9 @@ def main() -> None:
                         "validation split; validation: train on all of train, select and report on halves of "
                         "validation (the earlier tables)")
     parser.add_argument("--phase", choices=["train", "cook", "all"], default="all")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS),
+                        help="cook only these rows and write no tables (e.g. rows over checkpoints in a second "
+                        "process); a later cook over every row reads them back")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/glue-soups"))
     parser.add_argument("--output", type=Path, default=Path("glue_soups.md"))
     args = parser.parse_args()
@@ -431,12 +441,16 @@ def main() -> None:
             if len(pantry.select("final")) < len(args.learning_rates) * len(args.seeds):
                 print(f"{sweep.name}: sweep not finished, skipped", flush=True)
                 continue
+            if set(args.rows) != set(ROWS):
+                cook_rows(pantry, sweep.task, args)
+                continue
             text, outcome = section(sweep, pantry, args)
             sections.append(text)
             outcomes.append(outcome)
             print(text, flush=True)
-        args.output.write_text("\n".join([summary(outcomes, args), "", *sections]))
-        (args.workdir / "cooked.json").write_text(json.dumps({"sweeps": args.sweeps}))
+        if outcomes:
+            args.output.write_text("\n".join([summary(outcomes, args), "", *sections]))
+            (args.workdir / "cooked.json").write_text(json.dumps({"sweeps": args.sweeps}))
 
 
 if __name__ == "__main__":
