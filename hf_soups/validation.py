@@ -133,9 +133,9 @@ def check_mix(weights: Iterable[float | Mapping[str, float]], names: Iterable[st
                 raise SoupError(
                     f"weights: {label}: layer weights do not match the soup's tensors (e.g. '{missing[0]}')"
                 )
-            checked.append({n: _weight(weight[n], f"weights: {label}, tensor '{n}'") for n in names})
+            checked.append({n: non_negative_float(weight[n], f"weights: {label}, tensor '{n}'") for n in names})
         else:
-            checked.append(_weight(weight, f"weights: {label}"))
+            checked.append(non_negative_float(weight, f"weights: {label}"))
     per_tensor = any(isinstance(w, dict) for w in checked)
     for name in names if per_tensor else [None]:
         total = sum(w[name] if isinstance(w, dict) else w for w in checked)
@@ -143,13 +143,6 @@ def check_mix(weights: Iterable[float | Mapping[str, float]], names: Iterable[st
             where = f" of tensor '{name}'" if per_tensor else ""
             raise SoupError(f"weights{where}: must have a positive, finite sum (they sum to {total}: {checked})")
     return checked
-
-
-def _weight(value: Any, name: str) -> float:
-    number = finite_float(value, name)
-    if number < 0:
-        raise SoupError(f"{name}: must be ≥ 0, got {value!r}")
-    return number
 
 
 def vocabulary_files(files: Mapping[str, str], name: str, remedy: str) -> Mapping[str, str]:
