@@ -7,9 +7,10 @@ ingredient goes into the soup when at least half of the bags keep it. The soup m
 first, ties going to the better single selection score; it is re-cooked from ``recipe.yaml`` like any soup.
 
 A candidate soup is scored once on the whole selection split and its predictions are kept by its member set: every
-bag standing at the same members takes the same candidate and only recomputes the metric on its own rows. Bags
-mostly follow the same path, so the cost is about one greedy pass of model evaluations, not B (the count is recorded
-as ``evaluations``). Memory: one fp32 mean per distinct member set the bags stand at (one, most of the time).
+bag standing at the same members takes the same candidate and only recomputes the metric on its own rows. The cost
+is one model evaluation per distinct member set the bags stand at, per step, not one per bag (the count is recorded
+as ``evaluations``; 12–19 for six runs in the GLUE benchmark, against greedy's 5 and B × 5 without the cache).
+Memory: one fp32 mean per distinct member set the bags stand at.
 
 Example:
     >>> from hf_soups.recipes import run_recipe
