@@ -165,7 +165,10 @@ def probe_head(model: PreTrainedModel, batches: Iterable[dict[str, Any]], seed: 
         >>> head = probe_head(model, trainer.get_train_dataloader())  # doctest: +SKIP
     """
     _, layer = output_layer(model)
-    features, labels = probe_features(model, batches)
+    # Iterating a DataLoader draws its worker seed from torch's global generator: fork it, so that a run trains the
+    # same model whether its process fitted the start head or loaded it from the pantry.
+    with torch.random.fork_rng(devices=[]):
+        features, labels = probe_features(model, batches)
     weight, bias = fit_linear(features, labels, layer.out_features, seed)
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(weight))

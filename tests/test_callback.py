@@ -346,6 +346,18 @@ def test_a_probe_head_is_every_runs_start_and_beats_a_random_head(run, tmp_path)
     assert "a linear probe fitted on the frozen encoder's features" in (report.output_dir / "README.md").read_text()
 
 
+def test_a_run_trains_the_same_whether_it_fitted_the_probe_head_or_loaded_it(run, tmp_path):
+    # The sweep's first run fits the start head; a run that finds it saved loads it. Fitting must not move the random
+    # stream the run's dropout and shuffling draw from, or the same setting trains another model in another process.
+    fitted, loaded = (
+        run(name, seed=0, callbacks=[SoupCallback(tmp_path / "pantry", pin_head="probe")], args={"max_steps": 2})
+        for name in ("fits", "loads")
+    )
+    assert Pantry(tmp_path / "pantry").head_mode() == "probe"
+    trained = [trainer.model.state_dict() for trainer in (fitted, loaded)]
+    assert all(torch.equal(trained[0][name], trained[1][name]) for name in trained[0])
+
+
 def test_checkpoints_join_by_hard_links_and_greedy_can_keep_them(run, tmp_path):
     callback = SoupCallback(tmp_path / "pantry", checkpoints=True, pin_head=True)
     for seed in (0, 1):
