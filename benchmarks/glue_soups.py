@@ -135,7 +135,7 @@ def train_sweep(sweep: Sweep, args: argparse.Namespace) -> Pantry:
         "id2label": dict(enumerate(spec.label_names)), "label2id": {n: i for i, n in enumerate(spec.label_names)}
     }
     callback = SoupCallback(pantry.path, checkpoints=True, pin_head="probe" if sweep.head == "probe" else True,
-                            heldout=heldout_rule(spec, args.glue_dir) if heldout else None)
+                            heldout=heldout_rule(spec, args.glue_dir) if heldout else None, ema=args.ema)
     steps_per_epoch = math.ceil(train.num_rows / args.batch_size)
     for lr in args.learning_rates:
         for seed in args.seeds:
@@ -419,6 +419,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[5e-5, 1e-4, 1.5e-4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--ema", type=float, nargs="*", default=[0.99, 0.999],
+                        help="the EMA decays every run keeps (SoupCallback(ema=...)); none: --ema")
     parser.add_argument("--selection", choices=["heldout", "validation"], default="heldout",
                         help="heldout: train on train:rest, select on train:heldout (10%%), report on the whole "
                         "validation split; validation: train on all of train, select and report on halves of "

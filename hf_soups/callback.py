@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from transformers import Trainer, TrainerCallback
 
+from hf_soups.ema import WeightEMA, check_decay
 from hf_soups.errors import SoupError
 from hf_soups.evaluation.data import SplitRule, heldout_record, load_glue_split
 from hf_soups.options import RECIPE_NAMES, CardOptions, CookOptions, JudgeOptions
@@ -120,10 +122,14 @@ class SoupCallback(TrainerCallback):
         heldout: dict[str, Any] | None = None,
         seed: int = 0,
         select_fraction: float = 0.5,
+        ema: Sequence[float] = (),
     ) -> None:
         if recipe not in RECIPE_NAMES:
             raise SoupError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPE_NAMES)}")
         self.pantry = Pantry(pantry)
+        self.ema = tuple(check_decay(decay) for decay in ema)
+        if len(set(self.ema)) != len(self.ema):
+            raise SoupError(f"SoupCallback(ema={tuple(ema)}): each decay once")
         self.checkpoints, self.pin_head = checkpoints, pin_head
         self.cook_on_end, self.sweep_size = cook_on_end, sweep_size
         self.recipe, self.task = recipe, task
@@ -142,6 +148,7 @@ class SoupCallback(TrainerCallback):
         self._saved_step: int | None = None
         self._start_model: str | None = None
         self._heldout: dict[str, Any] | None = None
+        self._emas: list[WeightEMA] = []
 
     # -- collecting
 
@@ -163,6 +170,15 @@ class SoupCallback(TrainerCallback):
             self.pantry.pin_head(model)
         self._start = fingerprint(model)
         self._start_model = str(model.name_or_path) if getattr(model, "name_or_path", None) else None
+        self._emas = []
+        if self.ema:
+            check_unsharded(model, "SoupCallback(ema=...)")
+            if state.is_world_process_zero:  # the process that writes the entries keeps the averages
+                self._emas = [WeightEMA(model, decay) for decay in self.ema]
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        for ema in self._emas:
+            ema.update(model)
 
     def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self.checkpoints and state.is_world_process_zero:
@@ -170,6 +186,8 @@ class SoupCallback(TrainerCallback):
             self._saved_step = state.global_step
             self._add(f"{run_name(args)}.checkpoint-{state.global_step}", "checkpoint", args, state, model,
                       processing_class, link_from=folder if folder.is_dir() else None)
+            self._add_emas(f"{run_name(args)}.checkpoint-{state.global_step}", "checkpoint", args, state, model,
+                           processing_class)
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         if state.is_world_process_zero:
@@ -177,6 +195,7 @@ class SoupCallback(TrainerCallback):
             same = self._saved_step == state.global_step and folder.is_dir() and not args.load_best_model_at_end
             link = folder if same else None
             self._add(run_name(args), "final", args, state, model, processing_class, link_from=link)
+            self._add_emas(run_name(args), "final", args, state, model, processing_class)
         PartialState().wait_for_everyone()
         if self.cook_on_end:
             finals, needed = len(self._shared_entries("final")), self.sweep_size or 2
@@ -188,13 +207,22 @@ class SoupCallback(TrainerCallback):
                 print(f"pantry {self.pantry.path} holds {finals} of {needed} runs: the soup is cooked at the end of "
                       "the last one")
 
-    def _add(self, name: str, kind: str, args, state, model, tokenizer, link_from: Path | None = None) -> Path:
+    def _add(
+        self, name: str, kind: str, args, state, model, tokenizer, link_from: Path | None = None, **extra: Any
+    ) -> Path:
         info = {
             "run_name": run_name(args), "kind": kind, "step": state.global_step, "epoch": state.epoch,
             "training_args": args.to_dict(), "metrics": last_eval_metrics(state.log_history),
-            "start": self._start, "start_model": self._start_model, "heldout": self._heldout,
+            "start": self._start, "start_model": self._start_model, "heldout": self._heldout, **extra,
         }
         return self.pantry.add(name, model, tokenizer, info, link_from=link_from)
+
+    def _add_emas(self, name: str, of: str, args, state, model, tokenizer) -> None:
+        """Add each EMA of the run beside the entry ``name`` (a ``final`` or ``checkpoint`` one)."""
+        for ema in self._emas:
+            with ema.applied(model):
+                self._add(f"{name}.ema-{ema.decay:g}", "ema", args, state, model, tokenizer,
+                          ema_decay=ema.decay, ema_of=of, ema_steps=ema.steps)
 
     def _shared_entries(self, kind: str | None = None) -> list[PantryEntry]:
         """The pantry's entries as the main process sees them, so every process cooks the same ingredients."""
@@ -356,6 +384,25 @@ def _positive_int(text: str, option: str) -> int:
 def checkpoint_folder(args: Any, state: Any) -> Path:
     """The folder the Trainer saves its checkpoint of the current step to."""
     return Path(args.output_dir) / f"checkpoint-{state.global_step}"
+
+
+def check_unsharded(model: torch.nn.Module, what: str) -> None:
+    """Refuse, before training, a feature that needs every parameter whole on the process that writes.
+
+    Raises:
+        SoupError: the model is sharded (FSDP1 or FSDP2, DeepSpeed ZeRO-3), naming the setting.
+    """
+    from torch.distributed.tensor import DTensor
+
+    fsdp1 = any(type(module).__name__ == "FullyShardedDataParallel" for module in model.modules())
+    params = list(model.parameters())
+    setting = (
+        "FSDP" if fsdp1 or any(isinstance(p, DTensor) for p in params)
+        else "DeepSpeed ZeRO-3" if any(hasattr(p, "ds_id") for p in params) else None
+    )
+    if setting is not None:
+        raise SoupError(f"{what} needs whole parameters on one process; under {setting} they are sharded: train "
+                        "without it (DDP, or one process), or drop the option")
 
 
 def _unsharded(loader: Any, args: Any) -> torch.utils.data.DataLoader:

@@ -36,6 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
+from hf_soups.ema import check_decay, ema_label
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients
 from hf_soups.merge import merge_models
@@ -101,9 +102,10 @@ class PantryEntry:
         return self.path.name
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The run's TrainingArguments (bookkeeping ones left out) and the epoch it had reached."""
+        """The run's TrainingArguments (bookkeeping ones left out), the epoch it had reached, and for an EMA its
+        decay."""
         args = {k: v for k, v in self.info["training_args"].items() if k not in BOOKKEEPING_ARGS}
-        return args | {"epoch": self.info["epoch"]}
+        return args | {"epoch": self.info["epoch"], "ema_decay": self.info.get("ema_decay")}
 
 
 class Pantry:
@@ -242,20 +244,31 @@ class Pantry:
 
     def select(self, which: str = "final", entries: list[PantryEntry] | None = None) -> list[PantryEntry]:
         """The entries a soup takes: ``"final"`` (each run's final model), ``"all"`` (every checkpoint along each
-        run, and its final model where no checkpoint was saved at the same step) or ``"last:K"`` (each run's last K
-        of those).
+        run, and its final model where no checkpoint was saved at the same step), ``"last:K"`` (each run's last K
+        of those), ``"ema:D"`` (each run's final EMA of decay D, ``SoupCallback(ema=...)``), or several joined by
+        ``+`` (``"final+ema:0.999"``, in the pantry's order).
 
         Raises:
             SoupError: an unknown choice.
         """
         entries = self.entries() if entries is None else entries
+        if "+" in which:
+            chosen = {entry.path for part in which.split("+") for entry in self.select(part, entries)}
+            return [entry for entry in entries if entry.path in chosen]  # in the pantry's order
         if which == "final":
             return [e for e in entries if e.info["kind"] == "final"]
+        if which.startswith("ema:"):
+            return self._emas(which, entries)
         match = re.fullmatch(r"all|last:([1-9]\d*)", which)
         if match is None:
-            raise SoupError(f"pantry entries {which!r}: choose 'final', 'all' or 'last:K' (K ≥ 1)")
+            raise SoupError(
+                f"pantry entries {which!r}: choose 'final', 'all', 'last:K' (K ≥ 1) or 'ema:DECAY', or join them "
+                "with '+' (final+ema:0.999)"
+            )
         runs: dict[str, list[PantryEntry]] = {}
         for entry in entries:
+            if entry.info["kind"] == "ema":
+                continue
             runs.setdefault(entry.info["run_name"], []).append(entry)
         chosen = []
         for run in runs.values():
@@ -265,6 +278,26 @@ class Pantry:
                 key=lambda e: e.info["step"],
             )
             chosen.extend(trajectory if match.group(1) is None else trajectory[-int(match.group(1)) :])
+        return chosen
+
+    def _emas(self, which: str, entries: list[PantryEntry]) -> list[PantryEntry]:
+        """Each run's final EMA of the decay ``which`` names (``ema:0.999``).
+
+        Raises:
+            SoupError: a decay that is not a number in (0, 1), or one no entry was averaged with.
+        """
+        try:
+            decay = check_decay(float(which.removeprefix("ema:")))
+        except ValueError:
+            decay = check_decay(which.removeprefix("ema:"))
+        emas = [e for e in entries if e.info["kind"] == "ema" and e.info.get("ema_of") == "final"]
+        chosen = [e for e in emas if e.info.get("ema_decay") == decay]
+        if not chosen:
+            kept = sorted({ema_label(e.info["ema_decay"]) for e in emas})
+            raise SoupError(
+                f"pantry {self.path}: no entry is an EMA of decay {decay:g} ({which!r}); "
+                + (f"it holds {', '.join(kept)}" if kept else "train with SoupCallback(ema=(...)) to keep EMAs")
+            )
         return chosen
 
     def run_averages(

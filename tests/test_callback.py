@@ -115,7 +115,9 @@ def test_three_runs_fill_one_pantry_and_cook_a_soup(run, tmp_path):
     assert [i.hyperparameters for i in record.ingredients] == [
         {"learning_rate": lr, "seed": seed} for _, lr, seed in grid
     ]
-    assert [r.name for r in record.results] == ["best individual", "greedy", "uniform", "ensemble"]
+    assert [r.name for r in record.results] == [
+        "best individual", "greedy", "uniform", "ensemble", "ensemble (greedy)"
+    ]
     assert "learning_rate=0.03" in (report.output_dir / "README.md").read_text().replace(": ", "=")
 
 
@@ -484,3 +486,50 @@ def test_a_training_set_holding_the_heldout_rows_is_refused(run, tmp_path, tiny_
                        r"but the Trainer's train_dataset \(2490 rows\) holds some of them"):
         run("a", callbacks=[soup], train_dataset=dataset(tiny_tokenizer, 2490, seed=1))
     assert not (tmp_path / "pantry").exists()  # refused before the start head is pinned
+
+
+class RecordWeights(TrainerCallback):
+    """Keeps the trainable weights after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, torch.Tensor]] = []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.history.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+
+
+def test_ema_entries_hold_each_runs_weight_average_and_cook(run, tmp_path):
+    soup, recorded = SoupCallback(tmp_path / "pantry", pin_head=True, checkpoints=True, ema=(0.5, 0.9)), RecordWeights()
+    first = run("r", callbacks=[soup, recorded], args={"save_strategy": "steps", "save_steps": 2})
+    pantry = Pantry(tmp_path / "pantry")
+    assert [(e.name, e.info["kind"], e.info.get("ema_decay"), e.info.get("ema_of")) for e in pantry.entries()] == [
+        ("r.checkpoint-2", "checkpoint", None, None), ("r.checkpoint-2.ema-0.5", "ema", 0.5, "checkpoint"),
+        ("r.checkpoint-2.ema-0.9", "ema", 0.9, "checkpoint"), ("r.checkpoint-4", "checkpoint", None, None),
+        ("r.checkpoint-4.ema-0.5", "ema", 0.5, "checkpoint"), ("r.checkpoint-4.ema-0.9", "ema", 0.9, "checkpoint"),
+        ("r", "final", None, None), ("r.ema-0.5", "ema", 0.5, "final"), ("r.ema-0.9", "ema", 0.9, "final"),
+    ]
+    (final,) = pantry.select("ema:0.9")
+    steps = len(recorded.history)
+    assert steps == 4 and final.info["ema_steps"] == 4 and final.name == "r.ema-0.9"
+    coefficients = [0.9 ** (steps - s) for s in range(1, steps + 1)]
+    for name, tensor in weights(final.path).items():
+        expected = sum(c * h[name].double() for c, h in zip(coefficients, recorded.history, strict=True))
+        torch.testing.assert_close(tensor.double(), expected / sum(coefficients), rtol=1e-5, atol=1e-6)
+    live = dict(first.model.named_parameters())  # saving the EMA swapped it back out of the model
+    assert all(torch.equal(live[n], t) for n, t in recorded.history[-1].items())
+    assert all(torch.equal(t, live[n].detach()) for n, t in weights(pantry.path / "r").items())
+    assert [e.name for e in pantry.select("all")] == ["r.checkpoint-2", "r.checkpoint-4"]
+
+    second = run("s", seed=1, callbacks=[soup])
+    assert [e.name for e in pantry.select("final+ema:0.9")] == ["r", "r.ema-0.9", "s", "s.ema-0.9"]
+    report = soup.cook(second, entries="ema:0.5", output_dir=tmp_path / "soup")
+    record = SoupRecord.load(report.output_dir)
+    assert [Path(i.spec).name for i in record.ingredients] == ["r.ema-0.5", "s.ema-0.5"]
+    with pytest.raises(SoupError, match=r"no entry is an EMA of decay 0.3.*holds ema:0.5, ema:0.9"):
+        pantry.select("ema:0.3")
+
+
+@pytest.mark.parametrize("ema", [(0,), (1.0,), (0.9, 0.9), ("0.9",)])
+def test_an_ema_decay_outside_0_1_or_twice_is_refused(tmp_path, ema):
+    with pytest.raises(SoupError, match=r"ema"):
+        SoupCallback(tmp_path / "pantry", ema=ema)
