@@ -499,7 +499,8 @@ class RecordWeights(TrainerCallback):
 
 
 def test_ema_entries_hold_each_runs_weight_average_and_cook(run, tmp_path):
-    soup, recorded = SoupCallback(tmp_path / "pantry", pin_head=True, checkpoints=True, ema=(0.5, 0.9)), RecordWeights()
+    soup = SoupCallback(tmp_path / "pantry", pin_head=True, checkpoints=True, ema=(0.5, 0.9))
+    recorded = RecordWeights()
     first = run("r", callbacks=[soup, recorded], args={"save_strategy": "steps", "save_steps": 2})
     pantry = Pantry(tmp_path / "pantry")
     assert [(e.name, e.info["kind"], e.info.get("ema_decay"), e.info.get("ema_of")) for e in pantry.entries()] == [
