@@ -51,7 +51,7 @@ HEADS: dict[str, tuple[str, str]] = {
     "ForMaskedLM": ("fill-mask", "AutoModelForMaskedLM"),
 }
 # Results table order; rows with other names follow in their record order.
-RESULT_ORDER = ["best individual", "uniform", "greedy", "learned", "ensemble"]
+RESULT_ORDER = ["best individual", "uniform", "greedy", "learned", "ensemble", "ensemble (greedy)"]
 SPLITS = ("select", "report")
 _HUB_PINNED = re.compile(r"[^@]+@[0-9a-f]{40}")  # how recipe.yaml names a Hub model: at its commit
 _LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")  # what str.splitlines breaks at
@@ -325,7 +325,9 @@ def _ordered(results: list[SoupResult]) -> list[SoupResult]:
 
 def _result_row(result: SoupResult, metrics: list[str]) -> dict[str, Any]:
     cells = [_number(result.scores.get(split, {}).get(m)) for m in metrics for split in SPLITS]
-    return {"name": result.name, "cells": cells, "gain": format_gain(result.gain) if result.gain else "—"}
+    members = ", ".join(f"`{public_name(member)}`" for member in result.members or [])
+    name = table_cell(f"{result.name}: {members}" if members else result.name)
+    return {"name": name, "cells": cells, "gain": format_gain(result.gain) if result.gain else "—"}
 
 
 def _verdict(result: SoupResult) -> str:

@@ -134,7 +134,10 @@ class CookOptions:
     the tasting pass already has, so it costs no extra evaluation, and it is the baseline a soup should be read
     against (it is not a soup: N× the inference cost)."""
 
-    ensemble: bool = option(True, "also score the logit ensemble baseline (--no-ensemble: leave it out)")
+    ensemble: bool = option(
+        True, "also score the logit-ensemble baselines: every ingredient's, and the greedy ensemble's (members chosen "
+        "by the greedy rule on the ensemble's selection score) (--no-ensemble: leave them out)"
+    )
 
 
 @dataclass(frozen=True)

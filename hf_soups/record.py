@@ -56,15 +56,18 @@ class SoupResult:
     """One row of the results table: an individual model, a soup or the ensemble baseline.
 
     Attributes:
-        name: ``"best individual"``, ``"uniform"``, ``"greedy"``, ``"learned"``, ``"ensemble"``.
+        name: ``"best individual"``, ``"uniform"``, ``"greedy"``, ``"learned"``, ``"ensemble"``,
+            ``"ensemble (greedy)"``.
         scores: split name (``"select"``/``"report"``) → metric name → value.
         gain: on the report split, this row's main metric minus the best individual's, with its paired-bootstrap
             95% interval: ``{"delta": 0.4, "low": -0.8, "high": 1.6, "resamples": 1000}``.
+        members: an ensemble's members (ingredient specs), for the greedy ensemble ``"ensemble (greedy)"``.
     """
 
     name: str
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     gain: dict[str, float] | None = None
+    members: list[str] | None = None
 
 
 @dataclass

@@ -98,7 +98,9 @@ def test_bagged_greedy_keeps_what_most_bags_keep_for_the_cost_of_one_greedy_pass
     assert options == {"greedy_rule": "strict", "min_gain": 0.0, "bags": 8, "bag_seed": 3, "votes": [0, 0, 8, 8],
                        "evaluations": 3}
     assert bagged_judge.calls == greedy_judge.calls  # cached predictions: not 8 greedy passes
-    assert [r.name for r in bagged.record.results] == ["best individual", "bagged", "uniform", "ensemble"]
+    assert [r.name for r in bagged.record.results] == [
+        "best individual", "bagged", "uniform", "ensemble", "ensemble (greedy)"
+    ]
     recipe = yaml.safe_load((tmp_path / "soup" / "recipe.yaml").read_text())
     assert recipe["recipe"] == "bagged" and recipe["options"] == {"greedy_rule": "strict", "min_gain": 0.0,
                                                                    "bags": 8, "bag_seed": 3}
@@ -433,7 +435,9 @@ def test_soup_command_on_rte_end_to_end(make_ingredients, tmp_path, capsys):
     assert "`train:heldout`" in card.text and yaml.safe_load((out / "recipe.yaml").read_text())["select_split"] == (
         "train:heldout"
     )
-    assert {r["name"] for r in record["results"]} == {"best individual", "greedy", "uniform", "ensemble"}
+    assert {r["name"] for r in record["results"]} == {
+        "best individual", "greedy", "uniform", "ensemble", "ensemble (greedy)"
+    }
     assert all(r["gain"] is None or r["gain"]["resamples"] >= 1000 for r in record["results"])
     for name in ["recipe.yaml", "README.md", "greedy_trajectory.png", "ingredients_vs_soups.png", "model.safetensors"]:
         assert (out / name).is_file(), name

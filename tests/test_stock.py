@@ -163,7 +163,9 @@ def test_stock_recipe_scores_records_and_recooks_bit_for_bit(make_ingredients, b
     report = cook_recipe(
         Kitchen(folders, BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": bert_base}
     )
-    assert [r.name for r in report.record.results] == ["best individual", "stock", "uniform", "ensemble"]
+    assert [r.name for r in report.record.results] == [
+        "best individual", "stock", "uniform", "ensemble", "ensemble (greedy)"
+    ]
     options = report.record.recipe.options
     assert options["base"]["ingredient"] == str(bert_base) and options["uniform_tensors"] == []
     assert options["clamped"] == len(stock_with_clamped(folders, StockBase.resolve(bert_base))[2]) > 0

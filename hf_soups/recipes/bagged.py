@@ -32,9 +32,10 @@ from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient
 from hf_soups.mean import RunningMean
 from hf_soups.options import BaggedOptions, CookOptions, GreedyOptions
-from hf_soups.recipes.greedy import greedy_order, joins, selection_rule
+from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
+from hf_soups.recipes.selection import greedy_order, joins, selection_rule
 from hf_soups.validation import int_value, positive_int
 
 Members = frozenset[int]
@@ -52,10 +53,10 @@ def cook_bagged(
 
     Args:
         kitchen: the ingredients, the judge and the scoring model.
-        ensemble: also score the logit-ensemble baseline.
+        ensemble: also score the logit-ensemble baselines (every ingredient's, and the greedy ensemble's).
         bags: the number of bootstrap resamples B.
         bag_seed: their seed.
-        greedy_rule / min_gain: each bag's greedy rule (:func:`~hf_soups.recipes.greedy.joins`).
+        greedy_rule / min_gain: each bag's greedy rule (:func:`~hf_soups.recipes.selection.joins`).
 
     Raises:
         SoupError: fewer than two ingredients, ``bags`` < 1, a bad rule.
@@ -105,7 +106,7 @@ def cook_bagged(
         soup.add(kitchen.ingredients[index])
     soups = [kitchen.score_soup(soup, "bagged"), uniform]
     if ensemble:
-        soups.append(kitchen.ensemble(tastings))
+        soups.extend(baselines(kitchen, tastings, rule))
     options = rule | {"bags": bags, "bag_seed": bag_seed, "votes": votes, "evaluations": evaluations}
     return soup_report(kitchen, "bagged", soup, [(i, 1.0) for i in chosen], tastings, soups, options=options)
 

@@ -31,11 +31,12 @@ from tqdm.auto import tqdm
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.mean import RunningMean
-from hf_soups.options import GREEDY_RULES, CookOptions, GreedyOptions, ResumeOptions
+from hf_soups.options import CookOptions, GreedyOptions, ResumeOptions
+from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.judge import SPLITS
-from hf_soups.recipes.kitchen import Kitchen, ModelScores, best_index
+from hf_soups.recipes.kitchen import Kitchen, ModelScores
 from hf_soups.recipes.report import SoupReport, is_main_process, soup_report
-from hf_soups.validation import non_negative_float
+from hf_soups.recipes.selection import greedy_order, joins, selection_rule
 
 STATE_FILE = "state.json"
 
@@ -52,8 +53,9 @@ def cook_greedy(
 
     Args:
         kitchen: the ingredients, the judge and the scoring model.
-        ensemble: also score the logit-ensemble baseline.
-        greedy_rule / min_gain: when a candidate joins (see :func:`joins`).
+        ensemble: also score the logit-ensemble baselines (every ingredient's, and the greedy ensemble's under the
+            same rule).
+        greedy_rule / min_gain: when a candidate joins (see :func:`~hf_soups.recipes.selection.joins`).
         resume: continue from the state in ``state_dir``.
         state_dir: where the state is saved after every step (``None``: nowhere); the report lists it in
             ``scratch``, so it is removed once the soup folder is written.
@@ -105,44 +107,13 @@ def cook_greedy(
     steps.close()
     soups = [kitchen.score_soup(mean, "greedy"), state.uniform]
     if ensemble:
-        soups.append(kitchen.ensemble(state.tastings))
+        soups.extend(baselines(kitchen, state.tastings, rule))
     mix = [(i, 1.0) for i in state.members]
     report = soup_report(
         kitchen, "greedy", mean, mix, state.tastings, soups, trajectory=state.trajectory, options=rule
     )
     report.scratch = [state_dir] if state_dir is not None else []
     return report
-
-
-def selection_rule(greedy_rule: str, min_gain: float) -> dict[str, Any]:
-    """The checked rule of :func:`joins`, as recorded in ``soup.json`` and ``recipe.yaml``.
-
-    Raises:
-        SoupError: an unknown rule, or a min gain that is negative or not finite.
-    """
-    if greedy_rule not in GREEDY_RULES:
-        raise SoupError(f"greedy_rule: {greedy_rule!r} is not one of {', '.join(GREEDY_RULES)}")
-    return {"greedy_rule": greedy_rule, "min_gain": non_negative_float(min_gain, "min_gain")}
-
-
-def joins(score: float, soup_score: float, greedy_rule: str, min_gain: float) -> bool:
-    """Whether a candidate whose soup scores ``score`` joins a soup scoring ``soup_score``: ``strict`` when the
-    score rises by more than ``min_gain`` (the authors' code: ``>``), ``ties`` when it rises by at least
-    ``min_gain`` (the paper's Recipe 1: ``≥``).
-
-    Example:
-        >>> joins(0.8, 0.8, "strict", 0.0), joins(0.8, 0.8, "ties", 0.0), joins(0.81, 0.8, "strict", 0.02)
-        (False, True, False)
-    """
-    gain = score - soup_score
-    return gain > min_gain if greedy_rule == "strict" else gain >= min_gain
-
-
-def greedy_order(tastings: list[ModelScores]) -> list[int]:
-    """Ingredients by selection score, best first (input order on ties); the best is :func:`best_index`."""
-    order = sorted(range(len(tastings)), key=lambda i: -tastings[i].select.main)
-    assert order[0] == best_index(tastings)
-    return order
 
 
 class GreedyState:

@@ -40,6 +40,7 @@ class ModelScores:
     name: str
     select: EvalResult
     report: EvalResult
+    members: list[str] | None = None  # an ensemble's members (ingredient specs)
 
     def scores(self) -> dict[str, dict[str, float]]:
         return {"select": self.select.metrics, "report": self.report.metrics}
@@ -206,7 +207,7 @@ def results(
             soup.report.predictions,
             resamples=resamples,
         )
-        rows.append(SoupResult(soup.name, soup.scores(), gain))
+        rows.append(SoupResult(soup.name, soup.scores(), gain, members=soup.members))
     return rows
 
 

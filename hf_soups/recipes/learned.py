@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from hf_soups.errors import SoupError
 from hf_soups.mean import RunningMean, Weight
 from hf_soups.options import CookOptions, LearnedOptions
+from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
 
@@ -69,7 +70,7 @@ def cook_learned(
     del stacks
     soups = [kitchen.score_soup(mean, "learned"), uniform]
     if ensemble:
-        soups.append(kitchen.ensemble(tastings))
+        soups.extend(baselines(kitchen, tastings))
     options = {"granularity": granularity, "epochs": epochs, "lr": lr}
     return soup_report(kitchen, "learned", mean, mix, tastings, soups, options=options)
 

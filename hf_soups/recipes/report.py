@@ -89,6 +89,7 @@ def soup_report(
     )
     record.results = rows
     table = format_table(tastings, rows, judge.metric, [w > 0 for w in weights])
+    table += "".join(f"\n{row.name} members: {', '.join(row.members)}" for row in rows if row.members)
     kitchen.load(mean.tensors.items())
     return SoupReport(
         record=record, table=table, model=kitchen.model, mean=mean,

@@ -36,6 +36,7 @@ from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan, base_names, resolve_ingredients
 from hf_soups.mean import PIECE, RunningMean
 from hf_soups.options import CookOptions
+from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.recipe_data import BaseEntry, pinned_spec
 from hf_soups.recipes.report import SoupReport, soup_report
@@ -266,7 +267,7 @@ def cook_stock(
     soup, ratios, clamped = stock_soup_tensors(kitchen.ingredients, kitchen.plan, base, kitchen.hash_cache)
     soups = [kitchen.score_soup(soup, "stock"), uniform_tasting]
     if ensemble:
-        soups.append(kitchen.ensemble(tastings))
+        soups.extend(baselines(kitchen, tastings))
     assert base is not None
     options = {
         "base": base.to_dict(),

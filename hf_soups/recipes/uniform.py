@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hf_soups.options import CookOptions
+from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
 
@@ -15,6 +16,6 @@ def cook_uniform(kitchen: Kitchen, ensemble: bool = CookOptions.ensemble) -> Sou
     tastings, mean = kitchen.taste_all(uniform=True)
     soups = [kitchen.score_soup(mean, "uniform")]
     if ensemble:
-        soups.append(kitchen.ensemble(tastings))
+        soups.extend(baselines(kitchen, tastings))
     mix = [(i, 1.0) for i in range(len(kitchen.ingredients))]
     return soup_report(kitchen, "uniform", mean, mix, tastings, soups)
