@@ -65,14 +65,15 @@ def test_sweep_under_two_processes_cooks_the_soup_one_process_cooks(tiny_glue, t
     sweep = [
         str(EXAMPLES / "run_glue_sweep.py"), "--model-name-or-path", str(tiny_model), "--task", "rte",
         "--glue-dir", str(tiny_glue), "--output-dir", str(tmp_path / "sweep"), "--learning-rates", "3e-2",
-        "--seeds", "0", "1", "--batch-size", "4", "--max-length", "64",
+        "--seeds", "0", "1", "--batch-size", "4", "--max-length", "64", "--ema", "0.9",
     ]
     launch, env = accelerate_launch(2)
     out = run(*launch, *sweep, env=env)
     assert "best individual" in out and "ensemble" in out
     pantry = tmp_path / "sweep" / "pantry"
-    assert sorted(p.name for p in pantry.iterdir()) == [  # one entry per run: no process wrote twice
-        "lr0.03-ep1-seed0", "lr0.03-ep1-seed1", "start-head.safetensors"
+    assert sorted(p.name for p in pantry.iterdir()) == [  # one entry (and its EMA) per run: no process wrote twice
+        "lr0.03-ep1-seed0", "lr0.03-ep1-seed0.ema-0.9", "lr0.03-ep1-seed1", "lr0.03-ep1-seed1.ema-0.9",
+        "start-head.safetensors",
     ]
     two = tmp_path / "sweep" / "soup-two-processes"
     (tmp_path / "sweep" / "soup").rename(two)
@@ -87,12 +88,16 @@ def test_sweep_under_two_processes_cooks_the_soup_one_process_cooks(tiny_glue, t
     # on the whole validation split
     assert (a.recipe.select_split, a.recipe.report_split) == ("train:heldout", "validation")
     assert a.recipe.split_rule["rows"] == {"select": 4, "report": 40}
-    entries = Pantry(pantry).entries()
+    entries = Pantry(pantry).select("final")
     assert [e.info["heldout"]["rows"] for e in entries] == [4, 4]
     assert [e.info["training_args"]["num_train_epochs"] for e in entries] == [1.0, 1.0]
     x, y = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     assert all(torch.equal(t, y[name]) for name, t in x.items())
     assert (one / "README.md").is_file() and (one / "ingredients_vs_soups.png").is_file()
+    run(sys.executable, *sweep, "--cook-only", "--entries", "ema:0.9")  # each run's EMA, kept by rank 0 under DDP
+    assert [Path(i.spec).name for i in SoupRecord.load(one).ingredients] == [
+        "lr0.03-ep1-seed0.ema-0.9", "lr0.03-ep1-seed1.ema-0.9"
+    ]
 
 
 def test_soup_from_hub_cooks_and_pushes(make_ingredients, hub_server, tmp_path):

@@ -80,11 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--checkpoints", action="store_true",
                         help="also add each epoch's checkpoint to the pantry (hard links to the Trainer's files)")
+    parser.add_argument("--ema", type=float, nargs="+", default=[], metavar="DECAY",
+                        help="keep an EMA of every run's weights per decay (e.g. 0.99 0.999: about the last 100 and "
+                        "1,000 steps), each added to the pantry beside the run's model")
     parser.add_argument(
         "--entries",
-        help="which pantry entries to cook: final, all (every checkpoint), last:K, or "
-        "average:K (each run's last K checkpoints averaged, then the recipe across runs); default: all "
-        "with --checkpoints, else final",
+        help="which pantry entries to cook: final, all (every checkpoint), last:K, "
+        "average:K (each run's last K checkpoints averaged, then the recipe across runs), ema:DECAY (each run's "
+        "EMA), or several joined by + (final+ema:0.999); default: all with --checkpoints, else final",
     )
     parser.add_argument("--cook-only", action="store_true", help="skip training; cook the pantry already there")
     parser.add_argument("--push-to-hub", action="store_true", help="push the soup to the Hub")
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         report_split=report_split,
         heldout_fraction=args.heldout_fraction,
         output_dir=output / "soup",
+        ema=args.ema,
         push_to_hub=args.push_to_hub,
         hub_model_id=args.hub_model_id or f"{output.resolve().name}-soup",
     )
