@@ -29,8 +29,8 @@ from hf_soups.dtypes import DTYPE_NAMES
 from hf_soups.validation import (
     cli_type,
     heldout_fraction,
-    int_value,
     non_negative_float,
+    non_negative_int,
     output_file,
     output_folder,
     positive_float,
@@ -165,7 +165,9 @@ class BaggedOptions:
         20, "bagged: greedy runs on this many seeded bootstrap resamples of the selection split; an ingredient is "
         "kept when at least half of them keep it (default 20)", check=positive_int, metavar="B",
     )
-    bag_seed: int = option(0, "bagged: seed of the bootstrap resamples (default 0)", check=int_value, metavar="N")
+    bag_seed: int = option(
+        0, "bagged: seed of the bootstrap resamples (default 0)", check=non_negative_int, metavar="N"
+    )
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,14 @@ def int_value(value: Any, name: str) -> int:
     return number
 
 
+def non_negative_int(value: Any, name: str) -> int:
+    """A whole number ≥ 0, such as a seed (numpy's generators take no negative seed)."""
+    number = int_value(value, name)
+    if number < 0:
+        raise SoupError(f"{name}: must be a whole number ≥ 0, got {value!r}")
+    return number
+
+
 def heldout_fraction(value: Any, name: str) -> float:
     """The share of a train split held out to select on: in (0, 0.5], so the runs keep most of their data."""
     number = finite_float(value, name)

@@ -282,6 +282,7 @@ CASES = [
              "select_split 'validation:select' overlaps report_split 'validation'"),
         ]
     ],
+            (["--recipe", "bagged", "--bag-seed", "-1"], "--bag-seed: must be a whole number ≥ 0, got '-1'"),
     (
         "soup on a GLUE folder without a train split",
         lambda t: write_rte(t / "glue", 20),

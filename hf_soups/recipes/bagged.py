@@ -36,7 +36,7 @@ from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
 from hf_soups.recipes.selection import greedy_order, joins, selection_rule
-from hf_soups.validation import int_value, positive_int
+from hf_soups.validation import non_negative_int, positive_int
 
 Members = frozenset[int]
 
@@ -63,7 +63,7 @@ def cook_bagged(
     """
     if len(kitchen.ingredients) < 2:
         raise SoupError("bagged greedy soup: needs at least two ingredients")
-    bags, bag_seed = positive_int(bags, "bags"), int_value(bag_seed, "bag_seed")
+    bags, bag_seed = positive_int(bags, "bags"), non_negative_int(bag_seed, "bag_seed")
     rule = selection_rule(greedy_rule, min_gain)
     tastings, uniform = kitchen.tasted()
     order = greedy_order(tastings)
