@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -184,10 +185,15 @@ class Ingredient:
 
     @cached_property
     def canonical_names(self) -> dict[str, str | None]:
-        """Stored name → name in the soup, or ``None`` for a tied alias whose canonical tensor is stored too."""
+        """Stored name → name in the soup, or ``None`` for a tensor the soup leaves out: a tied alias whose canonical
+        tensor is stored too, or one that transformers ignores on load (see :func:`ignored_on_load`)."""
         ties = TIED_WEIGHTS.get(self.config.get("model_type", ""), {})
+        ignored = ignored_on_load(self.config)
         names: dict[str, str | None] = {}
         for name in self.layout:
+            if ignored(name):
+                names[name] = None
+                continue
             canonical, flag = ties.get(name, (name, None))
             if flag is not None and not self.config.get(flag, True):
                 canonical = name
@@ -301,6 +307,56 @@ def _inside(name: str) -> bool:
     """Whether a file name from a shard index stays inside the ingredient's folder (no absolute path, no ``..``)."""
     normal = os.path.normpath(name)
     return not os.path.isabs(normal) and normal != ".." and not normal.startswith(".." + os.sep)
+
+
+def ignored_on_load(config: dict[str, Any]) -> Callable[[str], bool]:
+    """Whether ``from_pretrained`` ignores a stored tensor of a checkpoint with this config, as transformers decides
+    it for the config's model class (``architectures[0]``, else the ``model_type``'s base model): the class's
+    non-persistent buffers (``embeddings.position_ids``, which older checkpoints such as all-MiniLM-L6-v2 store),
+    keys matching its ``_keys_to_ignore_on_load_unexpected`` patterns, and the legacy ``position_ids`` and
+    ``rotary_emb.inv_freq`` buffers it ignores when the class has such buffers
+    (``PreTrainedModel._adjust_missing_and_unexpected_keys``). Nothing is ignored for a config transformers cannot
+    build a model from.
+
+    Example:
+        >>> ignored = ignored_on_load({"model_type": "bert", "architectures": ["BertModel"]})
+        >>> ignored("embeddings.position_ids"), ignored("embeddings.word_embeddings.weight")
+        (True, False)
+    """
+    buffers, pattern = _load_rules(json.dumps(config, sort_keys=True))
+    return lambda name: name in buffers or (pattern is not None and pattern.search(name) is not None)
+
+
+# Buffers transformers made non-persistent: suffix → the pattern it ignores when the model has such a buffer.
+_LEGACY_BUFFERS = {"position_ids": r"(^|\.)position_ids$", "rotary_emb.inv_freq": r"rotary_emb\.inv_freq"}
+
+
+@functools.lru_cache(maxsize=16)
+def _load_rules(config_json: str) -> tuple[frozenset[str], re.Pattern[str] | None]:
+    """The non-persistent buffer names and the ignore pattern of the model class a config builds (built on the meta
+    device: no memory, no random numbers drawn)."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    config = json.loads(config_json)
+    model_type = config.get("model_type", "")
+    names = [*(config.get("architectures") or []), MODEL_MAPPING_NAMES.get(model_type)]
+    classes = (getattr(transformers, n, None) for n in names if isinstance(n, str))
+    model_class = next((c for c in classes if isinstance(c, type) and issubclass(c, transformers.PreTrainedModel)),
+                       None)
+    if model_type not in transformers.CONFIG_MAPPING or model_class is None:
+        return frozenset(), None
+    try:
+        with torch.device("meta"):
+            model = model_class(transformers.CONFIG_MAPPING[model_type].from_dict(config))
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError):  # nor can from_pretrained
+        return frozenset(), None
+    buffers = [name for name, _ in model.named_buffers()]
+    state = model.state_dict()
+    patterns = set(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])
+    patterns |= {p for suffix, p in _LEGACY_BUFFERS.items() if any(b.endswith(suffix) for b in buffers)}
+    pattern = re.compile("|".join(f"({p})" for p in sorted(patterns))) if patterns else None
+    return frozenset(b for b in buffers if b not in state), pattern
 
 
 def base_model_prefix(config: dict[str, Any]) -> str | None:

@@ -189,6 +189,47 @@ def test_adapters_over_a_bare_base_are_named_as_transformers_loads_it(tmp_path):
         torch.testing.assert_close(state[name], tensor, atol=1e-5, rtol=0, msg=name)
 
 
+@pytest.fixture(scope="module")
+def minilm_like(tmp_path_factory):
+    """A bare base that stores ``embeddings.position_ids`` as all-MiniLM-L6-v2's model.safetensors does (int64,
+    [1, max_position_embeddings]: a buffer transformers ignores on load), a tokenizer, and two adapters over it."""
+    from helpers import VOCAB
+
+    root = tmp_path_factory.mktemp("minilm-like")
+    torch.manual_seed(0)
+    config = tiny_bert_config()
+    BertModel(config).save_pretrained(root / "base")
+    (root / "base" / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    state = load_file(root / "base" / "model.safetensors")
+    state["embeddings.position_ids"] = torch.arange(config.max_position_embeddings).unsqueeze(0)
+    save_file(state, root / "base" / "model.safetensors", metadata={"format": "pt"})
+    adapters = [make_adapter(root / "base", root / f"adapter{i}", i + 1, *ADAPTERS[i]) for i in range(2)]
+    return root / "base", adapters
+
+
+def test_buffers_transformers_ignores_on_load_are_left_out_of_adapter_soups(minilm_like, tmp_path):
+    """The base's stored position_ids is neither averaged nor written nor refused as "not a parameter": merge,
+    the Python API's recipes and `hf-soups soup` all cook the LoRA sweep."""
+    from helpers import BiasJudge, write_rte
+
+    from hf_soups import greedy_soup
+
+    base_dir, adapters = minilm_like
+    soup = merge_models(adapters, tmp_path / "merged", progress=False)
+    assert not any(name.endswith("position_ids") for name in load_file(soup / "model.safetensors"))
+    expected = mean_state([merged(base_dir, a) for a in adapters])
+    state = BertForSequenceClassification.from_pretrained(soup).state_dict()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(state[name], tensor, atol=1e-5, rtol=0, msg=name)
+    greedy = greedy_soup(adapters, judge=BiasJudge(), output_dir=tmp_path / "greedy", progress=False)
+    assert any(i.kept for i in greedy.record.ingredients)
+    write_rte(tmp_path / "glue", 20)
+    write_rte(tmp_path / "glue", 40, seed=1, file="train.tsv")
+    assert main(["soup", *map(str, adapters), "--task", "rte", "--glue-dir", str(tmp_path / "glue"),
+                 "-o", str(tmp_path / "soup"), "--no-ensemble"]) == 0
+    assert "bert.embeddings.position_ids" not in load_file(tmp_path / "soup" / "model.safetensors")
+
+
 def test_adapter_over_another_base_is_refused(lora, tmp_path):
     _, adapters = lora
     torch.manual_seed(1)  # same architecture and shapes, other weights: only the base's identity tells them apart

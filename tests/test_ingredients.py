@@ -117,6 +117,28 @@ def test_extra_tensor(make_ingredients, tmp_path):
     assert_rejected(folders, tmp_path, "extra tensor 'extra.weight'")
 
 
+@pytest.mark.parametrize(
+    ("arch", "name", "tensor"),
+    [  # a non-persistent buffer that older checkpoints store; a key T5ForConditionalGeneration ignores by pattern
+        ("bert", "bert.embeddings.position_ids", torch.arange(64).unsqueeze(0)),
+        ("t5", "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight", torch.ones(32, 2)),
+    ],
+)
+def test_tensors_transformers_ignores_on_load_are_left_out(make_ingredients, tmp_path, arch, name, tensor):
+    """Stored tensors that ``from_pretrained`` ignores are not averaged, written or compared: an ingredient that
+    stores one mixes with one that does not, and the soup loads as the ingredients do."""
+    from helpers import BiasJudge
+
+    from hf_soups import uniform_soup
+
+    folders = make_ingredients(2, arch=arch)
+    rewrite(folders[0], lambda s: s.update({name: tensor}))
+    soup = merge_models(folders, tmp_path / "soup", progress=False)
+    assert name not in load_file(soup / "model.safetensors")
+    if arch == "bert":
+        uniform_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "uniform", progress=False)
+
+
 def test_different_num_labels(make_ingredients, tmp_path):
     folders = make_ingredients(1) + make_ingredients(1, name="three", num_labels=3)
     assert_rejected(folders, tmp_path, "num_labels is 3")
