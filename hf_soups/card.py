@@ -80,7 +80,7 @@ def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None, licens
         ['model-soup', 'merge', 'hf-soups', 'rte']
     """
     folder = None if isinstance(soup, SoupRecord) else Path(soup)
-    record = soup if isinstance(soup, SoupRecord) else _load_record(Path(soup))
+    record = soup if isinstance(soup, SoupRecord) else load_record(Path(soup))
     name = repo_id or (folder.resolve().name if folder else "model-soup")
     pipeline_tag, auto_class = _head(record.architecture)
     recipe = record.recipe
@@ -252,7 +252,12 @@ def _stated_license(repo_id: str | None = None, revision: str | None = None, fol
     return None
 
 
-def _load_record(folder: Path) -> SoupRecord:
+def load_record(folder: Path) -> SoupRecord:
+    """The record of a soup folder.
+
+    Raises:
+        SoupError: ``soup.json`` is missing or not a soup record.
+    """
     try:
         return SoupRecord.load(folder)
     except FileNotFoundError:

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 from pathlib import Path
@@ -20,10 +21,10 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, HfUriError, OfflineModeIsEnabled
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, parse_hf_uri
 
-from hf_soups.card import CARD_FILE, build_card, card_text, is_generated, public_data
+from hf_soups.card import CARD_FILE, build_card, card_text, is_generated, load_record, public_data
 from hf_soups.errors import SoupError
 from hf_soups.options import CardOptions
-from hf_soups.record import SOUP_FILE
+from hf_soups.record import SOUP_FILE, WEIGHT_FILES, SoupRecord
 from hf_soups.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -71,17 +72,18 @@ def push_soup(
         The URL of the commit.
 
     Raises:
-        SoupError: no ``soup.json``, no token, a repo id that is not a model repo, or a failed push (server down,
-            token rejected, server error); the message never contains the token.
+        SoupError: no ``soup.json``, a weight file that is not the one ``soup.json`` records, no token, a repo id
+            that is not a model repo, or a failed push (server down, token rejected, server error); the message never
+            contains the token. Nothing is uploaded before the folder is checked.
 
     Example:
         >>> push_soup("my-soup", "me/bert-rte-soup", revision="greedy", create_pr=True)  # doctest: +SKIP
         'https://huggingface.co/me/bert-rte-soup/commit/9b2d...'
     """
     folder = Path(soup_dir)
-    if not (folder / SOUP_FILE).is_file():
-        raise SoupError(f"soup folder {folder}: no {SOUP_FILE} (push a folder written by hf-soups)")
+    record = load_record(folder)
     repo_id, revision = parse_repo_id(repo_id, revision)
+    files = file_operations(folder, record)
     token = token or get_token()
     if not token:
         raise SoupError("no Hub token: pass --token / token=, set HF_TOKEN or run `hf auth login`")
@@ -91,7 +93,7 @@ def push_soup(
         if "/" not in repo_id:  # a bare name: the token's user is the namespace, as in huggingface_hub and the Trainer
             repo_id = f"{api.whoami()['name']}/{repo_id}"
         where = f"{repo_id}@{revision}" if revision else repo_id
-        operations = upload_operations(folder, repo_id, license)
+        operations = files + soup_operations(folder, record, repo_id, license)
         logger.info("pushing %d files from %s to %s on %s", len(operations), folder, where, api.endpoint)
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision and revision != constants.DEFAULT_REVISION and not revision.startswith("refs/pr/"):
@@ -136,24 +138,59 @@ def parse_repo_id(repo_id: str, revision: str | None = None) -> tuple[str, str |
     return uri.id.removeprefix(f"{BARE_NAMESPACE}/") if bare else uri.id, uri.revision or revision
 
 
-def upload_operations(folder: Path, repo_id: str, license: str | None = None) -> list[CommitOperationAdd]:
-    """One addition per file of the folder (``.git``/cache folders skipped); the card rendered for ``repo_id`` (with
-    ``license``) unless the folder holds a ``README.md`` hf_soups did not generate (or one edited since);
-    ``soup.json`` with its local paths cut to their names (:func:`~hf_soups.card.public_data`)."""
-    card = folder / CARD_FILE
-    render = not card.is_file() or is_generated(card.read_text(encoding="utf-8"))
+def file_operations(folder: Path, record: SoupRecord) -> list[CommitOperationAdd]:
+    """One addition per file of the folder to upload as it is (``.git``/cache folders, ``soup.json`` and a
+    ``README.md`` that :func:`soup_operations` renders left out), after checking that the weight files are the ones
+    ``soup.json`` records (:attr:`~hf_soups.record.SoupRecord.files`; the additions hash every file anyway).
+
+    Raises:
+        SoupError: a weight file differs from the record, is missing or is not in it.
+    """
+    render = _renders_card(folder)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    operations = [
-        CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))
-        for path in filter_repo_objects(files, ignore_patterns=DEFAULT_IGNORE_PATTERNS)
-        if not (render and path == CARD_FILE) and path != SOUP_FILE
-    ]
-    record = json.dumps(public_data(json.loads((folder / SOUP_FILE).read_text())), indent=2) + "\n"
-    operations.append(CommitOperationAdd(path_in_repo=SOUP_FILE, path_or_fileobj=record.encode()))
-    if render:
+    try:
+        operations = [
+            CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))
+            for path in filter_repo_objects(files, ignore_patterns=DEFAULT_IGNORE_PATTERNS)
+            if not (render and path == CARD_FILE) and path != SOUP_FILE
+        ]
+    except OSError as err:
+        raise SoupError(f"soup folder {folder}: {err.filename} cannot be read ({err.strerror})") from None
+    if record.files is None:
+        logger.warning("%s/%s records no sha256 of the weight files (written by an older hf-soups): pushing them "
+                       "unchecked", folder, SOUP_FILE)
+        return operations
+    digests = {op.path_in_repo: op.upload_info.sha256.hex() for op in operations if _is_weight(op.path_in_repo)}
+    for name in sorted(set(digests) | set(record.files)):
+        if digests.get(name) != record.files.get(name):
+            what = ("is missing" if name not in digests else f"is not one of the weight files {SOUP_FILE} records"
+                    if name not in record.files else f"differs from the file {SOUP_FILE} records (its sha256)")
+            raise SoupError(f"soup folder {folder}: {name} {what}: the folder no longer holds the soup {SOUP_FILE} "
+                            "describes; nothing was pushed")
+    return operations
+
+
+def soup_operations(
+    folder: Path, record: SoupRecord, repo_id: str, license: str | None = None
+) -> list[CommitOperationAdd]:
+    """The additions of ``soup.json`` with its local paths cut to their names (:func:`~hf_soups.card.public_data`)
+    and of the card rendered for ``repo_id`` (with ``license``), unless the folder holds a ``README.md`` hf_soups did
+    not generate (or one edited since)."""
+    published = json.dumps(public_data(record.to_dict()), indent=2) + "\n"
+    operations = [CommitOperationAdd(path_in_repo=SOUP_FILE, path_or_fileobj=published.encode())]
+    if _renders_card(folder):
         text = card_text(build_card(folder, repo_id=repo_id, license=license)).encode()
         operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=text))
     return operations
+
+
+def _renders_card(folder: Path) -> bool:
+    card = folder / CARD_FILE
+    return not card.is_file() or is_generated(card.read_text(encoding="utf-8", errors="replace"))
+
+
+def _is_weight(path: str) -> bool:
+    return "/" not in path and any(fnmatch.fnmatch(path, pattern) for pattern in WEIGHT_FILES)
 
 
 def _reason(err: Exception, endpoint: str) -> str:

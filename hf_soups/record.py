@@ -1,7 +1,8 @@
 """``soup.json``: the record a soup folder carries of how it was made.
 
 The merge core writes the ingredients, weights and dtype; recipes add the recipe, the split rule, scores and the
-greedy trajectory; the model card and the Hub push only read it. Plain dataclasses, written as JSON.
+greedy trajectory; saving it records the sha256 of the soup's own weight files beside it; the model card and the Hub
+push only read it (the push checks those digests first). Plain dataclasses, written as JSON.
 
 Example:
     >>> record = SoupRecord.load("my-soup")          # doctest: +SKIP
@@ -12,12 +13,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SOUP_FILE = "soup.json"
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.index.json")  # a model folder's weight files and their shard index
 
 
 @dataclass
@@ -100,6 +104,8 @@ class SoupRecord:
 
     ``adapter`` is set when the soup was written as a PEFT adapter: ``{"type": "lora", "output": "exact" or "svd",
     "r": 16, "relative_error": 0.02, "max_module_relative_error": 0.05}`` (errors of the truncated SVD, 0 if exact).
+    ``files`` maps each of the soup's own weight files (shard index included, :func:`weight_digests`) to its sha256,
+    recorded by :meth:`save`; ``None`` in a record written before hf-soups recorded them.
     """
 
     hf_soups_version: str
@@ -111,6 +117,7 @@ class SoupRecord:
     recipe: RecipeRecord | None = None
     results: list[SoupResult] = field(default_factory=list)
     adapter: dict[str, Any] | None = None
+    files: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,6 +131,9 @@ class SoupRecord:
         return cls(**data)
 
     def save(self, folder: str | Path) -> Path:
+        """Write ``soup.json`` into ``folder``, the soup folder, recording in :attr:`files` the sha256 of the weight
+        files it holds."""
+        self.files = weight_digests(folder)
         path = Path(folder) / SOUP_FILE
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
@@ -131,3 +141,18 @@ class SoupRecord:
     @classmethod
     def load(cls, folder: str | Path) -> SoupRecord:
         return cls.from_dict(json.loads((Path(folder) / SOUP_FILE).read_text()))
+
+
+def weight_digests(folder: str | Path) -> dict[str, str]:
+    """Name → sha256 of each weight file (:data:`WEIGHT_FILES`) at the top of ``folder``.
+
+    Example:
+        >>> weight_digests("my-soup")  # doctest: +SKIP
+        {'model.safetensors': '5d41402abc4b2a76b9719d911017c592...'}
+    """
+    digests = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and any(fnmatch.fnmatch(path.name, pattern) for pattern in WEIGHT_FILES):
+            with path.open("rb") as file:
+                digests[path.name] = hashlib.file_digest(file, "sha256").hexdigest()
+    return digests

@@ -19,6 +19,7 @@ from hf_soups import uniform_soup
 from hf_soups.cli import main
 
 MERGE = ["merge", "ing0", "ing1", "-o", "soup"]
+PUSH = ["push", "made", "me/soup", "--token", "hf_" + "x" * 32]
 SOUP = ["soup", "ing0", "ing1", "--task", "rte", "-o", "soup", "--glue-dir", str(GLUE_DIR)]
 
 
@@ -68,6 +69,11 @@ def _recipe_with_alias(tmp):
     text = text.replace("metric: accuracy", "metric: *kind")
     assert "*kind" in text
     path.write_text(text)
+
+
+def _made_then(tmp, change):
+    _recipe(tmp, lambda r: None)
+    change(tmp / "made")
 
 
 def _no_tokenizer(folder):
@@ -343,6 +349,13 @@ CASES = [
         _recipe_with_alias,
         ["cook", "made", "-o", "soup"],
         "aliases (*name) are not allowed in a recipe file",
+    ),
+    # a soup folder to push (checked before the Hub is asked anything)
+    (
+        "push weights edited since soup.json",
+        lambda t: _made_then(t, lambda made: (made / "model.safetensors").write_bytes(b"edited")),
+        PUSH,
+        "soup folder made: model.safetensors differs from the file soup.json records (its sha256)",
     ),
 ]
 

@@ -145,6 +145,32 @@ def test_the_pushed_soup_json_names_local_paths_by_their_last_part(hub_server, s
     assert snapshot(soup) == before  # the local record keeps its paths
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("edited", "model.safetensors differs from the file soup.json records (its sha256)"),
+        ("missing", "model.safetensors is missing"),
+        ("added", "extra.safetensors is not one of the weight files soup.json records"),
+    ],
+)
+def test_a_push_refuses_weights_that_are_not_the_ones_soup_json_records(hub_server, soup, capsys, change, message):
+    weights = soup / "model.safetensors"
+    assert SoupRecord.load(soup).files == {"model.safetensors": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    if change == "edited":
+        content = bytearray(weights.read_bytes())
+        content[-1] ^= 1
+        weights.write_bytes(bytes(content))
+    elif change == "missing":
+        weights.unlink()
+    else:
+        (soup / "extra.safetensors").write_bytes(weights.read_bytes())
+    with pytest.raises(SoupError, match=re.escape(f"soup folder {soup}: {message}")):
+        push_soup(soup, SOUP_REPO, token=hub_server.token)
+    assert main(["push", str(soup), SOUP_REPO, "--token", hub_server.token]) == 2
+    assert message in capsys.readouterr().err
+    assert not HfApi(token=hub_server.token).repo_exists(SOUP_REPO)  # nothing was uploaded
+
+
 def _closed_port_endpoint() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
