@@ -51,6 +51,15 @@ BOOKKEEPING_ARGS = frozenset({"output_dir", "logging_dir", "run_name", "hub_mode
 # Files of a Trainer checkpoint that belong to the optimizer and the Trainer, not to the model.
 TRAINER_STATE_FILES = re.compile(r"^(optimizer|scheduler|scaler|rng_state|trainer_state|training_args)")
 PinHead = bool | Literal["probe"]
+# The keys of ingredient.json the pantry reads and their types (``None``: may be null; the optional keys may also be
+# absent); ``start`` holds the fingerprint's three hashes.
+ENTRY_TYPES: dict[str, tuple[type | None, ...]] = {
+    "run_name": (str,), "kind": (str,), "step": (int,), "epoch": (int, float, None), "created": (int, float),
+    "training_args": (dict,), "start": (dict,), "start_model": (str, None), "heldout": (dict, None),
+}
+OPTIONAL_KEYS = ("start_model", "heldout")
+START_KEYS = ("weights", "body", "head")
+_DAMAGED = "a damaged or hand-edited entry: restore the file or move the folder out of the pantry"
 
 
 def fingerprint(model: PreTrainedModel) -> dict[str, str]:
@@ -100,6 +109,35 @@ class PantryEntry:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @classmethod
+    def read(cls, folder: Path) -> PantryEntry:
+        """Read and check an entry's ``ingredient.json`` (the keys the pantry reads, of their types).
+
+        Raises:
+            SoupError: the file cannot be read, is not UTF-8 JSON, not an object, or lacks a key or has one of the
+                wrong type (a damaged or hand-edited entry), naming the file and the key.
+        """
+        path = folder / ENTRY_FILE
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise SoupError(f"pantry entry {path}: cannot be read as JSON ({err}); {_DAMAGED}") from None
+        if not isinstance(info, dict):
+            raise SoupError(f"pantry entry {path}: is a JSON {type(info).__name__}, not an object; {_DAMAGED}")
+        start = info.get("start")
+        fields = [(key, info, kinds) for key, kinds in ENTRY_TYPES.items()]
+        fields += [(key, start, (str,)) for key in START_KEYS] if isinstance(start, dict) else []
+        for key, holder, kinds in fields:
+            name = key if holder is info else f"start.{key}"
+            if key not in holder and key not in OPTIONAL_KEYS:
+                raise SoupError(f"pantry entry {path}: lacks '{name}'; {_DAMAGED}")
+            value = holder.get(key)
+            if not (value is None and None in kinds or type(value) in kinds):  # bool is no number here
+                raise SoupError(
+                    f"pantry entry {path}: '{name}' must be {_type_names(kinds)}, got {value!r:.60}; {_DAMAGED}"
+                )
+        return cls(folder, info)
 
     def hyperparameters(self) -> dict[str, Any]:
         """The run's TrainingArguments (bookkeeping ones left out), the epoch it had reached, and for an EMA its
@@ -235,7 +273,7 @@ class Pantry:
         if not self.path.is_dir():
             return []
         entries = [
-            PantryEntry(folder, json.loads((folder / ENTRY_FILE).read_text()))
+            PantryEntry.read(folder)
             for folder in sorted(self.path.iterdir())
             if not folder.name.startswith(".") and (folder / ENTRY_FILE).is_file()
         ]
@@ -368,6 +406,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:  # another file system, or links not allowed
         shutil.copy2(source, target)
+
+
+def _type_names(kinds: tuple[type | None, ...]) -> str:
+    names = {str: "a string", int: "a whole number", float: "a number", dict: "a JSON object", None: "null"}
+    return " or ".join(names[kind] for kind in kinds)
 
 
 def differing_hyperparameters(entries: Iterable[PantryEntry]) -> list[str]:

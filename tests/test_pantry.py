@@ -1,0 +1,50 @@
+"""The pantry's own reading: damaged entries and start heads refused with one message naming the file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hf_soups.errors import SoupError
+from hf_soups.pantry import ENTRY_FILE, Pantry
+
+START = {"weights": "a" * 64, "body": "b" * 64, "head": "c" * 64}
+INFO = {"run_name": "lr2e-05", "kind": "final", "step": 4, "epoch": 1.0, "created": 1.0, "training_args": {},
+        "start": START, "start_model": "base", "heldout": None}
+
+
+def write_entry(pantry, name, content):
+    (pantry / name).mkdir(parents=True)
+    (pantry / name / ENTRY_FILE).write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+
+
+def test_a_whole_entry_is_read(tmp_path):
+    write_entry(tmp_path, "a", INFO)
+    optional_left_out = {k: v for k, v in INFO.items() if k not in ("heldout", "start_model")}
+    write_entry(tmp_path, "b", optional_left_out | {"epoch": None})
+    assert [e.name for e in Pantry(tmp_path).entries()] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "cannot be read as JSON"),
+        (b'{"run_name": "\xff"}', "cannot be read as JSON"),
+        ([INFO], "is a JSON list, not an object"),
+        ({k: v for k, v in INFO.items() if k != "kind"}, "lacks 'kind'"),
+        (INFO | {"step": "4"}, "'step' must be a whole number, got '4'"),
+        (INFO | {"step": True}, "'step' must be a whole number, got True"),
+        (INFO | {"training_args": []}, "'training_args' must be a JSON object, got []"),
+        (INFO | {"start": {"weights": "a"}}, "lacks 'start.body'"),
+        (INFO | {"start_model": ["base"]}, "'start_model' must be a string or null"),
+    ],
+    ids=["invalid JSON", "not UTF-8", "a list", "missing key", "string step", "bool step", "list args",
+         "partial start", "list start model"],
+)
+def test_a_damaged_entry_is_one_message_naming_its_file(tmp_path, content, message):
+    write_entry(tmp_path, "good", INFO)
+    write_entry(tmp_path, "bad", content)
+    with pytest.raises(SoupError, match="pantry entry .*bad/ingredient.json") as caught:
+        Pantry(tmp_path).entries()
+    assert message in str(caught.value) and "move the folder out of the pantry" in str(caught.value)
