@@ -81,9 +81,8 @@ def push_soup(
         'https://huggingface.co/me/bert-rte-soup/commit/9b2d...'
     """
     folder = Path(soup_dir)
-    record = load_record(folder)
     repo_id, revision = parse_repo_id(repo_id, revision)
-    files = file_operations(folder, record)
+    record, files = file_operations(folder)
     token = token or get_token()
     if not token:
         raise SoupError("no Hub token: pass --token / token=, set HF_TOKEN or run `hf auth login`")
@@ -138,28 +137,28 @@ def parse_repo_id(repo_id: str, revision: str | None = None) -> tuple[str, str |
     return uri.id.removeprefix(f"{BARE_NAMESPACE}/") if bare else uri.id, uri.revision or revision
 
 
-def file_operations(folder: Path, record: SoupRecord) -> list[CommitOperationAdd]:
-    """One addition per file of the folder to upload as it is (``.git``/cache folders, ``soup.json`` and a
-    ``README.md`` that :func:`soup_operations` renders left out), after checking that the weight files are the ones
-    ``soup.json`` records (:attr:`~hf_soups.record.SoupRecord.files`; the additions hash every file anyway).
+def file_operations(folder: Path) -> tuple[SoupRecord, list[CommitOperationAdd]]:
+    """The soup folder's record, and one addition per file to upload as it is (``.git``/cache folders, ``soup.json``
+    and a ``README.md`` that :func:`soup_operations` renders left out), after checking that no symbolic link leaves
+    the folder (before anything in it is read) and that the weight files are the ones ``soup.json`` records
+    (:attr:`~hf_soups.record.SoupRecord.files`; the additions hash every file anyway).
 
     Raises:
-        SoupError: a weight file differs from the record, is missing or is not in it.
+        SoupError: a symbolic link that leads out of the folder; no or a damaged ``soup.json``; a weight file that
+            differs from the record, is missing or is not in it.
     """
+    own = _own_files(folder)
+    record = load_record(folder)
     render = _renders_card(folder)
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    files = [path for path in own if not (render and path == CARD_FILE) and path != SOUP_FILE]
     try:
-        operations = [
-            CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))
-            for path in filter_repo_objects(files, ignore_patterns=DEFAULT_IGNORE_PATTERNS)
-            if not (render and path == CARD_FILE) and path != SOUP_FILE
-        ]
+        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path)) for path in files]
     except OSError as err:
         raise SoupError(f"soup folder {folder}: {err.filename} cannot be read ({err.strerror})") from None
     if record.files is None:
         logger.warning("%s/%s records no sha256 of the weight files (written by an older hf-soups): pushing them "
                        "unchecked", folder, SOUP_FILE)
-        return operations
+        return record, operations
     digests = {op.path_in_repo: op.upload_info.sha256.hex() for op in operations if _is_weight(op.path_in_repo)}
     for name in sorted(set(digests) | set(record.files)):
         if digests.get(name) != record.files.get(name):
@@ -167,7 +166,7 @@ def file_operations(folder: Path, record: SoupRecord) -> list[CommitOperationAdd
                     if name not in record.files else f"differs from the file {SOUP_FILE} records (its sha256)")
             raise SoupError(f"soup folder {folder}: {name} {what}: the folder no longer holds the soup {SOUP_FILE} "
                             "describes; nothing was pushed")
-    return operations
+    return record, operations
 
 
 def soup_operations(
@@ -182,6 +181,28 @@ def soup_operations(
         text = card_text(build_card(folder, repo_id=repo_id, license=license)).encode()
         operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=text))
     return operations
+
+
+def _own_files(folder: Path) -> list[str]:
+    """The folder's files to upload (``.git``/cache folders left out), as paths relative to it; a symbolic link to a
+    file inside the folder counts as a file.
+
+    Raises:
+        SoupError: a symbolic link (to a file or a folder) that leads out of the folder.
+    """
+    root = folder.resolve()
+    entries = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+    files = []
+    for path in filter_repo_objects(sorted(entries), ignore_patterns=DEFAULT_IGNORE_PATTERNS):
+        entry = entries[path]
+        if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+            raise SoupError(
+                f"soup folder {folder}: {path} is a symbolic link to {entry.resolve()}, outside the folder; a push "
+                "uploads only the folder's own files (replace the link by a copy, or remove it): nothing was pushed"
+            )
+        if entry.is_file():
+            files.append(path)
+    return files
 
 
 def _renders_card(folder: Path) -> bool:

@@ -357,6 +357,12 @@ CASES = [
         PUSH,
         "soup folder made: model.safetensors differs from the file soup.json records (its sha256)",
     ),
+    (
+        "push a link out of the soup folder",
+        lambda t: _made_then(t, lambda made: (made / "notes.txt").symlink_to(t / "ing0" / "config.json")),
+        PUSH,
+        "soup folder made: notes.txt is a symbolic link to ",
+    ),
 ]
 
 

@@ -171,6 +171,28 @@ def test_a_push_refuses_weights_that_are_not_the_ones_soup_json_records(hub_serv
     assert not HfApi(token=hub_server.token).repo_exists(SOUP_REPO)  # nothing was uploaded
 
 
+@pytest.mark.parametrize("target", ["file", "folder"])
+def test_a_push_refuses_a_link_out_of_the_folder_and_uploads_one_within(hub_server, soup, tmp_path, capsys, target):
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not the soup's")
+    link = soup / ("notes.txt" if target == "file" else "data")
+    link.symlink_to(outside / "secret.txt" if target == "file" else outside)
+    message = f"soup folder {soup}: {link.name} is a symbolic link to {link.resolve()}, outside the folder"
+    with pytest.raises(SoupError, match=re.escape(message)):
+        push_soup(soup, SOUP_REPO, token=hub_server.token)
+    assert main(["push", str(soup), SOUP_REPO, "--token", hub_server.token]) == 2
+    [error] = capsys.readouterr().err.strip().splitlines()
+    assert message in error
+    assert not HfApi(token=hub_server.token).repo_exists(SOUP_REPO)  # nothing was uploaded
+
+    link.unlink()
+    (soup / "config-link.json").symlink_to("config.json")  # a link within the folder goes up as the file it names
+    push_soup(soup, SOUP_REPO, token=hub_server.token)
+    pushed = Path(hf_hub_download(SOUP_REPO, "config-link.json", token=hub_server.token))
+    assert pushed.read_bytes() == (soup / "config.json").read_bytes()
+
+
 def _closed_port_endpoint() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
