@@ -32,15 +32,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
 from hf_soups.ema import check_decay, ema_label
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients
 from hf_soups.merge import merge_models
-from hf_soups.probe import head_names, live_state, plain_model
+from hf_soups.probe import head_names, live_state, plain_model, read_start_head
 from hf_soups.record import SoupRecord
 from hf_soups.version import __version__
 
@@ -230,7 +229,7 @@ class Pantry:
                 pass
             finally:
                 tmp.unlink()
-        pinned = load_file(path)
+        pinned, _ = read_start_head(path)
         state = live_state(model)
         for name in sorted(names | set(pinned)):
             if name not in pinned or name not in names or pinned[name].shape != state[name].shape:
@@ -245,10 +244,9 @@ class Pantry:
 
     def head_mode(self) -> str | None:
         """How the pantry's start head was made: ``"random"``, ``"probe"``, or ``None`` when it has none."""
-        if not (self.path / HEAD_FILE).is_file():
+        if not (self.path / HEAD_FILE).exists():
             return None
-        with safe_open(str(self.path / HEAD_FILE), "pt") as f:
-            return (f.metadata() or {}).get("start_head", "random")
+        return read_start_head(self.path / HEAD_FILE)[1].get("start_head", "random")
 
     def start_model(self) -> tuple[str, Path | None]:
         """The weights every run started from: the pretrained model the entries record, and the start head file

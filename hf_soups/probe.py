@@ -15,13 +15,16 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel
 
 from hf_soups.errors import SoupError
+from hf_soups.tensorfile import read_header
 
 LABEL_KEYS = ("labels", "label")
 
@@ -77,6 +80,30 @@ def head_names(model: PreTrainedModel) -> set[str]:
     prefix = f"{plain_model(model).base_model_prefix}."
     head = {name for name in names if not name.startswith(prefix)}
     return head if head != names else set()
+
+
+def read_start_head(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a start-head file (a pantry's ``start-head.safetensors``, ``--start-head``).
+
+    Raises:
+        SoupError: not a regular file, or not a whole safetensors file (truncated, damaged, another format).
+
+    Example:
+        >>> head, metadata = read_start_head(Path("pantry/start-head.safetensors"))  # doctest: +SKIP
+        >>> metadata["start_head"]  # doctest: +SKIP
+        'probe'
+    """
+    if not path.is_file():
+        what = "no such file" if not path.exists() else "not a regular file"
+        raise SoupError(f"start head {path}: {what} (give a safetensors file of the head's tensors)")
+    try:
+        read_header(path)
+        with safe_open(str(path), "pt") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}, f.metadata() or {}  # noqa: SIM118 (no dict)
+    except SoupError as err:
+        raise SoupError(f"start head {err}") from None
+    except (OSError, SafetensorError) as err:
+        raise SoupError(f"start head {path}: not a safetensors file ({err})") from None
 
 
 def output_layer(model: PreTrainedModel) -> tuple[str, torch.nn.Linear]:
@@ -178,4 +205,7 @@ def probe_head(model: PreTrainedModel, batches: Iterable[dict[str, Any]], seed: 
     return {key: state[key].detach().to("cpu").contiguous() for key in sorted(head_names(model))}
 
 
-__all__ = ["fit_linear", "head_names", "live_state", "output_layer", "plain_model", "probe_features", "probe_head"]
+__all__ = [
+    "fit_linear", "head_names", "live_state", "output_layer", "plain_model", "probe_features", "probe_head",
+    "read_start_head",
+]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import struct
 
 import pytest
 import torch
 import yaml
 from helpers import GLUE_DIR, BiasJudge, write_rte
+from safetensors.torch import save_file
 
 from hf_soups import uniform_soup
 from hf_soups.cli import main
@@ -74,6 +76,16 @@ def _recipe_with_alias(tmp):
 def _made_then(tmp, change):
     _recipe(tmp, lambda r: None)
     change(tmp / "made")
+
+
+def _stock_base_and_head(tmp, cut=None, content=None):
+    shutil.copytree(tmp / "ing0", tmp / "base")
+    save_file({"classifier.bias": torch.zeros(2)}, tmp / "head.safetensors")
+    whole = (tmp / "head.safetensors").read_bytes()
+    (tmp / "head.safetensors").write_bytes(whole[:cut] if content is None else content)
+
+
+STOCK = [*SOUP, "--recipe", "stock", "--base", "base", "--start-head"]
 
 
 def _no_tokenizer(folder):
@@ -220,6 +232,24 @@ CASES = [
         None,
         [*SOUP, "--recipe", "stock", "--base", "ing1"],
         "base 'ing1': is ingredient 'ing1'",
+    ),
+    (
+        "stock start head truncated",
+        lambda t: _stock_base_and_head(t, cut=-4),
+        [*STOCK, "head.safetensors"],
+        "start head head.safetensors: truncated safetensors file",
+    ),
+    (
+        "stock start head not safetensors",
+        lambda t: _stock_base_and_head(t, content=b"a pickle, a zip, a text"),
+        [*STOCK, "head.safetensors"],
+        "start head head.safetensors: corrupt or truncated safetensors file",
+    ),
+    (
+        "stock start head a folder",
+        lambda t: _stock_base_and_head(t),
+        [*STOCK, "ing1"],
+        "start head ing1: not a regular file",
     ),
     # flag values
     ("weights negative", None, [*MERGE, "--weights", "-1,2"], "weights: ingredient 'ing0': must be ≥ 0"),

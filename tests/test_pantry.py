@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import tiny_bert
 
 from hf_soups.errors import SoupError
-from hf_soups.pantry import ENTRY_FILE, Pantry
+from hf_soups.pantry import ENTRY_FILE, HEAD_FILE, Pantry
 
 START = {"weights": "a" * 64, "body": "b" * 64, "head": "c" * 64}
 INFO = {"run_name": "lr2e-05", "kind": "final", "step": 4, "epoch": 1.0, "created": 1.0, "training_args": {},
@@ -48,3 +49,25 @@ def test_a_damaged_entry_is_one_message_naming_its_file(tmp_path, content, messa
     with pytest.raises(SoupError, match="pantry entry .*bad/ingredient.json") as caught:
         Pantry(tmp_path).entries()
     assert message in str(caught.value) and "move the folder out of the pantry" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "truncated safetensors file"), (b"not a safetensors file", "corrupt or truncated safetensors file")],
+    ids=["empty", "another format"],
+)
+def test_a_damaged_start_head_is_one_message_naming_it(tmp_path, content, message):
+    pantry = Pantry(tmp_path)
+    (tmp_path / HEAD_FILE).write_bytes(content)
+    for read in (pantry.head_mode, lambda: pantry.pin_head(tiny_bert())):
+        with pytest.raises(SoupError, match=f"start head {tmp_path / HEAD_FILE}: {message}"):
+            read()
+
+
+def test_a_truncated_start_head_is_one_message_naming_it(tmp_path):
+    pantry = Pantry(tmp_path)
+    assert pantry.pin_head(tiny_bert()) == "random" and pantry.head_mode() == "random"
+    whole = (tmp_path / HEAD_FILE).read_bytes()
+    (tmp_path / HEAD_FILE).write_bytes(whole[:-8])
+    with pytest.raises(SoupError, match=f"start head {tmp_path / HEAD_FILE}: truncated safetensors file"):
+        pantry.pin_head(tiny_bert())

@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan, base_names, resolve_ingredients
 from hf_soups.mean import PIECE, RunningMean
 from hf_soups.options import CookOptions
+from hf_soups.probe import read_start_head
 from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.recipe_data import BaseEntry, pinned_spec
@@ -108,11 +108,7 @@ def check_base(
     names = base_names(base.ingredient, plan)
     head: dict[str, torch.Tensor] = {}
     if base.head is not None:
-        try:
-            with safe_open(str(base.head), "pt") as f:
-                head = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is no dict)
-        except (OSError, ValueError, RuntimeError) as err:
-            raise SoupError(f"start head {base.head}: cannot be read ({err})") from None
+        head, _ = read_start_head(base.head)
         for name, tensor in head.items():
             if name not in plan.shapes or tuple(tensor.shape) != tuple(plan.shapes[name]):
                 have = plan.shapes.get(name)
