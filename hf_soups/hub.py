@@ -1,5 +1,9 @@
 """Push a soup folder to the Hugging Face Hub: weights, config, tokenizer, card, recipe and record in one commit.
 
+The commit also deletes what an earlier model left in the repo that the soup does not have (weights, shard index,
+configs, tokenizer files, hf-soups' files: :func:`stale_files`), so ``from_pretrained`` loads the soup; the repo's
+other files stay.
+
 The Hub endpoint is ``huggingface_hub``'s (``HF_ENDPOINT``); the token comes from the argument, ``HF_TOKEN`` or the
 saved login (``hf auth login``) and is never written to a log, an error message, the card or a file. A failed push
 raises one :class:`~hf_soups.errors.SoupError` saying what went wrong, and never touches the local folder.
@@ -14,20 +18,34 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx2
-from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, HfUriError, OfflineModeIsEnabled
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, parse_hf_uri
 
-from hf_soups.card import CARD_FILE, build_card, card_text, is_generated, load_record, public_data
+from hf_soups.card import (
+    CARD_FILE,
+    CONFIG_FILE,
+    TOKENIZER_FILES,
+    build_card,
+    card_text,
+    is_generated,
+    load_record,
+    public_data,
+)
 from hf_soups.errors import SoupError
 from hf_soups.options import CardOptions
+from hf_soups.plots import SOUPS_PLOT, TRAJECTORY_PLOT
 from hf_soups.record import SOUP_FILE, WEIGHT_FILES, SoupRecord
 from hf_soups.version import __version__
 
 logger = logging.getLogger(__name__)
+# What a soup folder may hold besides its card, by kind: a push deletes those the soup lacks (see stale_files).
+MODEL_FILES = (*WEIGHT_FILES, CONFIG_FILE, "adapter_config.json", "generation_config.json")
+SOUP_FILES = (SOUP_FILE, "recipe.yaml", TRAJECTORY_PLOT, SOUPS_PLOT)
 BARE_NAMESPACE = "namespace"  # stands in for the token's user while a bare repo name is checked
 
 # HTTP status → what it means for a push (anything else: the server's own message).
@@ -97,12 +115,17 @@ def push_soup(
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision and revision != constants.DEFAULT_REVISION and not revision.startswith("refs/pr/"):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
+        head = api.model_info(repo_id, revision=revision or constants.DEFAULT_REVISION)
+        stale = stale_files([s.rfilename for s in head.siblings or []], [op.path_in_repo for op in operations])
+        if stale:
+            logger.info("deleting from %s what the soup does not have: %s", where, ", ".join(stale))
         info = api.create_commit(
             repo_id,
-            operations,
+            [*operations, *(CommitOperationDelete(path_in_repo=path) for path in stale)],
             commit_message=commit_message or f"Upload model soup with hf-soups {__version__}",
             revision=revision,
             create_pr=create_pr,
+            parent_commit=head.sha,  # the files listed are the ones deleted: a branch that moved meanwhile is a 412
         )
     except SoupError:  # the folder's own fault (its soup.json), not the push's
         raise
@@ -181,6 +204,22 @@ def soup_operations(
         text = card_text(build_card(folder, repo_id=repo_id, license=license)).encode()
         operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=text))
     return operations
+
+
+def stale_files(repo_files: Sequence[str], uploaded: Sequence[str]) -> list[str]:
+    """The files of the repo that a push of ``uploaded`` deletes, so that the repo serves the soup and only the soup:
+    at the repo's top, the model files (weights, shard index, model and adapter configs) and hf-soups' own files that
+    the soup does not have, and the tokenizer files too when the soup brings a tokenizer. Every other file stays.
+
+    Example:
+        >>> stale_files(["model.safetensors", "notes.txt", "README.md"], ["model-00001-of-00002.safetensors"])
+        ['model.safetensors']
+    """
+    kinds = [*MODEL_FILES, *SOUP_FILES, *(TOKENIZER_FILES if set(TOKENIZER_FILES) & set(uploaded) else ())]
+    return sorted(
+        path for path in set(repo_files) - set(uploaded)
+        if "/" not in path and any(fnmatch.fnmatch(path, kind) for kind in kinds)
+    )
 
 
 def _own_files(folder: Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import re
@@ -15,11 +16,15 @@ from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download, snapsh
 from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import AutoModelForSequenceClassification
 
-from hf_soups.card import write_card
+from hf_soups.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from hf_soups.card import TOKENIZER_FILES, write_card
 from hf_soups.cli import main
 from hf_soups.errors import SoupError
-from hf_soups.hub import parse_repo_id, push_soup
+from hf_soups.hub import MODEL_FILES, SOUP_FILES, parse_repo_id, push_soup, stale_files
+from hf_soups.ingredient import TOKENIZER_FILES as INGREDIENT_TOKENIZER_FILES
 from hf_soups.merge import merge_models
+from hf_soups.model_folder import COPIED_FILES
+from hf_soups.recipes.recipe_file import RECIPE_FILE
 from hf_soups.record import RecipeRecord, SoupRecord, SoupResult
 from hf_soups.testing.hub_server import DEFAULT_USER
 
@@ -191,6 +196,46 @@ def test_a_push_refuses_a_link_out_of_the_folder_and_uploads_one_within(hub_serv
     push_soup(soup, SOUP_REPO, token=hub_server.token)
     pushed = Path(hf_hub_download(SOUP_REPO, "config-link.json", token=hub_server.token))
     assert pushed.read_bytes() == (soup / "config.json").read_bytes()
+
+
+@pytest.mark.parametrize("soup_shards", ["sharded soup over a single file", "single-file soup over shards"])
+def test_a_push_leaves_the_repo_serving_the_soup_and_keeps_the_users_other_files(
+    hub_server, make_ingredients, tmp_path, soup_shards
+):
+    api = HfApi(token=hub_server.token)
+    sharded_soup = soup_shards.startswith("sharded")
+    earlier = make_ingredients(1, name="earlier", save=None if sharded_soup else {"max_shard_size": "20KB"})[0]
+    (earlier / "merges.txt").write_text("#version: 0.2\n")  # a tokenizer file the soup's tokenizer lacks
+    torch.save({}, earlier / "pytorch_model.bin")
+    (earlier / "notes.txt").write_text("mine")
+    (earlier / "onnx").mkdir()
+    (earlier / "onnx" / "model.safetensors").write_bytes(b"mine too")  # not at the top: from_pretrained skips it
+    upload(api, earlier, SOUP_REPO)
+    before = set(api.list_repo_files(SOUP_REPO))
+    assert ({"model.safetensors"} if sharded_soup else {"model.safetensors.index.json"}) <= before
+
+    soup = merge_models(make_ingredients(2), tmp_path / "soup", max_shard_size="20KB" if sharded_soup else "5GB",
+                        progress=False)
+    assert (soup / "model.safetensors.index.json").is_file() is sharded_soup
+    push_soup(soup, SOUP_REPO, token=hub_server.token)
+
+    files = set(api.list_repo_files(SOUP_REPO))
+    assert files == set(snapshot(soup)) | {"README.md", ".gitattributes", "notes.txt", "onnx/model.safetensors"}
+    assert len(api.list_repo_commits(SOUP_REPO)) == 3  # created, the earlier model, the soup: one commit
+    pushed = AutoModelForSequenceClassification.from_pretrained(SOUP_REPO, token=hub_server.token)
+    local = AutoModelForSequenceClassification.from_pretrained(soup)
+    assert all(torch.equal(v, state(local)[k]) for k, v in state(pushed).items())
+
+
+def test_stale_files_knows_every_file_a_soup_folder_may_hold():
+    kinds = [*MODEL_FILES, *SOUP_FILES, *TOKENIZER_FILES]
+    names = [RECIPE_FILE, ADAPTER_CONFIG, *ADAPTER_WEIGHTS, *COPIED_FILES, "model-00001-of-00002.safetensors"]
+    assert all(any(fnmatch.fnmatch(name, kind) for kind in kinds) for name in names)
+    assert TOKENIZER_FILES == tuple(INGREDIENT_TOKENIZER_FILES)
+    repo = ["config.json", "vocab.txt", "notes.txt", "adapter_config.json", "adapter_model.safetensors"]
+    assert stale_files(repo, ["config.json", "model.safetensors"]) == ["adapter_config.json",
+                                                                       "adapter_model.safetensors"]
+    assert stale_files(repo, ["config.json", "tokenizer.json"])[-1] == "vocab.txt"  # the soup's tokenizer replaces
 
 
 def _closed_port_endpoint() -> str:
