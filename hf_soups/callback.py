@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
@@ -39,7 +40,14 @@ from transformers import Trainer, TrainerCallback
 
 from hf_soups.ema import WeightEMA, check_decay
 from hf_soups.errors import SoupError
-from hf_soups.evaluation.data import SplitRule, heldout_record, load_glue_split
+from hf_soups.evaluation.data import (
+    SplitRule,
+    content_digest,
+    heldout_record,
+    input_keys,
+    load_glue_split,
+    trained_heldout_rows,
+)
 from hf_soups.options import RECIPE_NAMES, CardOptions, CookOptions, JudgeOptions
 from hf_soups.pantry import Pantry, PantryEntry, PinHead, check_heldout, fingerprint
 from hf_soups.probe import probe_head
@@ -73,8 +81,10 @@ class SoupCallback(TrainerCallback):
             (:class:`~hf_soups.options.JudgeOptions`; ``batch_size`` defaults to the Trainer's eval batch size). By
             default a soup is selected on ``train:heldout``, a seeded ``heldout_fraction`` of the task's train split,
             and reported on the whole validation split: train the runs on ``train:rest``
-            (:func:`~hf_soups.evaluation.load_glue_split`). Every entry records that held-out rule, and cooking
-            refuses runs trained under another one.
+            (:func:`~hf_soups.evaluation.load_glue_split`). Each run's training rows are compared with the held-out
+            rows by content (:func:`glue_heldout`), every entry records the held-out rule (with a digest of the
+            rows' text and labels), and cooking refuses runs trained under another one or beside rows changed
+            since.
         output_dir: the soup folder (default: ``<Trainer output_dir>/soup``).
         ensemble: add the logit-ensemble baseline to the results table (default: on, as everywhere; see
             :class:`~hf_soups.options.CookOptions`).
@@ -85,8 +95,9 @@ class SoupCallback(TrainerCallback):
         select_dataset / heldout: without a GLUE task, select on ``select_dataset`` (rows your training data leaves
             out, in the eval dataset's format) and report on the whole ``eval_dataset``; ``heldout`` is the rule
             :func:`~hf_soups.evaluation.hold_out` returns with them, recorded by every entry and checked when
-            cooking. Without ``select_dataset``, ``eval_dataset`` is split into seeded selection and report parts
-            (``seed``, ``select_fraction``).
+            cooking. ``select_dataset`` must hold the rows its rule names, and no run may train on a row that
+            reads like one of them (same ``input_ids``). Without ``select_dataset``, ``eval_dataset`` is split into
+            seeded selection and report parts (``seed``, ``select_fraction``).
 
     Example:
         >>> callback = SoupCallback(  # doctest: +SKIP
@@ -140,6 +151,8 @@ class SoupCallback(TrainerCallback):
         self.output_dir, self.ensemble = output_dir, ensemble
         self.push_to_hub, self.hub_model_id, self.hub_token = push_to_hub, hub_model_id, hub_token
         self.hub_private_repo, self.license = hub_private_repo, license
+        if select_dataset is not None and heldout is not None:
+            check_select_dataset(select_dataset, heldout)
         self.select_dataset, self.heldout = select_dataset, heldout
         self.seed, self.select_fraction = seed, select_fraction
         self.trainer: Trainer | None = None  # set by SoupTrainer: lets cook_on_end judge with the Trainer
@@ -158,9 +171,14 @@ class SoupCallback(TrainerCallback):
                 "SoupCallback(cook_on_end=True) needs a judge: pass task= (a GLUE task), use SoupTrainer, or call "
                 "callback.cook(trainer) after the sweep"
             )
-        self._heldout = self.heldout  # checked against every run's training data, not only the first one's
+        # every run's training data is checked by content, as the dataloader holds it (columns the model does not
+        # read already dropped): it must hold no row the soup is selected on
+        train, tokenizer = getattr(train_dataloader, "dataset", None), kwargs.get("processing_class")
+        self._heldout = self.heldout
         if self.heldout is None and self.task is not None:
-            self._heldout = glue_heldout(self.task, self.judge_options, getattr(train_dataloader, "dataset", None))
+            self._heldout = glue_heldout(self.task, self.judge_options, train, tokenizer)
+        elif self.task is None and self.select_dataset is not None:
+            check_left_out(train, self.select_dataset)
         if self.pin_head == "probe":
             if PartialState().is_main_process:  # one process fits the probe; the others load what it saved
                 self.pantry.pin_head(model, fit=lambda: probe_head(model, _unsharded(train_dataloader, args)))
@@ -347,28 +365,91 @@ class SoupCallback(TrainerCallback):
         return report
 
 
-def glue_heldout(task: str, judge_options: dict[str, Any], train_dataset: Any = None) -> dict[str, Any] | None:
+def glue_heldout(
+    task: str, judge_options: dict[str, Any], train_dataset: Any = None, tokenizer: Any = None
+) -> dict[str, Any] | None:
     """The held-out rule of a GLUE judge that selects on a part of the train split (``None`` when it selects on
     validation), after checking that the training data leaves those rows out.
 
+    The training rows are compared by content (:func:`~hf_soups.evaluation.data.trained_heldout_rows`: their
+    ``input_ids`` against the held-out rows tokenized by ``tokenizer``), so neither their order, their labels nor
+    the columns the Trainer drops matter; without a tokenizer or ``input_ids`` only their number is checked.
+
     Raises:
-        SoupError: the training data holds a held-out row (by ``idx``), or more rows than the rest of train.
+        SoupError: the training data holds a held-out row, or more rows than the rest of train.
     """
     if not judge_options["select_split"].startswith("train:"):
         return None
     rule = SplitRule(heldout_fraction=judge_options["heldout_fraction"])
     split = load_glue_split(task, judge_options["select_split"], judge_options["glue_dir"], rule)
     if train_dataset is not None:
-        columns = getattr(train_dataset, "column_names", None) or []
-        overlap = "idx" in columns and bool(set(train_dataset["idx"]) & set(split.dataset["idx"]))
-        if overlap or len(train_dataset) > split.rule["base_rows"] - split.rule["rows"]:
+        held = 0
+        if _tokenized(train_dataset, "the Trainer's training data") and tokenizer is not None:
+            held = trained_heldout_rows(train_dataset, split, tokenizer, judge_options["glue_dir"])
+        elif tokenizer is None:
+            logger.warning("SoupCallback(task=%r): the Trainer has no processing_class (tokenizer), so its training "
+                           "rows are not compared with the held-out rows, only counted", task)
+        if held or len(train_dataset) > split.rule["base_rows"] - split.rule["rows"]:
             raise SoupError(
                 f"SoupCallback(task={task!r}) selects the soup on {split.name} ({split.rule['rows']} rows held out of "
                 f"train's {split.rule['base_rows']}), but the Trainer's train_dataset ({len(train_dataset)} rows) "
-                "holds some of them: train on load_glue_split(task, 'train:rest', ...) with the same "
-                "heldout_fraction, or select on validation:select (select_split=)"
+                f"holds {f'{held} of them' if held else 'some of them'}: train on load_glue_split(task, "
+                "'train:rest', ...) with the same heldout_fraction, or select on validation:select (select_split=)"
             )
     return heldout_record(split)
+
+
+def check_left_out(train_dataset: Any, select_dataset: Any) -> None:
+    """Refuse training data that holds a row of ``select_dataset``, compared by content
+    (:func:`~hf_soups.evaluation.data.input_keys`: ``input_ids`` less padding).
+
+    Raises:
+        SoupError: naming how many training rows are selection rows.
+    """
+    if not (_tokenized(train_dataset, "the Trainer's training data") and _tokenized(select_dataset, "select_dataset")):
+        return
+    selection = set(input_keys(select_dataset))
+    held = sum(key in selection for key in input_keys(train_dataset))
+    if held:
+        raise SoupError(
+            f"SoupCallback(select_dataset=...) selects the soup on {len(select_dataset)} rows, but {held} rows of the "
+            f"Trainer's train_dataset ({len(train_dataset)} rows) read the same (input_ids): train on rows it leaves "
+            "out (hf_soups.evaluation.hold_out returns both parts)"
+        )
+
+
+def check_select_dataset(select_dataset: Any, heldout: dict[str, Any]) -> None:
+    """Refuse a ``select_dataset`` that does not hold the rows the held-out rule ``heldout`` names, by content.
+
+    Raises:
+        SoupError: the rule records no content, or the rows' content differs.
+    """
+    if "content" not in heldout or "columns" not in heldout:
+        raise SoupError(
+            "SoupCallback(heldout=...) records no content digest of the held-out rows: make the rule with "
+            "hf_soups.evaluation.hold_out (or heldout_rule)"
+        )
+    if not isinstance(select_dataset, datasets.Dataset):
+        raise SoupError(
+            f"SoupCallback(select_dataset=...) with heldout=... must be a datasets.Dataset to compare with the rule, "
+            f"not {type(select_dataset).__name__}"
+        )
+    if content_digest(select_dataset, heldout["columns"]) != heldout["content"]:
+        raise SoupError(
+            f"SoupCallback(select_dataset=...) does not hold the rows of its held-out rule (content digest "
+            f"{heldout['content'][:12]} of {heldout['rows']} rows): pass the held-out rows hold_out returned with "
+            "that rule, unchanged"
+        )
+
+
+def _tokenized(dataset: Any, name: str) -> bool:
+    """Whether ``dataset`` holds rows to compare by content (a ``datasets.Dataset`` with ``input_ids``); warns if
+    not."""
+    if isinstance(dataset, datasets.Dataset) and "input_ids" in dataset.column_names:
+        return True
+    logger.warning("SoupCallback: %s (%s) is not a datasets.Dataset with input_ids, so its rows are not compared "
+                   "by content with the rows the soup is selected on", name, type(dataset).__name__)
+    return False
 
 
 def _first(*values: Any) -> Any:

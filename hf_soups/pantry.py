@@ -442,7 +442,8 @@ def check_same_start(entries: list[PantryEntry]) -> None:
 
 def check_heldout(entries: list[PantryEntry], rule: dict[str, Any] | None = None) -> None:
     """Refuse entries trained under different held-out rules (the rows their training data left out, recorded by
-    ``SoupCallback``), or, given ``rule``, under another rule than the one the soup is selected on.
+    ``SoupCallback``), or, given ``rule``, under another rule than the one the soup is selected on, or beside
+    held-out rows whose content (:func:`~hf_soups.evaluation.data.content_digest`) has changed since.
 
     Raises:
         SoupError: naming the entry and both rules (``None``: trained on the whole train split).
@@ -450,13 +451,26 @@ def check_heldout(entries: list[PantryEntry], rule: dict[str, Any] | None = None
     expected = entries[0].info.get("heldout") if rule is None else rule
     for entry in entries:
         found = entry.info.get("heldout")
-        if found != expected:
+        if found == expected:
+            continue
+        if found is not None and expected is not None and _without_content(found) == _without_content(expected):
             raise SoupError(
-                f"pantry entry '{entry.name}' was trained under the held-out rule {_rule_text(found)}, but the soup "
-                f"is selected on {_rule_text(expected)}: a run must not train on the rows it is selected on, and one "
-                "pantry holds runs of one rule; retrain it with the same held-out rows (SoupCallback(heldout=...), "
-                "hf_soups.evaluation.hold_out) or select on another split"
+                f"pantry entry '{entry.name}' was trained leaving out held-out rows whose text or labels differ from "
+                f"the rows the soup is selected on now ({_rule_text(expected)}; content digest "
+                f"{str(found.get('content'))[:12]} then, {str(expected.get('content'))[:12]} now): the data changed "
+                "since training (rows reordered, edited or relabelled); select on the data the runs were trained "
+                "beside, or retrain"
             )
+        raise SoupError(
+            f"pantry entry '{entry.name}' was trained under the held-out rule {_rule_text(found)}, but the soup "
+            f"is selected on {_rule_text(expected)}: a run must not train on the rows it is selected on, and one "
+            "pantry holds runs of one rule; retrain it with the same held-out rows (SoupCallback(heldout=...), "
+            "hf_soups.evaluation.hold_out) or select on another split"
+        )
+
+
+def _without_content(rule: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in rule.items() if key not in ("columns", "content")}
 
 
 def _rule_text(rule: dict[str, Any] | None) -> str:

@@ -318,7 +318,12 @@ CASES = [
              "select_split 'validation:select' overlaps report_split 'validation'"),
         ]
     ],
-            (["--recipe", "bagged", "--bag-seed", "-1"], "--bag-seed: must be a whole number ≥ 0, got '-1'"),
+    (
+        "soup on a GLUE tsv that is not UTF-8",
+        lambda t: _write(tsv := write_rte(t / "glue", 5, file="train.tsv"), tsv.read_bytes() + b"5\t\xe9\ta\t0"),
+        ["soup", "ing0", "ing1", "--task", "rte", "-o", "soup", "--glue-dir", "glue"],
+        "glue/RTE/train.tsv line 7: byte 0xe9 is not UTF-8 text",
+    ),
     (
         "soup on a GLUE folder without a train split",
         lambda t: write_rte(t / "glue", 20),

@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from helpers import GLUE_DIR, VOCAB, needs_glue, tiny_bert_config
+from helpers import GLUE_DIR, VOCAB, needs_glue, tiny_bert_config, write_rte
 from huggingface_hub import HfApi, hf_hub_download
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from hf_soups import SoupCallback, SoupError, SoupTrainer
-from hf_soups.evaluation.data import split_rows
+from hf_soups.evaluation.data import heldout_rule, load_glue_split, split_rows
 from hf_soups.ingredients import validate
 from hf_soups.pantry import Pantry, PantryEntry, check_same_start, fingerprint
 from hf_soups.recipes.trainer_judge import TrainerJudge
@@ -444,9 +444,9 @@ def test_a_run_trained_under_another_heldout_rule_is_refused(run, tmp_path, tiny
 
     data = dataset(tiny_tokenizer, 40, seed=1)
     rest, heldout, rule = hold_out(data, fraction=0.2, seed=0)
-    other_rest, _, other_rule = hold_out(data, fraction=0.2, seed=1)
+    other_rest, other_heldout, other_rule = hold_out(data, fraction=0.2, seed=1)
     run("a", callbacks=[SoupCallback(tmp_path / "pantry", pin_head=True, heldout=rule)], train_dataset=rest)
-    late = SoupCallback(tmp_path / "pantry", pin_head=True, heldout=other_rule, select_dataset=heldout)
+    late = SoupCallback(tmp_path / "pantry", pin_head=True, heldout=other_rule, select_dataset=other_heldout)
     trainer = run("b", seed=1, callbacks=[late], train_dataset=other_rest)
     with pytest.raises(SoupError, match=r"pantry entry 'a' was trained under the held-out rule dataset train:heldout "
                        r"\(seed 0, .* but the soup is selected on dataset train:heldout \(seed 1"):
@@ -486,6 +486,61 @@ def test_a_training_set_holding_the_heldout_rows_is_refused(run, tmp_path, tiny_
                        r"but the Trainer's train_dataset \(2490 rows\) holds some of them"):
         run("a", callbacks=[soup], train_dataset=dataset(tiny_tokenizer, 2490, seed=1))
     assert not (tmp_path / "pantry").exists()  # refused before the start head is pinned
+
+
+def rte_rows(tokenizer, glue_dir: Path, split: str) -> datasets.Dataset:
+    """RTE rows tokenized as run_glue.py tokenizes them (``idx`` and ``label`` kept; the Trainer drops ``idx``)."""
+    rows = load_glue_split("rte", split, glue_dir).dataset
+    return rows.map(lambda batch: tokenizer(batch["sentence1"], batch["sentence2"]), batched=True,
+                    remove_columns=["sentence1", "sentence2"])
+
+
+def test_a_run_trained_on_the_heldout_rows_is_refused_by_their_content(run, tmp_path, tiny_tokenizer):
+    glue = tmp_path / "glue"
+    write_rte(glue, 200, file="train.tsv")
+    soup = SoupCallback(tmp_path / "pantry", pin_head=True, task="rte", glue_dir=glue)
+    heldout = rte_rows(tiny_tokenizer, glue, "train:heldout")  # 20 rows: fewer than the rest, `idx` dropped
+    for rows in (heldout, heldout.shuffle(seed=0).map(lambda row: {"label": 1 - row["label"], "idx": -1})):
+        with pytest.raises(SoupError, match=r"selects the soup on train:heldout \(20 rows held out of train's 200\), "
+                           r"but the Trainer's train_dataset \(20 rows\) holds 20 of them"):
+            run("a", callbacks=[soup], train_dataset=rows)
+    run("a", callbacks=[soup], train_dataset=rte_rows(tiny_tokenizer, glue, "train:rest").select(range(32)))
+    (entry,) = Pantry(tmp_path / "pantry").entries()
+    assert entry.info["heldout"] == heldout_rule("rte", glue)
+
+
+def test_a_soup_is_not_selected_on_heldout_rows_changed_since_training(run, tmp_path, tiny_tokenizer):
+    glue = tmp_path / "glue"
+    path = write_rte(glue, 200, file="train.tsv")
+    soup = SoupCallback(tmp_path / "pantry", pin_head=True, task="rte", glue_dir=glue)
+    for name, seed in (("a", 0), ("b", 1)):
+        trainer = run(name, seed=seed, callbacks=[soup],
+                      train_dataset=rte_rows(tiny_tokenizer, glue, "train:rest").select(range(32)))
+    held = load_glue_split("rte", "train:heldout", glue).dataset["idx"][0]
+    header, *lines = path.read_text().splitlines()
+    fields = lines[held].split("\t")
+    lines[held] = "\t".join([*fields[:-1], "entailment" if fields[-1] == "not_entailment" else "not_entailment"])
+    path.write_text("\n".join([header, *lines]) + "\n")  # one held-out row relabelled; positions unchanged
+    with pytest.raises(SoupError, match=r"pantry entry 'a' was trained leaving out held-out rows whose text or labels "
+                       r"differ from the rows the soup is selected on now .*\(rows reordered, edited or relabelled\)"):
+        soup.cook(trainer)
+
+
+def test_select_dataset_is_compared_with_its_rule_and_the_training_rows(run, tmp_path, tiny_tokenizer):
+    from hf_soups.evaluation import hold_out
+
+    rest, heldout, rule = hold_out(dataset(tiny_tokenizer, 40, seed=1), fraction=0.2, seed=0)
+    relabelled = heldout.map(lambda row: {"label": 1 - row["label"]})
+    for other in (heldout.select(range(7, -1, -1)), relabelled, heldout.select(range(7))):
+        with pytest.raises(SoupError, match=r"select_dataset=...\) does not hold the rows of its held-out rule"):
+            SoupCallback(tmp_path / "pantry", select_dataset=other, heldout=rule)
+    soup = SoupCallback(tmp_path / "pantry", pin_head=True, select_dataset=heldout, heldout=rule)
+    everything = datasets.concatenate_datasets([rest, relabelled.map(lambda row: {"idx": -1})])
+    with pytest.raises(SoupError, match=r"selects the soup on 8 rows, but 8 rows of the Trainer's train_dataset "
+                       r"\(40 rows\) read the same"):
+        run("a", callbacks=[soup], train_dataset=everything)
+    with pytest.raises(SoupError, match=r"selects the soup on 8 rows, but 8 rows"):  # without a rule as well
+        run("a", callbacks=[SoupCallback(tmp_path / "pantry", select_dataset=heldout)], train_dataset=everything)
 
 
 class RecordWeights(TrainerCallback):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datasets
 import numpy as np
 import pytest
 from helpers import GLUE_DIR, HEADERS, needs_glue, write_mnli, write_rte, write_tsv
@@ -16,7 +17,13 @@ from hf_soups.evaluation import (
     rows_digest,
     split_names,
 )
-from hf_soups.evaluation.data import check_apart, glue_features
+from hf_soups.evaluation.data import (
+    check_apart,
+    content_digest,
+    glue_features,
+    input_keys,
+    trained_heldout_rows,
+)
 
 # Row counts from SOURCES.md.
 ROW_COUNTS = {
@@ -108,13 +115,63 @@ def test_the_heldout_rule_names_the_heldout_rows(tmp_path):
     write_rte(tmp_path, 200, file="train.tsv")
     heldout = load_glue_split("rte", "train:heldout", tmp_path)
     rule = heldout_rule("rte", tmp_path)
+    columns = ["sentence1", "sentence2", "label"]
     assert rule == {"task": "rte", "split": "train:heldout", "seed": 0, "fraction": 0.1, "rows": 20,
-                    "digest": rows_digest(heldout.dataset["idx"])}
+                    "digest": rows_digest(heldout.dataset["idx"]), "columns": columns,
+                    "content": content_digest(heldout.dataset, columns)}
     assert heldout_rule("rte", tmp_path, SplitRule(seed=1))["digest"] != rule["digest"]
     # your own dataset held out by the same rule: the same rows, the same digest
     rest, held, own = hold_out(read_glue_tsv(tmp_path, "rte", "train"))
     assert list(held["idx"]) == list(heldout.dataset["idx"]) and own["digest"] == rule["digest"]
     assert rest.num_rows == 180 and not set(rest["idx"]) & set(held["idx"])
+    assert own["columns"] == columns and own["content"] == rule["content"]
+
+
+def test_the_heldout_rule_names_the_heldout_rows_content(tmp_path):
+    # rows shuffled or relabelled in the tsv after training keep the held-out positions, not their content
+    path = write_rte(tmp_path, 200, file="train.tsv")
+    rule = heldout_rule("rte", tmp_path)
+    header, *lines = path.read_text().splitlines()
+    path.write_text("\n".join([header, *reversed(lines)]) + "\n")
+    shuffled = heldout_rule("rte", tmp_path)
+    assert shuffled["digest"] == rule["digest"] and shuffled["content"] != rule["content"]
+    held = load_glue_split("rte", "train:heldout", tmp_path).dataset["idx"][0]
+    lines = path.read_text().splitlines()
+    fields = lines[1 + held].split("\t")
+    fields[-1] = "entailment" if fields[-1] == "not_entailment" else "not_entailment"
+    lines[1 + held] = "\t".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    relabelled = heldout_rule("rte", tmp_path)
+    assert relabelled["digest"] == rule["digest"] and relabelled["content"] not in (rule["content"],
+                                                                                    shuffled["content"])
+
+
+def test_hold_out_trains_on_no_copy_of_a_heldout_row():
+    data = datasets.Dataset.from_dict({"input_ids": [[2, i % 5, 3] for i in range(40)], "label": [0] * 40})
+    rest, held, _ = hold_out(data, fraction=0.1)
+    assert held.num_rows == 4 and rest.num_rows == 8 * (5 - len(set(input_keys(held))))  # each input 8 times
+    assert not set(input_keys(rest)) & set(input_keys(held))
+
+
+def test_trained_heldout_rows_counts_heldout_rows_by_content(tmp_path, tiny_tokenizer):
+    path = write_rte(tmp_path, 200, file="train.tsv")
+    header, *lines = path.read_text().splitlines()
+    path.write_text("\n".join([header, *lines, lines[6]]) + "\n")  # row 6 (held out) again, as row 200 (not)
+    heldout = load_glue_split("rte", "train:heldout", tmp_path)
+    rest = load_glue_split("rte", "train:rest", tmp_path).dataset
+
+    def tokenized(rows, **options):  # as a training script tokenizes GLUE rows; the Trainer then drops the rest
+        encoded = rows.map(lambda batch: tiny_tokenizer(batch["sentence1"], batch["sentence2"], **options),
+                           batched=True)
+        return encoded.select_columns(["input_ids", "attention_mask", "label"])
+
+    assert trained_heldout_rows(tokenized(rest), heldout, tiny_tokenizer, tmp_path) == 0
+    relabelled = heldout.dataset.map(lambda row: {"label": 1 - row["label"]}).shuffle(seed=0)
+    padded = tokenized(relabelled, truncation=True, max_length=24, padding="max_length")
+    assert 6 in heldout.dataset["idx"] and 200 not in heldout.dataset["idx"]
+    # every held-out row but 6, whose copy in the rest cannot be told from it
+    assert trained_heldout_rows(padded, heldout, tiny_tokenizer, tmp_path) == heldout.dataset.num_rows - 1
+    assert trained_heldout_rows(tokenized(rest.select(range(9))), heldout, tiny_tokenizer, tmp_path) == 0
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.6, -0.1, float("nan")])
@@ -183,3 +240,13 @@ def test_missing_and_malformed_glue_folder(tmp_path):
     write_tsv(tmp_path / "SST-2" / "dev.tsv", ["sentence", "label"], [["good", "2"]])
     with pytest.raises(SoupError, match=r"SST-2/dev.tsv line 2: label '2' is not one of 0, 1"):
         load_glue_split("sst2", "validation", tmp_path)
+
+
+def test_a_tsv_byte_that_is_not_utf8_is_one_message_naming_its_line(tmp_path):
+    path = write_rte(tmp_path, 5)
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines))  # a byte-order mark and Windows line ends are fine
+    assert load_glue_split("rte", "validation", tmp_path).dataset["sentence1"][1] == lines[2].split(b"\t")[1].decode()
+    path.write_bytes(b"\n".join(lines[:3] + [lines[3].replace(b"\t", b"\tcaf\xe9 ", 1)] + lines[4:]))
+    with pytest.raises(SoupError, match=r"RTE/dev.tsv line 4: byte 0xe9 is not UTF-8 text"):
+        load_glue_split("rte", "validation", tmp_path)

@@ -19,9 +19,12 @@ Example:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
-from collections.abc import Iterable
+import io
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -111,8 +114,8 @@ def glue_features(task: str | TaskSpec) -> datasets.Features:
 def read_glue_tsv(glue_dir: str | Path, task: str | TaskSpec, split: str) -> datasets.Dataset:
     """Read one split of the original GLUE tsv download into the Hub's features and row order.
 
-    Files are read with tab separators and no quote handling (GLUE text holds bare ``"``), ``utf-8-sig`` (MRPC's
-    header has a BOM), keeping every string as text (``"null"`` stays ``"null"``).
+    Files are read with tab separators and no quote handling (GLUE text holds bare ``"``), as UTF-8 after an
+    optional byte-order mark (MRPC's header has one), keeping every string as text (``"null"`` stays ``"null"``).
 
     Args:
         glue_dir: the folder holding ``CoLA/``, ``SST-2/``, ``MRPC/``, ``STS-B/``, ``QQP/``, ``MNLI/``, ...
@@ -120,7 +123,8 @@ def read_glue_tsv(glue_dir: str | Path, task: str | TaskSpec, split: str) -> dat
         split: a labelled split of the task (``train``, ``validation``, MNLI's ``validation_matched``, ...).
 
     Raises:
-        SoupError: the file is missing, a line has the wrong number of fields, a column or label is unknown.
+        SoupError: the file is missing or not UTF-8, a line has the wrong number of fields, a column or label is
+            unknown.
     """
     spec = get_task(task)
     layout = spec.tsv
@@ -129,9 +133,8 @@ def read_glue_tsv(glue_dir: str | Path, task: str | TaskSpec, split: str) -> dat
         raise SoupError(
             f"GLUE folder {str(glue_dir)!r}: missing {spec.folder}/{TSV_FILES[split]} (task {spec.name!r})"
         )
-    with path.open(encoding="utf-8-sig") as file:
-        reader = csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE)
-        lines = [(reader.line_num, row) for row in reader]
+    reader = csv.reader(io.StringIO(_utf8_text(path), newline=None), delimiter="\t", quoting=csv.QUOTE_NONE)
+    lines = [(reader.line_num, row) for row in reader]
     wanted = {**layout.columns, "label": layout.label_column}
     if layout.header:
         if not lines:
@@ -154,6 +157,23 @@ def read_glue_tsv(glue_dir: str | Path, task: str | TaskSpec, split: str) -> dat
         columns["label"][-1] = _parse_label(spec, columns["label"][-1], path, line)
     columns["idx"] = list(range(len(lines)))
     return datasets.Dataset.from_dict(columns, features=glue_features(spec))
+
+
+def _utf8_text(path: Path) -> str:
+    """A tsv file's text (its UTF-8 byte-order mark left out).
+
+    Raises:
+        SoupError: a byte that is not UTF-8, naming the line and byte.
+    """
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise SoupError(
+            f"{path} line {line}: byte {raw[err.start]:#04x} is not UTF-8 text; GLUE tsv files are UTF-8 (re-save "
+            "it as UTF-8)"
+        ) from None
 
 
 def _parse_label(spec: TaskSpec, value: str, path: Path, line: int) -> float | int:
@@ -192,10 +212,92 @@ def rows_digest(ids: Iterable[int]) -> str:
     return hashlib.sha256(",".join(str(int(i)) for i in ids).encode()).hexdigest()
 
 
+def content_digest(dataset: datasets.Dataset, columns: Sequence[str]) -> str:
+    """sha256 of what the rows hold in ``columns``, row by row in order (one JSON list per row): rows reordered,
+    edited or relabelled give another digest, where :func:`rows_digest` names positions only.
+
+    Raises:
+        SoupError: a column the dataset lacks.
+
+    Example:
+        >>> rows = datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]})
+        >>> content_digest(rows, ["text", "label"]) == content_digest(rows.select([1, 0]), ["text", "label"])
+        False
+    """
+    missing = [column for column in columns if column not in dataset.column_names]
+    if missing:
+        raise SoupError(
+            f"the held-out rows lack the column {missing[0]!r} their rule records (they have "
+            f"{', '.join(dataset.column_names)})"
+        )
+    plain = dataset.with_format(None)
+    hasher = hashlib.sha256()
+    for row in zip(*(plain[column] for column in columns), strict=True):
+        hasher.update(json.dumps(row, ensure_ascii=False, default=str).encode() + b"\n")
+    return hasher.hexdigest()
+
+
+# Columns that hold a row's label, not what the model reads.
+LABEL_COLUMNS = ("label", "labels", "label_ids")
+
+
+def input_keys(dataset: datasets.Dataset) -> list[tuple[Any, ...]]:
+    """What each row gives the model to read, to tell rows apart by content whatever their position or label: its
+    ``input_ids`` less padding (the positions ``attention_mask`` masks), else its values in every column but ``idx``
+    and the label.
+
+    Example:
+        >>> input_keys(datasets.Dataset.from_dict({"input_ids": [[2, 7, 0]], "attention_mask": [[1, 1, 0]]}))
+        [(2, 7)]
+    """
+    plain = dataset.with_format(None)
+    if "input_ids" in dataset.column_names:
+        ids = plain["input_ids"]
+        if "attention_mask" not in dataset.column_names:
+            return [tuple(row) for row in ids]
+        return [tuple(i for i, kept in zip(row, mask, strict=True) if kept)
+                for row, mask in zip(ids, plain["attention_mask"], strict=True)]
+    columns = [column for column in dataset.column_names if column not in ("idx", *LABEL_COLUMNS)]
+    return [tuple(json.dumps(value, default=str) for value in row)
+            for row in zip(*(plain[column] for column in columns), strict=True)]
+
+
+def trained_heldout_rows(
+    train: datasets.Dataset, heldout: GlueSplit, tokenizer: Any, glue_dir: str | Path | None = None
+) -> int:
+    """How many rows of a tokenized training set read like a row of a held-out GLUE part, compared by content.
+
+    Each row of the held-out part's base split is tokenized the way GLUE rows are tokenized for training,
+    ``tokenizer(*text_columns, truncation=True, max_length=L)``, with ``L`` the longest training row: a row trained
+    on is its tokenization at the run's own max length, and rows longer than ``L`` were cut at ``L``. Labels are
+    not compared (a relabelled copy is still a held-out row). Held-out rows that read like a row outside the part
+    are left out: GLUE holds duplicates, and training on one is training on a row of the rest.
+
+    Args:
+        train: the training rows (``input_ids``, padding masked by ``attention_mask``), e.g. the Trainer's.
+        heldout: the held-out part (``train:heldout``).
+        tokenizer: the tokenizer the training rows were made with.
+        glue_dir: where the part was loaded from (``None``: the Hub).
+    """
+    trained = input_keys(train)
+    if not trained:
+        return 0
+    base = load_glue_split(heldout.task, heldout.rule["base"], glue_dir).dataset
+    texts = [list(base[column]) for column in heldout.task.text_columns]
+    encoded = tokenizer(*texts, truncation=True, max_length=max(map(len, trained)))["input_ids"]
+    held = set(heldout.dataset["idx"])
+    inside, outside = set(), set()
+    for ids, idx in zip(encoded, base["idx"], strict=True):
+        (inside if idx in held else outside).add(tuple(ids))
+    only_held = inside - outside
+    return sum(key in only_held for key in trained)
+
+
 def heldout_rule(task: str | TaskSpec, glue_dir: str | Path | None = None, rule: SplitRule | None = None) -> dict:
     """What identifies the held-out slice of a task's train split (``train:heldout``) that the runs must not train
-    on and the soup is selected on: task, split, seed, fraction, row count and :func:`rows_digest` of its row ids.
-    The pantry records it and refuses runs trained under another rule.
+    on and the soup is selected on: task, split, seed, fraction, row count, :func:`rows_digest` of its row ids and
+    :func:`content_digest` of its text and label columns (``columns``). The pantry records it and refuses runs
+    trained under another rule, or on rows that changed since.
 
     Example:
         >>> heldout_rule("mrpc", glue_dir="glue_data")["rows"]  # doctest: +SKIP
@@ -206,10 +308,13 @@ def heldout_rule(task: str | TaskSpec, glue_dir: str | Path | None = None, rule:
 
 def heldout_record(split: GlueSplit) -> dict[str, Any]:
     """The held-out rule of a loaded part split (what :func:`heldout_rule` returns for ``train:heldout``)."""
-    return {key: split.rule[key] for key in HELDOUT_KEYS}
+    columns = [*split.task.text_columns, "label"]
+    return {key: split.rule[key] for key in HELDOUT_KEYS} | {
+        "columns": columns, "content": content_digest(split.dataset, columns)
+    }
 
 
-# What a held-out rule records (the keys of :func:`heldout_rule`).
+# What a held-out rule records from its split's rule (:func:`heldout_record` adds ``columns`` and ``content``).
 HELDOUT_KEYS = ("task", "split", "seed", "fraction", "rows", "digest")
 
 
@@ -218,10 +323,14 @@ def hold_out(
 ) -> tuple[datasets.Dataset, datasets.Dataset, dict[str, Any]]:
     """Hold out a seeded slice of your own training dataset to select a soup on, by the rule of ``train:heldout``.
 
+    The rows to train on are the rest less every row that reads like a held-out row (:func:`input_keys`: a
+    duplicate), so that training on them trains on no held-out row; ``SoupCallback`` checks that by content.
+
     Returns:
         The rows to train on, the held-out rows (``SoupCallback(select_dataset=...)``) and the held-out rule
         (``SoupCallback(heldout=...)``: seed, fraction, row count, :func:`rows_digest` of the held-out rows' ``idx``
-        column, or of their positions when there is none).
+        column, or of their positions when there is none, and :func:`content_digest` of their ``columns``, every
+        column but ``idx``).
 
     Raises:
         SoupError: a fraction outside (0, 0.5] (naming ``heldout_fraction``), or a held-out slice with no rows.
@@ -235,10 +344,14 @@ def hold_out(
     held, kept = split_rows(dataset.num_rows, fraction, seed)
     if len(held) == 0:
         raise SoupError(f"heldout_fraction={fraction} of {dataset.num_rows} rows holds out no row")
-    ids = dataset.select(held)["idx"] if "idx" in dataset.column_names else held
+    keys = input_keys(dataset)
+    held_keys = {keys[i] for i in held}
+    rows = dataset.select(held)
+    ids = rows["idx"] if "idx" in dataset.column_names else held
+    columns = [column for column in dataset.column_names if column != "idx"]
     rule = {"task": None, "split": "train:heldout", "seed": seed, "fraction": fraction, "rows": len(held),
-            "digest": rows_digest(ids)}
-    return dataset.select(kept), dataset.select(held), rule
+            "digest": rows_digest(ids), "columns": columns, "content": content_digest(rows, columns)}
+    return dataset.select([i for i in kept if keys[i] not in held_keys]), rows, rule
 
 
 def check_apart(select_split: str, report_split: str) -> None:
