@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
@@ -137,6 +138,8 @@ class SoupCallback(TrainerCallback):
     ) -> None:
         if recipe not in RECIPE_NAMES:
             raise SoupError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPE_NAMES)}")
+        if sweep_size is not None and not (_is_whole(sweep_size) and sweep_size >= 2):
+            raise SoupError(f"SoupCallback: sweep_size must be a whole number ≥ 2, got {sweep_size!r}")
         self.pantry = Pantry(pantry)
         self.ema = tuple(check_decay(decay) for decay in ema)
         if len(set(self.ema)) != len(self.ema):
@@ -450,6 +453,11 @@ def _tokenized(dataset: Any, name: str) -> bool:
     logger.warning("SoupCallback: %s (%s) is not a datasets.Dataset with input_ids, so its rows are not compared "
                    "by content with the rows the soup is selected on", name, type(dataset).__name__)
     return False
+
+
+def _is_whole(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python's or NumPy's), not a bool, float or string."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _first(*values: Any) -> Any:
