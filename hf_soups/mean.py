@@ -5,7 +5,9 @@ its soups with the same arithmetic. :meth:`RunningMean.add_all` (merges) opens e
 tensor by tensor in pieces of ``PIECE`` elements, adding every ingredient's copy of a piece while it is in the CPU
 cache; :meth:`RunningMean.add` (greedy, one ingredient at a time) streams one ingredient from start to end. Either
 way each file is read once and hashed on the way, and peak memory is about one model (the fp32 mean) whatever the
-number of ingredients. Writing the mean as a soup folder is :func:`hf_soups.merge.write_soup`.
+number of ingredients. The mean may live on an accelerator (a recipe's kitchen puts it beside the scoring model when
+it fits): each tensor read crosses to it once. Writing the mean as a soup folder is
+:func:`hf_soups.merge.write_soup`.
 
 Example:
     >>> mean = RunningMean(validate(ingredients))  # doctest: +SKIP
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -53,6 +56,23 @@ def _weight(weight: Weight, name: str) -> float:
     return weight[name] if isinstance(weight, Mapping) else weight
 
 
+@dataclass
+class Candidate:
+    """The mean with one more ingredient, as :meth:`RunningMean.candidate` wrote it into a model's tensors.
+
+    Attributes:
+        ingredient / weight: what was added.
+        exact: fp32 tensors that hold the candidate itself (a model's own, when they are fp32 beside the mean).
+        kept: for the other tensors, the ingredient's own copy, kept on the host: :meth:`RunningMean.accept` redoes
+            the same ``lerp`` with it, bit for bit, instead of reading the ingredient again.
+    """
+
+    ingredient: Ingredient
+    weight: Weight
+    exact: dict[str, torch.Tensor] = field(default_factory=dict)
+    kept: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
 def _step(total: float, weight: float) -> tuple[float, float]:
     """The new total weight, and the lerp factor, when an ingredient of ``weight`` joins a mean of ``total``."""
     total += weight
@@ -65,13 +85,14 @@ class RunningMean:
     Each ingredient moves the mean towards itself: ``mean.lerp_(θ, w / W)`` with ``W`` the weight added so far,
     which after the last ingredient is exactly the weighted average, in one model of memory. The greedy recipe
     computes its candidates with the same operation (:meth:`candidate`), so a greedy soup and ``merge_models`` of
-    its members give bit-identical weights. Integer and bool tensors are not averaged: the first ingredient's copy
-    is kept, and every later ingredient must hold the same values.
+    its members give bit-identical weights (on the same kind of device). Integer and bool tensors are not averaged:
+    the first ingredient's copy is kept, and every later ingredient must hold the same values.
 
     Args:
         plan: the validated :class:`~hf_soups.ingredients.MergePlan`.
         hash_cache: where to look up and remember weight-file hashes.
         threads: torch threads for :meth:`add_all` and :func:`write_soup` (default: :func:`merge_threads`).
+        device: where the mean's tensors live (default: the CPU).
 
     Example:
         >>> mean = RunningMean(validate(ingredients))  # doctest: +SKIP
@@ -80,10 +101,18 @@ class RunningMean:
         >>> classifier = mean.tensors["classifier.weight"]  # doctest: +SKIP
     """
 
-    def __init__(self, plan: MergePlan, hash_cache: HashCache | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        plan: MergePlan,
+        hash_cache: HashCache | None = None,
+        threads: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.plan = plan
         self.hash_cache = hash_cache
         self.threads = threads
+        self.device = torch.device(device)
+        self._staging: torch.Tensor | None = None  # the pinned buffer of _lerp_into
         self.tensors: dict[str, torch.Tensor] = {}
         self.totals: dict[str, float] = {}
         self.added: list[Ingredient] = []
@@ -92,15 +121,61 @@ class RunningMean:
         """The interpolation factor that adds an ingredient of ``weight`` to the mean of tensor ``name`` so far."""
         return _step(self.totals.get(name, 0.0), _weight(weight, name))[1]
 
-    def add(self, ingredient: Ingredient, weight: Weight = 1.0, progress: tqdm | None = None) -> None:
-        """Stream one ingredient into the mean, reading each of its weight files once.
+    def add(
+        self,
+        ingredient: Ingredient,
+        weight: Weight = 1.0,
+        progress: tqdm | None = None,
+        into: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Add one ingredient to the mean, reading each of its weight files once, a :data:`PIECE` at a time where
+        it can (safetensors; see :meth:`pieces`), so that reading holds no second model in memory.
 
         Args:
             ingredient: the ingredient.
             weight: its weight, or tensor name → weight (one weight per layer).
             progress: a bar to advance once per tensor.
+            into: also copy the ingredient's tensors into these (a model's, on any device, of any dtype: the
+                tasting pass scores each ingredient while it adds it to the uniform soup).
         """
-        self.add_tensors(ingredient.tensors(self.hash_cache), ingredient, weight, progress)
+        first = (self.added or [ingredient])[0]
+        for name, start, piece in self.pieces(ingredient):
+            if into is not None:
+                into[name].view(-1)[start : start + len(piece)].copy_(piece)
+            if not self.plan.is_float(name):
+                tensor = piece.view(self.plan.shapes[name])
+                if name in self.tensors:
+                    self._check_integer(name, tensor, ingredient, first)
+                else:
+                    self.tensors[name] = tensor.to(self.device, copy=True)
+            else:
+                if name not in self.tensors:
+                    self.tensors[name] = torch.empty(self.plan.shapes[name], dtype=torch.float32, device=self.device)
+                flat = self.tensors[name].view(-1)[start : start + len(piece)]
+                if name in self.totals:
+                    flat.lerp_(piece.to(self.device, torch.float32), self.factor(name, weight))
+                else:
+                    flat.copy_(piece)
+            if progress is not None and start + len(piece) == math.prod(self.plan.shapes[name]):
+                progress.update()
+        self._count(ingredient, weight)
+
+    def pieces(self, ingredient: Ingredient) -> Iterator[tuple[str, int, torch.Tensor]]:
+        """An ingredient's tensors as ``(name, start, piece)``: elements ``start .. start + len(piece)`` of the
+        flattened tensor, each piece valid until the next. Safetensors files are read in ranges of :data:`PIECE`
+        elements (integer tensors whole), in the plan's order; other files (``pytorch_model.bin``, adapters) are
+        streamed a whole tensor at a time. Files not hashed yet are hashed on the way."""
+        if not ingredient.reads_ranges:
+            for name, tensor in ingredient.tensors(self.hash_cache):
+                yield name, 0, tensor.reshape(-1)
+            return
+        with BackgroundHasher(spare_cores(1)) as background:
+            with ingredient.open_ranges(background, self.hash_cache) as read:
+                for name, shape in self.plan.shapes.items():
+                    numel = math.prod(shape)
+                    step = PIECE if self.plan.is_float(name) else max(numel, 1)
+                    for start in range(0, max(numel, 1), step):
+                        yield name, start, read(name, start, min(step, numel - start))
 
     def add_tensors(
         self,
@@ -113,11 +188,12 @@ class RunningMean:
         for name, tensor in tensors:
             current = self.tensors.get(name)
             if current is None:
-                self.tensors[name] = tensor.to(torch.float32 if self.plan.is_float(name) else tensor.dtype, copy=True)
+                dtype = torch.float32 if self.plan.is_float(name) else tensor.dtype
+                self.tensors[name] = tensor.to(self.device, dtype, copy=True)
             elif not self.plan.is_float(name):
                 self._check_integer(name, tensor, ingredient, self.added[0])
             else:
-                current.lerp_(tensor.to(torch.float32), self.factor(name, weight))
+                current.lerp_(tensor.to(self.device, torch.float32), self.factor(name, weight))
             if progress is not None:
                 progress.update()
         self._count(ingredient, weight)
@@ -162,7 +238,7 @@ class RunningMean:
                         if name in self.tensors:
                             self._check_integer(name, tensor, ingredient, (self.added or ingredients)[0])
                         else:
-                            self.tensors[name] = tensor.clone()
+                            self.tensors[name] = tensor.to(self.device, copy=True)
                 if progress is not None:
                     progress.update(len(ingredients))
         for ingredient, weight in zip(ingredients, weights, strict=True):
@@ -182,7 +258,7 @@ class RunningMean:
             factors.append(factor)
         fresh = name not in self.tensors
         if fresh:
-            self.tensors[name] = torch.empty(shape, dtype=torch.float32)
+            self.tensors[name] = torch.empty(shape, dtype=torch.float32, device=self.device)
         flat = self.tensors[name].view(-1)
         for start in range(0, flat.numel(), PIECE):
             piece = flat[start : start + PIECE]
@@ -191,30 +267,69 @@ class RunningMean:
                 if fresh and index == 0:
                     piece.copy_(tensor)
                 else:
-                    piece.lerp_(tensor.to(torch.float32), factor)
+                    piece.lerp_(tensor.to(self.device, torch.float32), factor)
 
     def _check_integer(self, name: str, tensor: torch.Tensor, ingredient: Ingredient, first: Ingredient) -> None:
-        if not torch.equal(self.tensors[name], tensor):
+        if not torch.equal(self.tensors[name], tensor.to(self.device)):
             raise SoupError(
                 f"{ingredient.label}: integer tensor '{name}' differs from {first.label}'s "
                 "(integer and bool buffers are copied, so all ingredients must agree)"
             )
 
-    def candidate(self, ingredient: Ingredient, out: dict[str, torch.Tensor], weight: Weight = 1.0) -> None:
+    def candidate(self, ingredient: Ingredient, out: dict[str, torch.Tensor], weight: Weight = 1.0) -> Candidate:
         """Write into ``out`` the mean with ``ingredient`` added, leaving this mean unchanged (greedy's trial step).
 
-        ``out[name]`` are fp32 tensors (a model's parameters); :meth:`accept` then makes them the mean.
-        """
-        for name, tensor in ingredient.tensors(self.hash_cache):
-            if self.plan.is_float(name):
-                torch.lerp(self.tensors[name], tensor.to(torch.float32), self.factor(name, weight), out=out[name])
+        ``out[name]`` are a model's tensors, on any device and of any dtype: float ones get the candidate (computed
+        in fp32 where the mean is, then cast), the others the mean's copy. The ingredient is read a piece at a time
+        (:meth:`pieces`). Where ``out[name]`` is fp32 beside the mean the candidate is computed straight into it;
+        elsewhere it is computed where the mean is and copied over (from the host to a GPU through a pinned buffer),
+        and the ingredient's tensor is kept on the host for :meth:`accept`.
 
-    def accept(self, ingredient: Ingredient, candidate: dict[str, torch.Tensor], weight: Weight = 1.0) -> None:
-        """Make the :meth:`candidate` tensors the mean: ``ingredient`` is now part of it."""
-        for name in self.tensors:
-            if self.plan.is_float(name):
-                self.tensors[name].copy_(candidate[name])
-        self._count(ingredient, weight)
+        Returns:
+            The :class:`Candidate`, for :meth:`accept`.
+        """
+        candidate = Candidate(ingredient, weight)
+        for name, start, piece in self.pieces(ingredient):
+            mean, target = self.tensors[name], out[name]
+            stop = start + len(piece)
+            if not self.plan.is_float(name):
+                target.copy_(mean)
+            elif target.dtype == torch.float32 and target.device == mean.device:
+                x = piece.to(self.device, torch.float32)
+                torch.lerp(mean.view(-1)[start:stop], x, self.factor(name, weight), out=target.view(-1)[start:stop])
+                candidate.exact[name] = target
+            else:
+                if name not in candidate.kept:
+                    candidate.kept[name] = torch.empty(mean.shape, dtype=piece.dtype)
+                kept = candidate.kept[name].view(-1)[start:stop]
+                kept.copy_(piece)
+                self._lerp_into(target.view(-1)[start:stop], mean.view(-1)[start:stop], kept,
+                                self.factor(name, weight))
+        return candidate
+
+    def _lerp_into(self, target: torch.Tensor, mean: torch.Tensor, piece: torch.Tensor, factor: float) -> None:
+        """``target.copy_(lerp(mean, piece, factor))`` for flat pieces, computed where the mean is (through a
+        pinned buffer when that is the host and the target a GPU)."""
+        if target.device == mean.device:
+            target.copy_(torch.lerp(mean, piece.to(mean.device, torch.float32), factor))
+            return
+        if self._staging is None:
+            self._staging = torch.empty(PIECE, dtype=torch.float32, pin_memory=target.device.type == "cuda")
+        for start in range(0, len(mean), PIECE):
+            stop = min(start + PIECE, len(mean))
+            staging = self._staging[: stop - start]
+            torch.lerp(mean[start:stop], piece[start:stop].to(torch.float32), factor, out=staging)
+            target[start:stop].copy_(staging)
+
+    def accept(self, candidate: Candidate) -> None:
+        """Make a :meth:`candidate`'s tensors the mean: its ingredient is now part of it (the model that received
+        the candidate must not have changed since)."""
+        for name, tensor in self.tensors.items():
+            if name in candidate.exact:
+                tensor.copy_(candidate.exact[name])
+            elif name in candidate.kept:
+                tensor.lerp_(candidate.kept[name].to(self.device, torch.float32), self.factor(name, candidate.weight))
+        self._count(candidate.ingredient, candidate.weight)
 
     def _count(self, ingredient: Ingredient, weight: Weight) -> None:
         for name in self.plan.shapes:
@@ -222,7 +337,7 @@ class RunningMean:
         self.added.append(ingredient)
 
     def check_finite(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Return the mean of one tensor, cast to ``dtype``, after checking the cast has no NaN or Inf.
+        """Return the mean of one tensor, cast to ``dtype``, on the CPU, after checking the cast has no NaN or Inf.
 
         Raises:
             SoupError: naming the tensor and the ingredient that holds such values, or the dtype it overflows.
@@ -230,7 +345,7 @@ class RunningMean:
         tensor = self.tensors[name]
         if self.plan.is_float(name) and not _finite(tensor):
             raise SoupError(f"tensor '{name}' has NaN or Inf values in {self._non_finite_source(name)}")
-        cast = tensor if dtype is None else tensor.to(dtype)
+        cast = (tensor if dtype is None else tensor.to(dtype)).cpu()
         if self.plan.is_float(name) and not _finite(cast):
             raise SoupError(
                 f"tensor '{name}': the soup overflows {str(dtype).removeprefix('torch.')} (largest |value| "

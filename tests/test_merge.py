@@ -178,6 +178,9 @@ def test_running_mean_reads_each_file_once(make_ingredients, monkeypatch):
         yield from real_stream(path, header, hasher)
 
     monkeypatch.setattr("hf_soups.ingredient.stream_tensors", counting)
+    real_reader = tensorfile.RangeReader  # add() reads safetensors in ranges
+    reader = lambda path, *args: opened.append(path) or real_reader(path, *args)  # noqa: E731
+    monkeypatch.setattr("hf_soups.ingredient.RangeReader", reader)
     mean = RunningMean(plan)
     for ingredient in ingredients:
         mean.add(ingredient, 1.0)

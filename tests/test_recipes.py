@@ -216,16 +216,15 @@ def _break_state(folder, how):
         arrays.unlink()
     elif how == "other arrays":
         np.savez(arrays, nothing=np.zeros(1))
-    elif how == "other mean":
-        mean = folder / state["files"]["mean"]
-        save_file({k: v + 1 for k, v in load_file(mean).items()}, mean)
+    elif how == "members":
+        state["members"] = [state["order"][-1]]  # a member greedy has not reached
     elif how == "fields":
         state["tastings"] = state["tastings"][:1]
-    if how in ("step", "order", "fields"):
+    if how in ("step", "order", "members", "fields"):
         (folder / "state.json").write_text(json.dumps(state))
 
 
-@pytest.mark.parametrize("how", ["truncated", "step", "order", "no arrays", "other arrays", "other mean", "fields"])
+@pytest.mark.parametrize("how", ["truncated", "step", "order", "no arrays", "other arrays", "members", "fields"])
 def test_a_broken_greedy_state_is_refused_by_name(make_ingredients, tmp_path, how):
     folders = with_bias(make_ingredients(3), [[0.1, 0], [-0.1, 0], [0.3, 0.3]])
     with pytest.raises(KeyboardInterrupt):

@@ -18,6 +18,7 @@ from transformers import (
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -28,9 +29,14 @@ from hf_soups.evaluation.tasks import TaskSpec, get_task
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
 
 
-def is_text_to_text(model: PreTrainedModel) -> bool:
-    """True for encoder-decoder language models (T5), scored by label-word likelihood."""
-    return bool(getattr(model.config, "is_encoder_decoder", False)) and model.can_generate()
+def is_text_to_text(model: PreTrainedModel | type[PreTrainedModel], config: PretrainedConfig | None = None) -> bool:
+    """True for encoder-decoder language models (T5), scored by label-word likelihood.
+
+    Args:
+        model: a model, or a model class with its ``config`` (before the model is built).
+    """
+    config = config if config is not None else model.config
+    return bool(getattr(config, "is_encoder_decoder", False)) and model.can_generate()
 
 
 def check_head(model: PreTrainedModel, task: str | TaskSpec) -> None:

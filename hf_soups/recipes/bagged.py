@@ -25,12 +25,10 @@ Example:
 from __future__ import annotations
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
-from hf_soups.ingredients import Ingredient
-from hf_soups.mean import RunningMean
+from hf_soups.mean import Candidate, RunningMean
 from hf_soups.options import BaggedOptions, CookOptions, GreedyOptions
 from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
@@ -85,7 +83,7 @@ def cook_bagged(
         ingredient, moved = kitchen.ingredients[index], {}
         for members in sorted(set(standing), key=sorted):
             candidate = members | {index}
-            means[members].candidate(ingredient, kitchen.cpu_parameters())
+            trial = means[members].candidate(ingredient, kitchen.parameters())
             predictions[candidate] = kitchen.judge.score(kitchen.model, "select", return_predictions=True).predictions
             evaluations += 1
             takers = [
@@ -93,7 +91,7 @@ def cook_bagged(
                 if at == members and joins(score(candidate, resamples[bag]), score(members, resamples[bag]), **rule)
             ]
             if takers:
-                means[candidate] = _grown(means[members], ingredient, kitchen.cpu_parameters())
+                means[candidate] = _grown(means[members], trial)
                 moved.update(dict.fromkeys(takers, candidate))
         standing = [moved.get(bag, at) for bag, at in enumerate(standing)]
         means = {members: mean for members, mean in means.items() if members in standing}
@@ -111,13 +109,13 @@ def cook_bagged(
     return soup_report(kitchen, "bagged", soup, [(i, 1.0) for i in chosen], tastings, soups, options=options)
 
 
-def _grown(parent: RunningMean, ingredient: Ingredient, candidate: dict[str, torch.Tensor]) -> RunningMean:
-    """A new mean: ``parent`` with ``ingredient`` accepted from its :meth:`~RunningMean.candidate` tensors (the
-    parent stays, for the bags that did not take the candidate)."""
-    mean = RunningMean(parent.plan, parent.hash_cache)
+def _grown(parent: RunningMean, candidate: Candidate) -> RunningMean:
+    """A new mean: ``parent`` with its :meth:`~RunningMean.candidate` accepted (the parent stays, for the bags that
+    did not take the candidate)."""
+    mean = RunningMean(parent.plan, parent.hash_cache, device=parent.device)
     mean.tensors = {name: tensor.clone() for name, tensor in parent.tensors.items()}
     mean.totals, mean.added = dict(parent.totals), list(parent.added)
-    mean.accept(ingredient, candidate)
+    mean.accept(candidate)
     return mean
 
 

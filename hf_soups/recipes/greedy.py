@@ -4,9 +4,12 @@ paper's ≥ as printed), by more than ``min_gain``.
 
 Each ingredient is read at most twice: once in the tasting pass (scored alone, and added to the uniform soup on the
 way) and once in the greedy pass, where the candidate soup (the running mean with the candidate added) is written
-straight into the scoring model's parameters. Memory is the fp32 running mean beside the model being scored. After
-every step a state folder (``<output>.greedy-state``) records the mean, the members and the trajectory, so an
-interrupted run continues with ``resume=True`` and ends with the same members and bit-identical weights.
+straight into the scoring model's parameters, on its device (see :mod:`hf_soups.recipes.kitchen`): no whole model
+moves between host and device for a candidate. Memory is the fp32 running mean beside the model being scored.
+After every step a state folder (``<output>.greedy-state``) records the members and the trajectory, not the
+weights: an interrupted run continues with ``resume=True``, rebuilds the members' mean from their files with the
+same arithmetic (bit for bit; the members are read once more) and ends with the same members and bit-identical
+weights. The state writes the tastings once and a small ``state.json`` a step, not a model.
 
 Example:
     >>> from hf_soups import greedy_soup
@@ -24,13 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
-from hf_soups.mean import RunningMean
 from hf_soups.options import CookOptions, GreedyOptions, ResumeOptions
 from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.judge import SPLITS
@@ -59,6 +59,9 @@ def cook_greedy(
         resume: continue from the state in ``state_dir``.
         state_dir: where the state is saved after every step (``None``: nowhere); the report lists it in
             ``scratch``, so it is removed once the soup folder is written.
+
+    Raises:
+        SoupError: fewer than two ingredients, a bad rule, a state to resume that does not fit this run.
     """
     if len(kitchen.ingredients) < 2:
         raise SoupError("greedy soup: needs at least two ingredients")
@@ -71,11 +74,9 @@ def cook_greedy(
         tastings, uniform = kitchen.tasted()
         state = GreedyState(tastings=tastings, uniform=uniform, order=greedy_order(tastings), rule=rule)
         state.save(state_dir, kitchen)
-    mean = RunningMean(kitchen.plan, kitchen.hash_cache)
-    if state.members:  # resumed: the mean of the members so far, each of weight 1
-        mean.tensors = state.mean
-        mean.totals = {name: float(len(state.members)) for name in kitchen.plan.shapes}
-        mean.added = [kitchen.ingredients[i] for i in state.members]
+    mean = kitchen.new_mean()
+    for index in state.members:  # resumed: the members' mean, added in the order greedy added them (bit for bit)
+        mean.add(kitchen.ingredients[index])
     steps = tqdm(state.order, desc="greedy soup", initial=state.step, disable=not kitchen.progress)
     for index in state.order[state.step :]:
         ingredient, alone = kitchen.ingredients[index], state.tastings[index].select.main
@@ -83,11 +84,11 @@ def cook_greedy(
             mean.add(ingredient)
             kept, score = True, alone
         else:
-            mean.candidate(ingredient, kitchen.cpu_parameters())
+            candidate = mean.candidate(ingredient, kitchen.parameters())
             score = kitchen.judge.score(kitchen.model, "select").main
             kept = joins(score, state.score, **rule)
             if kept:
-                mean.accept(ingredient, kitchen.cpu_parameters())
+                mean.accept(candidate)
         if kept:
             state.members.append(index)
             state.score = score
@@ -101,7 +102,6 @@ def cook_greedy(
             }
         )
         state.step += 1
-        state.mean = mean.tensors
         state.save(state_dir, kitchen)
         steps.update()
     steps.close()
@@ -117,8 +117,9 @@ def cook_greedy(
 
 
 class GreedyState:
-    """Where a greedy run stands: the tastings (the uniform soup's last), the order, the members so far, the running
-    mean, the trajectory. ``run`` names this run's files, so no file of another run is ever taken for its own."""
+    """Where a greedy run stands: the tastings (the uniform soup's last), the order, the members so far and the
+    trajectory (the members' mean is rebuilt from them). ``run`` names this run's files, so no file of another run
+    is ever taken for its own."""
 
     def __init__(
         self,
@@ -136,7 +137,6 @@ class GreedyState:
         self.step = 0
         self.members: list[int] = []
         self.score = -np.inf
-        self.mean: dict[str, torch.Tensor] = {}
         self.trajectory: list[dict[str, Any]] = []
         self.hashes: dict[str, str] = {}
 
@@ -150,20 +150,17 @@ class GreedyState:
         if files["arrays"] not in self.hashes:
             _atomic(folder / files["arrays"], lambda p: np.savez(p, **_arrays(tastings)), suffix=".npz")
             self.hashes = {files["arrays"]: _sha256(folder / files["arrays"])}
-        if self.mean:
-            files["mean"] = f"mean-{self.run}-{self.step}.safetensors"
-            _atomic(folder / files["mean"], lambda p: save_file(self.mean, p))
         data = {
             "run": self.run,
             "ingredients": [{"spec": i.spec, "sha256": dict(i.sha256)} for i in kitchen.ingredients],
             "splits": kitchen.judge.split_names, "task": kitchen.judge.task, "files": files,
-            "sha256": {name: self.hashes.get(name) or _sha256(folder / name) for name in files.values()},
+            "sha256": {name: self.hashes[name] for name in files.values()},
             "rule": self.rule, "order": self.order, "step": self.step, "members": self.members, "score": self.score,
             "trajectory": self.trajectory,
             "tastings": [{"name": t.name, **{s: getattr(t, s).to_dict() for s in SPLITS}} for t in tastings],
         }
         _atomic(folder / STATE_FILE, lambda p: Path(p).write_text(json.dumps(data)))
-        for old in [*folder.glob("mean-*.safetensors"), *folder.glob("tastings*.npz")]:
+        for old in folder.glob("tastings*.npz"):
             if old.name not in files.values():
                 old.unlink()
 
@@ -216,11 +213,6 @@ class GreedyState:
         state.step, state.members, state.score = step, members, float(data["score"])
         state.trajectory = data["trajectory"]
         state.hashes = {data["files"]["arrays"]: data["sha256"][data["files"]["arrays"]]}
-        if state.members:
-            state.mean = load_file(folder / data["files"]["mean"])
-            shapes = {name: tuple(tensor.shape) for name, tensor in state.mean.items()}
-            if shapes != kitchen.plan.shapes:
-                raise ValueError("the saved mean's tensors are not the ingredients'")
         return state
 
 

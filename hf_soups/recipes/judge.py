@@ -1,7 +1,10 @@
 """Judges: what a recipe scores a model with, on a *selection* split and a separate *report* split.
 
 A recipe only needs :class:`Judge`'s three things: the name of the metric it selects on, a way to score a model on
-``"select"`` or ``"report"``, and the main-metric function for bootstrap resamples. :class:`GlueJudge` scores a GLUE
+``"select"`` or ``"report"``, and the main-metric function for bootstrap resamples. A judge that also has an
+``accelerator`` and a ``precision(text_to_text)`` method (both judges here) gets its kitchen's scoring model built on
+that accelerator's device in that precision (:func:`scoring_target`); any other judge scores an fp32 model on the
+CPU. :class:`GlueJudge` scores a GLUE
 task with :class:`~hf_soups.evaluation.GlueScorer`; :class:`~hf_soups.recipes.trainer_judge.TrainerJudge`, beside it,
 is built on a Trainer's ``eval_dataset`` and ``compute_metrics`` and shares this module's ensemble and loss.
 
@@ -23,10 +26,10 @@ from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_soups.errors import SoupError
-from hf_soups.evaluation import EvalResult, GlueScorer, SplitRule, get_task, glue_metrics
-from hf_soups.evaluation.data import check_apart
+from hf_soups.evaluation import EvalResult, GlueScorer, SplitRule, TaskSpec, get_task, glue_metrics
+from hf_soups.evaluation.data import GlueSplit, check_apart
 from hf_soups.evaluation.models import is_text_to_text
-from hf_soups.evaluation.scoring import FORMATS
+from hf_soups.evaluation.scoring import FORMATS, Precision, scoring_precision
 
 SPLITS = ("select", "report")
 
@@ -69,9 +72,11 @@ class GlueJudge:
         task: a GLUE task name.
         tokenizer: the ingredients' tokenizer.
         select_split / report_split: split names (see :func:`~hf_soups.evaluation.split_names`) that share no
-            row (:func:`~hf_soups.evaluation.data.check_apart`).
+            row (:func:`~hf_soups.evaluation.data.check_apart`), or their rows already loaded (``GlueSplit``s of
+            ``task``: :class:`~hf_soups.recipes.dataset_judge.DatasetJudge` gives a user's dataset so).
         glue_dir: a local GLUE tsv folder, else the Hub's ``nyu-mll/glue``.
-        batch_size: per process.
+        batch_size: rows a batch and process (``None``: 32 on the CPU, a token budget on an accelerator; see
+            :class:`~hf_soups.evaluation.GlueScorer`).
         accelerator: an ``accelerate.Accelerator`` (one is made when ``None``).
         rule: the seed and fractions of the ``:select``/``:report`` parts.
         progress: progress bars (main process only).
@@ -79,26 +84,27 @@ class GlueJudge:
 
     def __init__(
         self,
-        task: str,
+        task: str | TaskSpec,
         tokenizer: PreTrainedTokenizerBase,
-        select_split: str = "train:heldout",
-        report_split: str = "validation",
+        select_split: str | GlueSplit = "train:heldout",
+        report_split: str | GlueSplit = "validation",
         glue_dir: str | Path | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         accelerator: Any = None,
         rule: SplitRule | None = None,
         progress: bool = True,
     ) -> None:
         self.spec = get_task(task)
         self.task, self.metric = self.spec.name, self.spec.main_metric
-        check_apart(select_split, report_split)
-        self.split_names = {"select": select_split, "report": report_split}
+        splits = {"select": select_split, "report": report_split}
+        self.split_names = {part: split if isinstance(split, str) else split.name for part, split in splits.items()}
+        check_apart(self.split_names["select"], self.split_names["report"])
         accelerator = accelerator or Accelerator()
         self.scorers = {
             part: GlueScorer(
-                self.spec, tokenizer, name, glue_dir, batch_size, accelerator, rule=rule, progress=progress
+                self.spec, tokenizer, split, glue_dir, batch_size, accelerator, rule=rule, progress=progress
             )
-            for part, name in self.split_names.items()
+            for part, split in splits.items()
         }
         self.accelerator = accelerator
         self.split_rule = {
@@ -107,6 +113,11 @@ class GlueJudge:
 
     def score(self, model: PreTrainedModel, split: str, return_predictions: bool = False) -> EvalResult:
         return self.scorers[split].score(model, return_predictions=return_predictions)
+
+    def precision(self, text_to_text: bool) -> Precision:
+        """The precision models are scored in on the accelerator's device (see
+        :func:`~hf_soups.evaluation.scoring.scoring_precision`)."""
+        return scoring_precision(self.accelerator.device, text_to_text)
 
     def main_metric(self, predictions: np.ndarray, labels: np.ndarray) -> float:
         return glue_metrics(self.spec, predictions, labels)[self.metric]
@@ -131,6 +142,15 @@ class GlueJudge:
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return soup_loss(logits, labels, regression=self.spec.is_regression)
+
+
+def scoring_target(judge: Judge, text_to_text: bool) -> tuple[torch.device, Precision]:
+    """Where and in what precision ``judge`` scores models: its ``accelerator``'s device and its ``precision``
+    where it has them, else the CPU in fp32."""
+    accelerator = getattr(judge, "accelerator", None)
+    device = accelerator.device if accelerator is not None else torch.device("cpu")
+    precision = judge.precision(text_to_text) if callable(getattr(judge, "precision", None)) else Precision()
+    return device, precision
 
 
 def soup_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:

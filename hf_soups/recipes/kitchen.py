@@ -1,9 +1,18 @@
 """What every recipe shares: validated ingredients, one model to score weights in, the tasting pass, the results.
 
-A :class:`Kitchen` holds one model built from the first ingredient's config. Scoring a set of weights means
-copying them into that model's parameters (never loading a second model), so a recipe needs about one model of
-memory beside its fp32 running mean. The *tasting* pass reads every ingredient once, scores it on the selection
-and report splits, and adds it to the uniform soup on the way.
+A :class:`Kitchen` holds one model built from the first ingredient's config, once, on the judge's device and in its
+scoring precision (a bf16 model on a GPU with bf16; see :func:`~hf_soups.recipes.judge.scoring_target`), without
+initialising its weights: every tensor is set from an ingredient or a soup before anything is scored. Scoring a set
+of weights means copying them into that model's parameters where it is; the model never moves. The fp32 running
+means the recipes combine weights in live beside it on the device when they fit (:meth:`Kitchen.new_mean`),
+else on the host, so forming a candidate soup moves no whole model between host and device: each ingredient read
+crosses to the device once. The *tasting* pass reads every ingredient once, scores it on the selection and report
+splits, and adds it to the uniform soup on the way.
+
+Memory: the scoring model and one fp32 mean on the device (or the model there and the mean on the host); on the
+host, the tensors being read and, where the model is not fp32 beside the mean, the ingredient being tried (kept to
+add it to the mean without reading it a third time). Under ``accelerate launch`` every process holds its own
+model and mean, on its own device: host memory per process does not grow with the number of processes.
 
 Example:
     >>> judge = GlueJudge("rte", tokenizer, glue_dir="glue")  # doctest: +SKIP
@@ -13,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +30,8 @@ import numpy as np
 import torch
 import transformers
 from tqdm.auto import tqdm
+from transformers.initialization import no_init_weights
+from transformers.modeling_utils import local_torch_dtype
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
@@ -28,9 +39,11 @@ from hf_soups.evaluation.models import is_text_to_text
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import CheckpointChoice, Ingredient, MergePlan, check_distinct, resolve_ingredients, validate
 from hf_soups.mean import RunningMean
-from hf_soups.recipes.judge import SPLITS, Judge
+from hf_soups.recipes.judge import SPLITS, Judge, scoring_target
 from hf_soups.record import SoupResult
 from hf_soups.stats import format_gain, paired_bootstrap
+
+MEAN_SHARE = 0.5  # the fp32 mean goes on a GPU when it takes at most this share of the memory free there
 
 
 @dataclass
@@ -56,6 +69,11 @@ class Kitchen:
         token: Hub token.
         progress: progress bars.
         plan: the ingredients' :func:`~hf_soups.ingredients.validate` plan, when already made.
+
+    Attributes:
+        model: the scoring model, on ``device``, its float weights in ``precision.dtype``.
+        device / precision: where and how the judge scores (:func:`~hf_soups.recipes.judge.scoring_target`).
+        mean_device: where :meth:`new_mean` keeps a running mean.
     """
 
     def __init__(
@@ -73,9 +91,14 @@ class Kitchen:
         self.judge = judge
         self.progress = progress
         self.hash_cache = HashCache()
-        self.model = build_model(self.ingredients[0])
-        self.text_to_text = is_text_to_text(self.model)
+        config, model_class = model_config(self.ingredients[0])
+        self.text_to_text = is_text_to_text(model_class, config)
+        self.device, self.precision = scoring_target(judge, self.text_to_text)
+        self.model = build_model(config, model_class, self.device, self.precision.dtype)
         self._check_model_coverage()
+        state = self.model.state_dict(keep_vars=True)
+        self._params = {name: state[name].data for name in self.plan.shapes}
+        self.mean_device = mean_device(self.device, self.plan)
         self._tasted: tuple[list[ModelScores], ModelScores] | None = None
 
     def _check_model_coverage(self) -> None:
@@ -99,18 +122,19 @@ class Kitchen:
                 f"that {type(self.model).__name__} needs"
             )
 
-    def cpu_parameters(self) -> dict[str, torch.Tensor]:
-        """Move the model to the CPU (where weights are combined) and return the tensors the soup sets, by name."""
-        self.model.to("cpu")
-        state = self.model.state_dict(keep_vars=True)
-        return {name: state[name].data for name in self.plan.shapes}
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """The model's tensors the soup sets, by name, where the model is (write weights into them to score them)."""
+        return self._params
+
+    def new_mean(self) -> RunningMean:
+        """An empty fp32 running mean on :attr:`mean_device`, beside the model when it fits."""
+        return RunningMean(self.plan, self.hash_cache, device=self.mean_device)
 
     def load(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Copy ``(name, tensor)`` into the model."""
-        params = self.cpu_parameters()
+        """Copy ``(name, tensor)`` into the model, where it is."""
         with torch.no_grad():
             for name, tensor in tensors:
-                params[name].copy_(tensor)
+                self._params[name].copy_(tensor)
 
     def score(self, name: str, predictions: bool = True) -> ModelScores:
         """Score the weights now in the model on both splits."""
@@ -123,15 +147,13 @@ class Kitchen:
         Returns:
             The tastings in ingredient order, and the uniform soup's running mean.
         """
-        mean = RunningMean(self.plan, self.hash_cache) if uniform else None
+        mean = self.new_mean() if uniform else None
         tastings = []
         for ingredient in tqdm(self.ingredients, desc="tasting ingredients", disable=not self.progress):
-            stream = self._into_model(ingredient.tensors(self.hash_cache))
             if mean is not None:
-                mean.add_tensors(stream, ingredient)
+                mean.add(ingredient, into=self._params)
             else:
-                for _ in stream:
-                    pass
+                self.load(ingredient.tensors(self.hash_cache))
             tastings.append(self.score(ingredient.spec))
         return tastings, mean
 
@@ -150,13 +172,6 @@ class Kitchen:
             self._tasted = tastings, self.score_soup(mean, "uniform")
         return self._tasted
 
-    def _into_model(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
-        params = self.cpu_parameters()
-        with torch.no_grad():
-            for name, tensor in tensors:
-                params[name].copy_(tensor)
-                yield name, tensor
-
     def score_soup(self, mean: RunningMean, name: str) -> ModelScores:
         """Load a soup's mean into the model and score it."""
         self.load(mean.tensors.items())
@@ -170,8 +185,12 @@ class Kitchen:
         return ModelScores("ensemble", select, report)
 
 
-def build_model(ingredient: Ingredient) -> transformers.PreTrainedModel:
-    """The ingredient's architecture built from its config (weights are set later), in fp32 eval mode."""
+def model_config(ingredient: Ingredient) -> tuple[transformers.PretrainedConfig, type[transformers.PreTrainedModel]]:
+    """The ingredient's config and the transformers class its ``architectures`` names.
+
+    Raises:
+        SoupError: a ``model_type`` or architecture transformers does not know.
+    """
     if ingredient.config.get("model_type") not in transformers.CONFIG_MAPPING:
         raise SoupError(
             f"{ingredient.label}: config.json model_type {ingredient.config.get('model_type')!r} "
@@ -182,9 +201,31 @@ def build_model(ingredient: Ingredient) -> transformers.PreTrainedModel:
     model_class = getattr(transformers, architecture or "", None)
     if model_class is None:
         raise SoupError(f"{ingredient.label}: config.json names no architecture transformers knows ({architecture!r})")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return model_class(config).float().eval()
+    return config, model_class
+
+
+def build_model(
+    config: transformers.PretrainedConfig,
+    model_class: type[transformers.PreTrainedModel],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> transformers.PreTrainedModel:
+    """The architecture built straight on ``device`` with ``dtype`` float weights, in eval mode, its weights not
+    initialised (no random init: they are set later; buffers computed by the modules themselves, such as position
+    ids, are) and tied as the config ties them."""
+    with torch.device(device), local_torch_dtype(dtype, model_class.__name__), no_init_weights():
+        model = model_class(config)
+    model.tie_weights()
+    return model.eval()
+
+
+def mean_device(device: torch.device, plan: MergePlan) -> torch.device:
+    """Where a kitchen keeps fp32 running means: beside its model, unless the model is on a GPU where the mean
+    would take more than :data:`MEAN_SHARE` of the free memory (then on the host)."""
+    if device.type != "cuda":
+        return device
+    need = sum(4 * int(np.prod(shape)) for name, shape in plan.shapes.items() if plan.is_float(name))
+    return device if need <= MEAN_SHARE * torch.cuda.mem_get_info(device)[0] else torch.device("cpu")
 
 
 def best_index(tastings: Sequence[ModelScores]) -> int:

@@ -77,7 +77,7 @@ def cook_learned(
 
 def _tensors(kitchen: Kitchen, stacks: dict[str, torch.Tensor], index: int) -> Iterator[tuple[str, torch.Tensor]]:
     """An ingredient's tensors from memory (float ones from the stacks, integer buffers from the kitchen's model)."""
-    params = kitchen.cpu_parameters()
+    params = kitchen.parameters()
     for name in kitchen.plan.shapes:
         yield name, stacks[name][index].cpu() if name in stacks else params[name]
 

@@ -1,8 +1,9 @@
 """A judge built on a ``transformers.Trainer``: its ``eval_dataset``, split like a GLUE split, and its
 ``compute_metrics``; the :class:`~hf_soups.callback.SoupCallback` cooks with it when no GLUE ``task`` is given.
 
-It shares the GLUE judge's pieces: the split rule (:func:`hf_soups.evaluation.data.split_rows`), the ensemble's
-mean class probabilities and the learned recipe's loss (:mod:`hf_soups.recipes.judge`).
+It shares the GLUE judge's pieces: the split rule (:func:`hf_soups.evaluation.data.split_rows`), the collated,
+round-robin batches scored once per model (:class:`hf_soups.evaluation.scoring.Shard`), the ensemble's mean class
+probabilities and the learned recipe's loss (:mod:`hf_soups.recipes.judge`).
 
 Example:
     >>> judge = TrainerJudge(trainer, seed=3)  # doctest: +SKIP
@@ -16,12 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import EvalPrediction, PreTrainedModel, Trainer
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.data import SPLIT_METHOD, split_rows
-from hf_soups.evaluation.scoring import gather_outputs
+from hf_soups.evaluation.scoring import Precision, Shard, batch_spans, scoring_model
 from hf_soups.recipes.judge import mean_probabilities, soup_loss
 
 
@@ -31,9 +33,11 @@ class TrainerJudge:
     With ``select_dataset`` (rows held out of the training data, e.g. by :func:`hf_soups.evaluation.hold_out`)
     recipes select on it and report on the whole eval dataset; without, the eval dataset is split once into a seeded
     *selection* part (``select_fraction`` of the rows) and a *report* part, the same way GLUE splits are (see
-    :mod:`hf_soups.evaluation.data`). Batches come from the Trainer's own
-    eval dataloader (its collator, column removal and batch size, prepared by its accelerator); outputs are
-    gathered with ``gather_for_metrics``, so every example counts once whatever the number of processes.
+    :mod:`hf_soups.evaluation.data`). Batches are collated once per part, as the Trainer's own eval dataloader
+    collates them (its collator, column removal and ``per_device_eval_batch_size``), and dealt out whole to the
+    processes, round robin: every example counts once, in the same batch as in one process, whatever the number of
+    processes (see :mod:`hf_soups.evaluation.scoring`). Models are scored in the Trainer's precision
+    (:meth:`precision`): bf16 weights with ``bf16=True``, fp16 autocast with ``fp16=True``, else fp32.
 
     Predictions handed to ``compute_metrics`` are the logits, as in ``Trainer.evaluate``. The main metric is
     ``args.metric_for_best_model`` (without ``eval_``) or the first metric ``compute_metrics`` returns; recipes
@@ -101,15 +105,40 @@ class TrainerJudge:
         self.split_rule["rows"] = {split: len(part) for split, part in self.parts.items()}
         wanted = trainer.args.metric_for_best_model
         self.metric: str | None = wanted.removeprefix("eval_") if wanted else None
+        self._shards: dict[str, tuple[Shard, np.ndarray]] = {}
+
+    def precision(self, text_to_text: bool = False) -> Precision:
+        """The Trainer's precision: bf16 weights under ``bf16=True``, fp32 weights under fp16 autocast with
+        ``fp16=True``, else fp32."""
+        if self.trainer.args.bf16:
+            return Precision(torch.bfloat16)
+        return Precision(torch.float32, torch.float16 if self.trainer.args.fp16 else None)
+
+    def shard(self, split: str) -> tuple[Shard, np.ndarray]:
+        """This process's batches of one part, collated once as the Trainer collates them, and all of the part's
+        labels in row order."""
+        if split not in self._shards:
+            loader = self.trainer.get_eval_dataloader(self.parts[split])  # the Trainer's columns and collator
+            dataset, collate = loader.dataset, loader.collate_fn
+            spans = batch_spans([0] * len(dataset), self.trainer.args.per_device_eval_batch_size)
+            batches = {span.start: collate([dataset[i] for i in span]) for span in spans}
+            labels = np.concatenate([batch.pop(self.label_name).numpy() for batch in batches.values()])
+            shard = Shard.collate(spans, lambda span: batches[span.start], self.accelerator)
+            self._shards[split] = shard, labels
+        return self._shards[split]
 
     def outputs(self, model: PreTrainedModel, split: str) -> tuple[np.ndarray, np.ndarray]:
         """The model's logits and the labels on one part, in row order (every process gets all of them)."""
-        labels, logits = gather_outputs(
-            model, self.trainer.get_eval_dataloader(self.parts[split]), self.accelerator,
-            lambda model, batch: model(**batch).logits, self.label_name, len(self.parts[split]),
-            f"eval_dataset:{split}", self.progress,
-        )
-        return logits.numpy(), labels.numpy()
+        shard, labels = self.shard(split)
+        device, precision = self.accelerator.device, self.precision()
+        show = self.progress and self.accelerator.is_main_process
+        with (
+            scoring_model(model, device, precision.dtype) as scored,
+            tqdm(total=len(shard.batches), desc=f"eval_dataset:{split}", leave=False, disable=not show) as bar,
+        ):
+            local = shard.run(scored, lambda m, batch: m(**batch).logits, device, model.config.num_labels,
+                              precision.autocast, bar)
+        return shard.gather(self.accelerator, local).numpy(), labels
 
     def metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         values = self.trainer.compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels))
