@@ -122,7 +122,10 @@ class JudgeOptions:
         0.1, "share of the train split in train:heldout, in (0, 0.5] (default 0.1)", check=heldout_fraction
     )
     glue_dir: str | None = option(None, "a local GLUE folder in the original tsv layout (default: the Hub)")
-    batch_size: int = option(32, "scoring batch size per process (default 32)", check=positive_int)
+    batch_size: int | None = option(
+        None, "scoring batch size per process (default: 32 on the CPU; on a GPU, batches of up to 16,384 tokens)",
+        check=positive_int,
+    )
 
 
 @dataclass(frozen=True)

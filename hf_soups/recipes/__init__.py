@@ -73,7 +73,7 @@ def make_kitchen(
     select_split: str = JudgeOptions.select_split,
     report_split: str = JudgeOptions.report_split,
     heldout_fraction: float = JudgeOptions.heldout_fraction,
-    batch_size: int = JudgeOptions.batch_size,
+    batch_size: int | None = JudgeOptions.batch_size,
     accelerator: Any = None,
     checkpoints: str | None = None,
     token: str | bool | None = None,
