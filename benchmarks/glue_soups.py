@@ -12,9 +12,12 @@ of the training split left once a seeded 10% (``train:heldout``) is held out; ev
 held-out rows and reported on the **whole** validation split. ``--selection validation`` (the earlier tables) trains
 on all of train and selects and reports on seeded halves of validation. Rows: the best individual run (chosen on
 select), greedy (strict, the authors' rule), greedy (ties, the paper's ≥), bagged greedy (20 bags), uniform,
-learned, Model Stock, the logit ensemble, greedy over every checkpoint along the runs, and greedy over each run's
-average of its last two checkpoints, each reported with a paired-bootstrap 95% interval of its gain over the best
-final run. The output starts with a summary over every sweep: the issue's target (a recipe chosen without the
+learned, Model Stock, the logit ensemble and the greedy ensemble (members chosen by the greedy rule), greedy over
+every checkpoint along the runs, greedy over each run's average of its last two checkpoints, greedy over each run's
+EMA (``--ema``: the runs keep EMAs of decay 0.99 and 0.999) and over final models and EMAs together, the
+Fisher-weighted soup (over all runs and over greedy's members) and RegMean, each reported with a paired-bootstrap 95%
+interval of its gain over the best final run (``--rows ema``: issue 29's rows only). The output starts
+with a summary over every sweep: the issue's target (a recipe chosen without the
 report split beats the best run with an interval clear of 0 on at least 2 of MRPC, RTE, STS-B, CoLA; greedy and
 bagged greedy never lose beyond noise), each target recipe's pooled mean gain over the four tasks (their report
 rows resampled together), and the verdict.
@@ -182,10 +185,26 @@ ROWS = {
     "stock": Row("final", "stock"),
     "greedy over checkpoints": Row("all", "greedy"),
     "greedy over last-2 averages": Row("average:2", "greedy"),
+    "greedy over EMA 0.99": Row("ema:0.99", "greedy"),
+    "greedy over EMA 0.999": Row("ema:0.999", "greedy"),
+    "greedy over final + EMAs": Row("final+ema:0.99+ema:0.999", "greedy"),
+    "fisher": Row("final", "fisher"),
+    "fisher (greedy members)": Row("final", "fisher", (("fisher_over", "greedy"),)),
+    "regmean": Row("final", "regmean"),
 }
-TRAJECTORY_ROWS = ("greedy over checkpoints", "greedy over last-2 averages")  # ingredients: checkpoints, averages
+# Rows whose ingredients are not the runs' final models (checkpoints, averages, EMAs): their gain is measured against
+# the best final run by re-scoring (the recipe's own gain is over the best of its own ingredients).
+TRAJECTORY_ROWS = (
+    "greedy over checkpoints", "greedy over last-2 averages", "greedy over EMA 0.99", "greedy over EMA 0.999",
+    "greedy over final + EMAs",
+)
 # The rows the target counts: soup recipes a user chooses without looking at the report split.
-TARGET_ROWS = ("greedy", "bagged greedy", "stock", "greedy over checkpoints", "greedy over last-2 averages")
+TARGET_ROWS = tuple(row for row in ROWS if row not in ("greedy (ties)", "learned"))
+# --rows ema: issue 29's table (EMA ingredients, the greedy ensemble, Fisher and RegMean beside greedy)
+EMA_ROWS = (
+    "greedy", "greedy over EMA 0.99", "greedy over EMA 0.999", "greedy over final + EMAs", "fisher",
+    "fisher (greedy members)", "regmean",
+)
 TARGET_TASKS = ("mrpc", "rte", "stsb", "cola")
 
 
@@ -270,42 +289,53 @@ def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> tuple[str
     ]
     best_run = greedy.ingredients[int(np.argmax([i.scores["select"][metric] for i in greedy.ingredients]))].spec
     gains = {}
-    for name in ["best individual", "uniform", *ROWS, "ensemble"]:
+    rows = [row for row in ROWS if row in records]
+    for decay in ("0.99", "0.999"):  # each EMA's best run (chosen on select), against the best final run
+        if (ema := records.get(f"greedy over EMA {decay}")) is not None:
+            best_ema = ema.ingredients[int(np.argmax([i.scores["select"][metric] for i in ema.ingredients]))]
+            results[f"best EMA {decay} run"] = next(r for r in ema.results if r.name == "best individual")
+            gains[f"best EMA {decay} run"] = gain_over_run(Path(best_ema.spec), best_run, task, metric, args,
+                                                           soup_folder(pantry, f"best EMA {decay} run"))
+    for name in ["best individual", *(n for n in results if n.startswith("best EMA")), "uniform", *rows, "ensemble",
+                 "ensemble (greedy)"]:
         row = results[name]
         gain = gains[name] = (
-            gain_over_run(soup_folder(pantry, name), best_run, task, metric, args)
-            if name in TRAJECTORY_ROWS else row.gain
+            gain_over_run(soup_folder(pantry, name), best_run, task, metric, args) if name in TRAJECTORY_ROWS
+            else gains[name] if name in gains else row.gain
         )
+        members = getattr(row, "members", None)
+        members = f" (members: {', '.join(Path(m).name for m in members)})" if members else ""
         lines.append(
-            f"| {name}{' ¹' if name in TRAJECTORY_ROWS else ''} | {100 * row.scores['select'][metric]:.1f} | "
+            f"| {name}{' ¹' if name in TRAJECTORY_ROWS else ''}{members} | {100 * row.scores['select'][metric]:.1f} | "
             f"{100 * row.scores['report'][metric]:.1f} | {gain_text(gain)} |"
         )
     kept = {row: sum(i.kept for i in record.ingredients) for row, record in records.items() if row in (
         "greedy", "greedy (ties)", "bagged greedy", *TRAJECTORY_ROWS)}
-    bagged = records["bagged greedy"]
-    votes = {Path(i.spec).name: n for i, n in zip(bagged.ingredients, bagged.recipe.options["votes"], strict=True)}
     verdict = "fairly tested" if best_report >= floor else "**NOT fairly tested: the runs did not learn enough**"
     lines += [
         "",
-        "¹ Its ingredients are checkpoints or run averages; gain over the best final run as in the other rows; over "
-        "the best of its own ingredients (chosen on select): " + ", ".join(
-            f"{row} {gain_text(results[row].gain)}" for row in TRAJECTORY_ROWS
+        "¹ Its ingredients are checkpoints, run averages or EMAs; gain over the best final run as in the other rows; "
+        "over the best of its own ingredients (chosen on select): " + ", ".join(
+            f"{row} {gain_text(results[row].gain)}" for row in TRAJECTORY_ROWS if row in records
         ) + ".",
         f"Best individual on report: {floor_metric} {best_report:.1f} against the sanity floor {floor:g}: {verdict}. "
         "Ingredients (select / report): " + ", ".join(
             f"{Path(i.spec).name} {100 * i.scores['select'][metric]:.1f}/{100 * i.scores['report'][metric]:.1f}"
             for i in greedy.ingredients
-        ) + ". Kept: " + ", ".join(f"{n} of {len(records[r].ingredients)} ({r})" for r, n in kept.items())
-        + f". Bagged greedy votes (of {bagged.recipe.options['bags']}): "
-        + ", ".join(f"{name} {n}" for name, n in votes.items())
-        + f" ({bagged.recipe.options['evaluations']} candidate evaluations).",
-        f"Model Stock ratios t: median {np.median(list(records['stock'].recipe.options['ratios'].values())):.2f}.",
-        diagnosis(task, pantry, args),
-        "",
+        ) + ". Kept: " + ", ".join(f"{n} of {len(records[r].ingredients)} ({r})" for r, n in kept.items()) + ".",
     ]
+    if (bagged := records.get("bagged greedy")) is not None:
+        votes = {Path(i.spec).name: n for i, n in zip(bagged.ingredients, bagged.recipe.options["votes"], strict=True)}
+        lines.append(f"Bagged greedy votes (of {bagged.recipe.options['bags']}): "
+                     + ", ".join(f"{name} {n}" for name, n in votes.items())
+                     + f" ({bagged.recipe.options['evaluations']} candidate evaluations).")
+    if (stock := records.get("stock")) is not None:
+        lines.append(f"Model Stock ratios t: median {np.median(list(stock.recipe.options['ratios'].values())):.2f}.")
+    lines += [diagnosis(task, pantry, args), ""]
     fair = best_report >= floor
-    soups = {name: soup_folder(pantry, name) for name in TARGET_ROWS}
-    return "\n".join(lines), Outcome(sweep, best_report, fair, {name: gains[name] for name in TARGET_ROWS}, best_run,
+    targets = [row for row in TARGET_ROWS if row in records]
+    soups = {name: soup_folder(pantry, name) for name in targets}
+    return "\n".join(lines), Outcome(sweep, best_report, fair, {name: gains[name] for name in targets}, best_run,
                                       soups)
 
 
@@ -313,28 +343,34 @@ def summary(outcomes: list[Outcome], args: argparse.Namespace) -> str:
     """The issue's target over every sweep: a target row beats the best run with an interval clear of 0 on at least
     2 of MRPC, RTE, STS-B, CoLA; greedy (strict) and bagged greedy never lose beyond noise; and each target row's
     pooled mean gain over the four tasks, with its interval."""
+    targets = [row for row in TARGET_ROWS if all(row in o.gains for o in outcomes)]
     lines = [
-        "| sweep | best run (report) | fairly tested | " + " | ".join(f"{row} gain (95% CI)" for row in TARGET_ROWS)
+        "| sweep | best run (report) | fairly tested | " + " | ".join(f"{row} gain (95% CI)" for row in targets)
         + " | beats the best run |",
-        "|---|---:|---|" + "---|" * len(TARGET_ROWS) + "---|",
+        "|---|---:|---|" + "---|" * len(targets) + "---|",
     ]
-    wins, losses = {}, []
+    wins, losses, lost = {}, [], set()
     for o in outcomes:
-        won = [name for name, gain in o.gains.items() if gain["low"] > 0]
+        won = [name for name in targets if o.gains[name]["low"] > 0]
         if o.fair:
             for name in won:
                 wins.setdefault(name, set()).add(o.sweep.task)
-        losses += [f"{o.sweep.name} ({name})" for name in ("greedy", "bagged greedy") if o.gains[name]["high"] < 0]
+        losses += [f"{o.sweep.name} ({name})" for name in ("greedy", "bagged greedy") if name in targets
+                   and o.gains[name]["high"] < 0]
+        lost |= {name for name in targets if o.gains[name]["high"] < 0}
         lines.append(
             f"| {o.sweep.name} | {o.best:.1f} | {'yes' if o.fair else '**no**'} | "
-            + " | ".join(gain_text(o.gains[row]) for row in TARGET_ROWS) + f" | {', '.join(won) or 'none'} |"
+            + " | ".join(gain_text(o.gains[row]) for row in targets) + f" | {', '.join(won) or 'none'} |"
         )
     pooled_outcomes = [o for o in outcomes if o.sweep.task in TARGET_TASKS]
-    pooled = pooled_gains(pooled_outcomes, args)
+    pooled = pooled_gains(pooled_outcomes, targets, args)
     if pooled:
         lines += ["", f"Pooled mean gain over {', '.join(o.sweep.task.upper() for o in pooled_outcomes)} (every "
                   "task's report rows resampled together, 1,000 resamples): " + "; ".join(
                       f"{row} {gain_text(gain)}" for row, gain in pooled.items()) + "."]
+        above = [row for row, gain in pooled.items() if gain["low"] > 0 and row not in lost]
+        lines += ["", "Issue 29's target (a pooled gain whose interval lies above 0, no task lost beyond noise): "
+                  + (f"met by {', '.join(above)}" if above else "not met") + "."]
     four = {row: tasks & set(TARGET_TASKS) for row, tasks in wins.items()}
     by_row = ", ".join(f"{row}: {', '.join(sorted(tasks))}" for row, tasks in four.items() if tasks) or "none"
     met_rows = [row for row, tasks in four.items() if len(tasks) >= 2]
@@ -346,12 +382,12 @@ def summary(outcomes: list[Outcome], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def pooled_gains(outcomes: list[Outcome], args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Each target row's mean report gain over the best run across the sweeps, every sweep resampled together."""
+def pooled_gains(outcomes: list[Outcome], rows: list[str], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Each row's mean report gain over the best run across the sweeps, every sweep resampled together."""
     if len({o.sweep.task for o in outcomes}) < len(outcomes) or not outcomes:
         return {}
     pooled = {}
-    for row in TARGET_ROWS:
+    for row in rows:
         comparisons = []
         for o in outcomes:
             metric = get_task(o.sweep.task).main_metric
@@ -375,10 +411,14 @@ def report_scores(path: str, task: str, glue_dir: str, selection: str) -> EvalRe
                          return_predictions=True, progress=False)
 
 
-def gain_over_run(soup: Path, run: str, task: str, metric: str, args: argparse.Namespace) -> dict[str, float]:
-    """The report-split gain of a soup folder over one run, with its paired-bootstrap 95% interval (kept in
-    ``<soup>.gain-over-best-run.json`` once computed)."""
-    saved = soup.with_name(soup.name + ".gain-over-best-run.json")
+def gain_over_run(
+    soup: Path, run: str, task: str, metric: str, args: argparse.Namespace, kept_as: Path | None = None
+) -> dict[str, float]:
+    """The report-split gain of a model folder (a soup, a run) over one run, with its paired-bootstrap 95% interval
+    (kept in ``<kept_as or soup>.gain-over-best-run.json`` once computed)."""
+    kept_as = kept_as or soup
+    saved = kept_as.with_name(kept_as.name + ".gain-over-best-run.json")
+    saved.parent.mkdir(parents=True, exist_ok=True)
     if saved.is_file():
         return json.loads(saved.read_text())
     base, challenger = (report_scores(str(path), task, args.glue_dir, args.selection) for path in (run, soup))
@@ -426,12 +466,16 @@ def main() -> None:
                         "validation split; validation: train on all of train, select and report on halves of "
                         "validation (the earlier tables)")
     parser.add_argument("--phase", choices=["train", "cook", "all"], default="all")
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS),
-                        help="cook only these rows and write no tables (e.g. rows over checkpoints in a second "
-                        "process); a later cook over every row reads them back")
+    parser.add_argument("--rows", nargs="+", choices=[*ROWS, "ema"], default=list(ROWS),
+                        help="the soup rows to cook and table (default: all; ema: issue 29's rows, "
+                        f"{', '.join(EMA_ROWS)})")
+    parser.add_argument("--cook-only", action="store_true",
+                        help="cook the rows and write no tables (e.g. some rows in a second process); a later cook "
+                        "over every row reads them back")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/glue-soups"))
     parser.add_argument("--output", type=Path, default=Path("glue_soups.md"))
     args = parser.parse_args()
+    args.rows = list(EMA_ROWS) if args.rows == ["ema"] else args.rows
     sweeps = [Sweep.parse(s) for s in args.sweeps]
     if args.phase in ("train", "all"):
         for sweep in sweeps:
@@ -443,7 +487,7 @@ def main() -> None:
             if len(pantry.select("final")) < len(args.learning_rates) * len(args.seeds):
                 print(f"{sweep.name}: sweep not finished, skipped", flush=True)
                 continue
-            if set(args.rows) != set(ROWS):
+            if args.cook_only:
                 cook_rows(pantry, sweep.task, args)
                 continue
             text, outcome = section(sweep, pantry, args)
