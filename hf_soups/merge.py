@@ -1,7 +1,8 @@
 """``merge_models``: average checkpoints of one base model into a soup folder, and write a mean as a soup.
 
-:func:`merge_models` resolves and validates the ingredients (:mod:`hf_soups.ingredients`), checks the output folder
-before anything is read in full, averages with one :class:`~hf_soups.mean.RunningMean` pass and writes the soup
+:func:`merge_models` resolves and validates the ingredients (:mod:`hf_soups.ingredients`; :func:`warn_unrelated`
+logs a warning when they were not fine-tuned from one base model), checks the output folder before anything is read
+in full, averages with one :class:`~hf_soups.mean.RunningMean` pass and writes the soup
 (:func:`write_soup`: weights by :mod:`hf_soups.model_folder`, ``soup.json`` from :func:`soup_record`, all inside
 an :func:`~hf_soups.atomic_folder.atomic_folder`), or a soup of LoRA adapters as an adapter
 (:func:`write_adapter_soup`, :mod:`hf_soups.adapter_soup`). Recipes write their soups with the same functions.
@@ -14,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -29,7 +31,15 @@ from hf_soups.atomic_folder import atomic_folder, check_output
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredient import Ingredient
-from hf_soups.ingredients import CheckpointChoice, check_distinct, resolve_ingredients, validate
+from hf_soups.ingredients import (
+    BODY_COSINE,
+    CheckpointChoice,
+    MergePlan,
+    body_cosines,
+    check_distinct,
+    resolve_ingredients,
+    validate,
+)
 from hf_soups.mean import RunningMean, check_weights
 from hf_soups.model_folder import (
     COPIED_FILES,
@@ -47,6 +57,8 @@ from hf_soups.version import __version__
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
+
+logger = logging.getLogger(__name__)
 
 
 def merge_models(
@@ -127,6 +139,7 @@ def merge_models(
     check_distinct(resolved)
     plan = validate(resolved, allow_single=allow_single)
     raw_weights = check_weights(weights, resolved)
+    warn_unrelated(resolved, plan)
     if adapter_output != "full":
         soup = AdapterSoup.exact(resolved, raw_weights)
         return write_adapter_soup(
@@ -143,6 +156,20 @@ def merge_models(
         write_soup(output_dir, mean, soup_record(resolved, raw_weights), dtype, max_shard_size, overwrite, bar, add)
     hash_cache.save()
     return output_dir
+
+
+def warn_unrelated(ingredients: Sequence[Ingredient], plan: MergePlan) -> None:
+    """Log one warning when two ingredients were not fine-tuned from one base model: their body-matrix weight cosine
+    (:func:`~hf_soups.ingredients.body_cosines`) is below :data:`~hf_soups.ingredients.BODY_COSINE`."""
+    cosines = body_cosines(ingredients, plan)
+    if cosines is None or cosines.min() >= BODY_COSINE:
+        return
+    i, j = divmod(int(cosines.argmin()), len(cosines))
+    logger.warning(
+        "%s and %s were not fine-tuned from one base model (body weight cosine %.2f; fine-tunes of one base are near "
+        "1): the soup averages unrelated weights (hf-soups diagnose tells which ingredients share a body)",
+        ingredients[i].label, ingredients[j].label, cosines[i, j],
+    )
 
 
 def write_soup(

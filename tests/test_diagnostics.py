@@ -200,6 +200,30 @@ def test_model_from_another_base_is_off_base(runs, with_base):
     assert diagnosis.weights.centre.startswith("base model" if with_base else "mean of the ingredients")
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_unrelated_bodies_are_said_plainly(runs, n):
+    """Runs fine-tuned from different bases (seeds) share no body: with no majority to measure from, each is
+    off-base for that reason, never "a different head while the body is shared"."""
+    folders = [runs(1, f"base{seed}-", base_seed=seed)[0] for seed in range(n)]
+    diagnosis = diagnose(folders)
+    assert [v.verdict for v in diagnosis.verdicts] == ["off-base"] * n
+    assert all("body is unrelated to every other ingredient's" in v.reasons[0] for v in diagnosis.verdicts)
+    assert all("one pretrained base model" in v.suggestion for v in diagnosis.verdicts)
+    assert not any("head" in f for f in diagnosis.findings)
+    assert any("bodies are unrelated: no two share a base model" in f for f in diagnosis.findings)
+
+
+def test_base_that_is_an_ingredient_is_named(runs):
+    folders = runs(3, "ft")
+    diagnosis = diagnose(folders, base=folders[1])
+    assert [v.verdict for v in diagnosis.verdicts] == ["soup-compatible"] * 3
+    assert diagnosis.verdicts[1].reasons == [f"it is the base given ({folders[1]}): identical weights, so its task "
+                                             "vector is zero and its cosines with the others (0) say nothing"]
+    assert any(f.startswith(f"the base ({folders[1]}) is one of the ingredients ({folders[1]})")
+               for f in diagnosis.findings)
+    assert not diagnosis.verdicts[0].reasons and not diagnosis.verdicts[2].reasons
+
+
 def test_ingredient_that_does_not_validate_is_off_base(runs):
     folders = runs(2, "ft") + runs(1, "three", num_labels=3)
     diagnosis = diagnose(folders)

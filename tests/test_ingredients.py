@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
+from helpers import tiny_bert_config
 from safetensors.torch import load_file, save_file
+from transformers import BertForSequenceClassification
 
 from hf_soups import SoupError, merge_models, resolve_ingredients
 
@@ -137,6 +140,23 @@ def test_tensors_transformers_ignores_on_load_are_left_out(make_ingredients, tmp
     assert name not in load_file(soup / "model.safetensors")
     if arch == "bert":
         uniform_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "uniform", progress=False)
+
+
+def test_merge_of_models_from_different_bases_warns_once(make_ingredients, tmp_path, caplog):
+    """Same architecture, shapes and tokenizer, but fine-tuned from different base models (another seed's init):
+    merge still writes the soup, and logs one warning naming a pair; fine-tunes of one base log none."""
+    related = make_ingredients(2)
+    with caplog.at_level("WARNING", logger="hf_soups"):
+        merge_models(related, tmp_path / "related", progress=False)
+    assert caplog.records == []
+    torch.manual_seed(1)
+    BertForSequenceClassification(tiny_bert_config()).save_pretrained(tmp_path / "stranger")
+    shutil.copy(related[0] / "tokenizer.json", tmp_path / "stranger")
+    with caplog.at_level("WARNING", logger="hf_soups"):
+        merge_models([*related, tmp_path / "stranger"], tmp_path / "soup", progress=False)
+    assert (tmp_path / "soup" / "model.safetensors").is_file()
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and "stranger' were not fine-tuned from one base model" in record.message
 
 
 def test_different_num_labels(make_ingredients, tmp_path):

@@ -33,12 +33,10 @@ import numpy as np
 import torch
 
 from hf_soups.ingredient import Ingredient
-from hf_soups.ingredients import MergePlan, base_names
+from hf_soups.ingredients import MergePlan, base_names, is_head
 from hf_soups.tensorfile import read_tensor_range
 
-# Name parts of task heads (new, randomly initialised at fine-tuning) and of pretrained poolers.
-HEAD_PARTS = {"classifier", "pre_classifier", "lm_head", "score", "qa_outputs", "cls"}
-POOLER_PARTS = {"pooler"}
+POOLER_PARTS = {"pooler"}  # name parts of pretrained poolers
 CHUNK = 1 << 19  # elements per ingredient per read: 4 MiB as float64
 _BLOCK = re.compile(r"(?:^|\.)((?:\w+\.)?(?:layer|layers|block|h)\.(\d+))\.")
 
@@ -55,10 +53,9 @@ def layer_group(name: str) -> str:
         ...                           "encoder.final_layer_norm.weight"]]
         ['embeddings', 'encoder.layer.1', 'encoder.block.0', 'embeddings', 'pooler', 'head', 'other']
     """
-    parts = set(name.split("."))
-    if parts & HEAD_PARTS:
+    if is_head(name):
         return "head"
-    if parts & POOLER_PARTS:
+    if set(name.split(".")) & POOLER_PARTS:
         return "pooler"
     block = _BLOCK.search(name)
     if block:

@@ -2,10 +2,12 @@
 
 The verdicts (:data:`VERDICTS`), the first that applies:
 
-- *off-base*: the ingredient does not validate with the others (another architecture, label map or shapes), or it
-  is far from everything: its nearest distance to another ingredient (or the base) exceeds :data:`OFF_BASE_RATIO`
-  times the median distance among the others (a model fine-tuned from another base: its task vector is huge and
-  unrelated to the others');
+- *off-base*: the ingredient does not validate with the others (another architecture, label map or shapes), its
+  body is unrelated to theirs (body-matrix weight cosine below :data:`~hf_soups.ingredients.BODY_COSINE` with the
+  largest group of ingredients that share a body, see :func:`~hf_soups.ingredients.body_cosines`: fine-tuned from
+  another base model; when no two share a body, every ingredient is off-base), or it is far from everything: its
+  nearest distance to another ingredient (or the base) exceeds :data:`OFF_BASE_RATIO` times the median distance
+  among the others (its task vector is huge and unrelated to the others');
 - *different head*: its head weights (``classifier``, ``lm_head``, ``score``...) have a cosine below
   :data:`HEAD_COSINE` with the other ingredients' while the body is shared: classifier heads started from different
   random inits (heads from one init stay correlated through fine-tuning; independent random inits are orthogonal);
@@ -32,7 +34,7 @@ from hf_soups.diagnostics.landscape import BARRIER_THRESHOLD, Landscape, loss_la
 from hf_soups.diagnostics.task_vectors import WeightSpace, weight_space
 from hf_soups.errors import SoupError
 from hf_soups.ingredient import Ingredient
-from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups.ingredients import BODY_COSINE, body_cosines, resolve_ingredients, validate
 
 # Nearest distance over the others' median distance above which an ingredient is off-base. Fine-tunes of one base
 # lie within a few times each other's distance; another base is tens to hundreds of times further away.
@@ -46,7 +48,8 @@ VERDICTS: dict[str, str] = {
     "(vary data_seed, not seed), or fine-tune every run from one saved initialised model",
     "different basin": "narrow the learning-rate range (large rates leave the shared basin) or train longer from a "
     "shared warm start; greedy soups will leave it out",
-    "off-base": "fine-tune it from the same base model as the others, or leave it out of the soup",
+    "off-base": "fine-tune every run from one pretrained base model (the same name or folder in from_pretrained), or "
+    "leave this one out of the soup",
 }
 
 
@@ -80,7 +83,8 @@ class Diagnosis:
         return {
             "ingredients": self.specs,
             "centre": self.weights.centre if self.weights else None,
-            "thresholds": {"barrier": BARRIER_THRESHOLD, "off_base_ratio": OFF_BASE_RATIO, "head_cosine": HEAD_COSINE},
+            "thresholds": {"barrier": BARRIER_THRESHOLD, "off_base_ratio": OFF_BASE_RATIO, "head_cosine": HEAD_COSINE,
+                           "body_cosine": BODY_COSINE},
             "verdicts": [v.to_dict() for v in self.verdicts],
             "findings": self.findings,
             "weight_space": self.weights.to_dict() if self.weights else None,
@@ -128,6 +132,7 @@ def diagnose(
     if compatible:
         plan = validate(compatible, allow_single=True)
         weights = weight_space(compatible, plan, base_ingredient)
+        findings += _judge_bodies(weights.specs, body_cosines(compatible, plan), verdicts)
         findings += _judge_weights(weights, verdicts)
         usable = [i for i in compatible if verdicts[i.spec].verdict != "off-base"]
         if task is not None and len(usable) >= 2:
@@ -156,15 +161,50 @@ def _compatible(ingredients: list[Ingredient]) -> tuple[list[Ingredient], dict[s
     return compatible, {ingredients[k].spec: message for k, message in errors[reference].items()}
 
 
+def _judge_bodies(specs: list[str], cosines: np.ndarray | None, verdicts: dict[str, Verdict]) -> list[str]:
+    """Mark ingredients whose body is unrelated to the largest group sharing one as off-base; return findings."""
+    if cosines is None or len(specs) < 2:
+        return []
+    groups: list[set[int]] = []
+    for i in range(len(specs)):  # groups of ingredients linked by related bodies
+        linked = [g for g in groups if any(cosines[i, k] >= BODY_COSINE for k in g)]
+        groups = [g for g in groups if g not in linked] + [{i}.union(*linked)]
+    shared = max(sorted(groups, key=min), key=len)
+    if len(shared) == 1:
+        for i, spec in enumerate(specs):
+            verdicts[spec] = Verdict(spec, "off-base", [
+                f"its body is unrelated to every other ingredient's (body weight cosine at most "
+                f"{max(cosines[i, k] for k in range(len(specs)) if k != i):.2f}; fine-tunes of one base model are "
+                f"near 1): fine-tuned from another base model, or from a random init"
+            ])
+        return [(f"the ingredients' bodies are unrelated: no two share a base model (body weight cosines below "
+                 f"{BODY_COSINE}; fine-tunes of one base are near 1), so a soup of them averages unrelated weights; "
+                 "fine-tune every run from one pretrained base model")]
+    strangers = [i for i in range(len(specs)) if i not in shared]
+    for i in strangers:
+        verdicts[specs[i]] = Verdict(specs[i], "off-base", [
+            f"its body is unrelated to the {len(shared)} ingredients that share one (body weight cosine at most "
+            f"{max(cosines[i, k] for k in shared):.2f}; fine-tunes of one base model are near 1): fine-tuned from "
+            "another base model, or from a random init"
+        ])
+    if not strangers:
+        return []
+    return [(f"{', '.join(specs[i] for i in strangers)}: body unrelated to the other ingredients' (body weight cosine "
+             f"below {BODY_COSINE}): not fine-tuned from their base model")]
+
+
 def _judge_weights(weights: WeightSpace, verdicts: dict[str, Verdict]) -> list[str]:
-    """Mark off-base and different-head ingredients; return findings."""
+    """Mark far-off and different-head ingredients, and an ingredient the base is; return findings."""
     findings = []
     specs = weights.specs
     body = weights.body
     points = body.distances
     if weights.base is not None:  # the base is one more point, at distance ‖τᵢ‖ from each ingredient
         points = np.block([[points, body.norms[:, None]], [body.norms[None, :], np.zeros((1, 1))]])
+        findings += _base_is_ingredient(weights, verdicts)
     for i, spec in enumerate(specs):
+        if verdicts[spec].verdict == "off-base":
+            continue
         others = [k for k in range(len(points)) if k != i]
         nearest = min((points[i, k] for k in others), default=0.0)
         among = [points[a, b] for a in others for b in others if a < b]
@@ -197,6 +237,24 @@ def _judge_weights(weights: WeightSpace, verdicts: dict[str, Verdict]) -> list[s
             f"{', '.join(differing)} is unrelated to the others' (weight cosine below {HEAD_COSINE}); averaging "
             "unrelated heads gives a head that fits none of the bodies"
         )
+    return findings
+
+
+def _base_is_ingredient(weights: WeightSpace, verdicts: dict[str, Verdict]) -> list[str]:
+    """Say so when the base given is one of the ingredients (their weights are identical): task vectors are then
+    measured from a fine-tuned model, and that ingredient's is zero."""
+    findings = []
+    for i, spec in enumerate(weights.specs):
+        if weights.overall.norms[i] == 0:
+            verdicts[spec].reasons.append(
+                f"it is the base given ({weights.base}): identical weights, so its task vector is zero and its "
+                "cosines with the others (0) say nothing"
+            )
+            findings.append(
+                f"the base ({weights.base}) is one of the ingredients ({spec}): the task vectors are measured from a "
+                "fine-tuned model, not from the pretrained one; give the pretrained model the ingredients were "
+                "fine-tuned from as --base, or leave --base out to centre them on their mean"
+            )
     return findings
 
 
