@@ -26,9 +26,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,9 @@ class SoupCallback(TrainerCallback):
         cook_on_end: cook at the end of a run (``on_train_end``) once the pantry holds ``sweep_size`` final models
             (default: at the end of every run from the second on; the last run's soup is the sweep's). The main
             process prints how many runs the pantry holds until then, and the results table and the soup's folder
-            (and Hub commit, when pushed) once it cooks.
+            (and Hub commit, when pushed) once it cooks. Before it cooks, the Trainer's optimizer state and gradients
+            are freed and the trained model is moved to the CPU (back after), so the soup's scoring model has the
+            device to itself (logged).
         sweep_size: see ``cook_on_end``.
         recipe: a recipe of :data:`hf_soups.recipes.RECIPES` (default ``"greedy"``).
         task: judge with this GLUE task instead of the Trainer's ``eval_dataset`` and ``compute_metrics``.
@@ -221,7 +224,8 @@ class SoupCallback(TrainerCallback):
         if self.cook_on_end:
             finals, needed = len(self._shared_entries("final")), self.sweep_size or 2
             if finals >= needed:
-                self.last_report = self.cook(self.trainer, args=args)
+                with training_state_freed(model, kwargs.get("optimizer")):
+                    self.last_report = self.cook(self.trainer, args=args)
                 if self.last_report is not None and self.last_report.output_dir is not None:  # the main process
                     print(f"{self.last_report.table}\nsoup written to {self.last_report.output_dir}")
             elif PartialState().is_main_process:  # a one-run-per-process sweep says how far it is
@@ -475,20 +479,55 @@ def checkpoint_folder(args: Any, state: Any) -> Path:
     return Path(args.output_dir) / f"checkpoint-{state.global_step}"
 
 
+def sharded_setting(model: torch.nn.Module) -> str | None:
+    """What shards the model's parameters across processes: ``"FSDP"`` (1 or 2), ``"DeepSpeed ZeRO-3"``, or
+    ``None``."""
+    from torch.distributed.tensor import DTensor
+
+    fsdp1 = any(type(module).__name__ == "FullyShardedDataParallel" for module in model.modules())
+    params = list(model.parameters())
+    return (
+        "FSDP" if fsdp1 or any(isinstance(p, DTensor) for p in params)
+        else "DeepSpeed ZeRO-3" if any(hasattr(p, "ds_id") for p in params) else None
+    )
+
+
+@contextlib.contextmanager
+def training_state_freed(model: torch.nn.Module | None, optimizer: Any = None) -> Iterator[None]:
+    """For cooking at the end of training (``cook_on_end``): the optimizer's state and the gradients are freed and
+    the trained model is moved to the CPU (unless sharded), leaving its device to the soup's scoring model; the
+    model goes back to its device after the block (the optimizer starts from an empty state if training goes on).
+    Logs what it freed."""
+    params = list(model.parameters()) if model is not None else []
+    device = params[0].device if params else torch.device("cpu")
+    tensors = [t for s in (optimizer.state.values() if optimizer is not None else []) for t in s.values()]
+    freed = sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))
+    freed += sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
+    if optimizer is not None:
+        optimizer.state.clear()
+    if model is not None:
+        model.zero_grad(set_to_none=True)
+    move = device.type != "cpu" and sharded_setting(model) is None  # type: ignore[arg-type]
+    if move:
+        model.to("cpu")  # type: ignore[union-attr]
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    logger.info("cook_on_end: freed the optimizer state and gradients (%.1f MiB)%s before cooking", freed / 2**20,
+                f" and moved the trained model from {device} to the CPU" if move else "")
+    try:
+        yield
+    finally:
+        if move:
+            model.to(device)  # type: ignore[union-attr]
+
+
 def check_unsharded(model: torch.nn.Module, what: str) -> None:
     """Refuse, before training, a feature that needs every parameter whole on the process that writes.
 
     Raises:
         SoupError: the model is sharded (FSDP1 or FSDP2, DeepSpeed ZeRO-3), naming the setting.
     """
-    from torch.distributed.tensor import DTensor
-
-    fsdp1 = any(type(module).__name__ == "FullyShardedDataParallel" for module in model.modules())
-    params = list(model.parameters())
-    setting = (
-        "FSDP" if fsdp1 or any(isinstance(p, DTensor) for p in params)
-        else "DeepSpeed ZeRO-3" if any(hasattr(p, "ds_id") for p in params) else None
-    )
+    setting = sharded_setting(model)
     if setting is not None:
         raise SoupError(f"{what} needs whole parameters on one process; under {setting} they are sharded: train "
                         "without it (DDP, or one process), or drop the option")

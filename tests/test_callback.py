@@ -213,13 +213,18 @@ def test_soup_trainer_is_trainer_plus_callback(run, tmp_path):
     assert [i.kept for i in ours.record.ingredients] == [i.kept for i in theirs.record.ingredients]
 
 
-def test_cook_on_end_cooks_after_the_last_run(run, tmp_path):
+def test_cook_on_end_cooks_after_the_last_run(run, tmp_path, caplog):
     callback = SoupCallback(tmp_path / "pantry", cook_on_end=True, sweep_size=2, output_dir=tmp_path / "soup")
-    run("first", SoupTrainer, soup_callback=callback)
+    first = run("first", SoupTrainer, soup_callback=callback)
     assert callback.last_report is None and not (tmp_path / "soup").exists()
-    run("second", SoupTrainer, lr=3e-2, soup_callback=callback)
+    assert first.optimizer.state  # not cooking: the training state stays
+    with caplog.at_level("INFO", logger="hf_soups.callback"):
+        second = run("second", SoupTrainer, lr=3e-2, soup_callback=callback)
     assert callback.last_report.output_dir == tmp_path / "soup"
     assert len(SoupRecord.load(tmp_path / "soup").ingredients) == 2
+    # cooking: the optimizer state and the gradients were freed first (the model goes back to its device after)
+    assert not second.optimizer.state and all(p.grad is None for p in second.model.parameters())
+    assert "cook_on_end: freed the optimizer state and gradients" in caplog.text
 
 
 def test_cooking_a_pantry_of_one_run_says_so_and_returns_none(run, tmp_path, caplog):
