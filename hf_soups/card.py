@@ -4,7 +4,10 @@ Everything comes from ``soup.json`` (:class:`~hf_soups.record.SoupRecord`) and, 
 in it (``greedy_trajectory.png``, tokenizer files, ``recipe.yaml``). The metadata carries ``library_name``,
 ``base_model``, tags, ``datasets``, ``pipeline_tag``, the license (the one given, else the base model's as its card or
 config states it, else the one every kept ingredient's own card names), and a ``model-index`` with one eval result per
-metric of the soup on the report split. A plain merge (no recipe, no results) gets a card without results that says so.
+metric of the soup on the report split, under the GLUE split it is part of (``validation`` for
+``validation:report``; the card's text names the part). A soup judged on a Trainer's ``eval_dataset`` gets a
+``model-index`` without results (the Hub cannot name that dataset). A plain merge (no recipe, no results) gets a card
+without results that says so.
 
 Split sizes are read from ``recipe.split_rule["rows"]`` (``{"select": 138, "report": 139}``) when present.
 
@@ -60,16 +63,23 @@ _HUB_PINNED = re.compile(r"[^@]+@[0-9a-f]{40}")  # how recipe.yaml names a Hub m
 _LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")  # what str.splitlines breaks at
 
 
-def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None, license: str | None = None) -> ModelCard:
+def build_card(
+    soup: str | Path | SoupRecord,
+    repo_id: str | None = None,
+    license: str | None = None,
+    destination: str | Path | None = None,
+) -> ModelCard:
     """Build the model card of a soup.
 
     Args:
         soup: a soup folder (holding ``soup.json``) or its record. With a record, nothing is known of the folder's
             files: no plot, no tokenizer line in the snippet.
-        repo_id: the Hub repo the soup goes to (names the model in ``model-index`` and the usage snippet); default:
-            the folder name.
+        repo_id: the Hub repo the soup goes to (names the model in ``model-index`` and the snippets). Without it
+            the card is the folder's: the snippets name the folder (read right also after an ``hf upload``).
         license: the licence the card states (a Hub licence id); default: the base model's, as its card or
             ``config.json`` states it (:func:`base_license`), else the one every kept ingredient's card names.
+        destination: where the soup folder will be, when ``soup`` is the temporary folder it is written in; the card
+            names that folder.
 
     Returns:
         A :class:`huggingface_hub.ModelCard`; ``str(card)`` is the ``README.md`` text.
@@ -84,7 +94,8 @@ def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None, licens
     """
     folder = None if isinstance(soup, SoupRecord) else Path(soup)
     record = soup if isinstance(soup, SoupRecord) else load_record(Path(soup))
-    name = repo_id or (folder.resolve().name if folder else "model-soup")
+    named = Path(destination or folder).resolve() if destination or folder else None
+    name = repo_id or (_title(named) if named else "model-soup")
     pipeline_tag, auto_class = _head(record.architecture)
     recipe = record.recipe
     task = recipe.task if recipe else None
@@ -93,7 +104,7 @@ def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None, licens
     eval_results = _eval_results(record, soup_row, pipeline_tag)
     merged_from = sorted({i.repo_id for i in record.ingredients if i.kept and i.source == "hub" and i.repo_id})
     data = ModelCardData(
-        model_name=name if eval_results else None,
+        model_name=name if soup_row else None,
         library_name="transformers",
         base_model=record.base_model or merged_from or None,
         base_model_relation=None if record.base_model or not merged_from else "merge",
@@ -101,7 +112,7 @@ def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None, licens
         pipeline_tag=pipeline_tag,
         tags=["model-soup", "merge", "hf-soups", *([task] if task else [])],
         datasets=[GLUE_DATASET] if task else None,
-        eval_results=eval_results or None,
+        eval_results=eval_results if soup_row else None,  # judged on data the Hub cannot name: no result
     )
     sizes = (recipe.split_rule.get("rows") or {}) if recipe else {}
     with importlib.resources.as_file(importlib.resources.files("hf_soups.model_cards") / TEMPLATE) as template:
@@ -109,7 +120,7 @@ def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None, licens
             data,
             template_path=str(template),
             model_name=name,
-            repo_id=repo_id or name,
+            repo_id=repo_id,
             version=__version__,
             record=record,
             recipe=recipe,
@@ -135,12 +146,13 @@ def build_card(soup: str | Path | SoupRecord, repo_id: str | None = None, licens
             has_tokenizer=bool(folder and any((folder / f).is_file() for f in TOKENIZER_FILES)),
             merge_command=_merge_command(record),
             local_recipe=names_local_files(record),
-            soup_dir=folder.resolve().name if folder else "soup",
+            soup_dir=named.name if named else "soup",
         )
 
 
-def write_card(soup_dir: str | Path, repo_id: str | None = None) -> Path:
-    """Write the card of the soup in ``soup_dir`` to ``soup_dir/README.md`` (replacing any) and return its path.
+def write_card(soup_dir: str | Path, repo_id: str | None = None, destination: str | Path | None = None) -> Path:
+    """Write the card of the soup in ``soup_dir`` to ``soup_dir/README.md`` (replacing any) and return its path;
+    ``repo_id`` and ``destination`` as :func:`build_card`'s.
 
     The card ends with a stamp (:func:`card_text`), so :func:`~hf_soups.hub.push_soup` knows it may render it again
     for the repo it pushes to, and that a card edited since is the user's.
@@ -150,7 +162,8 @@ def write_card(soup_dir: str | Path, repo_id: str | None = None) -> Path:
         PosixPath('my-soup/README.md')
     """
     path = Path(soup_dir) / CARD_FILE
-    path.write_text(card_text(build_card(soup_dir, repo_id=repo_id)), encoding="utf-8", newline="")
+    text = card_text(build_card(soup_dir, repo_id=repo_id, destination=destination))
+    path.write_text(text, encoding="utf-8", newline="")
     return path
 
 
@@ -269,6 +282,12 @@ def load_record(folder: Path) -> SoupRecord:
         raise SoupError(f"soup folder {folder}: {SOUP_FILE} is not a valid soup record ({err})") from None
 
 
+def _title(folder: Path) -> str:
+    """What a card for no repo yet is titled: the folder's name, and for a folder named just ``soup`` (the default of
+    hf-soups and of SoupCallback) ``<the folder above>-soup``, the name SoupCallback gives the repo it pushes to."""
+    return f"{folder.parent.name}-soup" if folder.name == "soup" and folder.parent.name else folder.name
+
+
 def _head(architecture: str | None) -> tuple[str | None, str]:
     for suffix, head in HEADS.items():
         if architecture and architecture.endswith(suffix):
@@ -295,7 +314,7 @@ def _eval_results(record: SoupRecord, soup_row: SoupResult | None, task_type: st
             dataset_type=GLUE_DATASET,
             dataset_name=f"GLUE {recipe.task.upper()}",
             dataset_config=recipe.task,
-            dataset_split=recipe.report_split or "report",
+            dataset_split=recipe.report_split.partition(":")[0] if recipe.report_split else None,  # a Hub split
             metric_type=metric,
             metric_value=value,
         )

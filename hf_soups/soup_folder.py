@@ -39,7 +39,7 @@ def write_soup_folder(
         output_dir: the soup folder.
         dtype: the dtype to write (default: the ingredients').
         overwrite: replace an existing folder.
-        repo_id: the Hub repo the soup will be pushed to; the card's snippets name it (default: the folder name).
+        repo_id: the Hub repo the soup will be pushed to; the card's snippets name it (default: the folder).
 
     Returns:
         ``output_dir``.
@@ -55,7 +55,7 @@ def write_soup_folder(
                     plot_soups(folder, report.tastings, report.soups)
                 if recipe is not None and recipe.trajectory:
                     plot_trajectory(folder, recipe.trajectory, recipe.metric or "score")
-                write_card(folder, repo_id=repo_id or output_dir.name)  # not the temporary folder's name
+                write_card(folder, repo_id=repo_id, destination=output_dir)  # not the temporary folder's name
 
             report.output_dir = write_soup(output_dir, report.mean, record, dtype, overwrite=overwrite, extras=extras)
             for folder in report.scratch:

@@ -8,8 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import BiasJudge
 from huggingface_hub import ModelCard
 
+from hf_soups import uniform_soup
+from hf_soups.atomic_folder import TMP_SUFFIX
 from hf_soups.card import build_card, common_license, is_generated, write_card
 from hf_soups.errors import SoupError
 from hf_soups.record import IngredientRecord, RecipeRecord, SoupRecord, SoupResult
@@ -66,7 +69,7 @@ def test_card_metadata_and_body(tmp_path):
     assert data.datasets == ["nyu-mll/glue"] and data.pipeline_tag == "text-classification"
     assert data.license is None  # the ingredients' cards are not known here
     [result] = data.eval_results
-    assert (result.metric_type, result.metric_value, result.dataset_split) == ("accuracy", 0.652, "validation:report")
+    assert (result.metric_type, result.metric_value, result.dataset_split) == ("accuracy", 0.652, "validation")
     assert (result.dataset_type, result.dataset_config, data.model_name) == ("nyu-mll/glue", "rte", "me/rte-soup")
 
     text = card.text
@@ -77,6 +80,7 @@ def test_card_metadata_and_body(tmp_path):
     assert "**uniform**: the 95% interval of the gain contains 0" in text
     assert "**greedy**: better than the best individual model" in text
     assert "`validation:select` (138 examples)" in text and "(n = 139)" in text
+    assert "the `model-index` metadata gives them under GLUE's `validation` split" in text  # the slice: in the text
     assert "![Greedy soup trajectory: held-out score after each candidate](greedy_trajectory.png)" in text
     assert 'AutoModelForSequenceClassification.from_pretrained("me/rte-soup")' in text
     assert 'AutoTokenizer.from_pretrained("me/rte-soup")' in text
@@ -109,6 +113,43 @@ def test_the_recook_snippet_downloads_the_recipe_only_when_it_names_no_local_fil
     assert ("hf-soups cook soup/recipe.yaml -o soup-again" in text) is not downloadable
     assert ("local ones by the sha256 of their weight files" in text) is not downloadable
     assert "every ingredient is pinned to a commit" not in text
+
+
+def test_a_recipe_soups_card_names_its_folder_not_the_temporary_one_it_was_written_in(make_ingredients, tmp_path):
+    uniform_soup(make_ingredients(2), judge=BiasJudge(), output_dir=tmp_path / "my-soup", progress=False)
+    text = (tmp_path / "my-soup" / "README.md").read_text()
+    assert "hf-soups cook my-soup/recipe.yaml -o my-soup-again" in text and TMP_SUFFIX not in text
+    assert 'from_pretrained("my-soup")' in text and is_generated(text)
+
+
+def test_a_card_for_no_repo_yet_names_no_repo_in_its_snippets(tmp_path):
+    """Written before the repo is known (uploaded later with `hf upload`, say), the card names the folder only where a
+    folder is meant: the pinned recipe is cooked from the folder's own copy, not downloaded from a made-up repo."""
+    soup = tmp_path / "rte-soup"
+    soup.mkdir()
+    soup_record().save(soup)
+    text = build_card(soup).text
+    assert "hf download" not in text and "hf-soups cook rte-soup/recipe.yaml -o rte-soup-again" in text
+    assert 'from_pretrained("rte-soup")  # this folder, or the Hub repo it is uploaded to' in text
+    pushed = build_card(soup, repo_id="me/rte-soup").text
+    assert "hf download me/rte-soup recipe.yaml --local-dir ." in pushed and "# this folder" not in pushed
+
+
+def test_a_card_judged_on_the_trainers_eval_dataset_says_so_and_is_titled_by_its_folder(tmp_path):
+    soup = tmp_path / "mrpc" / "soup"  # SoupCallback's default: <Trainer output_dir>/soup
+    soup.mkdir(parents=True)
+    record = soup_record()
+    record.recipe.task, record.recipe.select_split, record.recipe.report_split = None, "eval_dataset:select", \
+        "eval_dataset:report"
+    record.recipe.split_rule = {"source": "Trainer eval_dataset", "seed": 0, "rows": {"select": 20, "report": 21}}
+    record.save(soup)
+    card = build_card(soup)
+    assert card.data.to_dict()["model-index"] == [{"name": "mrpc-soup", "results": []}]
+    assert card.data.datasets is None and "rte" not in card.data.tags
+    text = ModelCard(str(card)).text
+    assert text.lstrip().startswith("# mrpc-soup\n") and "GLUE" not in text
+    assert "chosen by accuracy on `eval_dataset:select`" in text and "`eval_dataset:report` (n = 21)" in text
+    assert "Not measured: data other than `eval_dataset:select` and `eval_dataset:report`" in text
 
 
 def test_written_card_loads_back_with_the_same_metadata(tmp_path):
