@@ -2,9 +2,10 @@
 
 It lists the ingredients pinned to what was used (Hub ids at their resolved commit, sha256 of every weight file)
 and the *mix*: the ingredients in the order they went into the running mean, each with its weight (or its weight per
-tensor, for learned per-layer soups). Cooking replays that mix with the same fp32 arithmetic, so the weights come out
-with the same sha256. Its keys are declared in :mod:`hf_soups.recipes.recipe_data`: a key not declared there (a typo
-such as ``weigth``), an unknown recipe name or a YAML alias is refused.
+tensor, for learned per-layer soups; for fisher and regmean, the file of its Fisher or Gram matrices, pinned by
+sha256). Cooking replays that mix with the same arithmetic, so the weights come out with the same sha256. Its keys
+are declared in :mod:`hf_soups.recipes.recipe_data`: a key not declared there (a typo such as ``weigth``), an unknown
+recipe name or a YAML alias is refused.
 
 Example:
     >>> cook("soup/recipe.yaml", "soup-again")  # doctest: +SKIP
@@ -18,6 +19,7 @@ import os
 import reprlib
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import yaml
@@ -45,18 +47,37 @@ _SHOWN_CHARS = 80
 
 
 class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` without aliases: ``*name`` could expand a small file into an exponential document."""
+    """``yaml.SafeLoader`` without aliases (``*name`` could expand a small file into an exponential document) and
+    with at most :data:`MAX_RECIPE_VALUES` values nested at most :data:`MAX_RECIPE_DEPTH` deep (Python's recursion
+    limit, and the time and memory a file of a hundred thousand entries would take)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.values, self.depth = 0, 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(
-                None, None, "aliases (*name) are not allowed in a recipe file", self.peek_event().start_mark
-            )
-        return super().compose_node(parent, index)
+        self.values, self.depth = self.values + 1, self.depth + 1
+        refused = (
+            "aliases (*name) are not allowed in a recipe file" if self.check_event(yaml.AliasEvent)
+            else f"more than {MAX_RECIPE_VALUES} values, more than a recipe holds" if self.values > MAX_RECIPE_VALUES
+            else f"nested deeper than {MAX_RECIPE_DEPTH} levels, deeper than a recipe" if self.depth > MAX_RECIPE_DEPTH
+            else None
+        )
+        if refused:
+            raise yaml.composer.ComposerError(None, None, refused, self.peek_event().start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 class _Dumper(yaml.SafeDumper):
     """``yaml.SafeDumper`` that writes a repeated value out again instead of as an alias (which :class:`_Loader`
+# What a recipe file may hold: more than a recipe of a hundred ingredients needs (with per-tensor weights of a
+# 400-tensor model), and little enough to read in seconds.
+MAX_RECIPE_BYTES = 4 * 2**20
+MAX_RECIPE_VALUES = 100_000
+MAX_RECIPE_DEPTH = 32
     refuses)."""
 
     def ignore_aliases(self, data: Any) -> bool:
@@ -128,12 +149,13 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     its fields' types, its recipe's name, and every mix entry's ingredient, sha256 and weight.
 
     Raises:
-        SoupError: the file is missing, not YAML, uses a YAML alias, or holds an unknown key or recipe, or a field
-            of the wrong type, naming it.
+        SoupError: the file is missing, not a regular file, larger than :data:`MAX_RECIPE_BYTES`, not YAML, uses a
+            YAML alias, holds more values or deeper nesting than a recipe (:data:`MAX_RECIPE_VALUES`,
+            :data:`MAX_RECIPE_DEPTH`), or an unknown key or recipe, or a field of the wrong type, naming it.
     """
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a safe loader)
+        data = yaml.load(_recipe_text(path), Loader=_Loader)  # noqa: S506 (a safe loader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise SoupError(f"recipe file {path}: cannot be read ({err})") from None
     mix = data.get("mix") if isinstance(data, dict) else None
@@ -189,6 +211,28 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
         recipe: the recipe file (or a soup folder holding one).
         output_dir: the folder to write.
         overwrite: replace an existing folder.
+def _recipe_text(path: Path) -> str:
+    """The text of a recipe file: a regular file (not a device, FIFO or folder, which could be read forever or
+    block) of at most :data:`MAX_RECIPE_BYTES`.
+
+    Raises:
+        SoupError: not a regular file, or a larger one.
+        OSError / UnicodeDecodeError: it cannot be opened or is not UTF-8.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO for reading does not wait for a writer
+    with os.fdopen(fd, "rb") as file:
+        status = os.fstat(file.fileno())
+        if not S_ISREG(status.st_mode):
+            raise SoupError(f"recipe file {path}: not a regular file (a folder, device or FIFO); give a recipe.yaml")
+        data = file.read(MAX_RECIPE_BYTES + 1)
+    if len(data) > MAX_RECIPE_BYTES:
+        raise SoupError(
+            f"recipe file {path}: larger than {MAX_RECIPE_BYTES // 2**20} MiB, the most a recipe file may hold "
+            f"({status.st_size} bytes)"
+        )
+    return data.decode("utf-8")
+
+
         token: Hub token.
 
     Raises:
