@@ -380,6 +380,25 @@ CASES = [
         ["cook", "made", "-o", "soup"],
         "made/recipe.yaml: `options` must be a mapping, got ['bags', 20]",
     ),
+    ("cook a device", None, ["cook", "/dev/zero", "-o", "soup"], "recipe file /dev/zero: not a regular file"),
+    (
+        "cook a FIFO",
+        lambda t: os.mkfifo(t / "recipe.yaml"),
+        ["cook", "recipe.yaml", "-o", "soup"],
+        "recipe file recipe.yaml: not a regular file",
+    ),
+    (
+        "recipe too large",
+        lambda t: _write(t / "recipe.yaml", "mix: []\n" + "#" * 4 * 2**20),
+        ["cook", "recipe.yaml", "-o", "soup"],
+        "recipe file recipe.yaml: larger than 4 MiB, the most a recipe file may hold",
+    ),
+    (
+        "recipe deeply nested",
+        lambda t: _write(t / "recipe.yaml", "mix: " + "[" * 10_000 + "]" * 10_000),
+        ["cook", "recipe.yaml", "-o", "soup"],
+        "recipe file recipe.yaml: cannot be read (nested deeper than 32 levels",
+    ),
     (
         "recipe alias",
         _recipe_with_alias,
@@ -449,25 +468,6 @@ def test_a_recipe_message_quotes_a_huge_value_briefly(make_ingredients, tmp_path
     assert main(["cook", "made", "-o", "soup"]) == 2
     stderr = capsys.readouterr().err
     assert message in stderr and len(stderr) < 400, stderr[:400]
-    ("cook a device", None, ["cook", "/dev/zero", "-o", "soup"], "recipe file /dev/zero: not a regular file"),
-    (
-        "cook a FIFO",
-        lambda t: os.mkfifo(t / "recipe.yaml"),
-        ["cook", "recipe.yaml", "-o", "soup"],
-        "recipe file recipe.yaml: not a regular file",
-    ),
-    (
-        "recipe too large",
-        lambda t: _write(t / "recipe.yaml", "mix: []\n" + "#" * 4 * 2**20),
-        ["cook", "recipe.yaml", "-o", "soup"],
-        "recipe file recipe.yaml: larger than 4 MiB, the most a recipe file may hold",
-    ),
-    (
-        "recipe deeply nested",
-        lambda t: _write(t / "recipe.yaml", "mix: " + "[" * 10_000 + "]" * 10_000),
-        ["cook", "recipe.yaml", "-o", "soup"],
-        "recipe file recipe.yaml: cannot be read (nested deeper than 32 levels",
-    ),
 
 
 def test_a_damaged_hash_cache_is_only_a_lost_shortcut(make_ingredients, tmp_path, monkeypatch):

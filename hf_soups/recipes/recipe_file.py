@@ -2,10 +2,9 @@
 
 It lists the ingredients pinned to what was used (Hub ids at their resolved commit, sha256 of every weight file)
 and the *mix*: the ingredients in the order they went into the running mean, each with its weight (or its weight per
-tensor, for learned per-layer soups; for fisher and regmean, the file of its Fisher or Gram matrices, pinned by
-sha256). Cooking replays that mix with the same arithmetic, so the weights come out with the same sha256. Its keys
-are declared in :mod:`hf_soups.recipes.recipe_data`: a key not declared there (a typo such as ``weigth``), an unknown
-recipe name or a YAML alias is refused.
+tensor, for learned per-layer soups). Cooking replays that mix with the same fp32 arithmetic, so the weights come out
+with the same sha256. Its keys are declared in :mod:`hf_soups.recipes.recipe_data`: a key not declared there (a typo
+such as ``weigth``), an unknown recipe name or a YAML alias is refused.
 
 Example:
     >>> cook("soup/recipe.yaml", "soup-again")  # doctest: +SKIP
@@ -44,6 +43,11 @@ RECIPE_FILE_OPTIONS = tuple(
 _SHOWN = reprlib.Repr()  # the few items and characters of a value from the file that a message quotes
 _SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist, _SHOWN.maxstring, _SHOWN.maxother = 2, 3, 3, 40, 40
 _SHOWN_CHARS = 80
+# What a recipe file may hold: more than a recipe of a hundred ingredients needs (with per-tensor weights of a
+# 400-tensor model), and little enough to read in seconds.
+MAX_RECIPE_BYTES = 4 * 2**20
+MAX_RECIPE_VALUES = 100_000
+MAX_RECIPE_DEPTH = 32
 
 
 class _Loader(yaml.SafeLoader):
@@ -73,11 +77,6 @@ class _Loader(yaml.SafeLoader):
 
 class _Dumper(yaml.SafeDumper):
     """``yaml.SafeDumper`` that writes a repeated value out again instead of as an alias (which :class:`_Loader`
-# What a recipe file may hold: more than a recipe of a hundred ingredients needs (with per-tensor weights of a
-# 400-tensor model), and little enough to read in seconds.
-MAX_RECIPE_BYTES = 4 * 2**20
-MAX_RECIPE_VALUES = 100_000
-MAX_RECIPE_DEPTH = 32
     refuses)."""
 
     def ignore_aliases(self, data: Any) -> bool:
@@ -190,27 +189,6 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _shown(value: Any) -> str:
-    """``value`` quoted for a message, in at most ``_SHOWN_CHARS`` characters, however large it is."""
-    text = _SHOWN.repr(value)
-    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
-
-
-def _check_keys(data: Mapping[str, Any], known: Collection[str], where: str) -> None:
-    unknown = unknown_keys(data, known)
-    if unknown:
-        raise SoupError(f"{where}: unknown key {_shown(unknown[0])} (the keys: {', '.join(known)})")
-
-
-def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, token: str | bool | None = None) -> Path:
-    """Re-cook a soup from its ``recipe.yaml``: same ingredients, same mix, same fp32 arithmetic, same sha256.
-
-    Local ingredients are found relative to the recipe file, so a recipe cooks from any working directory.
-
-    Args:
-        recipe: the recipe file (or a soup folder holding one).
-        output_dir: the folder to write.
-        overwrite: replace an existing folder.
 def _recipe_text(path: Path) -> str:
     """The text of a recipe file: a regular file (not a device, FIFO or folder, which could be read forever or
     block) of at most :data:`MAX_RECIPE_BYTES`.
@@ -233,6 +211,27 @@ def _recipe_text(path: Path) -> str:
     return data.decode("utf-8")
 
 
+def _shown(value: Any) -> str:
+    """``value`` quoted for a message, in at most ``_SHOWN_CHARS`` characters, however large it is."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def _check_keys(data: Mapping[str, Any], known: Collection[str], where: str) -> None:
+    unknown = unknown_keys(data, known)
+    if unknown:
+        raise SoupError(f"{where}: unknown key {_shown(unknown[0])} (the keys: {', '.join(known)})")
+
+
+def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, token: str | bool | None = None) -> Path:
+    """Re-cook a soup from its ``recipe.yaml``: same ingredients, same mix, same fp32 arithmetic, same sha256.
+
+    Local ingredients are found relative to the recipe file, so a recipe cooks from any working directory.
+
+    Args:
+        recipe: the recipe file (or a soup folder holding one).
+        output_dir: the folder to write.
+        overwrite: replace an existing folder.
         token: Hub token.
 
     Raises:
