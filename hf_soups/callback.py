@@ -227,7 +227,7 @@ class SoupCallback(TrainerCallback):
                 with training_state_freed(model, kwargs.get("optimizer")):
                     self.last_report = self.cook(self.trainer, args=args)
                 if self.last_report is not None and self.last_report.output_dir is not None:  # the main process
-                    print(f"{self.last_report.table}\nsoup written to {self.last_report.output_dir}")
+                    print(f"\n{self.last_report.table}\nsoup written to {self.last_report.output_dir}")
             elif PartialState().is_main_process:  # a one-run-per-process sweep says how far it is
                 print(f"pantry {self.pantry.path} holds {finals} of {needed} runs: the soup is cooked at the end of "
                       "the last one")

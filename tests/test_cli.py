@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from helpers import write_rte
+
 from hf_soups.card import is_generated
 from hf_soups.cli import build_parser, main
 
@@ -80,3 +83,19 @@ def test_version_comes_from_the_package_metadata():
     import hf_soups
 
     assert hf_soups.__version__ == importlib.metadata.version("hf-soups")
+
+
+@pytest.mark.slow
+def test_a_log_file_holds_the_results_table_on_lines_of_its_own(make_ingredients, tmp_path):
+    # progress bars on stderr end with a carriage return, not a new line: in one file with stdout, the table's
+    # first line followed a bar's
+    write_rte(tmp_path / "glue", 20)
+    write_rte(tmp_path / "glue", 50, seed=1, file="train.tsv")
+    folders = make_ingredients(2)
+    log = tmp_path / "log"
+    with log.open("w") as file:
+        subprocess.run([sys.executable, "-m", "hf_soups.cli", "soup", *map(str, folders), "--task", "rte",
+                        "--glue-dir", str(tmp_path / "glue"), "-o", str(tmp_path / "soup")],
+                       stdout=file, stderr=subprocess.STDOUT, check=True)
+    lines = log.read_bytes().decode().split("\n")  # a carriage return is not a line end here
+    assert any(line.startswith("model ") and "select accuracy" in line for line in lines), lines[-12:]

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         args.ingredients, base=args.base, task=args.task, glue_dir=args.glue_dir, split=args.split,
         batch_size=args.batch_size,
     )
-    print(format_report(diagnosis))
+    print(f"\n{format_report(diagnosis)}")  # after the progress bars' unended line
     if args.output:
         Path(args.output).write_text(json.dumps(diagnosis.to_dict(), indent=2) + "\n")
     if args.plots:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not accelerator.is_main_process:
         return 0
-    print(format_table(args.model, result))
+    print(f"\n{format_table(args.model, result)}")  # after the progress bars' unended line
     if args.output:
         Path(args.output).write_text(json.dumps({"model": args.model, **result.to_dict()}, indent=2) + "\n")
     return 0

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if report.output_dir is None:  # not the main process
         return 0
-    print(report.table)
+    print(f"\n{report.table}")  # a new line first: progress bars leave theirs unended (a log file holds both)
     print(f"soup written to {report.output_dir}")
     if args.push_to_hub:
         from hf_soups.hub import push_soup
