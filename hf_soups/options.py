@@ -36,17 +36,19 @@ from hf_soups.validation import (
     positive_float,
     positive_int,
     shard_size,
+    unit_interval,
     weight_list,
 )
 
 CHECKPOINT_CHOICES = ("all", "last", "best")
 # The recipes of hf_soups.recipes.RECIPES, by name (here too, so `hf-soups --help` needs no torch).
-RECIPE_NAMES = ("greedy", "bagged", "uniform", "learned", "stock")
+RECIPE_NAMES = ("greedy", "bagged", "uniform", "learned", "stock", "fisher", "regmean")
 # When greedy adds a candidate: "strict" when the selection score rises (the authors' code), "ties" when it does not
 # drop (the paper's Recipe 1 as printed); by more than --min-gain either way.
 GREEDY_RULES = ("strict", "ties")
 ADAPTER_OUTPUTS = ("full", "exact", "svd")
 GRANULARITIES = ("ingredient", "layer")
+FISHER_OVER = ("all", "greedy")
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:
@@ -191,6 +193,33 @@ class StockOptions:
 
 
 @dataclass(frozen=True)
+class StatisticsOptions:
+    """The rows of the selection split on which fisher and regmean estimate each ingredient's statistic."""
+
+    statistics_rows: int | None = option(
+        None, "fisher, regmean: estimate each ingredient's Fisher, or its linear layers' input Gram matrices, on this "
+        "many rows of the selection split, a seeded choice (default: all of them, one pass); kept in "
+        "<output>.<recipe>-state, which recipe.yaml re-cooks from", check=positive_int, metavar="K",
+    )
+
+
+@dataclass(frozen=True)
+class FisherOptions:
+    fisher_over: str = option(
+        "all", "fisher: average all ingredients (default), or the greedy soup's members (chosen with --greedy-rule "
+        "and --min-gain)", choices=FISHER_OVER,
+    )
+
+
+@dataclass(frozen=True)
+class RegMeanOptions:
+    regmean_alpha: float = option(
+        0.9, "regmean: scale of the Gram matrices' off-diagonal entries, in [0, 1] (default 0.9; 1 is RegMean "
+        "without the reduction)", check=unit_interval, metavar="A",
+    )
+
+
+@dataclass(frozen=True)
 class CardOptions:
     """What the model card states that no record holds (``hf-soups push``, ``--push-to-hub``, :func:`push_soup`)."""
 
@@ -236,7 +265,7 @@ def values(args: argparse.Namespace, options: type, only: tuple[str, ...] | None
 
 
 __all__ = [
-    "GREEDY_RULES", "RECIPE_NAMES", "BaggedOptions", "CardOptions", "CookOptions", "GreedyOptions", "JudgeOptions",
-    "LearnedOptions", "MergeOptions", "ReportFileOptions", "ResumeOptions", "SoupFolderOptions", "StockOptions",
-    "add_flags", "values",
+    "FISHER_OVER", "GREEDY_RULES", "RECIPE_NAMES", "BaggedOptions", "CardOptions", "CookOptions", "FisherOptions",
+    "GreedyOptions", "JudgeOptions", "LearnedOptions", "MergeOptions", "RegMeanOptions", "ReportFileOptions",
+    "ResumeOptions", "SoupFolderOptions", "StatisticsOptions", "StockOptions", "add_flags", "values",
 ]

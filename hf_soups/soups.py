@@ -71,7 +71,9 @@ def cook_recipe(
         kitchen: the ingredients, judge and scoring model.
         name: a recipe of :data:`RECIPES`.
         output_dir: the soup folder (``None``: nothing written; the report holds the model). A recipe with a
-            ``resume`` option keeps its state in ``<output_dir>.<name>-state`` until the folder is written.
+            ``state`` (:class:`~hf_soups.recipes.Recipe`) keeps its files in ``<output_dir>.<name>-state`` unless
+            ``options`` names a ``state_dir`` (recipes cooked into several folders can share fisher's or regmean's
+            statistics so).
         ensemble: also score the logit-ensemble baseline.
         dtype: the dtype to write.
         overwrite: replace an existing folder.
@@ -80,8 +82,8 @@ def cook_recipe(
     """
     _check_target(name, output_dir, overwrite, kitchen.ingredients)
     recipe, options = RECIPES[name], dict(options or {})
-    if "resume" in recipe.options and output_dir is not None:
-        options["state_dir"] = Path(f"{output_dir}.{name}-state")
+    if recipe.state and output_dir is not None:
+        options.setdefault("state_dir", Path(f"{output_dir}.{name}-state"))
     report = recipe.cook(kitchen, ensemble=ensemble, **options)
     if output_dir is not None:
         write_soup_folder(report, output_dir, dtype=dtype, overwrite=overwrite, repo_id=repo_id)

@@ -96,6 +96,14 @@ def heldout_fraction(value: Any, name: str) -> float:
     return number
 
 
+def unit_interval(value: Any, name: str) -> float:
+    """A number in [0, 1]."""
+    number = finite_float(value, name)
+    if not 0.0 <= number <= 1.0:
+        raise SoupError(f"{name}: must be in [0, 1], got {value!r}")
+    return number
+
+
 def weight_list(value: str, name: str) -> list[float]:
     """Comma-separated mixing weights, ``"3,1"`` → ``[3.0, 1.0]`` (their rules are checked by :func:`check_mix`)."""
     parts = value.split(",")

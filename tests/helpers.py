@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,19 @@ def tiny_t5(seed: int = 0) -> T5ForConditionalGeneration:
     config = T5Config(vocab_size=3 + len(T5_WORDS), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
                       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     return T5ForConditionalGeneration(config).eval()
+
+
+class TwoLayers(torch.nn.Module):
+    """z = W₂ tanh(W₁ x + b₁) + b₂ (3 inputs, 4 hidden units), its output in ``.logits`` as a transformers model
+    gives it: the two-layer model the Fisher and RegMean statistics are checked on by hand."""
+
+    def __init__(self, outputs: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.second = torch.nn.Linear(3, 4), torch.nn.Linear(4, outputs)
+
+    def forward(self, x):
+        return types.SimpleNamespace(logits=self.second(torch.tanh(self.first(x))))
 
 
 ROWS = 100

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from helpers import GLUE_DIR, BiasJudge, write_rte
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from hf_soups import uniform_soup
 from hf_soups.cli import main
@@ -87,6 +87,14 @@ def _stock_base_and_head(tmp, cut=None, content=None):
 
 
 STOCK = [*SOUP, "--recipe", "stock", "--base", "base", "--start-head"]
+
+
+def _head_of_three(folder):
+    """A classifier head with three outputs in place of two (the config left as it is)."""
+    state = load_file(folder / "model.safetensors")
+    state["classifier.weight"] = torch.zeros(3, state["classifier.weight"].shape[1])
+    state["classifier.bias"] = torch.zeros(3)
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
 
 
 def _no_tokenizer(folder):
@@ -317,7 +325,28 @@ CASES = [
             (["--min-gain", "nan"], "--min-gain: must be a finite number, got 'nan'"),
             (["--select-split", "validation:select", "--report-split", "validation"],
              "select_split 'validation:select' overlaps report_split 'validation'"),
+            (["--recipe", "fisher", "--statistics-rows", "0"],
+             "--statistics-rows: must be a whole number ≥ 1, got '0'"),
+            (["--recipe", "regmean", "--statistics-rows", "-5"],
+             "--statistics-rows: must be a whole number ≥ 1, got '-5'"),
+            (["--recipe", "fisher", "--statistics-rows", "250"],
+             "statistics_rows: 250 is more than the 249 rows of the selection split train:heldout"),
+            (["--recipe", "regmean", "--statistics-rows", "1000"],
+             "statistics_rows: 1000 is more than the 249 rows of the selection split train:heldout"),
+            (["--recipe", "regmean", "--regmean-alpha", "1.5"], "--regmean-alpha: must be in [0, 1], got '1.5'"),
+            (["--recipe", "regmean", "--regmean-alpha", "-0.1"], "--regmean-alpha: must be in [0, 1], got '-0.1'"),
+            (["--recipe", "regmean", "--regmean-alpha", "nan"], "--regmean-alpha: must be a finite number, got 'nan'"),
+            (["--recipe", "fisher", "--fisher-over", "best"], "--fisher-over: invalid choice: 'best'"),
         ]
+    ],
+    *[
+        (
+            f"{recipe} over heads of another shape",
+            lambda t: _head_of_three(t / "ing1"),
+            [*SOUP, "--recipe", recipe],
+            "ingredient 'ing1': tensor 'classifier.bias' has shape [3], ingredient 'ing0' has [2]",
+        )
+        for recipe in ("fisher", "regmean")
     ],
     (
         "soup on a GLUE tsv that is not UTF-8",

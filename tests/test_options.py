@@ -8,9 +8,20 @@ import pytest
 from hf_soups.callback import SoupCallback
 from hf_soups.cli import build_parser
 from hf_soups.merge import merge_models
-from hf_soups.options import JudgeOptions, LearnedOptions, MergeOptions, ReportFileOptions, SoupFolderOptions
-from hf_soups.recipes import make_kitchen
+from hf_soups.options import (
+    FisherOptions,
+    JudgeOptions,
+    LearnedOptions,
+    MergeOptions,
+    RegMeanOptions,
+    ReportFileOptions,
+    SoupFolderOptions,
+    StatisticsOptions,
+)
+from hf_soups.recipes import RECIPES, make_kitchen
+from hf_soups.recipes.fisher import cook_fisher
 from hf_soups.recipes.learned import cook_learned
+from hf_soups.recipes.regmean import cook_regmean
 from hf_soups.soups import learned_soup, run_recipe
 
 ARGV = {"merge": ["merge", "a", "b", "-o", "out"], "soup": ["soup", "a", "b", "--task", "rte", "-o", "out"]}
@@ -25,6 +36,10 @@ def defaults(function):
     ("soup", JudgeOptions, make_kitchen),
     ("soup", LearnedOptions, cook_learned),
     ("soup", LearnedOptions, learned_soup),
+    ("soup", StatisticsOptions, cook_fisher),
+    ("soup", FisherOptions, cook_fisher),
+    ("soup", StatisticsOptions, cook_regmean),
+    ("soup", RegMeanOptions, cook_regmean),
 ])
 def test_flags_and_python_api_share_the_defaults(command, options, function, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -43,6 +58,12 @@ def test_the_ensemble_default_is_one_value_in_the_cli_the_api_and_the_callback(t
     assert build_parser().parse_args([*ARGV["soup"], "--no-ensemble"]).ensemble is False
     assert defaults(run_recipe)["ensemble"] is True
     assert SoupCallback(tmp_path / "pantry").ensemble is True
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_every_recipe_option_is_a_soup_flag(recipe):
+    flags = {action.dest for action in subcommand("soup")._actions}
+    assert set(RECIPES[recipe].options) <= flags
 
 
 def test_every_field_has_help():

@@ -1,6 +1,6 @@
-"""``hf-soups soup``: cook a greedy, bagged greedy, uniform, learned or Model Stock soup on a GLUE task, print the
-results table, write the folder (weights, soup.json, recipe.yaml, plots, model card), and optionally push it to the
-Hub."""
+"""``hf-soups soup``: cook a greedy, bagged greedy, uniform, learned, Model Stock, Fisher or RegMean soup on a GLUE
+task, print the results table, write the folder (weights, soup.json, recipe.yaml, plots, model card), and optionally
+push it to the Hub."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from hf_soups.options import (
     BaggedOptions,
     CardOptions,
     CookOptions,
+    FisherOptions,
     GreedyOptions,
     JudgeOptions,
     LearnedOptions,
     MergeOptions,
+    RegMeanOptions,
     ResumeOptions,
     SoupFolderOptions,
+    StatisticsOptions,
     StockOptions,
     add_flags,
     values,
@@ -26,7 +29,7 @@ from hf_soups.options import (
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "soup",
-        help="cook a greedy, bagged greedy, uniform, learned or Model Stock soup scored on a GLUE task",
+        help="cook a greedy, bagged greedy, uniform, learned, Model Stock, Fisher or RegMean soup, scored on GLUE",
         description="Score every ingredient on a selection split (default: train:heldout, a seeded slice of the "
         "train split the runs must not have trained on), cook the soup, and report every model on a separate report "
         "split (default: the whole validation split) with a paired-bootstrap interval for each soup's gain. Runs as "
@@ -38,7 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_flags(parser, SoupFolderOptions)
     add_flags(parser, JudgeOptions)
     add_flags(parser, CookOptions)
-    for options in (GreedyOptions, ResumeOptions, BaggedOptions, LearnedOptions, StockOptions):
+    for options in (
+        GreedyOptions, ResumeOptions, BaggedOptions, LearnedOptions, StockOptions, StatisticsOptions, FisherOptions,
+        RegMeanOptions,
+    ):
         add_flags(parser, options)
     add_flags(parser, MergeOptions, only=("dtype", "checkpoints", "overwrite"))
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup to this Hub repo when done")

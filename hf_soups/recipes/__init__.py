@@ -1,5 +1,5 @@
-"""Soup recipes: uniform, greedy, bagged greedy, learned and Model Stock soups, the logit-ensemble baseline, and
-recipe files.
+"""Soup recipes: uniform, greedy, bagged greedy, learned, Model Stock, Fisher-weighted and RegMean soups, the
+logit-ensemble baselines, and recipe files.
 
 Each recipe is a ``cook_*`` function that runs in a :class:`~hf_soups.recipes.kitchen.Kitchen` (validated
 ingredients, one scoring model, a judge; :func:`make_kitchen` sets one up) and returns a
@@ -32,11 +32,13 @@ from hf_soups.options import (
     JudgeOptions,
 )
 from hf_soups.recipes.bagged import cook_bagged
+from hf_soups.recipes.fisher import cook_fisher
 from hf_soups.recipes.greedy import cook_greedy
 from hf_soups.recipes.judge import GlueJudge, Judge
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.learned import cook_learned
 from hf_soups.recipes.recipe_file import cook
+from hf_soups.recipes.regmean import cook_regmean
 from hf_soups.recipes.report import SoupReport
 from hf_soups.recipes.stock import cook_stock
 from hf_soups.recipes.uniform import cook_uniform
@@ -45,21 +47,26 @@ from hf_soups.validation import vocabulary_files
 
 @dataclass(frozen=True)
 class Recipe:
-    """A recipe in the registry: its ``cook_*`` function and the options it takes beyond ``ensemble``.
+    """A recipe in the registry: its ``cook_*`` function, the options it takes beyond ``ensemble``, and whether it
+    keeps files in a state folder.
 
-    A recipe with a ``resume`` option also takes ``state_dir``: :func:`run_recipe` gives it
-    ``<output_dir>.<name>-state``."""
+    A recipe with ``state`` also takes ``state_dir``: :func:`~hf_soups.soups.cook_recipe` gives it
+    ``<output_dir>.<name>-state`` (greedy's, to resume from, is removed once the soup folder is written; fisher's and
+    regmean's statistics stay, for ``recipe.yaml`` to re-cook from)."""
 
     cook: Callable[..., SoupReport]
     options: tuple[str, ...] = ()
+    state: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
-    "greedy": Recipe(cook_greedy, ("greedy_rule", "min_gain", "resume")),
+    "greedy": Recipe(cook_greedy, ("greedy_rule", "min_gain", "resume"), state=True),
     "bagged": Recipe(cook_bagged, ("bags", "bag_seed", "greedy_rule", "min_gain")),
     "uniform": Recipe(cook_uniform),
     "learned": Recipe(cook_learned, ("granularity", "epochs", "lr")),
     "stock": Recipe(cook_stock, ("base", "start_head")),
+    "fisher": Recipe(cook_fisher, ("statistics_rows", "fisher_over", "greedy_rule", "min_gain"), state=True),
+    "regmean": Recipe(cook_regmean, ("statistics_rows", "regmean_alpha"), state=True),
 }
 assert tuple(RECIPES) == RECIPE_NAMES, "hf_soups.options.RECIPE_NAMES names the recipes for the command line"
 

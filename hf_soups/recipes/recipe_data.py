@@ -25,15 +25,24 @@ class BaseEntry(TypedDict):
     head_sha256: str | None
 
 
+class StatisticsFile(TypedDict):
+    """A fisher or regmean ingredient's statistic (its Fisher, its Gram matrices): the file, relative to the
+    recipe's folder, and its sha256."""
+
+    file: str
+    sha256: str
+
+
 class MixEntry(TypedDict, total=False):
-    """One ingredient of the mix: its spec, its weight files' sha256, its weight (or weight per tensor) and, for a
-    PEFT adapter, what ``soup.json`` records of it."""
+    """One ingredient of the mix: its spec, its weight files' sha256, its weight (or weight per tensor), for a
+    PEFT adapter what ``soup.json`` records of it, and for fisher and regmean its statistic."""
 
     ingredient: str
     sha256: dict[str, str]
     weight: float
     layer_weights: dict[str, float]
     adapter: dict[str, Any]
+    statistics: StatisticsFile
 
 
 class RecipeData(TypedDict, total=False):

@@ -2,9 +2,10 @@
 
 It lists the ingredients pinned to what was used (Hub ids at their resolved commit, sha256 of every weight file)
 and the *mix*: the ingredients in the order they went into the running mean, each with its weight (or its weight per
-tensor, for learned per-layer soups). Cooking replays that mix with the same fp32 arithmetic, so the weights come out
-with the same sha256. Its keys are declared in :mod:`hf_soups.recipes.recipe_data`: a key not declared there (a typo
-such as ``weigth``), an unknown recipe name or a YAML alias is refused.
+tensor, for learned per-layer soups; for fisher and regmean, the file of its Fisher or Gram matrices, pinned by
+sha256). Cooking replays that mix with the same arithmetic, so the weights come out with the same sha256. Its keys
+are declared in :mod:`hf_soups.recipes.recipe_data`: a key not declared there (a typo such as ``weigth``), an unknown
+recipe name or a YAML alias is refused.
 
 Example:
     >>> cook("soup/recipe.yaml", "soup-again")  # doctest: +SKIP
@@ -29,17 +30,32 @@ from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan, check_distinct, resolve_ingredients, validate
 from hf_soups.mean import RunningMean, Weight
 from hf_soups.merge import soup_record, write_soup
-from hf_soups.options import RECIPE_NAMES, BaggedOptions, GreedyOptions, LearnedOptions
-from hf_soups.recipes.recipe_data import BaseEntry, MixEntry, RecipeData, pinned_spec, unknown_keys
+from hf_soups.options import (
+    RECIPE_NAMES,
+    BaggedOptions,
+    FisherOptions,
+    GreedyOptions,
+    LearnedOptions,
+    RegMeanOptions,
+    StatisticsOptions,
+)
+from hf_soups.recipes.fisher import fisher_merge
+from hf_soups.recipes.recipe_data import BaseEntry, MixEntry, RecipeData, StatisticsFile, pinned_spec, unknown_keys
+from hf_soups.recipes.regmean import regmean_merge
+from hf_soups.recipes.statistics import file_sha256, statistics_record
 from hf_soups.recipes.stock import StockBase, stock_soup_tensors
 from hf_soups.record import RecipeRecord, SoupRecord
-from hf_soups.validation import check_mix
+from hf_soups.validation import check_mix, unit_interval
 
 RECIPE_FILE = "recipe.yaml"
-# The recipe options recipe.yaml records: how the soup was chosen (greedy's rule, the bags, the learned schedule).
+# The recipe options recipe.yaml records: how the soup was chosen (greedy's rule, the bags, the learned schedule,
+# the statistics' rows, fisher's members, regmean's α).
 RECIPE_FILE_OPTIONS = tuple(
-    spec.name for options in (GreedyOptions, BaggedOptions, LearnedOptions) for spec in dataclasses.fields(options)
+    spec.name
+    for options in (GreedyOptions, BaggedOptions, LearnedOptions, StatisticsOptions, FisherOptions, RegMeanOptions)
+    for spec in dataclasses.fields(options)
 )
+STATISTICS_RECIPES = ("fisher", "regmean")  # recipes that mix by each ingredient's statistic, not by weights
 _SHOWN = reprlib.Repr()  # the few items and characters of a value from the file that a message quotes
 _SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist, _SHOWN.maxstring, _SHOWN.maxother = 2, 3, 3, 40, 40
 _SHOWN_CHARS = 80
@@ -101,7 +117,7 @@ def _stock_base_entry(base: BaseEntry, folder: Path) -> BaseEntry:
     return entry
 
 
-def _mix_entry(ingredient: Ingredient, weight: Weight, folder: Path) -> MixEntry:
+def _mix_entry(ingredient: Ingredient, weight: Weight, folder: Path, stat: dict[str, str] | None = None) -> MixEntry:
     entry = MixEntry(ingredient=pinned_spec(ingredient, folder), sha256=dict(ingredient.sha256))
     if isinstance(weight, dict):
         entry["layer_weights"] = weight
@@ -110,6 +126,9 @@ def _mix_entry(ingredient: Ingredient, weight: Weight, folder: Path) -> MixEntry
     adapter = ingredient.record().adapter
     if adapter:
         entry["adapter"] = adapter
+    if stat is not None:  # fisher's or regmean's statistic: the file, relative to the recipe's folder
+        file = os.path.relpath(Path(stat["file"]).resolve(), folder.resolve())
+        entry["statistics"] = StatisticsFile(file=file, sha256=stat["sha256"])
     return entry
 
 
@@ -130,7 +149,10 @@ def write_recipe(folder: Path, record: SoupRecord, mix: Sequence[tuple[Ingredien
         data["options"] = chosen_by
     if recipe and recipe.name == "stock":
         data["base"] = _stock_base_entry(recipe.options["base"], folder)
-    data["mix"] = [_mix_entry(ingredient, weight, folder) for ingredient, weight in mix]
+    stats = (recipe.options.get("statistics") if recipe else None) or [None] * len(mix)
+    data["mix"] = [
+        _mix_entry(ingredient, weight, folder, stat) for (ingredient, weight), stat in zip(mix, stats, strict=True)
+    ]
     path = folder / RECIPE_FILE
     path.write_text(
         "# Re-cook this soup bit for bit: hf-soups cook recipe.yaml -o DIR\n"
@@ -261,6 +283,9 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
     if data.get("recipe") == "stock":
         mean, stock = _stock(data, ingredients, plan, path, token)
         options.update(stock)
+    elif data.get("recipe") in STATISTICS_RECIPES:
+        mean, files = _statistics_soup(data, ingredients, mix, plan, path)
+        options["statistics"] = statistics_record(files)
     else:
         mean = RunningMean(plan, HashCache())
         mean.add_all(ingredients, mix)
@@ -281,6 +306,35 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
         write_recipe(folder, record, list(zip(ingredients, mix, strict=True)))
 
     return write_soup(output_dir, mean, record, data.get("dtype") or None, overwrite=overwrite, extras=extras)
+
+
+def _statistics_soup(
+    data: dict[str, Any], ingredients: list[Ingredient], mix: list[Any], plan: MergePlan, path: Path
+) -> tuple[RunningMean, list[Path]]:
+    """Re-cook a fisher or regmean soup from each mix entry's statistics file (its sha256 checked first)."""
+    recipe, files = data["recipe"], []
+    if any(weight != 1.0 for weight in mix):
+        raise SoupError(f"recipe file {path}: a {recipe} recipe mixes by its statistics, so every weight must be 1")
+    for ingredient, entry in zip(ingredients, data["mix"], strict=True):
+        statistics = entry.get("statistics")
+        if not isinstance(statistics, dict) or not isinstance(statistics.get("file"), str):
+            raise SoupError(
+                f"recipe file {path}: a {recipe} recipe needs each mix entry's `statistics` (file, sha256); "
+                f"{ingredient.label} has none"
+            )
+        file = Path(_local_spec(statistics["file"], path))
+        if not file.is_file():
+            raise SoupError(
+                f"recipe file {path}: the {recipe} statistics of {ingredient.label}, {file}, are missing (the soup's "
+                "state folder keeps them; cook the soup again to estimate them)"
+            )
+        if file_sha256(file) != statistics.get("sha256"):
+            raise SoupError(f"recipe file {path}: {file} has changed since the recipe was written (sha256 differs)")
+        files.append(file)
+    if recipe == "fisher":
+        return fisher_merge(ingredients, files, plan, HashCache()), files
+    alpha = unit_interval((data.get("options") or {}).get("regmean_alpha"), f"recipe file {path}: regmean_alpha")
+    return regmean_merge(ingredients, files, plan, alpha, HashCache()), files
 
 
 def _stock(

@@ -1,0 +1,238 @@
+"""The RegMean soup (Jin et al. 2023, "Dataless knowledge fusion by merging weights of language models", arXiv
+2212.09849): every linear layer merged in closed form so that, on the inputs each ingredient's own layer sees, the
+merged layer's outputs are as close as they can be to that ingredient's.
+
+For a linear layer y = W x (``nn.Linear`` keeps W as [out, in]) whose inputs over K selection rows are the rows of
+Xᵢ in ingredient i, RegMean minimises Σᵢ ‖Xᵢ W*ᵀ − Xᵢ Wᵢᵀ‖², solved by W*ᵀ = (Σᵢ Gᵢ)⁻¹ Σᵢ Gᵢ Wᵢᵀ, that is
+W* = (Σᵢ Wᵢ Gᵢ)(Σᵢ Gᵢ)⁻¹, with Gᵢ = XᵢᵀXᵢ the Gram matrix of the layer's inputs (here their mean over the tokens
+of the K rows; padding tokens, by ``attention_mask``, are left out). Biases and every other tensor (embeddings,
+layer norms) are averaged uniformly, as in the authors' code.
+
+**α.** Each Gram matrix's off-diagonal entries are multiplied by α (their diagonal kept), which pulls the solution
+towards the plain average and keeps Σ Gᵢ invertible. The authors' code (bloomberg/dataless-model-merging,
+``regmean_reduce_nondiag``) has no single default: off (α = 1) in its defaults and in its same-task GLUE configs,
+0.1 in its emotion and NER configs for RoBERTa, T5 and DeBERTa, 0.9 for DeBERTa on NER, and its demo notebook names
+0.9 as "important for deberta and t5". The default here is 0.9: the layers that see one vector per row (a
+classifier's pooler and head) have a Gram matrix of rank at most K, singular at α = 1 when K is below their width
+(RTE's 249 held-out rows against MiniLM's 384), and 0.9 is the value the authors give for the models that need it.
+An input feature no row reaches (a zero diagonal in every Gᵢ) keeps the average's column.
+
+**Cost and memory.** K rows of forward passes per ingredient (no gradients) with a hook on every linear layer,
+then cached (:mod:`~hf_soups.recipes.statistics`). The merge streams one ingredient and its Gram matrices at a time
+into fp64 sums Σ Gᵢ ([in, in] per layer) and Σ Gᵢ Wᵢᵀ ([in, out]) beside the uniform mean, and solves each layer's
+system in fp64 on the merge's threads (:func:`~hf_soups.threads.compute_threads`), so ``hf-soups cook`` re-cooks
+the same bits.
+
+Example:
+    >>> report = cook_recipe(kitchen, "regmean", "soup", options={"regmean_alpha": 0.9})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
+from hf_soups.errors import SoupError
+from hf_soups.hashing import HashCache
+from hf_soups.ingredients import Ingredient, MergePlan
+from hf_soups.mean import RunningMean
+from hf_soups.options import CookOptions, RegMeanOptions, StatisticsOptions
+from hf_soups.recipes.ensemble import baselines
+from hf_soups.recipes.kitchen import Kitchen
+from hf_soups.recipes.report import SoupReport, soup_report
+from hf_soups.recipes.statistics import (
+    StatisticsCache,
+    check_applies,
+    estimation_rows,
+    judge_device,
+    statistics_folder,
+    statistics_record,
+)
+from hf_soups.threads import compute_threads
+from hf_soups.validation import unit_interval
+
+
+def cook_regmean(
+    kitchen: Kitchen,
+    ensemble: bool = CookOptions.ensemble,
+    statistics_rows: int | None = StatisticsOptions.statistics_rows,
+    regmean_alpha: float = RegMeanOptions.regmean_alpha,
+    state_dir: str | Path | None = None,
+) -> SoupReport:
+    """Run the RegMean recipe over all ingredients in a :class:`~hf_soups.recipes.kitchen.Kitchen` (see the
+    module docstring).
+
+    Args:
+        kitchen: the ingredients, the judge and the scoring model.
+        ensemble: also score the logit-ensemble baselines.
+        statistics_rows: K, the selection rows the Gram matrices are estimated on (``None``: all of them).
+        regmean_alpha: α, the scale of the Gram matrices' off-diagonal entries, in [0, 1].
+        state_dir: where the Gram matrices are kept (``<output>.regmean-state``; ``None``: a temporary folder, and
+            the record names no files to re-cook from).
+
+    Raises:
+        SoupError: a kitchen that cannot give the layers' inputs (see
+            :func:`~hf_soups.recipes.statistics.check_applies`), a bad K or α; before any scoring.
+    """
+    alpha = unit_interval(regmean_alpha, "regmean_alpha")
+    check_applies(kitchen, "regmean")
+    rows = estimation_rows(kitchen, statistics_rows)
+    tastings, uniform = kitchen.tasted()
+    names = [name for name in kitchen.plan.shapes if kitchen.plan.is_float(name)]
+    with statistics_folder(state_dir) as folder:
+        cache = StatisticsCache(folder, "gram", kitchen, rows)
+        device = judge_device(kitchen)
+        paths = [
+            cache.get(ingredient, lambda: gram_matrices(kitchen.model, cache.batches(), names, device))
+            for ingredient in tqdm(kitchen.ingredients, desc="RegMean Gram matrices", disable=not kitchen.progress)
+        ]
+        soup = regmean_merge(kitchen.ingredients, paths, kitchen.plan, alpha, kitchen.hash_cache)
+        record = statistics_record(paths) if state_dir is not None else None
+    soups = [kitchen.score_soup(soup, "regmean"), uniform]
+    if ensemble:
+        soups.extend(baselines(kitchen, tastings))
+    options = {"statistics_rows": rows, "regmean_alpha": alpha, "regmean_layers": sorted(_layers(paths[0]))}
+    if record is not None:
+        options["statistics"] = record
+    mix = [(i, 1.0) for i in range(len(kitchen.ingredients))]
+    return soup_report(kitchen, "regmean", soup, mix, tastings, soups, options=options)
+
+
+def _layers(path: Path) -> set[str]:
+    with safe_open(str(path), "pt") as grams:
+        return set(grams.keys())
+
+
+def gram_matrices(
+    model: torch.nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    names: Collection[str],
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """The Gram matrix XᵀX / (rows of X) of the inputs X of every ``nn.Linear`` whose weight is named in ``names``.
+
+    A layer's input of shape (batch, tokens, in) keeps the tokens ``attention_mask`` marks (no padding); one of
+    shape (batch, in), a pooler's or classifier's, keeps every row.
+
+    Returns:
+        The weight's name (``...dense.weight``) → the [in, in] Gram matrix (fp32, accumulated in fp64), for the layers
+        the forward passes reached.
+
+    Raises:
+        SoupError: no rows.
+    """
+    model.to(device).eval()
+    linears = {
+        f"{prefix}.weight": module for prefix, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and f"{prefix}.weight" in names
+    }
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    mask: list[torch.Tensor | None] = [None]  # the batch's attention mask, for the hooks
+
+    def hook(name: str):
+        def record(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+            inputs = args[0].detach()
+            if mask[0] is not None and inputs.dim() == 3 and inputs.shape[:2] == mask[0].shape:
+                inputs = inputs[mask[0]]
+            inputs = inputs.reshape(-1, inputs.shape[-1]).double()
+            gram = inputs.T @ inputs
+            sums[name] = sums[name].add_(gram) if name in sums else gram
+            counts[name] = counts.get(name, 0) + len(inputs)
+
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in linears.items()]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                batch = {key: value.to(device) for key, value in batch.items()}
+                mask[0] = batch["attention_mask"].bool() if "attention_mask" in batch else None
+                model(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not counts:
+        raise SoupError("regmean soup: no selection rows to estimate the Gram matrices on")
+    return {name: (total / counts[name]).float() for name, total in sums.items()}
+
+
+def regmean_merge(
+    ingredients: Sequence[Ingredient],
+    grams: Sequence[Path],
+    plan: MergePlan,
+    alpha: float,
+    hash_cache: HashCache | None = None,
+) -> RunningMean:
+    """The RegMean soup of ``ingredients``, given each one's Gram matrices file (see the module docstring).
+
+    Streams one ingredient and its Gram matrices at a time; :func:`cook_regmean` and ``hf-soups cook`` both compute
+    a soup here, so a re-cooked soup has the same bits.
+
+    Raises:
+        SoupError: a layer whose Σ Gᵢ is singular (possible only with α = 1).
+    """
+    soup = RunningMean(plan, hash_cache)
+    gram_sums: dict[str, torch.Tensor] = {}
+    products: dict[str, torch.Tensor] = {}
+    with compute_threads():
+        for ingredient, path in zip(ingredients, grams, strict=True):
+            with safe_open(str(path), "pt") as layers:
+                known = set(layers.keys())
+
+                def tapped(
+                    stream: Iterable[tuple[str, torch.Tensor]], layers=layers, known=known
+                ) -> Iterator[tuple[str, torch.Tensor]]:
+                    for name, tensor in stream:
+                        if name in known:
+                            gram = reduced(layers.get_tensor(name).double(), alpha)
+                            product = gram @ tensor.double().T
+                            if name in gram_sums:
+                                gram_sums[name].add_(gram)
+                                products[name].add_(product)
+                            else:
+                                gram_sums[name], products[name] = gram, product
+                        yield name, tensor
+
+                soup.add_tensors(tapped(ingredient.tensors(hash_cache)), ingredient)
+        for name, gram in gram_sums.items():
+            soup.tensors[name] = regmean_weight(gram, products[name], soup.tensors[name], name).float()
+    return soup
+
+
+def reduced(gram: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``gram`` with its off-diagonal entries multiplied by ``alpha``.
+
+    Example:
+        >>> reduced(torch.tensor([[2.0, 1.0], [1.0, 2.0]]), 0.5)
+        tensor([[2.0000, 0.5000],
+                [0.5000, 2.0000]])
+    """
+    return gram * alpha + torch.diag(gram.diagonal() * (1 - alpha))
+
+
+def regmean_weight(gram: torch.Tensor, product: torch.Tensor, average: torch.Tensor, name: str) -> torch.Tensor:
+    """W* = (Σ Wᵢ Gᵢ)(Σ Gᵢ)⁻¹ as [out, in], from ``gram`` = Σ Gᵢ and ``product`` = Σ Gᵢ Wᵢᵀ; an input feature with
+    a zero diagonal in Σ Gᵢ (no row reaches it) keeps ``average``'s column.
+
+    Raises:
+        SoupError: Σ Gᵢ is singular, naming the layer.
+    """
+    dead = (gram.diagonal() == 0).to(gram.dtype)
+    if dead.any():
+        gram = gram + torch.diag(dead)
+        product = product + dead[:, None] * average.to(gram.dtype).T
+    solution, info = torch.linalg.solve_ex(gram, product)
+    if info.item() != 0:
+        raise SoupError(
+            f"regmean soup: the Gram matrix of the inputs of '{name.removesuffix('.weight')}' is singular over these "
+            "rows; give regmean_alpha below 1, or more statistics_rows"
+        )
+    return solution.T
+
+
+__all__ = ["cook_regmean", "gram_matrices", "reduced", "regmean_merge", "regmean_weight"]
