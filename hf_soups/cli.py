@@ -28,7 +28,11 @@ _NEGATIVE_VALUE = re.compile(r"^-[\d.]")  # "-1,2", "-5GB": a value, though argp
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (the usage is one ``--help`` away)."""
+    """An ``ArgumentParser`` whose errors are one line (the usage is one ``--help`` away) and that takes no
+    abbreviated flag (``--greedy-rul`` is an error, not ``--greedy-rule``); its sub-command parsers too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

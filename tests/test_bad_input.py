@@ -281,6 +281,8 @@ CASES = [
     ("lr nan", None, [*SOUP, "--recipe", "learned", "--lr", "nan"], "--lr: must be a finite number"),
     ("lr negative", None, [*SOUP, "--recipe", "learned", "--lr", "-0.1"], "--lr: must be > 0"),
     ("missing -o", None, ["merge", "ing0", "ing1"], "required: -o/--output"),
+    ("abbreviated flag", None, [*SOUP, "--greedy-rul", "ties"], "unrecognized arguments: --greedy-rul ties"),
+    ("abbreviated flag of merge", None, [*MERGE, "--weigh", "3,1"], "unrecognized arguments: --weigh 3,1"),
     # evaluate and diagnose
     ("evaluate missing model", None, ["evaluate", "nosuch", "--task", "rte"], "ingredient 'nosuch': no such folder"),
     (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,18 @@ def test_a_log_file_holds_the_results_table_on_lines_of_its_own(make_ingredients
                        stdout=file, stderr=subprocess.STDOUT, check=True)
     lines = log.read_bytes().decode().split("\n")  # a carriage return is not a line end here
     assert any(line.startswith("model ") and "select accuracy" in line for line in lines), lines[-12:]
+
+
+def test_no_parser_of_the_command_line_or_the_examples_takes_an_abbreviated_flag(capsys):
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    assert all(not parser.allow_abbrev for parser in subparsers.choices.values())
+    examples = Path(__file__).resolve().parents[1] / "examples" / "glue"
+    for script, argv in [("run_glue_sweep.py", ["--model-name-or-path", "m", "--task", "rte", "--output-dir", "o",
+                                                 "--learning-rate", "1"]),
+                         ("soup_from_hub.py", ["a", "--task", "rte", "--output-dir", "soup", "--over"])]:
+        spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), examples / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with pytest.raises(SystemExit) as exit:
+            module.parse_args(argv)
+        assert exit.value.code == 2 and "unrecognized arguments: --" in capsys.readouterr().err, script

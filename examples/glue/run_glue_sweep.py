@@ -46,7 +46,8 @@ SELECTIONS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --learning-rate is not --learning-rates
     )
     parser.add_argument(
         "--model-name-or-path", required=True, help="a Hub id or local folder of an encoder (BERT, RoBERTa, ...)"

@@ -23,7 +23,8 @@ from hf_soups.soups import run_recipe
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --learning-rate is not --learning-rates
     )
     parser.add_argument(
         "ingredients", nargs="+", metavar="REPO", help="Hub repos (owner/name[@revision]) or local folders"
