@@ -95,6 +95,27 @@ def test_head_must_fit_the_task(tmp_path):
         evaluate_glue(tiny_bert(), tokenizer, "stsb", glue_dir=tmp_path)
 
 
+@pytest.mark.parametrize("text_to_text", [False, True])
+def test_a_tokenizer_with_ids_past_the_embedding_is_one_message(tmp_path, capsys, text_to_text):
+    write_rte(tmp_path / "glue", 5)
+    tokenizer = tiny_t5_tokenizer() if text_to_text else tiny_bert_tokenizer(tmp_path / "tok")
+    scorer = GlueScorer("rte", tokenizer, glue_dir=tmp_path / "glue")
+    largest = max(max(f["input_ids"]) for f in scorer.features("text_to_text" if text_to_text else "encoder", 64))
+    largest = max(largest, int(scorer._t5_targets().max())) if text_to_text else largest
+    model = tiny_t5() if text_to_text else tiny_bert(vocab_size=largest + 1)
+    assert scorer.score(model).num_examples == 5
+    model.resize_token_embeddings(largest)  # one row short
+    with pytest.raises(SoupError, match=f"its tokenizer gives token id {largest} on rte validation, but its input "
+                                        f"embedding has {largest} rows"):
+        scorer.score(model)
+    if not text_to_text:  # the command line: exit 2, the message on the last line
+        tokenizer.save_pretrained(tmp_path / "model")
+        model.save_pretrained(tmp_path / "model")
+        capsys.readouterr()
+        assert main(["evaluate", str(tmp_path / "model"), "--task", "rte", "--glue-dir", str(tmp_path / "glue")]) == 2
+        assert "input embedding has" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_t5_input_format():
     assert t5_input(get_task("rte"), {"sentence1": "A", "sentence2": "B"}) == "rte sentence1: A sentence2: B"
     assert t5_input(get_task("mnli"), {"premise": "P", "hypothesis": "H"}) == "mnli hypothesis: H premise: P"

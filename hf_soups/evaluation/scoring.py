@@ -390,6 +390,7 @@ class GlueScorer:
         self.progress = progress
         self.labels = np.asarray(list(self.data.dataset["label"]))
         self._features: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self._largest_ids: dict[tuple[str, int], int] = {}
         self._loaders: dict[tuple[str, int], DataLoader] = {}
         self._shards: dict[tuple[str, int], Shard] = {}
         self._targets: torch.Tensor | None = None
@@ -446,6 +447,28 @@ class GlueScorer:
         positions = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
         return self.max_length or min(self.tokenizer.model_max_length, positions, DEFAULT_MAX_LENGTH)
 
+    def _check_token_ids(self, model: PreTrainedModel, kind: str, max_length: int) -> None:
+        """Refuse a model whose input embedding has no row for a token id the tokenizer gives on the split.
+
+        Raises:
+            SoupError: naming the model, the largest id and the embedding's rows (a tokenizer of another model, or
+                tokens added without ``resize_token_embeddings``), instead of an index error inside the forward pass.
+        """
+        rows = getattr(model.get_input_embeddings(), "num_embeddings", None)
+        if (kind, max_length) not in self._largest_ids:
+            ids = [max(feature["input_ids"], default=0) for feature in self.features(kind, max_length)]
+            if kind == "text_to_text":
+                ids.append(int(self._t5_targets().max()))
+            self._largest_ids[kind, max_length] = max(ids, default=0)
+        largest = self._largest_ids[kind, max_length]
+        if rows is not None and largest >= rows:
+            name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+            raise SoupError(
+                f"model {name!r}: its tokenizer gives token id {largest} on {self.task.name} {self.split}, but its "
+                f"input embedding has {rows} rows (a tokenizer of another model, or tokens added without "
+                "model.resize_token_embeddings)"
+            )
+
     def _t5_targets(self) -> torch.Tensor:
         """The task's label words as T5 targets (with EOS), one row each, padded with -100."""
         if self._targets is None:
@@ -472,7 +495,8 @@ class GlueScorer:
             An :class:`EvalResult`.
 
         Raises:
-            SoupError: the model's head does not fit the task.
+            SoupError: the model's head does not fit the task, or its embedding has no row for a token id of the
+                split.
         """
         check_head(model, self.task)
         kind = "text_to_text" if is_text_to_text(model) else "encoder"
@@ -481,6 +505,7 @@ class GlueScorer:
         fmt = FORMATS[kind]
         targets = self._t5_targets().to(device) if kind == "text_to_text" else None
         max_length = self.max_length_for(model)
+        self._check_token_ids(model, kind, max_length)
         shard = self.shard(kind, max_length)
         width = len(targets) if targets is not None else self.task.num_labels
         show, desc = self.progress and self.accelerator.is_main_process, f"{self.task.name} {self.split}"
