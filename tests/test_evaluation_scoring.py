@@ -176,7 +176,8 @@ def test_two_processes_match_one(tmp_path):
     assert int(two["processes"]) == 2 and int(two["num_examples"]) == one.num_examples == 37
     np.testing.assert_array_equal(two["predictions"], one.predictions)
     assert float(two["main"]) == one.main
-    np.testing.assert_allclose(two["logits"], one.logits, atol=1e-6)
+    # every row scored in the same batch, with the same padding, as in one process: bit for bit
+    np.testing.assert_array_equal(two["logits"], one.logits)
 
 
 def test_cli(tmp_path, capsys):
@@ -220,3 +221,64 @@ def test_gather_outputs_returns_keys_and_logits_and_checks_the_row_count(rows, e
         assert keys.tolist() == [0, 1, 2, 3, 4]
         torch.testing.assert_close(logits, model(inputs).detach())
     assert model.training  # mode restored
+
+
+def test_batches_hold_32_rows_on_the_cpu_or_fill_a_token_budget():
+    from hf_soups.evaluation.scoring import MAX_ROWS, batch_spans
+
+    lengths = [40, 30, 30, 12, 10, 9, 9, 4, 3, 3]
+    assert batch_spans(lengths, 4) == [range(0, 4), range(4, 8), range(8, 10)]
+    spans = batch_spans(lengths, None, token_budget=60)  # rows sorted longest first: the first row sets the width
+    assert spans == [range(0, 1), range(1, 3), range(3, 8), range(8, 10)]
+    assert all(len(span) * lengths[span.start] <= 60 for span in spans)
+    assert batch_spans([1] * 5000, None)[0] == range(0, MAX_ROWS)
+    assert batch_spans([900], None, token_budget=512) == [range(0, 1)]  # a row longer than the budget still goes
+
+
+def test_the_cpu_default_is_32_rows_a_batch(tmp_path):
+    write_sst2(tmp_path, 70)
+    scorer = GlueScorer("sst2", tiny_bert_tokenizer(tmp_path / "tok"), glue_dir=tmp_path)
+    shard = scorer.shard("encoder", 64)
+    assert [len(span) for span in shard.spans] == [32, 32, 6] and len(shard.batches) == 3
+
+
+@pytest.mark.parametrize(("bf16", "text_to_text", "expected"), [
+    (True, False, (torch.bfloat16, None)),
+    (True, True, (torch.bfloat16, None)),
+    (False, False, (torch.float32, torch.float16)),  # fp16 autocast for encoders where bf16 is missing
+    (False, True, (torch.float32, None)),  # T5 overflows in fp16: fp32
+])
+def test_scoring_precision_on_a_gpu(monkeypatch, bf16, text_to_text, expected):
+    from hf_soups.evaluation.scoring import Precision, scoring_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    assert scoring_precision(torch.device("cuda", 0), text_to_text) == Precision(*expected)
+    assert scoring_precision(torch.device("cpu"), text_to_text) == Precision(torch.float32, None)
+
+
+def test_a_model_in_another_precision_is_scored_as_a_copy(tmp_path):
+    """A model not in the scoring dtype is copied (weights cast, ties kept); the model itself is left as it was."""
+    from hf_soups.evaluation.scoring import Precision
+
+    write_rte(tmp_path, 9)
+    tokenizer, model = tiny_t5_tokenizer(), tiny_t5()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    fp32 = evaluate_glue(model, tokenizer, "rte", glue_dir=tmp_path, return_predictions=True)
+    scorer = GlueScorer("rte", tokenizer, glue_dir=tmp_path, progress=False)
+    bf16 = scorer.score(model, return_predictions=True, precision=Precision(torch.bfloat16))
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+    assert model.dtype == torch.float32 and model.lm_head.weight is model.shared.weight
+    assert not np.array_equal(bf16.logits, fp32.logits)
+    np.testing.assert_allclose(bf16.logits, fp32.logits, rtol=0.05, atol=0.05)
+
+
+def test_scoring_model_copies_keep_ties_and_cast():
+    from hf_soups.evaluation.scoring import scoring_model
+
+    model = tiny_t5().train()
+    with scoring_model(model, torch.device("cpu"), torch.bfloat16) as copy:
+        assert copy is not model and not copy.training and copy.dtype == torch.bfloat16
+        assert copy.lm_head.weight is copy.shared.weight is copy.encoder.embed_tokens.weight
+    with scoring_model(model, torch.device("cpu"), torch.float32) as same:
+        assert same is model and not model.training
+    assert model.training

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from hf_soups import SoupError, bagged_soup, cook, greedy_soup, learned_soup, uniform_soup
 from hf_soups.cli import main
 from hf_soups.evaluation import EvalResult
+from hf_soups.evaluation.scoring import Precision
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.record import SoupRecord
 from hf_soups.soups import cook_recipe
@@ -142,15 +143,56 @@ def test_greedy_reads_each_ingredient_at_most_twice(make_ingredients):
     assert [i.reads for i in ingredients] == [2, 2, 2, 2]
 
 
-def test_greedy_soup_equals_merge_of_its_members_bit_for_bit(make_ingredients, tmp_path):
+class Bf16Judge(BiasJudge):
+    """BiasJudge on a bf16 scoring model, as the judges on a GPU score: candidates are cast, the mean stays fp32."""
+
+    def precision(self, text_to_text):
+        return Precision(torch.bfloat16)
+
+
+@pytest.mark.parametrize("judge", [BiasJudge, Bf16Judge])
+def test_greedy_soup_equals_merge_of_its_members_bit_for_bit(make_ingredients, tmp_path, judge):
     from hf_soups import merge_models
 
     folders = with_bias(make_ingredients(3), [[0.1, 0.0], [-0.1, 0.0], [0.05, 0.0]])
-    report = greedy_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
+    report = greedy_soup(folders, judge=judge(), output_dir=tmp_path / "soup", progress=False)
+    assert report.model.dtype == (torch.bfloat16 if judge is Bf16Judge else torch.float32)
     order = [folders[int(Path(t["spec"]).name[-1])] for t in report.record.recipe.trajectory if t["kept"]]
     assert len(order) >= 2
     merged = merge_models(order, tmp_path / "merged", progress=False)
     assert sha(merged) == sha(tmp_path / "soup")
+
+
+def test_greedy_moves_no_whole_model_between_host_and_device(make_ingredients, tmp_path, monkeypatch):
+    """The scoring model is built where it is scored and never moved: not for a candidate, not to score it."""
+    from helpers import write_rte
+    from transformers import PreTrainedModel
+
+    folders = make_ingredients(4)
+    write_rte(tmp_path / "glue", 24)
+    moves = []
+    for method in ("to", "cpu", "cuda"):
+        original = getattr(torch.nn.Module, method)
+
+        def counted(self, *args, original=original, **kwargs):
+            if isinstance(self, PreTrainedModel):
+                moves.append(type(self).__name__)
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.Module, method, counted)
+    report = greedy_soup(folders, "rte", glue_dir=tmp_path / "glue", select_split="validation:select",
+                         report_split="validation:report", batch_size=4, progress=False)
+    assert len(report.record.recipe.trajectory) == 4
+    assert len(moves) <= 1, moves
+
+
+def test_greedy_state_holds_no_weights(make_ingredients, tmp_path):
+    folders = with_bias(make_ingredients(4), [[0.1, 0], [-0.1, 0], [0.3, 0.3], [0.02, 0]])
+    with pytest.raises(KeyboardInterrupt):  # 4 tastings, the uniform soup, 2 candidates (one kept), then Ctrl-C
+        greedy_soup(folders, judge=BiasJudge(interrupt_after=7), output_dir=tmp_path / "soup", progress=False)
+    state = tmp_path / "soup.greedy-state"
+    assert json.loads((state / "state.json").read_text())["members"]
+    assert sorted(f.name.split("-")[0] for f in state.iterdir()) == ["state.json", "tastings"]  # no mean: members
 
 
 def test_interrupted_greedy_resumes_to_the_same_soup(make_ingredients, tmp_path):
