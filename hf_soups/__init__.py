@@ -24,6 +24,7 @@ _EXPORTS = {
     "load_model": "hf_soups.model_folder",
     "merge_models": "hf_soups.merge",
     "cook": "hf_soups.recipes",
+    "DatasetJudge": "hf_soups.recipes",
     "ensemble_scores": "hf_soups.recipes",
     "bagged_soup": "hf_soups.soups",
     "greedy_soup": "hf_soups.soups",
@@ -49,7 +50,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from hf_soups.model_folder import load_model
     from hf_soups.pantry import Pantry
     from hf_soups.probe import probe_head
-    from hf_soups.recipes import cook, ensemble_scores
+    from hf_soups.recipes import DatasetJudge, cook, ensemble_scores
     from hf_soups.soups import bagged_soup, greedy_soup, learned_soup, stock_soup, uniform_soup
 
 
@@ -60,7 +61,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [  # the names of _EXPORTS, spelled out for linters and IDEs
-    "Ingredient", "Pantry", "SoupCallback", "SoupError", "SoupTrainer", "__version__", "bagged_soup", "cook",
-    "ensemble_scores", "evaluate_glue", "greedy_soup", "learned_soup", "load_model", "merge_models", "probe_head",
-    "push_soup", "resolve_ingredients", "stock_soup", "uniform_soup", "validate",
+    "DatasetJudge", "Ingredient", "Pantry", "SoupCallback", "SoupError", "SoupTrainer", "__version__", "bagged_soup",
+    "cook", "ensemble_scores", "evaluate_glue", "greedy_soup", "learned_soup", "load_model", "merge_models",
+    "probe_head", "push_soup", "resolve_ingredients", "stock_soup", "uniform_soup", "validate",
 ]

@@ -102,6 +102,7 @@ def build_card(
     metrics = _metrics(record)
     soup_row = next((r for r in record.results if recipe and r.name == recipe.name), None)
     eval_results = _eval_results(record, soup_row, pipeline_tag)
+    dataset = judged_on(record)
     merged_from = sorted({i.repo_id for i in record.ingredients if i.kept and i.source == "hub" and i.repo_id})
     data = ModelCardData(
         model_name=name if soup_row else None,
@@ -111,7 +112,7 @@ def build_card(
         license=license or base_license(record) or common_license(record),
         pipeline_tag=pipeline_tag,
         tags=["model-soup", "merge", "hf-soups", *([task] if task else [])],
-        datasets=[GLUE_DATASET] if task else None,
+        datasets=[GLUE_DATASET] if task else [dataset["hub"]] if dataset and dataset["hub"] else None,
         eval_results=eval_results if soup_row else None,  # judged on data the Hub cannot name: no result
     )
     sizes = (recipe.split_rule.get("rows") or {}) if recipe else {}
@@ -124,6 +125,7 @@ def build_card(
             version=__version__,
             record=record,
             recipe=recipe,
+            dataset=public_data(dataset),
             kept=sum(i.kept for i in record.ingredients),
             adapters=sum(i.adapter is not None for i in record.ingredients),
             start_heads=sorted({i.start_head for i in record.ingredients if i.start_head}),
@@ -304,16 +306,27 @@ def _metrics(record: SoupRecord) -> list[str]:
     return names
 
 
+def judged_on(record: SoupRecord) -> dict[str, Any] | None:
+    """The dataset of yours a soup was judged on (``name``, ``config``, columns; see
+    :class:`~hf_soups.recipes.dataset_judge.DatasetJudge`), with ``hub`` its Hub id when it came from the Hub; else
+    ``None`` (a GLUE task, a Trainer's eval_dataset, a plain merge)."""
+    rule = record.recipe.split_rule if record.recipe else {}
+    if not isinstance(rule.get("dataset"), dict):
+        return None
+    source = str((rule.get("report") or {}).get("source", ""))
+    return rule["dataset"] | {"hub": rule["dataset"]["name"] if source.startswith("hub:") else None}
+
+
 def _eval_results(record: SoupRecord, soup_row: SoupResult | None, task_type: str | None) -> list[EvalResult]:
-    recipe = record.recipe
-    if recipe is None or soup_row is None or not recipe.task:
+    recipe, dataset = record.recipe, judged_on(record)
+    if recipe is None or soup_row is None or not (recipe.task or dataset):
         return []
     return [
         EvalResult(
             task_type=task_type or "text-classification",
-            dataset_type=GLUE_DATASET,
-            dataset_name=f"GLUE {recipe.task.upper()}",
-            dataset_config=recipe.task,
+            dataset_type=dataset["name"] if dataset else GLUE_DATASET,
+            dataset_name=dataset["name"] if dataset else f"GLUE {recipe.task.upper()}",
+            dataset_config=dataset["config"] if dataset else recipe.task,
             dataset_split=recipe.report_split.partition(":")[0] if recipe.report_split else None,  # a Hub split
             metric_type=metric,
             metric_value=value,

@@ -131,6 +131,32 @@ class JudgeOptions:
 
 
 @dataclass(frozen=True)
+class DatasetOptions:
+    """A dataset of your own to judge on instead of a GLUE task: which one, which columns, which metric
+    (:class:`~hf_soups.evaluation.dataset.TextDataset`; its splits are :class:`JudgeOptions`' ``select_split`` and
+    ``report_split``)."""
+
+    dataset: str | None = option(
+        None, "judge on this dataset instead of a GLUE task: a Hub dataset id, a local folder (files split by name: "
+        "train.csv, validation.csv or dev.csv, ...), a .csv/.json/.jsonl/.parquet file (the split train), or "
+        "train=FILE,validation=FILE", metavar="ID|PATH",
+    )
+    dataset_config: str | None = option(None, "--dataset: the Hub dataset's configuration (subset)", metavar="NAME")
+    text_columns: str = option(
+        "text", "--dataset: the column(s) the model reads, comma-separated for a pair (default text)",
+        metavar="COL[,COL]",
+    )
+    label_column: str = option(
+        "label", "--dataset: the gold label's column: class names or ids of the models' id2label, or numbers for a "
+        "regressor (default label)", metavar="COL",
+    )
+    metric: str | None = option(
+        None, "--dataset: the metric to select and report on: accuracy, f1 (binary), f1_macro, "
+        "matthews_correlation, pearson, spearmanr (default accuracy; pearson for a regressor)", metavar="NAME",
+    )
+
+
+@dataclass(frozen=True)
 class CookOptions:
     """What every recipe takes: the logit-ensemble baseline.
 

@@ -22,7 +22,7 @@ from hf_soups.atomic_folder import check_output
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient
 from hf_soups.options import BaggedOptions, CookOptions, GreedyOptions, LearnedOptions, MergeOptions, ResumeOptions
-from hf_soups.recipes import RECIPES, make_kitchen
+from hf_soups.recipes import RECIPES, judge_fits, make_kitchen
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport
 from hf_soups.soup_folder import write_soup_folder
@@ -82,6 +82,7 @@ def cook_recipe(
     """
     _check_target(name, output_dir, overwrite, kitchen.ingredients)
     recipe, options = RECIPES[name], dict(options or {})
+    ensemble = judge_fits(name, kitchen.judge, ensemble)
     if recipe.state and output_dir is not None:
         options.setdefault("state_dir", Path(f"{output_dir}.{name}-state"))
     report = recipe.cook(kitchen, ensemble=ensemble, **options)
@@ -108,13 +109,16 @@ def greedy_soup(
 
     Args:
         ingredients: Hub ids (``owner/name[@revision]``), local folders, Trainer output folders.
-        task: a GLUE task (``"rte"``), unless a ``judge`` is given.
+        task: a GLUE task (``"rte"``), unless a ``dataset`` or a ``judge`` is given.
         output_dir: the soup folder to write (``None``: nothing written; the report holds the model).
         greedy_rule / min_gain: when a candidate joins (:func:`hf_soups.recipes.greedy.joins`).
         resume: continue an interrupted run from ``<output_dir>.greedy-state``.
         **kwargs: ``ensemble``, ``dtype``, ``overwrite``, ``repo_id``, and :func:`make_kitchen`'s options
             (``glue_dir``, ``select_split``, ``report_split``, ``heldout_fraction``, ``batch_size``,
-            ``accelerator``, ``judge``, ``tokenizer``, ...).
+            ``accelerator``, ``judge``, ``tokenizer``, ...); a dataset of yours instead of a GLUE task: ``dataset``
+            (a Hub id, a folder, csv/json/jsonl/parquet files), ``dataset_config``, ``text_columns``,
+            ``label_column``, ``metric`` (:class:`~hf_soups.options.DatasetOptions`,
+            :class:`~hf_soups.recipes.dataset_judge.DatasetJudge`).
 
     Returns:
         A :class:`~hf_soups.recipes.report.SoupReport` (record, printable table, folder, model).
@@ -125,6 +129,9 @@ def greedy_soup(
         ... )
         >>> [i.spec for i in report.record.ingredients if i.kept]  # doctest: +SKIP
         ['runs/b', 'runs/a']
+        >>> greedy_soup(  # doctest: +SKIP
+        ...     ["runs/a", "runs/b"], output_dir="soup", dataset="reviews/", text_columns="review", metric="f1_macro"
+        ... )
     """
     options = {"greedy_rule": greedy_rule, "min_gain": min_gain, "resume": resume}
     return run_recipe("greedy", ingredients, task, output_dir, options=options, **kwargs)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hf_soups.options import JudgeOptions, ReportFileOptions, add_flags
+from hf_soups.options import DatasetOptions, JudgeOptions, ReportFileOptions, add_flags, values
 from hf_soups.validation import cli_type, writable_folder
 
 
@@ -15,16 +15,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "diagnose",
         help="check whether ingredients can be souped, and why not",
         description="Compare the ingredients' task vectors (θᵢ − θ₀, centred on --base or else on their mean) per "
-        "layer group, and with --task the selection-split score along the line from the best ingredient to each "
-        "other one. Prints a verdict per ingredient (soup-compatible, different head, different basin, off-base) "
-        "with what to change.",
+        "layer group, and with --task (or --dataset) the selection-split score along the line from the best "
+        "ingredient to each other one. Prints a verdict per ingredient (soup-compatible, different head, different "
+        "basin, off-base) with what to change.",
     )
     parser.add_argument(
         "ingredients", nargs="+", metavar="ING", help="Hub repo (owner/name[@revision]) or local folder"
     )
     parser.add_argument("--base", help="the pretrained model the ingredients were fine-tuned from (default: use "
                         "their mean as centre)")
-    parser.add_argument("--task", help="GLUE task for the loss-landscape view (cola, sst2, mrpc, stsb, rte, ...)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--task", help="GLUE task for the loss-landscape view (cola, sst2, mrpc, stsb, rte, ...)")
+    add_flags(source, DatasetOptions, only=("dataset",))
+    add_flags(parser, DatasetOptions, exclude=("dataset",))
     parser.add_argument("--split", default="validation:select",
                         help="split the landscape is scored on (default validation:select)")
     add_flags(parser, JudgeOptions, only=("glue_dir", "batch_size"))
@@ -45,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
         plot_cosines,
         plot_interpolation,
     )
+    from hf_soups.evaluation.dataset import text_dataset
 
+    data = text_dataset(**values(args, DatasetOptions))
     diagnosis = diagnose(
-        args.ingredients, base=args.base, task=args.task, glue_dir=args.glue_dir, split=args.split,
+        args.ingredients, base=args.base, task=data or args.task, glue_dir=args.glue_dir, split=args.split,
         batch_size=args.batch_size,
     )
     print(f"\n{format_report(diagnosis)}")  # after the progress bars' unended line

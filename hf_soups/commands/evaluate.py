@@ -1,4 +1,5 @@
-"""``hf-soups evaluate``: score a checkpoint (an ingredient or a soup) on a GLUE task and print a table."""
+"""``hf-soups evaluate``: score a checkpoint (an ingredient or a soup) on a GLUE task or a dataset of yours and print
+a table."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hf_soups.options import JudgeOptions, ReportFileOptions, add_flags
+from hf_soups.options import DatasetOptions, JudgeOptions, ReportFileOptions, add_flags, values
 
 if TYPE_CHECKING:
     from hf_soups.evaluation import EvalResult
@@ -16,15 +17,19 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="score a checkpoint on a GLUE task",
-        description="Score an encoder classifier or a T5 model on a GLUE task, on one process or many "
-        "(run it under `accelerate launch`). Split names: train, validation (MNLI: validation_matched, "
-        "validation_mismatched), optionally with a seeded part, e.g. validation:select, validation:report, "
-        "train:heldout.",
+        help="score a checkpoint on a GLUE task or a dataset of yours",
+        description="Score an encoder classifier or a T5 model on a GLUE task, or a classifier or regressor on a "
+        "dataset of yours (--dataset), on one process or many (run it under `accelerate launch`). Split names: "
+        "train, validation (MNLI: validation_matched, validation_mismatched; a dataset: its own splits), optionally "
+        "with a seeded part, e.g. validation:select, validation:report, train:heldout.",
     )
     parser.add_argument("model", metavar="MODEL", help="Hub repo id or local folder (e.g. a soup)")
-    parser.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
-    parser.add_argument("--split", help="split to score (default: the task's validation split)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    add_flags(source, DatasetOptions, only=("dataset",))
+    add_flags(parser, DatasetOptions, exclude=("dataset",))
+    parser.add_argument("--split", help="split to score (default: the task's validation split; a dataset's "
+                        "validation split)")
     parser.add_argument("--revision", help="Hub revision of MODEL")
     add_flags(parser, JudgeOptions, only=("glue_dir", "batch_size"))
     add_flags(parser, ReportFileOptions)
@@ -55,19 +60,27 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
     from hf_soups.evaluation import evaluate_glue, get_task, load_glue_model
+    from hf_soups.evaluation.dataset import text_dataset
     from hf_soups.ingredients import resolve_ingredients
     from hf_soups.validation import vocabulary_files
 
-    task = get_task(args.task)
+    data = text_dataset(**values(args, DatasetOptions))
+    task = get_task(args.task) if data is None else None
     spec = args.model if args.revision is None else f"{args.model}@{args.revision}"
     for ingredient in resolve_ingredients([spec]):  # a missing, mistyped or corrupt model is one message
         ingredient.layout  # noqa: B018 (reads and checks every weight file's header)
         vocabulary_files(ingredient.vocabulary, ingredient.label, "save its tokenizer beside the weights")
     model, tokenizer = load_glue_model(args.model, revision=args.revision)
     accelerator = Accelerator()
-    result = evaluate_glue(
-        model, tokenizer, task, args.split, accelerator=accelerator, batch_size=args.batch_size, glue_dir=args.glue_dir
-    )
+    if data is None:
+        result = evaluate_glue(
+            model, tokenizer, task, args.split, accelerator=accelerator, batch_size=args.batch_size,
+            glue_dir=args.glue_dir,
+        )
+    else:
+        scorer = data.scorer(tokenizer, args.split or "validation", model, batch_size=args.batch_size,
+                             accelerator=accelerator)
+        result = scorer.score(model)
     if not accelerator.is_main_process:
         return 0
     print(f"\n{format_table(args.model, result)}")  # after the progress bars' unended line

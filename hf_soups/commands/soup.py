@@ -11,6 +11,7 @@ from hf_soups.options import (
     BaggedOptions,
     CardOptions,
     CookOptions,
+    DatasetOptions,
     FisherOptions,
     GreedyOptions,
     JudgeOptions,
@@ -33,11 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score every ingredient on a selection split (default: train:heldout, a seeded slice of the "
         "train split the runs must not have trained on), cook the soup, and report every model on a separate report "
         "split (default: the whole validation split) with a paired-bootstrap interval for each soup's gain. Runs as "
-        "one process or under `accelerate launch` (scoring is sharded; only the main process writes).",
+        "one process or under `accelerate launch` (scoring is sharded; only the main process writes). Judge on a GLUE "
+        "task (--task) or on a dataset of yours (--dataset: a Hub dataset, a folder, csv/json/jsonl/parquet files, "
+        "with --text-columns, --label-column and --metric).",
     )
     parser.add_argument("ingredients", nargs="+", metavar="ING", help="Hub repo (owner/name[@rev]) or local folder")
     parser.add_argument("--recipe", default="greedy", choices=RECIPE_NAMES, help="default: greedy")
-    parser.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    add_flags(source, DatasetOptions, only=("dataset",))
+    add_flags(parser, DatasetOptions, exclude=("dataset",))
     add_flags(parser, SoupFolderOptions)
     add_flags(parser, JudgeOptions)
     add_flags(parser, CookOptions)
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     options = {name: getattr(args, name) for name in RECIPES[args.recipe].options}
     report = run_recipe(
         args.recipe, args.ingredients, args.task, args.output, options=options,
-        **values(args, CookOptions), **values(args, JudgeOptions),
+        **values(args, CookOptions), **values(args, JudgeOptions), **values(args, DatasetOptions),
         **values(args, MergeOptions, only=("dtype", "checkpoints", "overwrite")),
         repo_id=args.push_to_hub,  # the card names the repo it will live in
     )

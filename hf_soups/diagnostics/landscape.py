@@ -16,13 +16,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hf_soups.errors import SoupError
 from hf_soups.ingredient import Ingredient
 from hf_soups.ingredients import MergePlan
+
+if TYPE_CHECKING:
+    from hf_soups.evaluation.dataset import TextDataset
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # A midpoint more than 2 points (of a 0..1 metric) below the endpoints' mean is a barrier: larger than the usual
@@ -69,7 +72,7 @@ class Landscape:
 def loss_landscape(
     ingredients: Sequence[Ingredient],
     plan: MergePlan,
-    task: str,
+    task: str | TextDataset,
     split: str = "validation:select",
     glue_dir: str | Path | None = None,
     batch_size: int = 32,
@@ -80,7 +83,7 @@ def loss_landscape(
     Args:
         ingredients: validated ingredients (two or more).
         plan: their plan.
-        task: a GLUE task name.
+        task: a GLUE task name, or a dataset of yours (:class:`~hf_soups.evaluation.dataset.TextDataset`).
         split: the split to score on; the selection split by default, so the report split stays unseen.
         glue_dir: a local GLUE tsv folder (default: the Hub).
         batch_size: evaluation batch size.
@@ -90,13 +93,17 @@ def loss_landscape(
         A :class:`Landscape`: N + (len(alphas) − 2) × (N − 1) evaluations.
     """
     from hf_soups.evaluation import GlueScorer, load_glue_model
+    from hf_soups.evaluation.dataset import TextDataset
 
     alphas = [float(a) for a in alphas]
     if not {0.0, 0.5, 1.0} <= set(alphas) or alphas != sorted(alphas):
         raise SoupError(f"alphas: {alphas} must be increasing and include 0, 0.5 and 1")
     model, tokenizer = load_glue_model(ingredients[0].path)
     model.float()
-    scorer = GlueScorer(task, tokenizer, split, glue_dir=glue_dir, batch_size=batch_size, progress=False)
+    if isinstance(task, TextDataset):
+        scorer = task.scorer(tokenizer, split, model, batch_size=batch_size, progress=False)
+    else:
+        scorer = GlueScorer(task, tokenizer, split, glue_dir=glue_dir, batch_size=batch_size, progress=False)
     state = model.state_dict()
 
     def score(ingredient: Ingredient, start: dict[str, torch.Tensor] | None = None, alpha: float = 1.0) -> float:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from hf_soups.diagnostics.task_vectors import WeightSpace, weight_space
 from hf_soups.errors import SoupError
 from hf_soups.ingredient import Ingredient
 from hf_soups.ingredients import BODY_COSINE, body_cosines, resolve_ingredients, validate
+
+if TYPE_CHECKING:
+    from hf_soups.evaluation.dataset import TextDataset
 
 # Nearest distance over the others' median distance above which an ingredient is off-base. Fine-tunes of one base
 # lie within a few times each other's distance; another base is tens to hundreds of times further away.
@@ -95,7 +98,7 @@ class Diagnosis:
 def diagnose(
     ingredients: Sequence[str | Path | Ingredient],
     base: str | Path | Ingredient | None = None,
-    task: str | None = None,
+    task: str | TextDataset | None = None,
     glue_dir: str | Path | None = None,
     split: str = "validation:select",
     batch_size: int = 32,
@@ -107,7 +110,8 @@ def diagnose(
     Args:
         ingredients: ingredient specs (Hub ids, folders) or resolved ingredients; at least two.
         base: the base model they were fine-tuned from (centre of the task vectors); default: their mean.
-        task: a GLUE task for the loss-landscape view.
+        task: a GLUE task, or a dataset of yours (:class:`~hf_soups.evaluation.dataset.TextDataset`), for the
+            loss-landscape view.
         glue_dir: a local GLUE tsv folder.
         split: the split the landscape is scored on.
         batch_size: evaluation batch size.
@@ -139,8 +143,8 @@ def diagnose(
             landscape = loss_landscape(usable, plan, task, split, glue_dir, batch_size)
             findings += _judge_landscape(landscape, verdicts)
     if all(v.verdict == "soup-compatible" for v in verdicts.values()):
-        findings.append("all ingredients look soup-compatible" + ("" if task else " in weight space (give --task to "
-                        "check for loss barriers)"))
+        findings.append("all ingredients look soup-compatible" + ("" if task else " in weight space (give --task or "
+                        "--dataset to check for loss barriers)"))
     return Diagnosis([i.spec for i in resolved], weights, landscape, [verdicts[i.spec] for i in resolved], findings)
 
 

@@ -410,12 +410,34 @@ def load_glue_split(
     if split not in split_names(spec):
         valid = ", ".join(split_names(spec))
         raise SoupError(f"unknown split {split!r} for task {spec.name!r}; valid splits: {valid}")
-    rule = rule or SplitRule()
-    base, _, part = split.partition(":")
+    base = split.partition(":")[0]
     if glue_dir is not None:
         dataset, source = read_glue_tsv(glue_dir, spec, base), f"local:{Path(glue_dir).resolve()}"
     else:
         dataset, source = _load_from_hub(spec, base), f"hub:{HUB_DATASET}"
+    return part_split(spec, split, dataset, source, rule)
+
+
+def part_split(
+    spec: TaskSpec, split: str, base_rows: datasets.Dataset, source: str, rule: SplitRule | None = None
+) -> GlueSplit:
+    """The rows of ``split`` (a name from :func:`split_names`: ``BASE`` or ``BASE:PART``) cut from the rows of its
+    base split, and the rule that reproduces them: what :func:`load_glue_split` returns once it has read the base
+    split, and what a user's own dataset is split by (:mod:`hf_soups.evaluation.dataset`).
+
+    Args:
+        spec: the task (or the task a user's dataset is read as).
+        split: the split's name.
+        base_rows: every row of the base split, with an ``idx`` column of row ids.
+        source: where the rows were read (``"hub:nyu-mll/glue"``, ``"local:/data/glue"``).
+        rule: seed and fractions for ``BASE:PART`` splits (default :class:`SplitRule`).
+
+    Raises:
+        SoupError: a fraction out of range, or a split with no rows.
+    """
+    rule = rule or SplitRule()
+    base, _, part = split.partition(":")
+    dataset = base_rows
     record: dict[str, Any] = {"task": spec.name, "split": split, "base": base, "source": source,
                               "base_rows": dataset.num_rows}
     if part:

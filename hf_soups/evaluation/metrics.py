@@ -1,8 +1,9 @@
 """GLUE metrics from scikit-learn and scipy, with every degenerate case given a defined value (never NaN).
 
 The names match ``evaluate.load("glue", task)``: ``accuracy``, ``f1``, ``matthews_correlation``, ``pearson``,
-``spearmanr``. Degenerate inputs follow scikit-learn's convention of scoring "no signal" as 0: a constant
-prediction or label vector (or fewer than two examples) gives a correlation of 0.0; F1 with no positive
+``spearmanr``; ``f1_macro`` (the mean F1 over the classes) is there for a user's own multi-class data (see
+:mod:`hf_soups.evaluation.dataset`). Degenerate inputs follow scikit-learn's convention of scoring "no signal" as 0:
+a constant prediction or label vector (or fewer than two examples) gives a correlation of 0.0; F1 with no positive
 predictions and no positive labels is 0.0; Matthews correlation with one class only is 0.0.
 
 Example:
@@ -33,6 +34,10 @@ def _f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(f1_score(labels, predictions, zero_division=0.0))
 
 
+def _f1_macro(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return float(f1_score(labels, predictions, average="macro", zero_division=0.0))
+
+
 def _matthews(predictions: np.ndarray, labels: np.ndarray) -> float:
     # With one class only sklearn returns its defined 0.0 but warns about the confusion matrix shape first.
     if len(np.union1d(predictions, labels)) < 2:
@@ -52,10 +57,14 @@ def _correlation(fn: Callable[..., Any]) -> Callable[[np.ndarray, np.ndarray], f
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": _accuracy,
     "f1": _f1,
+    "f1_macro": _f1_macro,
     "matthews_correlation": _matthews,
     "pearson": _correlation(pearsonr),
     "spearmanr": _correlation(spearmanr),
 }
+# The metrics of :data:`METRICS` that score a regressor's outputs; the others score class ids (``f1``: binary, of
+# class 1; ``f1_macro``: the mean F1 over the classes).
+REGRESSION_METRICS = ("pearson", "spearmanr")
 
 
 def glue_metrics(task: str | TaskSpec, predictions: ArrayLike, labels: ArrayLike) -> dict[str, float]:

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +27,16 @@ from transformers import AutoTokenizer
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import SplitRule
+from hf_soups.evaluation.dataset import text_dataset
+from hf_soups.ingredient import label_map
 from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
 from hf_soups.options import (
     RECIPE_NAMES,
+    DatasetOptions,
     JudgeOptions,
 )
 from hf_soups.recipes.bagged import cook_bagged
+from hf_soups.recipes.dataset_judge import DatasetJudge
 from hf_soups.recipes.fisher import cook_fisher
 from hf_soups.recipes.greedy import cook_greedy
 from hf_soups.recipes.judge import GlueJudge, Judge
@@ -43,6 +48,8 @@ from hf_soups.recipes.report import SoupReport
 from hf_soups.recipes.stock import cook_stock
 from hf_soups.recipes.uniform import cook_uniform
 from hf_soups.validation import vocabulary_files
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ class Recipe:
 
     cook: Callable[..., SoupReport]
     options: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()  # what it needs of its judge beyond scores: names of NEEDS
     state: bool = False
 
 
@@ -63,12 +71,42 @@ RECIPES: dict[str, Recipe] = {
     "greedy": Recipe(cook_greedy, ("greedy_rule", "min_gain", "resume"), state=True),
     "bagged": Recipe(cook_bagged, ("bags", "bag_seed", "greedy_rule", "min_gain")),
     "uniform": Recipe(cook_uniform),
-    "learned": Recipe(cook_learned, ("granularity", "epochs", "lr")),
+    "learned": Recipe(cook_learned, ("granularity", "epochs", "lr"), needs=("logits", "loss")),
     "stock": Recipe(cook_stock, ("base", "start_head")),
     "fisher": Recipe(cook_fisher, ("statistics_rows", "fisher_over", "greedy_rule", "min_gain"), state=True),
     "regmean": Recipe(cook_regmean, ("statistics_rows", "regmean_alpha"), state=True),
 }
 assert tuple(RECIPES) == RECIPE_NAMES, "hf_soups.options.RECIPE_NAMES names the recipes for the command line"
+# What a recipe may need of its judge beyond scores. A judge says what it gives in ``provides`` (a judge without it
+# gives all): the Trainer judge of a Seq2SeqTrainer that predicts with generate gives neither.
+NEEDS = {
+    "logits": "the model's logits (the logit ensemble mixes them)",
+    "loss": "logits and a differentiable loss on one label a row (it trains through them)",
+}
+
+
+def judge_fits(recipe: str, judge: Judge, ensemble: bool) -> bool:
+    """Refuse a recipe its judge cannot serve (:attr:`Recipe.needs`), before any work; leave the logit-ensemble
+    rows out, with a logged note, where the judge gives no logits.
+
+    Returns:
+        Whether to score the logit-ensemble baselines: ``ensemble``, unless the judge gives no logits.
+
+    Raises:
+        SoupError: the recipe needs what the judge does not give.
+    """
+    provided = getattr(judge, "provides", set(NEEDS))
+    missing = [need for need in RECIPES[recipe].needs if need not in provided]
+    if missing:
+        raise SoupError(
+            f"recipe {recipe!r} does not apply here: it needs {NEEDS[missing[0]]}, and the judge scores "
+            f"{getattr(judge, 'outputs', 'without them')}; cook greedy, bagged or uniform"
+        )
+    if ensemble and "logits" not in provided:
+        logger.warning("the logit-ensemble rows are left out: they need %s, and the judge scores %s",
+                       NEEDS["logits"], getattr(judge, "outputs", "without them"))
+        return False
+    return ensemble
 
 
 def make_kitchen(
@@ -76,6 +114,11 @@ def make_kitchen(
     task: str | None = None,
     judge: Judge | None = None,
     tokenizer: Any = None,
+    dataset: str | None = DatasetOptions.dataset,
+    dataset_config: str | None = DatasetOptions.dataset_config,
+    text_columns: str | Sequence[str] = DatasetOptions.text_columns,
+    label_column: str = DatasetOptions.label_column,
+    metric: str | None = DatasetOptions.metric,
     glue_dir: str | Path | None = JudgeOptions.glue_dir,
     select_split: str = JudgeOptions.select_split,
     report_split: str = JudgeOptions.report_split,
@@ -86,11 +129,14 @@ def make_kitchen(
     token: str | bool | None = None,
     progress: bool = True,
 ) -> Kitchen:
-    """Resolve and validate the ingredients, then set up their judge: a GLUE ``task`` (with the first ingredient's
-    tokenizer unless one is given) or any :class:`~hf_soups.recipes.judge.Judge`.
+    """Resolve and validate the ingredients, then set up their judge: a GLUE ``task`` or a ``dataset`` of yours
+    (:class:`~hf_soups.recipes.dataset_judge.DatasetJudge`, its labels matched to the first ingredient's
+    ``id2label``), each with the first ingredient's tokenizer unless one is given, or any
+    :class:`~hf_soups.recipes.judge.Judge`.
 
     Raises:
-        SoupError: bad ingredients (before any tokenizer, dataset or model is loaded), or neither task nor judge.
+        SoupError: bad ingredients (before any tokenizer, dataset or model is loaded), both a task and a dataset,
+            dataset options without a dataset, or a bad dataset (see :class:`DatasetJudge`).
     """
     resolved = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token)  # type: ignore[arg-type]
     if len(resolved) == 1:
@@ -99,16 +145,26 @@ def make_kitchen(
             "hf-soups merge --allow-single)"
         )
     plan = validate(resolved)
+    data = text_dataset(dataset, dataset_config=dataset_config, text_columns=text_columns, label_column=label_column,
+                        metric=metric)
+    if task is not None and data is not None:
+        raise SoupError(f"give a GLUE task or a dataset, not both (task={task!r}, dataset={dataset!r})")
     if judge is None:
-        if task is None:
-            raise ValueError("give a GLUE task or a judge")
+        if task is None and data is None:
+            raise ValueError("give a GLUE task, a dataset or a judge")
         if tokenizer is None:
             vocabulary_files(resolved[0].vocabulary, resolved[0].label, "pass tokenizer=, or put one first")
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolved[0].tokenizer_path)
-        judge = GlueJudge(
-            task, tokenizer, select_split, report_split, glue_dir, batch_size, accelerator,
-            rule=SplitRule(heldout_fraction=heldout_fraction), progress=progress,
-        )
+        if data is not None:
+            judge = DatasetJudge(
+                data, tokenizer, label_map(resolved[0].config), select_split=select_split, report_split=report_split,
+                heldout_fraction=heldout_fraction, batch_size=batch_size, accelerator=accelerator, progress=progress,
+            )
+        else:
+            judge = GlueJudge(
+                task, tokenizer, select_split, report_split, glue_dir, batch_size, accelerator,
+                rule=SplitRule(heldout_fraction=heldout_fraction), progress=progress,
+            )
     return Kitchen(resolved, judge, progress=progress, plan=plan)
 
 
@@ -128,5 +184,6 @@ def ensemble_scores(ingredients, task=None, **kwargs: Any):
 
 
 __all__ = [
-    "RECIPES", "GlueJudge", "Judge", "Kitchen", "Recipe", "SoupReport", "cook", "ensemble_scores", "make_kitchen",
+    "RECIPES", "DatasetJudge", "GlueJudge", "Judge", "Kitchen", "Recipe", "SoupReport", "cook", "ensemble_scores",
+    "judge_fits", "make_kitchen",
 ]
