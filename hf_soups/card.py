@@ -104,11 +104,12 @@ def build_card(
     eval_results = _eval_results(record, soup_row, pipeline_tag)
     dataset = judged_on(record)
     merged_from = sorted({i.repo_id for i in record.ingredients if i.kept and i.source == "hub" and i.repo_id})
+    base = hub_id(record.base_model)
     data = ModelCardData(
         model_name=name if soup_row else None,
         library_name="transformers",
-        base_model=record.base_model or merged_from or None,
-        base_model_relation=None if record.base_model or not merged_from else "merge",
+        base_model=base or merged_from or None,
+        base_model_relation=None if base or not merged_from else "merge",
         license=license or base_license(record) or common_license(record),
         pipeline_tag=pipeline_tag,
         tags=["model-soup", "merge", "hf-soups", *([task] if task else [])],
@@ -124,6 +125,8 @@ def build_card(
             repo_id=repo_id,
             version=__version__,
             record=record,
+            base=base,
+            base_name=public_name(record.base_model) if record.base_model else None,
             recipe=recipe,
             dataset=public_data(dataset),
             kept=sum(i.kept for i in record.ingredients),
@@ -194,6 +197,25 @@ def public_name(spec: str) -> str:
         ('lr2e-05', 'me/bert-rte@v1')
     """
     return Path(spec).name if Path(spec).is_absolute() else spec
+
+
+def hub_id(model: str | None) -> str | None:
+    """The Hub repo id of a model as a record names it: a Hub id as it is; a local folder's only when the folder is a
+    snapshot in the Hub cache (``.../models--owner--name/snapshots/<commit>``), else ``None`` (a card never names a
+    machine path as a model).
+
+    Example:
+        >>> hub_id("me/bert-base"), hub_id("/home/me/bert-base")
+        ('me/bert-base', None)
+        >>> hub_id("/home/me/.cache/huggingface/hub/models--me--bert/snapshots/0a1b")
+        'me/bert'
+    """
+    if not model or not (Path(model).is_absolute() or Path(model).exists()):
+        return model or None
+    snapshot = Path(model).parts[-3:]
+    if len(snapshot) == 3 and snapshot[0].startswith("models--") and snapshot[1] == "snapshots":
+        return snapshot[0].removeprefix("models--").replace("--", "/")
+    return None
 
 
 def table_cell(text: str) -> str:

@@ -108,6 +108,8 @@ class Ingredient:
         hyperparameters: what is known of how it was trained (a pantry entry's differing TrainingArguments).
         start_head: how the classifier head training started from was made (a pantry's ``"random"`` pinned head
             or ``"probe"``d head), when known.
+        start_model: the pretrained model it was fine-tuned from, when known (a pantry entry's record): a Hub id, or
+            a local folder by its absolute path.
     """
 
     spec: str
@@ -119,6 +121,7 @@ class Ingredient:
     reads: int = 0
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     start_head: str | None = None
+    start_model: str | None = None
 
     @cached_property
     def config(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_soups.adapter_soup import AdapterOutput, AdapterSoup
-from hf_soups.adapters import AdapterIngredient, base_name
+from hf_soups.adapters import AdapterIngredient
 from hf_soups.atomic_folder import atomic_folder, check_output
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
@@ -249,6 +249,17 @@ def write_adapter_soup(
     return Path(output_dir)
 
 
+def base_model(ingredients: Sequence[Ingredient]) -> str | None:
+    """What a soup was fine-tuned from, when known: its adapters' base, else the pretrained model every ingredient
+    records (a pantry's entries); a Hub id, or a local folder by its absolute path (the card names it only by a Hub
+    id, :func:`hf_soups.card.hub_id`)."""
+    bases = [i.base for i in ingredients if isinstance(i, AdapterIngredient) and i.base]
+    if bases:
+        return bases[0].repo_id or str(bases[0].path.resolve())
+    starts = {i.start_model for i in ingredients}
+    return starts.pop() if len(starts) == 1 else None
+
+
 def soup_record(ingredients: Sequence[Ingredient], weights: Sequence[float]) -> SoupRecord:
     """The ``soup.json`` record of a soup: each ingredient's origin, file hashes and normalised weight."""
     total = sum(weights)
@@ -256,7 +267,7 @@ def soup_record(ingredients: Sequence[Ingredient], weights: Sequence[float]) -> 
     return SoupRecord(
         hf_soups_version=__version__,
         dtype="",
-        base_model=next((base_name(i.base) for i in ingredients if isinstance(i, AdapterIngredient) and i.base), None),
+        base_model=base_model(ingredients),
         model_type=config.get("model_type"),
         architecture=(config.get("architectures") or [None])[0],
         ingredients=[i.record(weight=w / total, kept=w > 0) for i, w in zip(ingredients, weights, strict=True)],

@@ -375,6 +375,7 @@ class Pantry:
                 "averaged_checkpoints": [e.info["step"] for e in group]
             }
             ingredient.start_head = head
+            ingredient.start_model = start_model(entry)
         return ingredients
 
     def ingredients(self, entries: list[PantryEntry] | None = None) -> list[Ingredient]:
@@ -396,6 +397,7 @@ class Pantry:
             ingredient.spec = str(entry.path)
             ingredient.hyperparameters = {k: entry.hyperparameters().get(k) for k in differing}
             ingredient.start_head = head
+            ingredient.start_model = start_model(entry)
         return ingredients
 
 
@@ -409,6 +411,13 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def _type_names(kinds: tuple[type | None, ...]) -> str:
     names = {str: "a string", int: "a whole number", float: "a number", dict: "a JSON object", None: "null"}
     return " or ".join(names[kind] for kind in kinds)
+
+
+def start_model(entry: PantryEntry) -> str | None:
+    """The pretrained model an entry's run started from, as it records it (``model.name_or_path``): a Hub id, or a
+    local folder by its absolute path; ``None`` when it records none."""
+    name = entry.info.get("start_model")
+    return str(Path(name).resolve()) if name and Path(name).is_dir() else name
 
 
 def differing_hyperparameters(entries: Iterable[PantryEntry]) -> list[str]:

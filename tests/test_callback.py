@@ -187,6 +187,21 @@ def test_a_lora_sweep_over_seeds_pins_the_head_it_trains(run, tmp_path, pin_head
     assert {"bert.encoder.layer.0.attention.self.query.weight", "classifier.weight"} <= set(weights(report.output_dir))
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_soup_of_a_local_base_states_the_bases_license_and_names_no_local_path(run, tmp_path, lora):
+    (tmp_path / "base" / "README.md").write_text("---\nlicense: apache-2.0\n---\n# a local base\n")
+    callback = SoupCallback(tmp_path / "pantry", pin_head=True)
+    for seed in (0, 1):
+        config = LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]) if lora else None
+        trainer = run(f"run{seed}", seed=seed, lora=config, callbacks=[callback], args={"max_steps": 1})
+    report = callback.cook(trainer, recipe="uniform")
+    assert report.record.base_model == str((tmp_path / "base").resolve())  # soup.json: the base, where it was
+    card = (report.output_dir / "README.md").read_text()
+    front = card.split("---\n")[1]
+    assert "\nlicense: apache-2.0\n" in front and "base_model" not in front  # no Hub id known, no path published
+    assert "of `base` (local)" in card and str(tmp_path) not in card
+
+
 def test_different_bodies_refused(tmp_path):
     start = {"weights": "a", "body": "b", "head": "h"}
     other = start | {"weights": "c", "body": "d"}

@@ -220,6 +220,24 @@ def test_the_card_carries_the_base_models_license_else_the_one_given(tmp_path, w
     assert card.data.license == expected and ModelCard(str(card)).data.license == expected
 
 
+@pytest.mark.parametrize(
+    ("where", "expected"), [("local", None), ("hub cache", "me/bert-base"), ("hub", "me/bert-base")]
+)
+def test_the_card_names_a_base_by_its_hub_id_never_by_a_local_path(tmp_path, where, expected):
+    base = tmp_path / ("models--me--bert-base/snapshots/" + SHA if where == "hub cache" else "bert-base")
+    base.mkdir(parents=True)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n# base\n")
+    record = soup_record(folders=[tmp_path / f"run{i}" for i in range(3)])
+    record.base_model = "me/bert-base" if where == "hub" else str(base)
+    card = build_card(record)
+    assert card.data.base_model == expected and ModelCard(str(card)).data.base_model == expected
+    assert card.data.license == (None if where == "hub" else "apache-2.0")  # a Hub base's card: not in the cache here
+    text = str(card)
+    assert str(tmp_path) not in text
+    named = "[me/bert-base](https://huggingface.co/me/bert-base)" if expected else "`bert-base` (local)"
+    assert f"fine-tuned checkpoints of {named}," in text.replace("\n", " ")
+
+
 def test_missing_record(tmp_path):
     with pytest.raises(SoupError, match="no soup.json"):
         build_card(tmp_path)
