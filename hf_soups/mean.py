@@ -343,8 +343,8 @@ class RunningMean:
             SoupError: naming the tensor and the ingredient that holds such values, or the dtype it overflows.
         """
         tensor = self.tensors[name]
-        if self.plan.is_float(name) and not _finite(tensor):
-            raise SoupError(f"tensor '{name}' has NaN or Inf values in {self._non_finite_source(name)}")
+        if self.plan.is_float(name):
+            refuse_non_finite(name, tensor, self.added)
         cast = (tensor if dtype is None else tensor.to(dtype)).cpu()
         if self.plan.is_float(name) and not _finite(cast):
             raise SoupError(
@@ -353,12 +353,22 @@ class RunningMean:
             )
         return cast
 
-    def _non_finite_source(self, name: str) -> str:
-        for ingredient in self.added:
-            for tensor_name, tensor in ingredient.tensors():
-                if tensor_name == name and not torch.isfinite(tensor).all():
-                    return ingredient.label
-        return "the average (overflow)"
+
+def refuse_non_finite(name: str, tensor: torch.Tensor, ingredients: Sequence[Ingredient]) -> None:
+    """Refuse NaN or Inf values in a float tensor computed from ``ingredients`` (their mean, or their copies of it
+    side by side), as merge, the recipes and ``diagnose`` do.
+
+    Raises:
+        SoupError: naming the tensor and the ingredient that holds such values (the average, when none does: an
+            overflow). Only then are the ingredients read again, to find it.
+    """
+    if _finite(tensor):
+        return
+    source = next(
+        (i.label for i in ingredients for n, t in i.tensors() if n == name and not torch.isfinite(t).all()),
+        "the average (overflow)",
+    )
+    raise SoupError(f"tensor '{name}' has NaN or Inf values in {source}")
 
 
 def _finite(tensor: torch.Tensor) -> bool:

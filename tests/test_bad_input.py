@@ -15,7 +15,7 @@ import struct
 import pytest
 import torch
 import yaml
-from helpers import GLUE_DIR, BiasJudge, write_rte
+from helpers import GLUE_DIR, BiasJudge, write_rte, write_stsb
 from safetensors.torch import load_file, save_file
 
 from hf_soups import uniform_soup
@@ -101,6 +101,20 @@ def _no_tokenizer(folder):
     for file in folder.iterdir():
         if file.name not in ("config.json", "model.safetensors"):
             file.unlink()
+
+
+def _poison(folder, value):
+    state = load_file(folder / "model.safetensors")
+    state["classifier.bias"][0] = float(value)
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _stsb_score(glue_dir, score):
+    """An STS-B dev file whose second row's score is ``score``."""
+    tsv = write_stsb(glue_dir, 5)
+    lines = tsv.read_text().splitlines(keepends=True)
+    lines[2] = lines[2].rsplit("\t", 1)[0] + f"\t{score}\n"
+    tsv.write_text("".join(lines))
 
 
 SOUP = ["soup", "ing0", "ing1", "--task", "rte", "-o", "soup", "--glue-dir", str(GLUE_DIR)]
@@ -316,6 +330,31 @@ CASES = [
         "--plots: ",
     ),
     ("diagnose batch size", None, ["diagnose", "ing0", "ing1", "--batch-size", "-3"], "--batch-size: must be a whole"),
+    *[
+        (
+            f"diagnose {value} weights",
+            lambda t, value=value: _poison(t / "ing1", value),
+            ["diagnose", "ing0", "ing1"],
+            "tensor 'classifier.bias' has NaN or Inf values in ingredient 'ing1'",
+        )
+        for value in ["nan", "inf"]
+    ],
+    (
+        "diagnose --task without a tokenizer",
+        lambda t: _no_tokenizer(t / "ing0"),
+        ["diagnose", "ing0", "ing1", "--task", "rte", "--glue-dir", str(GLUE_DIR)],
+        "ingredient 'ing0': no tokenizer files to score with (save its tokenizer beside the weights)",
+    ),
+    *[
+        (
+            f"STS-B score {score}",
+            lambda t, score=score: _stsb_score(t / "glue", score),
+            ["soup", "ing0", "ing1", "--task", "stsb", "-o", "soup", "--glue-dir", "glue", "--select-split",
+             "validation:select", "--report-split", "validation:report"],
+            f"glue/STS-B/dev.tsv line 3: score '{score}' is not a number from 0 to 5",
+        )
+        for score in ["nan", "1e9", "-0.5", "inf"]
+    ],
     # held-out selection (the soup command reads RTE from the shared GLUE folder)
     *[
         (f"soup {' '.join(flags)}", None, [*SOUP, *flags], message)

@@ -105,7 +105,7 @@ def test_three_runs_fill_one_pantry_and_cook_a_soup(run, tmp_path):
     )
 
     report = soup.cook(trainer)
-    assert report.output_dir == tmp_path / "soup"  # beside the pantry, not in the last run's folder
+    assert report.output_dir == tmp_path / "runs" / "lr1e-2-s2" / "soup"
     assert {"README.md", "soup.json", "model.safetensors", "recipe.yaml", "greedy_trajectory.png"} <= {
         p.name for p in report.output_dir.iterdir()
     }
@@ -223,7 +223,7 @@ def test_soup_trainer_is_trainer_plus_callback(run, tmp_path):
         assert x.info["start"] == y.info["start"] and x.info["metrics"] == y.info["metrics"]
         assert all(torch.equal(t, weights(y.path)[k]) for k, t in weights(x.path).items())
     ours, theirs = souped.soup(), callback.cook(plain)
-    assert ours.output_dir == tmp_path / "soup"
+    assert ours.output_dir == tmp_path / "runs" / "b0.03" / "soup"
     assert ours.record.results == theirs.record.results
     assert [i.kept for i in ours.record.ingredients] == [i.kept for i in theirs.record.ingredients]
 
@@ -249,7 +249,7 @@ def test_cooking_a_pantry_of_one_run_says_so_and_returns_none(run, tmp_path, cap
     with caplog.at_level("WARNING", logger="hf_soups.callback"):
         assert callback.cook(trainer) is None
     assert "holds one ingredient (only) so far" in caplog.text
-    assert not (tmp_path / "soup").exists()
+    assert not (tmp_path / "runs" / "only" / "soup").exists()
 
 
 def test_cook_on_end_without_a_judge_is_refused_before_training(run, tmp_path):
@@ -349,7 +349,7 @@ def test_one_run_per_process_sweep_prints_its_progress_and_the_soup(run, tmp_pat
         if seed == 0:
             assert f"pantry {tmp_path / 'pantry'} holds 1 of 2 runs" in out and "soup written" not in out
         else:
-            soup = tmp_path / "soup"
+            soup = tmp_path / "runs" / "s1" / "soup"
             assert callback.last_report.table in out and f"soup written to {soup}" in out and "holds" not in out
 
 

@@ -23,6 +23,7 @@ import torch
 from hf_soups.errors import SoupError
 from hf_soups.ingredient import Ingredient
 from hf_soups.ingredients import MergePlan
+from hf_soups.validation import vocabulary_files
 
 if TYPE_CHECKING:
     from hf_soups.evaluation.dataset import TextDataset
@@ -91,6 +92,10 @@ def loss_landscape(
 
     Returns:
         A :class:`Landscape`: N + (len(alphas) − 2) × (N − 1) evaluations.
+
+    Raises:
+        SoupError: ``alphas`` lack 0, 0.5 or 1, or the first ingredient (whose tokenizer scores) has no tokenizer
+            files, as ``evaluate`` and the recipes refuse it.
     """
     from hf_soups.evaluation import GlueScorer, load_glue_model
     from hf_soups.evaluation.dataset import TextDataset
@@ -98,6 +103,7 @@ def loss_landscape(
     alphas = [float(a) for a in alphas]
     if not {0.0, 0.5, 1.0} <= set(alphas) or alphas != sorted(alphas):
         raise SoupError(f"alphas: {alphas} must be increasing and include 0, 0.5 and 1")
+    vocabulary_files(ingredients[0].vocabulary, ingredients[0].label, "save its tokenizer beside the weights")
     model, tokenizer = load_glue_model(ingredients[0].path)
     model.float()
     if isinstance(task, TextDataset):

@@ -34,6 +34,7 @@ import torch
 
 from hf_soups.ingredient import Ingredient
 from hf_soups.ingredients import MergePlan, base_names, is_head
+from hf_soups.mean import refuse_non_finite
 from hf_soups.tensorfile import read_tensor_range
 
 POOLER_PARTS = {"pooler"}  # name parts of pretrained poolers
@@ -205,7 +206,8 @@ def weight_space(ingredients: Sequence[Ingredient], plan: MergePlan, base: Ingre
         A :class:`WeightSpace`.
 
     Raises:
-        SoupError: a base tensor's shape differs from the ingredients', or the base shares no tensor with them.
+        SoupError: a base tensor's shape differs from the ingredients', or the base shares no tensor with them; an
+            ingredient has NaN or Inf weights (as merge refuses them).
     """
     n = len(ingredients)
     names_in_base = base_names(base, plan) if base is not None else {}
@@ -222,6 +224,7 @@ def weight_space(ingredients: Sequence[Ingredient], plan: MergePlan, base: Ingre
                 vectors, middle = block[:, :count], centre[:count]
                 for row, read in zip(vectors, readers, strict=True):
                     row.copy_(read(name, start, count))
+                refuse_non_finite(name, vectors, ingredients)
                 if read_base is not None and name in names_in_base:
                     middle.copy_(read_base(names_in_base[name], start, count))
                 else:

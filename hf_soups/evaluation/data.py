@@ -177,9 +177,16 @@ def _utf8_text(path: Path) -> str:
 
 
 def _parse_label(spec: TaskSpec, value: str, path: Path, line: int) -> float | int:
+    if spec.is_regression:
+        low, high = spec.score_range
+        try:
+            score = float(value)
+        except ValueError:
+            score = float("nan")
+        if not low <= score <= high:  # NaN too
+            raise SoupError(f"{path} line {line}: score {value!r} is not a number from {low:g} to {high:g}")
+        return score
     try:
-        if spec.is_regression:
-            return float(value)
         label = spec.label_names.index(value) if spec.tsv.labels_as_names else int(value)
     except ValueError:
         label = -1

@@ -80,6 +80,11 @@ class TaskSpec:
         return not self.label_names
 
     @property
+    def score_range(self) -> tuple[float, float]:
+        """The scores a regression task's labels take (STS-B's similarity: 0 to 5, which T5's values span)."""
+        return STSB_T5_VALUES[0], STSB_T5_VALUES[-1]
+
+    @property
     def num_labels(self) -> int:
         """Width of a classifier head: the number of classes, 1 for regression."""
         return len(self.label_names) or 1
