@@ -105,7 +105,7 @@ def test_three_runs_fill_one_pantry_and_cook_a_soup(run, tmp_path):
     )
 
     report = soup.cook(trainer)
-    assert report.output_dir == tmp_path / "runs" / "lr1e-2-s2" / "soup"
+    assert report.output_dir == tmp_path / "soup"  # beside the pantry, not in the last run's folder
     assert {"README.md", "soup.json", "model.safetensors", "recipe.yaml", "greedy_trajectory.png"} <= {
         p.name for p in report.output_dir.iterdir()
     }
@@ -134,6 +134,19 @@ def test_trainer_judge_scores_like_trainer_evaluate(run):
         assert ours.main_metric == "accuracy" and ours.main == pytest.approx(theirs["eval_accuracy"])
         assert ours.num_examples == 12 and ours.logits.shape == (12, 2)
         assert judge.main_metric(ours.predictions, ours.labels) == ours.main
+
+
+def test_trainer_judge_scores_in_the_trainers_precision(run):
+    from hf_soups.evaluation.scoring import Precision
+
+    fp32 = TrainerJudge(run("fp32", train_it=False))
+    trainer = run("bf16", train_it=False, args={"bf16": True})
+    judge = TrainerJudge(trainer)
+    assert (fp32.precision(), judge.precision()) == (Precision(), Precision(torch.bfloat16))
+    ours, reference = judge.score(trainer.model, "select", True), fp32.score(trainer.model, "select", True)
+    assert trainer.model.dtype == torch.float32  # scored as a bf16 copy
+    assert not np.array_equal(ours.logits, reference.logits)
+    np.testing.assert_allclose(ours.logits, reference.logits, atol=0.05)
 
 
 def test_different_heads_refused_pinned_heads_accepted(run, tmp_path):
@@ -223,7 +236,7 @@ def test_soup_trainer_is_trainer_plus_callback(run, tmp_path):
         assert x.info["start"] == y.info["start"] and x.info["metrics"] == y.info["metrics"]
         assert all(torch.equal(t, weights(y.path)[k]) for k, t in weights(x.path).items())
     ours, theirs = souped.soup(), callback.cook(plain)
-    assert ours.output_dir == tmp_path / "runs" / "b0.03" / "soup"
+    assert ours.output_dir == tmp_path / "soup"
     assert ours.record.results == theirs.record.results
     assert [i.kept for i in ours.record.ingredients] == [i.kept for i in theirs.record.ingredients]
 
@@ -249,7 +262,7 @@ def test_cooking_a_pantry_of_one_run_says_so_and_returns_none(run, tmp_path, cap
     with caplog.at_level("WARNING", logger="hf_soups.callback"):
         assert callback.cook(trainer) is None
     assert "holds one ingredient (only) so far" in caplog.text
-    assert not (tmp_path / "runs" / "only" / "soup").exists()
+    assert not (tmp_path / "soup").exists()
 
 
 def test_cook_on_end_without_a_judge_is_refused_before_training(run, tmp_path):
@@ -349,7 +362,7 @@ def test_one_run_per_process_sweep_prints_its_progress_and_the_soup(run, tmp_pat
         if seed == 0:
             assert f"pantry {tmp_path / 'pantry'} holds 1 of 2 runs" in out and "soup written" not in out
         else:
-            soup = tmp_path / "runs" / "s1" / "soup"
+            soup = tmp_path / "soup"
             assert callback.last_report.table in out and f"soup written to {soup}" in out and "holds" not in out
 
 
@@ -358,9 +371,13 @@ def start_loss(trainer) -> float:
     return trainer.evaluate(trainer.train_dataset)["eval_loss"]
 
 
-def test_a_probe_head_is_every_runs_start_and_beats_a_random_head(run, tmp_path):
+def test_a_probe_head_is_every_runs_start_and_beats_a_random_head(run, tmp_path, caplog, capsys):
     callback = SoupCallback(tmp_path / "pantry", pin_head="probe")
-    trainers = [run(f"s{seed}", seed=seed, callbacks=[callback], args={"max_steps": 1}) for seed in (0, 1)]
+    with caplog.at_level("INFO", logger="hf_soups.probe"):
+        trainers = [run(f"s{seed}", seed=seed, callbacks=[callback], args={"max_steps": 1}) for seed in (0, 1)]
+    # the first run fits the head (a pass over the training set) and says so; the second loads it
+    assert caplog.text.count("pin_head='probe': fitting the start head") == 1
+    assert "probe head: features: 100%" in capsys.readouterr().err
     pantry = Pantry(tmp_path / "pantry")
     assert pantry.head_mode() == "probe"
     assert len({e.info["start"]["weights"] for e in pantry.entries()}) == 1
