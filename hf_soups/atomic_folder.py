@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import shutil
 import tempfile
@@ -28,6 +29,26 @@ if TYPE_CHECKING:
     from hf_soups.ingredient import Ingredient
 
 TMP_SUFFIX = ".hf-soups-tmp"  # our temporary folders: ``.NAME.PID.RANDOM.hf-soups-tmp`` beside the target
+NAME_MAX = 255  # bytes in one file or folder name (ext4, XFS, btrfs; APFS and NTFS count characters)
+TMP_ROOM = 40  # what a temporary folder's name adds to NAME: dots, a PID, 8 random characters, TMP_SUFFIX
+
+
+def fitted_name(name: str, room: int = 0) -> str:
+    """``name``, shortened when it leaves less than ``room`` bytes of :data:`NAME_MAX` for what is added to it (a
+    temporary folder's or a state folder's name made from a folder's): cut, and ended by ``~`` and 8 hex digits of
+    its sha256, so two long names stay apart.
+
+    Example:
+        >>> fitted_name("soup", room=20)
+        'soup'
+        >>> len(fitted_name("a" * 300, room=20).encode())
+        235
+    """
+    encoded = name.encode()
+    if len(encoded) <= NAME_MAX - room:
+        return name
+    tail = "~" + hashlib.sha256(encoded).hexdigest()[:8]
+    return encoded[: NAME_MAX - room - len(tail)].decode(errors="ignore") + tail
 
 
 def _umask() -> int:
@@ -72,7 +93,8 @@ def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
 
 def _temporary(target: Path) -> Path:
     """A new empty folder ``.NAME.PID.RANDOM.hf-soups-tmp`` beside ``target``."""
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=target.parent))
+    prefix = f".{fitted_name(target.name, TMP_ROOM)}.{os.getpid()}."
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix=TMP_SUFFIX, dir=target.parent))
 
 
 def _replace(tmp: Path, target: Path) -> None:
@@ -123,9 +145,9 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     Returns:
         The folders removed.
     """
-    removed = []
-    for candidate in Path(target).parent.glob(f".{glob.escape(target.name)}.*{TMP_SUFFIX}"):
-        pid, *rest = candidate.name[len(target.name) + 2 : -len(TMP_SUFFIX)].split(".")
+    removed, name = [], fitted_name(Path(target).name, TMP_ROOM)
+    for candidate in Path(target).parent.glob(f".{glob.escape(name)}.*{TMP_SUFFIX}"):
+        pid, *rest = candidate.name[len(name) + 2 : -len(TMP_SUFFIX)].split(".")
         if (
             len(rest) == 1
             and pid.isdigit()

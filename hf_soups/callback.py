@@ -89,7 +89,8 @@ class SoupCallback(TrainerCallback):
             rows by content (:func:`glue_heldout`), every entry records the held-out rule (with a digest of the
             rows' text and labels), and cooking refuses runs trained under another one or beside rows changed
             since.
-        output_dir: the soup folder (default: ``<Trainer output_dir>/soup``).
+        output_dir: the soup folder (default: ``soup`` beside the pantry, ``<pantry>/../soup``: the sweep's, not
+            inside the last run's output folder).
         ensemble: add the logit-ensemble baseline to the results table (default: on, as everywhere; see
             :class:`~hf_soups.options.CookOptions`).
         push_to_hub / hub_model_id / hub_token / hub_private_repo: push the soup; each defaults to the Trainer's
@@ -275,7 +276,7 @@ class SoupCallback(TrainerCallback):
             trainer: judges with its ``eval_dataset`` and ``compute_metrics`` (unless a GLUE ``task`` is set) and
                 gives the defaults of ``output_dir`` and the Hub settings.
             recipe: overrides the callback's recipe.
-            output_dir: the soup folder (default: the callback's, else ``<Trainer output_dir>/soup``).
+            output_dir: the soup folder (default: the callback's, else ``soup`` beside the pantry).
             task: a GLUE task to judge with (overrides the callback's).
             push_to_hub: overrides the callback's and the Trainer's setting.
             args: ``TrainingArguments`` for the defaults when no trainer is given.
@@ -340,8 +341,7 @@ class SoupCallback(TrainerCallback):
             ingredients = self.pantry.run_averages(k, listed)
         else:
             ingredients = self.pantry.ingredients(chosen)
-        default_dir = Path(args.output_dir) / "soup" if args is not None else self.pantry.path.parent / "soup"
-        output_dir = Path(output_dir or self.output_dir or default_dir)
+        output_dir = Path(output_dir or self.output_dir or self.pantry.path.parent / "soup")
         if judge_options["batch_size"] is None:
             judge_options["batch_size"] = getattr(args, "per_device_eval_batch_size", JudgeOptions.batch_size)
         accelerator = trainer.accelerator if trainer is not None else None

@@ -35,6 +35,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
+from hf_soups.atomic_folder import fitted_name
 from hf_soups.ema import check_decay, ema_label
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients
@@ -362,7 +363,7 @@ class Pantry:
         differing = differing_hyperparameters(last) if len(last) > 1 else []
         folders = []
         for run, group in runs.items():
-            folder = self.path / ".averages" / f"{run}.last{k}"
+            folder = self.path / ".averages" / (fitted_name(run, len(f".last{k}")) + f".last{k}")
             made_of = [str(e.path) for e in group]
             if not folder.is_dir() or [i.spec for i in SoupRecord.load(folder).ingredients] != made_of:
                 folder.parent.mkdir(parents=True, exist_ok=True)  # new, or the run's checkpoints changed since

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hf_soups.atomic_folder import check_output
+from hf_soups.atomic_folder import check_output, fitted_name
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient
 from hf_soups.options import BaggedOptions, CookOptions, GreedyOptions, LearnedOptions, MergeOptions, ResumeOptions
@@ -84,7 +84,8 @@ def cook_recipe(
     recipe, options = RECIPES[name], dict(options or {})
     ensemble = judge_fits(name, kitchen.judge, ensemble)
     if recipe.state and output_dir is not None:
-        options.setdefault("state_dir", Path(f"{output_dir}.{name}-state"))
+        folder, state = Path(output_dir), f".{name}-state"  # beside the output, named after it (fitted to NAME_MAX)
+        options.setdefault("state_dir", folder.with_name(fitted_name(folder.name, len(state)) + state))
     report = recipe.cook(kitchen, ensemble=ensemble, **options)
     if output_dir is not None:
         write_soup_folder(report, output_dir, dtype=dtype, overwrite=overwrite, repo_id=repo_id)

@@ -171,6 +171,13 @@ def test_fisher_refuses_what_gives_no_gradients_in_one_message(make_ingredients)
         cook_recipe(Kitchen(make_ingredients(2, name="b"), BiasJudge(), progress=False), "fisher")
 
 
+def test_fisher_does_not_apply_where_the_judge_gives_no_logits_of_one_label_a_row(make_ingredients):
+    judge = BiasJudge()
+    judge.provides = {"logits"}  # as a Trainer judge of token classification (many labels a row)
+    with pytest.raises(SoupError, match="recipe 'fisher' does not apply here: it needs logits of one label a row"):
+        cook_recipe(Kitchen(make_ingredients(2), judge, progress=False), "fisher")
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"statistics_rows": 11}, "statistics_rows: 11 is more than the 10 rows of the selection split train:heldout"),
     ({"statistics_rows": 0}, "statistics_rows: must be a whole number ≥ 1"),

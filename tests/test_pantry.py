@@ -7,8 +7,9 @@ import json
 import pytest
 from helpers import tiny_bert
 
+from hf_soups.atomic_folder import NAME_MAX
 from hf_soups.errors import SoupError
-from hf_soups.pantry import ENTRY_FILE, HEAD_FILE, Pantry
+from hf_soups.pantry import ENTRY_FILE, HEAD_FILE, Pantry, fingerprint
 
 START = {"weights": "a" * 64, "body": "b" * 64, "head": "c" * 64}
 INFO = {"run_name": "lr2e-05", "kind": "final", "step": 4, "epoch": 1.0, "created": 1.0, "training_args": {},
@@ -71,3 +72,13 @@ def test_a_truncated_start_head_is_one_message_naming_it(tmp_path):
     (tmp_path / HEAD_FILE).write_bytes(whole[:-8])
     with pytest.raises(SoupError, match=f"start head {tmp_path / HEAD_FILE}: truncated safetensors file"):
         pantry.pin_head(tiny_bert())
+
+
+def test_a_run_of_the_longest_name_is_averaged(tmp_path):
+    pantry, model, run = Pantry(tmp_path), tiny_bert(), "r" * NAME_MAX
+    for step in (1, 2):
+        info = INFO | {"run_name": run, "kind": "checkpoint", "step": step, "start": fingerprint(model)}
+        pantry.add(f"step{step}", model, None, info)
+    [average] = pantry.run_averages(2)
+    assert average.path.parent == tmp_path / ".averages" and average.path.name.endswith(".last2")
+    assert len(average.path.name) == NAME_MAX

@@ -73,7 +73,9 @@ RECIPES: dict[str, Recipe] = {
     "uniform": Recipe(cook_uniform),
     "learned": Recipe(cook_learned, ("granularity", "epochs", "lr"), needs=("logits", "loss")),
     "stock": Recipe(cook_stock, ("base", "start_head")),
-    "fisher": Recipe(cook_fisher, ("statistics_rows", "fisher_over", "greedy_rule", "min_gain"), state=True),
+    "fisher": Recipe(
+        cook_fisher, ("statistics_rows", "fisher_over", "greedy_rule", "min_gain"), needs=("loss",), state=True
+    ),
     "regmean": Recipe(cook_regmean, ("statistics_rows", "regmean_alpha"), state=True),
 }
 assert tuple(RECIPES) == RECIPE_NAMES, "hf_soups.options.RECIPE_NAMES names the recipes for the command line"
@@ -81,7 +83,7 @@ assert tuple(RECIPES) == RECIPE_NAMES, "hf_soups.options.RECIPE_NAMES names the 
 # gives all): the Trainer judge of a Seq2SeqTrainer that predicts with generate gives neither.
 NEEDS = {
     "logits": "the model's logits (the logit ensemble mixes them)",
-    "loss": "logits and a differentiable loss on one label a row (it trains through them)",
+    "loss": "logits of one label a row to differentiate (learned trains through them, fisher takes their gradients)",
 }
 
 
