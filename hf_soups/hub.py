@@ -73,7 +73,8 @@ def push_soup(
     Every file of the folder goes in (weights, ``config.json``, tokenizer files, ``recipe.yaml``, ``soup.json``,
     plots). The card is generated from ``soup.json`` for ``repo_id`` (see :func:`~hf_soups.card.build_card`), so its
     usage and re-cook snippets name the Hub repo, and uploaded without writing it to the folder; a ``README.md`` of
-    your own (or a generated one you edited) is pushed as it is.
+    your own (or a generated one you edited) is pushed as it is. The same commit deletes what an earlier model left in
+    the repo that the soup does not have (:func:`stale_files`), so ``from_pretrained`` loads the soup.
 
     Args:
         soup_dir: the soup folder (it must hold ``soup.json``).
@@ -90,9 +91,10 @@ def push_soup(
         The URL of the commit.
 
     Raises:
-        SoupError: no ``soup.json``, a weight file that is not the one ``soup.json`` records, no token, a repo id
-            that is not a model repo, or a failed push (server down, token rejected, server error); the message never
-            contains the token. Nothing is uploaded before the folder is checked.
+        SoupError: no ``soup.json``, a symbolic link out of the folder, a weight file that is not the one
+            ``soup.json`` records, no token, a repo id that is not a model repo, or a failed push (server down, token
+            rejected, server error); the message never contains the token. Nothing is uploaded before the folder is
+            checked.
 
     Example:
         >>> push_soup("my-soup", "me/bert-rte-soup", revision="greedy", create_pr=True)  # doctest: +SKIP

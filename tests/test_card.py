@@ -14,6 +14,7 @@ from huggingface_hub import ModelCard
 from hf_soups import uniform_soup
 from hf_soups.atomic_folder import TMP_SUFFIX
 from hf_soups.card import build_card, common_license, is_generated, write_card
+from hf_soups.cli import main
 from hf_soups.errors import SoupError
 from hf_soups.record import IngredientRecord, RecipeRecord, SoupRecord, SoupResult
 
@@ -120,6 +121,13 @@ def test_a_recipe_soups_card_names_its_folder_not_the_temporary_one_it_was_writt
     text = (tmp_path / "my-soup" / "README.md").read_text()
     assert "hf-soups cook my-soup/recipe.yaml -o my-soup-again" in text and TMP_SUFFIX not in text
     assert 'from_pretrained("my-soup")' in text and is_generated(text)
+
+
+def test_a_merges_card_names_its_folder_not_the_temporary_one_it_was_written_in(make_ingredients, tmp_path):
+    assert main(["merge", *map(str, make_ingredients(2)), "-o", str(tmp_path / "my-merge")]) == 0
+    text = (tmp_path / "my-merge" / "README.md").read_text()
+    assert text.split("---\n")[2].lstrip().startswith("# my-merge\n") and TMP_SUFFIX not in text
+    assert 'from_pretrained("my-merge")  # this folder, or the Hub repo it is uploaded to' in text
 
 
 def test_a_card_for_no_repo_yet_names_no_repo_in_its_snippets(tmp_path):

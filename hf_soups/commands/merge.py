@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hf_soups.merge import merge_models
 
-    extras = partial(write_merge_files, repo_id=args.push_to_hub or Path(args.output).name)
+    extras = partial(write_merge_files, repo_id=args.push_to_hub, destination=Path(args.output))
     path = merge_models(args.ingredients, output_dir=args.output, extras=extras, **values(args, MergeOptions))
     print(f"soup written to {path}")
     adapter = SoupRecord.load(path).adapter
@@ -57,17 +57,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_merge_files(folder: Path, mix: Sequence[tuple[Ingredient, float]], repo_id: str) -> None:
+def write_merge_files(
+    folder: Path, mix: Sequence[tuple[Ingredient, float]], repo_id: str | None, destination: Path
+) -> None:
     """Make a plain merge a soup folder too: add ``recipe.yaml`` (``hf-soups cook`` re-cooks it bit for bit) and the
     model card (as mergekit writes one for every merge) to ``folder``, which holds its weights and ``soup.json``.
 
     Args:
         folder: the merge's folder (the temporary one, before it is renamed into place).
         mix: each ingredient with its weight (not normalised), in the order they were averaged.
-        repo_id: the Hub repo the card's snippets name (the soup folder's name when it is not pushed).
+        repo_id: the Hub repo the card's snippets name (``None`` when it is not pushed: they name the folder).
+        destination: the soup folder ``folder`` becomes (the card names it).
 
     Example:
-        >>> extras = partial(write_merge_files, repo_id="me/bert-rte-merge")  # doctest: +SKIP
+        >>> extras = partial(write_merge_files, repo_id=None, destination=Path("soup"))  # doctest: +SKIP
         >>> merge_models(["runs/a", "runs/b"], "soup", extras=extras)  # doctest: +SKIP
         PosixPath('soup')
     """
@@ -75,4 +78,4 @@ def write_merge_files(folder: Path, mix: Sequence[tuple[Ingredient, float]], rep
     from hf_soups.recipes.recipe_file import write_recipe
 
     write_recipe(folder, SoupRecord.load(folder), mix)
-    write_card(folder, repo_id=repo_id)
+    write_card(folder, repo_id=repo_id, destination=destination)
