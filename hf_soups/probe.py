@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from hf_soups.errors import SoupError
 from hf_soups.tensorfile import read_header
 
+logger = logging.getLogger(__name__)
 LABEL_KEYS = ("labels", "label")
 
 
@@ -176,14 +179,18 @@ def fit_linear(
     return weight, bias
 
 
-def probe_head(model: PreTrainedModel, batches: Iterable[dict[str, Any]], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Fit the head's output layer on the frozen model's features of ``batches`` and set it in ``model``.
+def probe_head(
+    model: PreTrainedModel, batches: Iterable[dict[str, Any]], seed: int = 0, progress: bool = True
+) -> dict[str, torch.Tensor]:
+    """Fit the head's output layer on the frozen model's features of ``batches`` and set it in ``model``; logs that
+    it does (a forward pass over the whole training set: minutes on a large one).
 
     Args:
         model: a sequence classifier (BERT, RoBERTa, ...) with its new head; the rest of the head (RoBERTa's dense
             layer) keeps its initialisation.
         batches: the training set as model-input batches with a ``labels`` column (a Trainer's train dataloader).
         seed: the solver's seed.
+        progress: a progress bar over the batches (draw it in one process only).
 
     Returns:
         The head's tensors after the fit (state-dict name → CPU tensor), to save as the sweep's start head.
@@ -191,6 +198,8 @@ def probe_head(model: PreTrainedModel, batches: Iterable[dict[str, Any]], seed: 
     Example:
         >>> head = probe_head(model, trainer.get_train_dataloader())  # doctest: +SKIP
     """
+    logger.info("pin_head='probe': fitting the start head on the frozen model's features of the training set")
+    batches = tqdm(batches, desc="probe head: features", disable=not progress)
     _, layer = output_layer(model)
     # Iterating a DataLoader draws its worker seed from torch's global generator: fork it, so that a run trains the
     # same model whether its process fitted the start head or loaded it from the pantry.
