@@ -116,7 +116,7 @@ def resolve_ingredients(
     for spec in specs:
         if isinstance(spec, Ingredient):
             ingredients.append(spec)
-        elif Path(spec).exists():
+        elif _exists(Path(spec), spec):
             ingredients.extend(_local(Path(spec), checkpoints))
         elif Path(spec).is_symlink():
             raise SoupError(f"ingredient '{spec}': a symlink to nothing (or a symlink loop)")
@@ -133,7 +133,19 @@ def resolve_ingredients(
 
 def _looks_local(spec: str) -> bool:
     """Whether a spec that could be a Hub id (``runs/a``) names a local path: its first part is a local folder."""
-    return Path(spec.split("/", 1)[0]).exists() or spec.startswith((".", "~"))
+    return _exists(Path(spec.split("/", 1)[0]), spec) or spec.startswith((".", "~"))
+
+
+def _exists(path: Path, spec: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` exists.
+
+    Raises:
+        SoupError: the file system cannot even look it up (a name longer than its limit, a path too long).
+    """
+    try:
+        return path.exists()
+    except OSError as err:
+        raise SoupError(f"ingredient '{spec}': {err.strerror} (no such folder, and not a Hub repo id)") from None
 
 
 def _local(path: Path, checkpoints: CheckpointChoice | None) -> list[Ingredient]:
@@ -179,6 +191,7 @@ def _from_hub(spec: str, token: str | bool | None) -> Ingredient:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -189,6 +202,8 @@ def _from_hub(spec: str, token: str | bool | None) -> Ingredient:
     repo_id, revision = match["repo"], match["revision"]
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_ALLOW_PATTERNS, token=token))
+    except HFValidationError as err:
+        raise SoupError(f"ingredient '{spec}': no such folder, and not a valid Hub repo id ({err})") from None
     except RevisionNotFoundError:
         raise SoupError(f"ingredient '{spec}': the Hub repo {repo_id} has no revision '{revision}'") from None
     except RepositoryNotFoundError:

@@ -215,6 +215,8 @@ CASES = [
         "ingredient 'loop': a symlink to nothing (or a symlink loop)",
     ),
     ("named twice", None, ["merge", "ing0", "./ing0", "-o", "soup"], "the same model as ingredient 'ing0'"),
+    ("name past the limit", None, ["merge", "ing0", "a" * 300, "-o", "soup"], "File name too long (no such folder"),
+    ("Hub id past the limit", None, ["merge", "ing0", "me/" + "a" * 300, "-o", "soup"], "not a valid Hub repo id"),
     # output folders
     ("output .", None, ["merge", "ing0", "ing1", "-o", "."], "--output: '.' is not a folder name"),
     ("output empty", None, ["merge", "ing0", "ing1", "-o", ""], "--output: '' is not a folder name"),
