@@ -27,18 +27,18 @@ import random
 import resource
 from pathlib import Path
 
-WORDS = 64_000 - 5
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def make(folder: Path, count: int) -> None:
+def make(folder: Path, count: int, vocab: int = 64_000) -> None:
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(SPECIAL + [f"w{i}" for i in range(WORDS)]) + "\n")
+    words = vocab - len(SPECIAL)
+    (folder / "vocab.txt").write_text("\n".join(SPECIAL + [f"w{i}" for i in range(words)]) + "\n")
     tokenizer = BertTokenizer(vocab_file=str(folder / "vocab.txt"))
-    config = BertConfig(vocab_size=len(SPECIAL) + WORDS, hidden_size=512, num_hidden_layers=1, num_attention_heads=8,
+    config = BertConfig(vocab_size=vocab, hidden_size=512, num_hidden_layers=1, num_attention_heads=8,
                         intermediate_size=512, max_position_embeddings=64, num_labels=2,
                         id2label={0: "entailment", 1: "not_entailment"})
     torch.manual_seed(0)
@@ -56,8 +56,8 @@ def make(folder: Path, count: int) -> None:
     rte.mkdir(parents=True, exist_ok=True)
     for file, rows in (("dev.tsv", 40), ("train.tsv", 200)):
         lines = ["index\tsentence1\tsentence2\tlabel"] + [
-            f"{r}\t{' '.join(f'w{rng.randrange(WORDS)}' for _ in range(12))}\t"
-            f"{' '.join(f'w{rng.randrange(WORDS)}' for _ in range(8))}\t{rng.choice(['entailment', 'not_entailment'])}"
+            f"{r}\t{' '.join(f'w{rng.randrange(words)}' for _ in range(12))}\t"
+            f"{' '.join(f'w{rng.randrange(words)}' for _ in range(8))}\t{rng.choice(['entailment', 'not_entailment'])}"
             for r in range(rows)
         ]
         (rte / file).write_text("\n".join(lines) + "\n")
@@ -120,9 +120,10 @@ if __name__ == "__main__":
     parser.add_argument("folder", type=Path)
     parser.add_argument("names", nargs="*", default=["one"])
     parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=64_000, help="make: the vocabulary (64,000: a 132 MB model)")
     args = parser.parse_args()
     if args.command == "make":
-        make(args.folder, args.count)
+        make(args.folder, args.count, args.vocab)
     elif args.command == "run":
         run(args.folder, args.names[0])
     else:
