@@ -80,7 +80,8 @@ RECIPES: dict[str, Recipe] = {
 }
 assert tuple(RECIPES) == RECIPE_NAMES, "hf_soups.options.RECIPE_NAMES names the recipes for the command line"
 # What a recipe may need of its judge beyond scores. A judge says what it gives in ``provides`` (a judge without it
-# gives all): the Trainer judge of a Seq2SeqTrainer that predicts with generate gives neither.
+# gives all) and what it scores from in ``scores_from``: the Trainer judge of a Seq2SeqTrainer that predicts with
+# generate gives neither (see hf_soups.recipes.trainer_judge).
 NEEDS = {
     "logits": "the model's logits (the logit ensemble mixes them)",
     "loss": "logits of one label a row to differentiate (learned trains through them, fisher takes their gradients)",
@@ -101,12 +102,12 @@ def judge_fits(recipe: str, judge: Judge, ensemble: bool) -> bool:
     missing = [need for need in RECIPES[recipe].needs if need not in provided]
     if missing:
         raise SoupError(
-            f"recipe {recipe!r} does not apply here: it needs {NEEDS[missing[0]]}, and the judge scores "
-            f"{getattr(judge, 'outputs', 'without them')}; cook greedy, bagged or uniform"
+            f"recipe {recipe!r} does not apply here: it needs {NEEDS[missing[0]]}, and the judge scores from "
+            f"{getattr(judge, 'scores_from', 'other outputs')}; cook greedy, bagged or uniform"
         )
     if ensemble and "logits" not in provided:
-        logger.warning("the logit-ensemble rows are left out: they need %s, and the judge scores %s",
-                       NEEDS["logits"], getattr(judge, "outputs", "without them"))
+        logger.warning("the logit-ensemble rows are left out: they need %s, and the judge scores from %s",
+                       NEEDS["logits"], getattr(judge, "scores_from", "other outputs"))
         return False
     return ensemble
 

@@ -13,17 +13,18 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import EvalPrediction, PreTrainedModel, Trainer
+from transformers import EvalPrediction, PreTrainedModel, ProgressCallback, Trainer
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.data import SPLIT_METHOD, split_rows
-from hf_soups.evaluation.scoring import Precision, Shard, batch_spans, scoring_model
+from hf_soups.evaluation.scoring import Precision, Shard, batch_spans, float_dtype, same_device, scoring_model
 from hf_soups.recipes.judge import mean_probabilities, soup_loss
 
 
@@ -41,7 +42,14 @@ class TrainerJudge:
 
     Predictions handed to ``compute_metrics`` are the logits, as in ``Trainer.evaluate``. The main metric is
     ``args.metric_for_best_model`` (without ``eval_``) or the first metric ``compute_metrics`` returns; recipes
-    maximise it. Encoder classifiers and regressors only (use a GLUE ``task`` for T5).
+    maximise it.
+
+    Any other Trainer task is scored by the Trainer's own evaluation loop (:meth:`predict`: ``Trainer.predict`` on
+    the model to score, under the Trainer's autocast): labels of many values a row (token classification, whose
+    logits the loop pads with -100), a ``Seq2SeqTrainer`` with ``predict_with_generate`` (its generated ids), or a
+    ``preprocess_logits_for_metrics``. The scores are then what ``trainer.evaluate()`` gives for the same weights on
+    the same rows. What such a judge gives recipes beyond scores is in :attr:`provides`: the logit ensemble needs
+    logits (not generated ids), the learned soup one label a row.
 
     Args:
         trainer: a Trainer with ``eval_dataset`` and ``compute_metrics``.
@@ -105,6 +113,19 @@ class TrainerJudge:
         self.split_rule["rows"] = {split: len(part) for split, part in self.parts.items()}
         wanted = trainer.args.metric_for_best_model
         self.metric: str | None = wanted.removeprefix("eval_") if wanted else None
+        first = self.parts["select"][0]
+        per_row = not isinstance(first, Mapping) or np.ndim(first.get(self.label_name, 0)) == 0
+        generates = bool(getattr(trainer.args, "predict_with_generate", False))
+        processed = trainer.preprocess_logits_for_metrics is not None
+        self.trainer_loop = generates or processed or not per_row  # scored by Trainer.predict (see predict)
+        self.provides = (  # what recipes may need beyond scores (hf_soups.recipes.NEEDS)
+            set() if generates or processed else {"logits"} if not per_row else {"logits", "loss"}
+        )
+        self.scores_from = (
+            "generated ids (a Seq2SeqTrainer with predict_with_generate)" if generates
+            else "what preprocess_logits_for_metrics makes of the logits" if processed
+            else "logits of many labels a row" if not per_row else "logits of one label a row"
+        )
         self._shards: dict[str, tuple[Shard, np.ndarray]] = {}
 
     def precision(self, text_to_text: bool = False) -> Precision:
@@ -140,6 +161,50 @@ class TrainerJudge:
                               precision.autocast, bar)
         return shard.gather(self.accelerator, local).numpy(), labels
 
+    def predict(self, model: PreTrainedModel, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``model``'s predictions and the labels on one part, from the Trainer's own evaluation loop
+        (``Trainer.predict``: its dataloader, ``prediction_step`` (generation for a ``Seq2SeqTrainer`` with
+        ``predict_with_generate``), padding with -100, gathering and ``preprocess_logits_for_metrics``), run on
+        ``model`` in place of the Trainer's model under the Trainer's autocast. Only the progress bar of the
+        Trainer's callbacks sees it (the run's loggers see no prediction), and ``compute_metrics`` runs once, in
+        :meth:`metrics`. A model that returns more than its logits is scored on its first output.
+
+        Raises:
+            SoupError: the loop gives another number of predictions than the part has rows (a ``Seq2SeqTrainer``
+                under several processes repeats rows to fill the last batch).
+        """
+        trainer = self.trainer
+        saved = trainer.model, trainer.model_wrapped, trainer.compute_metrics, trainer.callback_handler.callbacks
+        dtype, device = float_dtype(model), trainer.args.device
+        if not all(same_device(p.device, device) for p in model.parameters()):
+            model.to(device)
+        generation = getattr(trainer.accelerator.unwrap_model(trainer.model), "generation_config", None)
+        own_generation = getattr(model, "generation_config", None)
+        trainer.model = trainer.model_wrapped = model
+        trainer.compute_metrics = None
+        trainer.callback_handler.callbacks = [
+            callback for callback in saved[3] if isinstance(callback, ProgressCallback) and self.progress
+        ]
+        if generation is not None and own_generation is not None:
+            model.generation_config = generation  # it generates as the Trainer's model does
+        try:
+            with self.accelerator.autocast():
+                output = trainer.predict(self.parts[split], metric_key_prefix="eval")
+        finally:
+            trainer.model, trainer.model_wrapped, trainer.compute_metrics, trainer.callback_handler.callbacks = saved
+            if own_generation is not None:
+                model.generation_config = own_generation
+            if float_dtype(model) != dtype:  # fp16_full_eval / bf16_full_eval cast it
+                model.to(dtype)
+        predictions = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+        if len(output.label_ids) != len(self.parts[split]) or len(predictions) != len(self.parts[split]):
+            raise SoupError(
+                f"eval_dataset:{split}: the Trainer's evaluation gave {len(predictions)} predictions for "
+                f"{len(self.parts[split])} rows (a Seq2SeqTrainer under several processes repeats rows to fill "
+                "the last batch: give the part a multiple of processes × per_device_eval_batch_size rows)"
+            )
+        return predictions, output.label_ids
+
     def metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         values = self.trainer.compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels))
         metrics = {k.removeprefix("eval_"): float(v) for k, v in values.items() if np.isscalar(v)}
@@ -158,7 +223,8 @@ class TrainerJudge:
         )
 
     def score(self, model: PreTrainedModel, split: str, return_predictions: bool = False) -> EvalResult:
-        result = self._result(split, *self.outputs(model, split))
+        scored = self.predict(model, split) if self.trainer_loop else self.outputs(model, split)
+        result = self._result(split, *scored)
         if not return_predictions:
             result.predictions = result.logits = result.labels = None
         return result
