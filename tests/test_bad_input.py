@@ -452,6 +452,12 @@ CASES = [
         ["cook", "made", "-o", "soup"],
         "made/recipe.yaml: `options` must be a mapping, got ['bags', 20]",
     ),
+    (
+        "recipe ingredient past the name limit",
+        lambda t: _recipe(t, lambda r: r["mix"][0].update(ingredient="a" * 300)),
+        ["cook", "made", "-o", "soup"],
+        "File name too long (no such folder",
+    ),
     ("cook a device", None, ["cook", "/dev/zero", "-o", "soup"], "recipe file /dev/zero: not a regular file"),
     (
         "cook a FIFO",

@@ -103,7 +103,7 @@ def _local_spec(spec: str, recipe: Path) -> str:
     """A recipe's local path, taken relative to the recipe's folder (recipes of hf-soups 0.1: to the working
     directory, when not found there); Hub ids pass through."""
     beside = recipe.parent / spec
-    return str(beside) if not Path(spec).is_absolute() and beside.exists() else spec
+    return str(beside) if not Path(spec).is_absolute() and os.path.exists(beside) else spec  # no OSError: a bad name
 
 
 def _stock_base_entry(base: BaseEntry, folder: Path) -> BaseEntry:
