@@ -17,7 +17,17 @@ from transformers import BertForSequenceClassification, BertModel
 
 from hf_soups import diagnostics
 from hf_soups.cli import main
-from hf_soups.diagnostics import Curve, Landscape, Verdict, diagnose, loss_landscape, task_vectors, weight_space
+from hf_soups.diagnostics import (
+    Curve,
+    Diagnosis,
+    Landscape,
+    Verdict,
+    diagnose,
+    format_report,
+    loss_landscape,
+    task_vectors,
+    weight_space,
+)
 from hf_soups.diagnostics.verdicts import _judge_landscape
 from hf_soups.errors import SoupError
 from hf_soups.ingredient import Ingredient
@@ -222,6 +232,11 @@ def test_base_that_is_an_ingredient_is_named(runs):
     assert any(f.startswith(f"the base ({folders[1]}) is one of the ingredients ({folders[1]})")
                for f in diagnosis.findings)
     assert not diagnosis.verdicts[0].reasons and not diagnosis.verdicts[2].reasons
+
+
+def test_report_columns_stay_apart_for_short_names():
+    diagnosis = Diagnosis(["a", "b"], None, None, [Verdict("a", "soup-compatible"), Verdict("b", "off-base")], [])
+    assert format_report(diagnosis).splitlines()[:3] == ["", "ingredient  verdict", "a           soup-compatible"]
 
 
 def test_ingredient_that_does_not_validate_is_off_base(runs):

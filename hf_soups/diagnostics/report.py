@@ -26,7 +26,7 @@ def format_report(diagnosis: Diagnosis) -> str:
         if diagnosis.weights.base is None:
             lines.append("  (task vectors from the mean sum to zero: their cosines show which ingredients deviate "
                          "together, -1 for two; give --base for cosines of true task vectors)")
-    width = max(len(v.spec) for v in diagnosis.verdicts) + 2
+    width = max(len("ingredient"), *(len(v.spec) for v in diagnosis.verdicts)) + 2
     lines += ["", f"{'ingredient':<{width}}verdict"]
     for verdict in diagnosis.verdicts:
         lines.append(f"{verdict.spec:<{width}}{verdict.verdict}")
