@@ -420,7 +420,8 @@ CASES = [
         "recipe misspelled mix key",
         lambda t: _recipe(t, lambda r: r["mix"][0].update(weigth=3.0)),
         ["cook", "made", "-o", "soup"],
-        "mix entry 1 ('../ing0'): unknown key 'weigth' (the keys: ingredient, sha256, weight, layer_weights, adapter)",
+        "mix entry 1 ('../ing0'): unknown key 'weigth' (the keys: ingredient, sha256, weight, layer_weights, adapter, "
+        "statistics)",
     ),
     (
         "recipe misspelled key",
