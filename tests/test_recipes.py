@@ -516,6 +516,8 @@ def test_two_process_greedy_equals_one_process(make_ingredients, tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("soup written to") == 1  # only the main process writes and prints
+    for bar in ("tasting ingredients", "greedy soup"):  # and draws the progress bars
+        assert done.stderr.count(f"{bar}:   0%") == 1, done.stderr[-3000:]
     one, two = (json.loads((tmp_path / name / "soup.json").read_text()) for name in ("one", "two"))
     assert [i["kept"] for i in one["ingredients"]] == [i["kept"] for i in two["ingredients"]]
     assert one["results"] == two["results"]

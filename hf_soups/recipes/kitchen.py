@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from accelerate import PartialState
 from tqdm.auto import tqdm
 from transformers.initialization import no_init_weights
 from transformers.modeling_utils import local_torch_dtype
@@ -67,7 +68,7 @@ class Kitchen:
         judge: scores models on the selection and report splits.
         checkpoints: which ``checkpoint-*`` of Trainer output folders to take.
         token: Hub token.
-        progress: progress bars.
+        progress: progress bars (drawn by the main process only: under ``accelerate launch`` every process cooks).
         plan: the ingredients' :func:`~hf_soups.ingredients.validate` plan, when already made.
 
     Attributes:
@@ -89,7 +90,7 @@ class Kitchen:
         check_distinct(self.ingredients)
         self.plan = plan or validate(self.ingredients)
         self.judge = judge
-        self.progress = progress
+        self.progress = progress and PartialState().is_main_process
         self.hash_cache = HashCache()
         config, model_class = model_config(self.ingredients[0])
         self.text_to_text = is_text_to_text(model_class, config)
