@@ -103,6 +103,16 @@ def _no_tokenizer(folder):
             file.unlink()
 
 
+DATA = ["soup", "ing0", "ing1", "--dataset", "data", "-o", "soup"]
+
+
+def _data(tmp, labels=("0", "1")):
+    """A dataset folder of yours: train.csv (20 rows) and dev.csv (10 rows), columns text and label."""
+    for name, rows in (("train", 20), ("dev", 10)):
+        lines = ["text,label", *(f"the cat w{i},{labels[i % 2]}" for i in range(rows))]
+        _write(tmp / "data" / f"{name}.csv", "\n".join(lines) + "\n")
+
+
 def _poison(folder, value):
     state = load_file(folder / "model.safetensors")
     state["classifier.bias"][0] = float(value)
@@ -402,6 +412,35 @@ CASES = [
         lambda t: write_rte(t / "glue", 20),
         ["soup", "ing0", "ing1", "--task", "rte", "-o", "soup", "--glue-dir", "glue"],
         "GLUE folder 'glue': missing RTE/train.tsv (task 'rte')",
+    ),
+    # a dataset of your own (data/train.csv and data/dev.csv: text and label, the class ids of the models' id2label)
+    *[
+        (f"dataset {case}", _data, argv, message)
+        for case, argv, message in [
+            ("missing file", ["soup", "ing0", "ing1", "--dataset", "nosuch.csv", "-o", "soup"],
+             "dataset file 'nosuch.csv': no such file"),
+            ("missing folder", ["soup", "ing0", "ing1", "--dataset", "no/such", "-o", "soup"],
+             "dataset 'no/such': no such local file or folder, and the Hub gave none"),
+            ("missing column", [*DATA, "--text-columns", "sentence"],
+             "dataset 'data' split 'train': no column 'sentence'; its columns: text, label"),
+            ("unknown metric", [*DATA, "--metric", "bleu"], "unknown metric 'bleu'; metrics: accuracy, f1, f1_macro"),
+            ("metric for another task", [*DATA, "--metric", "pearson"],
+             "metric 'pearson' does not fit a classifier of 2 classes; metrics that do: accuracy,"),
+            ("missing split", [*DATA, "--report-split", "test"],
+             "dataset 'data' has no split 'test'; its splits: train, validation,"),
+            ("overlapping splits", [*DATA, "--report-split", "train"],
+             "select_split 'train:heldout' overlaps report_split 'train'"),
+            ("option without a dataset", [*SOUP, "--metric", "f1"], "metric='f1' is an option of a dataset"),
+            ("evaluate missing column", ["evaluate", "ing0", "--dataset", "data", "--label-column", "y"],
+             "dataset 'data' split 'validation': no column 'y'"),
+        ]
+    ],
+    (
+        "dataset label the models do not know",
+        lambda t: _data(t, labels=("negative", "positive")),
+        DATA,
+        "dataset 'data' split 'train' column 'label': label 'negative' is not a class of the models (0: LABEL_0, "
+        "1: LABEL_1)",
     ),
     # hand-edited recipes
     (

@@ -59,8 +59,9 @@ def format_table(model: str, result: EvalResult) -> str:
 def run(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
-    from hf_soups.evaluation import evaluate_glue, get_task, load_glue_model
+    from hf_soups.evaluation import GlueScorer, evaluate_glue, get_task, load_glue_model
     from hf_soups.evaluation.dataset import text_dataset
+    from hf_soups.ingredient import label_map
     from hf_soups.ingredients import resolve_ingredients
     from hf_soups.validation import vocabulary_files
 
@@ -70,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     for ingredient in resolve_ingredients([spec]):  # a missing, mistyped or corrupt model is one message
         ingredient.layout  # noqa: B018 (reads and checks every weight file's header)
         vocabulary_files(ingredient.vocabulary, ingredient.label, "save its tokenizer beside the weights")
+    if data is not None:  # its rows and labels are checked before the model loads
+        (rows,) = data.splits([args.split or "validation"], label_map(ingredient.config))
     model, tokenizer = load_glue_model(args.model, revision=args.revision)
     accelerator = Accelerator()
     if data is None:
@@ -78,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
             glue_dir=args.glue_dir,
         )
     else:
-        scorer = data.scorer(tokenizer, args.split or "validation", model, batch_size=args.batch_size,
-                             accelerator=accelerator)
+        data.check_model(model)
+        scorer = GlueScorer(rows.task, tokenizer, rows, batch_size=args.batch_size, accelerator=accelerator)
         result = scorer.score(model)
     if not accelerator.is_main_process:
         return 0
