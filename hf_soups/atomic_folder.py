@@ -153,14 +153,15 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
             and pid.isdigit()
             and candidate.is_dir()
             and not candidate.is_symlink()
-            and not _alive(int(pid))
+            and not pid_alive(int(pid))
         ):
             shutil.rmtree(candidate, ignore_errors=True)
             removed.append(candidate)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one we may not signal counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -3,7 +3,8 @@
 Each entry is a ``save_pretrained`` folder (model and tokenizer) with an ``ingredient.json``: run name, kind
 (``"final"`` or ``"checkpoint"``), step, epoch, the run's ``TrainingArguments``, its last eval metrics and the
 fingerprint of its starting weights. Entries are written under ``.tmp-*`` and renamed into place (a taken name gets
-a ``-2``, ``-3``, ... suffix), so readers only ever see complete entries and concurrent runs never collide. A
+a ``-2``, ``-3``, ... suffix), so readers only ever see complete entries and concurrent runs never collide; the
+``.tmp-*`` of a writer that was killed is removed by the next one (:meth:`Pantry.remove_stale_temporaries`). A
 checkpoint the Trainer has just saved joins by hard links to its files: no weight file is written twice.
 
 A soup needs one starting point. The pantry can hold the sweep's *start head* (``start-head.safetensors``): the
@@ -19,11 +20,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -35,7 +38,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
-from hf_soups.atomic_folder import fitted_name
+from hf_soups.atomic_folder import fitted_name, pid_alive
 from hf_soups.ema import check_decay, ema_label
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import Ingredient, resolve_ingredients
@@ -60,6 +63,10 @@ ENTRY_TYPES: dict[str, tuple[type | None, ...]] = {
 OPTIONAL_KEYS = ("start_model", "heldout")
 START_KEYS = ("weights", "body", "head")
 _DAMAGED = "a damaged or hand-edited entry: restore the file or move the folder out of the pantry"
+# Temporary entries and start heads: .tmp-HOST-PID-RANDOM[.safetensors] (earlier versions wrote .tmp-RANDOM).
+_TEMPORARY = re.compile(r"\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-)?[0-9a-f]{32}(?:\.safetensors)?")
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+STALE_AFTER = 24 * 3600  # seconds without a write after which a temporary's writer is taken to be gone
 
 
 def fingerprint(model: PreTrainedModel) -> dict[str, str]:
@@ -173,7 +180,7 @@ class Pantry:
                 tokenizer files are hard-linked (copied across file systems) instead of written again.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f".tmp-{uuid.uuid4().hex}"
+        tmp = self._temporary()
         if link_from is not None:
             tmp.mkdir()
             for file in sorted(link_from.iterdir()):
@@ -222,7 +229,7 @@ class Pantry:
             state = live_state(model)
             head = {n: state[n].detach().to("cpu").contiguous() for n in names} if fit is None else fit()
             self.path.mkdir(parents=True, exist_ok=True)
-            tmp = self.path / f".tmp-{uuid.uuid4().hex}.safetensors"
+            tmp = self._temporary(".safetensors")
             save_file(head, tmp, metadata={"format": "pt", "start_head": mode})
             try:
                 os.link(tmp, path)  # atomic create-if-absent
@@ -242,6 +249,36 @@ class Pantry:
             for name in names:
                 state[name].copy_(pinned[name])
         return self.head_mode()
+
+    def _temporary(self, suffix: str = "") -> Path:
+        """A new temporary name in the pantry, ``.tmp-HOST-PID-RANDOM`` (HOST: 8 hex digits of this machine's
+        name), once the temporaries of writers that are gone are removed (:meth:`remove_stale_temporaries`)."""
+        self.remove_stale_temporaries()
+        return self.path / f".tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove the temporary entries and start heads that killed writers left (``Pantry.add`` interrupted by a
+        SIGKILL, a lost node): those written on this machine by a process that has ended, and any untouched for
+        :data:`STALE_AFTER` seconds (another machine's, or a name without its writer). Only names of the form this
+        class writes are looked at; nothing else in the pantry is touched.
+
+        Returns:
+            What was removed.
+        """
+        removed = []
+        for candidate in self.path.glob(".tmp-*"):
+            match = _TEMPORARY.fullmatch(candidate.name)
+            if match is None or candidate.is_symlink():
+                continue
+            mine_and_ended = match["host"] == _HOST and not pid_alive(int(match["pid"]))
+            if mine_and_ended or time.time() - _last_touched(candidate) > STALE_AFTER:
+                if candidate.is_dir():
+                    shutil.rmtree(candidate, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):  # gone meanwhile, or not ours to delete after all
+                        candidate.unlink()
+                removed.append(candidate)
+        return removed
 
     def head_mode(self) -> str | None:
         """How the pantry's start head was made: ``"random"``, ``"probe"``, or ``None`` when it has none."""
@@ -400,6 +437,15 @@ class Pantry:
             ingredient.start_head = head
             ingredient.start_model = start_model(entry)
         return ingredients
+
+
+def _last_touched(path: Path) -> float:
+    """The latest modification time of ``path`` and, for a folder, of what it holds (a file being written)."""
+    try:
+        children = list(path.iterdir()) if path.is_dir() else []
+        return max(p.stat().st_mtime for p in [path, *children])
+    except OSError:  # gone meanwhile: its writer finished
+        return time.time()
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

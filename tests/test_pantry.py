@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+import uuid
 
 import pytest
 from helpers import tiny_bert
 
+import hf_soups.pantry as pantry_module
 from hf_soups.atomic_folder import NAME_MAX
 from hf_soups.errors import SoupError
 from hf_soups.pantry import ENTRY_FILE, HEAD_FILE, Pantry, fingerprint
@@ -82,3 +86,37 @@ def test_a_run_of_the_longest_name_is_averaged(tmp_path):
     [average] = pantry.run_averages(2)
     assert average.path.parent == tmp_path / ".averages" and average.path.name.endswith(".last2")
     assert len(average.path.name) == NAME_MAX
+
+
+def test_only_the_temporaries_of_writers_that_are_gone_are_removed(tmp_path):
+    pantry, host, hexes = Pantry(tmp_path), pantry_module._HOST, uuid.uuid4().hex
+    ended = [tmp_path / f".tmp-{host}-{2**22 + 1}-{hexes}", tmp_path / f".tmp-{host}-{2**22 + 1}-{hexes}.safetensors"]
+    old = [tmp_path / f".tmp-{'0' * 8}-1-{hexes}", tmp_path / f".tmp-{hexes}"]  # another machine's; an older name
+    kept = [
+        tmp_path / f".tmp-{host}-{os.getpid()}-{hexes}",  # a writer still running here
+        tmp_path / f".tmp-{'0' * 8}-1-{'1' * 32}", tmp_path / f".tmp-{'1' * 32}",  # recent: their writers may run
+        tmp_path / ".tmp-notes", tmp_path / f".tmp-{hexes}.bak", tmp_path / "lr2e-05",  # not ours
+    ]
+    for path in ended + old + kept:
+        if path.name.endswith(".safetensors") or path.name.endswith(".bak"):
+            path.write_bytes(b"x")
+        else:
+            (path / "sub").mkdir(parents=True)
+            (path / "sub" / "model.safetensors").write_bytes(b"x")
+    day_ago = time.time() - pantry_module.STALE_AFTER - 60
+    for path in [*old, tmp_path / ".tmp-notes", tmp_path / f".tmp-{hexes}.bak", tmp_path / "lr2e-05"]:
+        for touched in [path, *path.rglob("*")]:
+            os.utime(touched, (day_ago, day_ago))
+    (tmp_path / f".tmp-{'2' * 32}").symlink_to(tmp_path / "lr2e-05")  # a link of that name: never followed
+    os.utime(tmp_path / f".tmp-{'2' * 32}", (day_ago, day_ago), follow_symlinks=False)
+    assert sorted(pantry.remove_stale_temporaries()) == sorted(ended + old)
+    assert not any(path.exists() for path in ended + old)
+    assert all(path.exists() for path in kept) and (tmp_path / "lr2e-05" / "sub" / "model.safetensors").exists()
+
+
+def test_a_write_removes_what_a_killed_write_left(tmp_path):
+    pantry = Pantry(tmp_path)
+    left = tmp_path / f".tmp-{pantry_module._HOST}-{2**22 + 1}-{uuid.uuid4().hex}"
+    left.mkdir()
+    pantry.add("run", tiny_bert(), None, INFO)
+    assert not left.exists() and [p.name for p in tmp_path.iterdir()] == ["run"]
