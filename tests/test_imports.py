@@ -189,6 +189,7 @@ def test_the_checks_see_function_level_and_relative_imports(tmp_path):
     [
         ("hf_soups.recipes", "recipes"), ("hf_soups.recipes.greedy", "recipes"), ("hf_soups.soups", "fronts"),
         ("hf_soups.evaluation.data", "evaluation"), ("hf_soups.diagnostics.report", "recipes"),
+        ("hf_soups.evaluation.dataset", "evaluation"), ("hf_soups.recipes.dataset_judge", "recipes"),
     ],
 )
 def test_the_most_specific_entry_places_a_module(module, layer):
