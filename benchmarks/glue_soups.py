@@ -235,8 +235,9 @@ def cook_rows(pantry: Pantry, task: str, args: argparse.Namespace) -> dict[str, 
                                                   report_split=report, batch_size=64, progress=False)
         options = dict(spec.options) | (
             {"resume": True} if spec.recipe == "greedy" else
-            {"base": encoder_path(), "start_head": pantry.path / HEAD_FILE} if spec.recipe == "stock" else {}
-        )
+            {"base": encoder_path(), "start_head": pantry.path / HEAD_FILE} if spec.recipe == "stock" else
+            {"state_dir": pantry.path.parent / "soups" / ".fisher-state"} if spec.recipe == "fisher" else {}
+        )  # the two fisher rows share one cache of the runs' Fishers
         started = time.perf_counter()
         report = cook_recipe(kitchens[spec.entries], spec.recipe, folder, ensemble=row == "greedy", options=options)
         print(f"{pantry.path.parent.name} {row}: cooked in {time.perf_counter() - started:.0f} s", flush=True)
