@@ -291,7 +291,8 @@ def values(args: argparse.Namespace, options: type, only: tuple[str, ...] | None
 
 
 __all__ = [
-    "FISHER_OVER", "GREEDY_RULES", "RECIPE_NAMES", "BaggedOptions", "CardOptions", "CookOptions", "FisherOptions",
-    "GreedyOptions", "JudgeOptions", "LearnedOptions", "MergeOptions", "RegMeanOptions", "ReportFileOptions",
-    "ResumeOptions", "SoupFolderOptions", "StatisticsOptions", "StockOptions", "add_flags", "values",
+    "FISHER_OVER", "GREEDY_RULES", "RECIPE_NAMES", "BaggedOptions", "CardOptions", "CookOptions", "DatasetOptions",
+    "FisherOptions", "GreedyOptions", "JudgeOptions", "LearnedOptions", "MergeOptions", "RegMeanOptions",
+    "ReportFileOptions", "ResumeOptions", "SoupFolderOptions", "StatisticsOptions", "StockOptions", "add_flags",
+    "values",
 ]
