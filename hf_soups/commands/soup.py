@@ -5,7 +5,9 @@ push it to the Hub."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
+from hf_soups.errors import SoupError
 from hf_soups.options import (
     RECIPE_NAMES,
     BaggedOptions,
@@ -24,6 +26,12 @@ from hf_soups.options import (
     StockOptions,
     add_flags,
     values,
+)
+
+# The options of one recipe or another (hf_soups.recipes.RECIPES says whose).
+RECIPE_OPTIONS = (
+    GreedyOptions, ResumeOptions, BaggedOptions, LearnedOptions, StockOptions, StatisticsOptions, FisherOptions,
+    RegMeanOptions,
 )
 
 
@@ -47,10 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_flags(parser, SoupFolderOptions)
     add_flags(parser, JudgeOptions)
     add_flags(parser, CookOptions)
-    for options in (
-        GreedyOptions, ResumeOptions, BaggedOptions, LearnedOptions, StockOptions, StatisticsOptions, FisherOptions,
-        RegMeanOptions,
-    ):
+    for options in RECIPE_OPTIONS:
         add_flags(parser, options)
     add_flags(parser, MergeOptions, only=("dtype", "checkpoints", "overwrite"))
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup to this Hub repo when done")
@@ -63,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
     from hf_soups.recipes import RECIPES
     from hf_soups.soups import run_recipe
 
+    for field in (field for options in RECIPE_OPTIONS for field in dataclasses.fields(options)):
+        if field.name not in RECIPES[args.recipe].options and getattr(args, field.name) != field.default:
+            owners = [name for name, recipe in RECIPES.items() if field.name in recipe.options]
+            raise SoupError(
+                f"--{field.name.replace('_', '-')}: applies to the recipe {' / '.join(owners)} only, not to "
+                f"{args.recipe!r} (it would be ignored)"
+            )
     options = {name: getattr(args, name) for name in RECIPES[args.recipe].options}
     report = run_recipe(
         args.recipe, args.ingredients, args.task, args.output, options=options,
