@@ -259,18 +259,16 @@ def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> M
         missing = sorted(set(shapes) - set(other_shapes))
         extra = sorted(set(other_shapes) - set(shapes))
         if missing:
-            raise SoupError(
-                f"{other.label}: tensor '{missing[0]}' of {first.label} is missing ({len(missing)} missing)"
-            )
+            raise _misfit(first, other, f"tensor '{missing[0]}' of {first.label} is missing ({len(missing)} missing)")
         if extra:
-            raise SoupError(
-                f"{other.label}: extra tensor '{extra[0]}' that {first.label} does not have ({len(extra)} extra)"
+            raise _misfit(
+                first, other, f"extra tensor '{extra[0]}' that {first.label} does not have ({len(extra)} extra)"
             )
         for name, shape in shapes.items():
             if other_shapes[name] != shape:
-                raise SoupError(
-                    f"{other.label}: tensor '{name}' has shape {list(other_shapes[name])}, "
-                    f"{first.label} has {list(shape)}"
+                raise _misfit(
+                    first, other,
+                    f"tensor '{name}' has shape {list(other_shapes[name])}, {first.label} has {list(shape)}",
                 )
             if other_dtypes[name].is_floating_point != dtypes[name][0].is_floating_point:
                 raise SoupError(
@@ -370,6 +368,20 @@ def _tensors(ingredient: Ingredient) -> tuple[dict[str, tuple[int, ...]], dict[s
             shapes[canonical] = info.shape
             dtypes[canonical] = info.dtype
     return shapes, dtypes
+
+
+def _misfit(first: Ingredient, other: Ingredient, tensors: str) -> SoupError:
+    """The error for ``other``'s tensors that do not fit ``first``'s: by the whole-number config values that differ
+    (``hidden_size``, ``num_hidden_layers``, ...: a model of another size), else by the tensor (``tensors``)."""
+    sizes = [
+        key for key in sorted(set(first.config) | set(other.config))
+        if first.config.get(key) != other.config.get(key)
+        and any(isinstance(v, int) and not isinstance(v, bool) for v in (first.config.get(key), other.config.get(key)))
+    ]
+    if not sizes:
+        return SoupError(f"{other.label}: {tensors}")
+    differences = ", ".join(f"{key} {other.config.get(key)!r} ≠ {first.config.get(key)!r}" for key in sizes)
+    return SoupError(f"{other.label}: a model of another size than {first.label}: config {differences}")
 
 
 def _check_config(first: Ingredient, other: Ingredient) -> None:

@@ -15,8 +15,9 @@ import struct
 import pytest
 import torch
 import yaml
-from helpers import GLUE_DIR, BiasJudge, write_rte, write_stsb
+from helpers import GLUE_DIR, BiasJudge, tiny_bert_config, write_rte, write_stsb
 from safetensors.torch import load_file, save_file
+from transformers import BertForSequenceClassification
 
 from hf_soups import uniform_soup
 from hf_soups.cli import main
@@ -87,6 +88,11 @@ def _stock_base_and_head(tmp, cut=None, content=None):
 
 
 STOCK = [*SOUP, "--recipe", "stock", "--base", "base", "--start-head"]
+
+
+def _other_size(folder, **sizes):
+    """A model of another size (its config and weights) in place of the one in ``folder``."""
+    BertForSequenceClassification(tiny_bert_config(**sizes)).save_pretrained(folder)
 
 
 def _head_of_three(folder):
@@ -225,6 +231,19 @@ CASES = [
         "ingredient 'loop': a symlink to nothing (or a symlink loop)",
     ),
     ("named twice", None, ["merge", "ing0", "./ing0", "-o", "soup"], "the same model as ingredient 'ing0'"),
+    (
+        "a model with more layers",
+        lambda t: _other_size(t / "ing1", num_hidden_layers=3),
+        MERGE,
+        "ingredient 'ing1': a model of another size than ingredient 'ing0': config num_hidden_layers 3 ≠ 2",
+    ),
+    (
+        "a wider model",
+        lambda t: _other_size(t / "ing1", hidden_size=32, intermediate_size=64),
+        SOUP,
+        "ingredient 'ing1': a model of another size than ingredient 'ing0': config hidden_size 32 ≠ 16, "
+        "intermediate_size 64 ≠ 32",
+    ),
     ("name past the limit", None, ["merge", "ing0", "a" * 300, "-o", "soup"], "File name too long (no such folder"),
     ("Hub id past the limit", None, ["merge", "ing0", "me/" + "a" * 300, "-o", "soup"], "not a valid Hub repo id"),
     # output folders
