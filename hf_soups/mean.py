@@ -6,13 +6,14 @@ tensor by tensor in pieces of ``PIECE`` elements, adding every ingredient's copy
 cache; :meth:`RunningMean.add` (greedy, one ingredient at a time) streams one ingredient from start to end. Either
 way each file is read once and hashed on the way, and peak memory is about one model (the fp32 mean) whatever the
 number of ingredients. The mean may live on an accelerator (a recipe's kitchen puts it beside the scoring model when
-it fits): each tensor read crosses to it once. Writing the mean as a soup folder is
-:func:`hf_soups.merge.write_soup`.
+it fits): each tensor read crosses to it once. What a mean (or a recipe that computes its tensors otherwise: Model
+Stock, Fisher, RegMean) hands on is a :class:`SoupWeights`: the tensors and the mix that made them, which the
+kitchen scores and :func:`hf_soups.soup_folder.write_soup_folder` writes.
 
 Example:
     >>> mean = RunningMean(validate(ingredients))  # doctest: +SKIP
     >>> mean.add_all(ingredients, check_weights(None, ingredients))  # doctest: +SKIP
-    >>> mean.check_finite("classifier.weight", torch.bfloat16)  # doctest: +SKIP
+    >>> mean.soup().check_finite("classifier.weight", torch.bfloat16)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -57,6 +58,49 @@ def _weight(weight: Weight, name: str) -> float:
 
 
 @dataclass
+class SoupWeights:
+    """A soup's weights: its tensors and the mix that made them.
+
+    Attributes:
+        plan: the ingredients' :class:`~hf_soups.ingredients.MergePlan` (tensor names, shapes, dtypes).
+        tensors: name → the soup's tensor: fp32 for float tensors, the ingredients' shared copy for integer and bool
+            ones; on any device.
+        mix: ``(ingredient, weight)`` in the order the soup was mixed (the weight: a number, or one per tensor), what
+            ``recipe.yaml`` records to re-cook it bit for bit.
+
+    Example:
+        >>> soup = mean.soup()  # doctest: +SKIP
+        >>> [i.spec for i in soup.members], soup.tensors["classifier.bias"]  # doctest: +SKIP
+    """
+
+    plan: MergePlan
+    tensors: dict[str, torch.Tensor]
+    mix: list[tuple[Ingredient, Weight]]
+
+    @property
+    def members(self) -> list[Ingredient]:
+        """The ingredients mixed in, in order."""
+        return [ingredient for ingredient, _ in self.mix]
+
+    def check_finite(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Return one tensor, cast to ``dtype``, on the CPU, after checking the cast has no NaN or Inf.
+
+        Raises:
+            SoupError: naming the tensor and the ingredient that holds such values, or the dtype it overflows.
+        """
+        tensor = self.tensors[name]
+        if self.plan.is_float(name):
+            refuse_non_finite(name, tensor, self.members)
+        cast = (tensor if dtype is None else tensor.to(dtype)).cpu()
+        if self.plan.is_float(name) and not _finite(cast):
+            raise SoupError(
+                f"tensor '{name}': the soup overflows {str(dtype).removeprefix('torch.')} (largest |value| "
+                f"{tensor.abs().max().item():.4g}); write bf16 or fp32 (dtype / --dtype)"
+            )
+        return cast
+
+
+@dataclass
 class Candidate:
     """The mean with one more ingredient, as :meth:`RunningMean.candidate` wrote it into a model's tensors.
 
@@ -91,14 +135,14 @@ class RunningMean:
     Args:
         plan: the validated :class:`~hf_soups.ingredients.MergePlan`.
         hash_cache: where to look up and remember weight-file hashes.
-        threads: torch threads for :meth:`add_all` and :func:`write_soup` (default: :func:`merge_threads`).
+        threads: torch threads for :meth:`add_all` (default: :func:`merge_threads`).
         device: where the mean's tensors live (default: the CPU).
 
     Example:
         >>> mean = RunningMean(validate(ingredients))  # doctest: +SKIP
         >>> for ingredient in ingredients:  # doctest: +SKIP
         ...     mean.add(ingredient, 1.0)
-        >>> classifier = mean.tensors["classifier.weight"]  # doctest: +SKIP
+        >>> soup = mean.soup()  # doctest: +SKIP
     """
 
     def __init__(
@@ -115,7 +159,18 @@ class RunningMean:
         self._staging: torch.Tensor | None = None  # the pinned buffer of _lerp_into
         self.tensors: dict[str, torch.Tensor] = {}
         self.totals: dict[str, float] = {}
-        self.added: list[Ingredient] = []
+        self.mix: list[tuple[Ingredient, Weight]] = []
+
+    def soup(self) -> SoupWeights:
+        """The mean so far as :class:`SoupWeights` (its tensors themselves, not a copy)."""
+        return SoupWeights(self.plan, self.tensors, list(self.mix))
+
+    def copy(self) -> RunningMean:
+        """An independent copy (its tensors cloned), to grow apart from this one."""
+        mean = RunningMean(self.plan, self.hash_cache, self.threads, self.device)
+        mean.tensors = {name: tensor.clone() for name, tensor in self.tensors.items()}
+        mean.totals, mean.mix = dict(self.totals), list(self.mix)
+        return mean
 
     def factor(self, name: str, weight: Weight) -> float:
         """The interpolation factor that adds an ingredient of ``weight`` to the mean of tensor ``name`` so far."""
@@ -138,14 +193,14 @@ class RunningMean:
             into: also copy the ingredient's tensors into these (a model's, on any device, of any dtype: the
                 tasting pass scores each ingredient while it adds it to the uniform soup).
         """
-        first = (self.added or [ingredient])[0]
+        first = (self.mix or [(ingredient, weight)])[0][0]
         for name, start, piece in self.pieces(ingredient):
             if into is not None:
                 into[name].view(-1)[start : start + len(piece)].copy_(piece)
             if not self.plan.is_float(name):
                 tensor = piece.view(self.plan.shapes[name])
                 if name in self.tensors:
-                    self._check_integer(name, tensor, ingredient, first)
+                    check_same_integer(name, self.tensors[name], tensor, ingredient, first)
                 else:
                     self.tensors[name] = tensor.to(self.device, copy=True)
             else:
@@ -191,7 +246,7 @@ class RunningMean:
                 dtype = torch.float32 if self.plan.is_float(name) else tensor.dtype
                 self.tensors[name] = tensor.to(self.device, dtype, copy=True)
             elif not self.plan.is_float(name):
-                self._check_integer(name, tensor, ingredient, self.added[0])
+                check_same_integer(name, current, tensor, ingredient, self.mix[0][0])
             else:
                 current.lerp_(tensor.to(self.device, torch.float32), self.factor(name, weight))
             if progress is not None:
@@ -236,7 +291,8 @@ class RunningMean:
                     for ingredient, read in zip(ingredients, reads, strict=True):
                         tensor = read(name, 0, numel).view(shape)
                         if name in self.tensors:
-                            self._check_integer(name, tensor, ingredient, (self.added or ingredients)[0])
+                            first = self.mix[0][0] if self.mix else ingredients[0]
+                            check_same_integer(name, self.tensors[name], tensor, ingredient, first)
                         else:
                             self.tensors[name] = tensor.to(self.device, copy=True)
                 if progress is not None:
@@ -268,13 +324,6 @@ class RunningMean:
                     piece.copy_(tensor)
                 else:
                     piece.lerp_(tensor.to(self.device, torch.float32), factor)
-
-    def _check_integer(self, name: str, tensor: torch.Tensor, ingredient: Ingredient, first: Ingredient) -> None:
-        if not torch.equal(self.tensors[name], tensor.to(self.device)):
-            raise SoupError(
-                f"{ingredient.label}: integer tensor '{name}' differs from {first.label}'s "
-                "(integer and bool buffers are copied, so all ingredients must agree)"
-            )
 
     def candidate(self, ingredient: Ingredient, out: dict[str, torch.Tensor], weight: Weight = 1.0) -> Candidate:
         """Write into ``out`` the mean with ``ingredient`` added, leaving this mean unchanged (greedy's trial step).
@@ -334,24 +383,23 @@ class RunningMean:
     def _count(self, ingredient: Ingredient, weight: Weight) -> None:
         for name in self.plan.shapes:
             self.totals[name] = self.totals.get(name, 0.0) + _weight(weight, name)
-        self.added.append(ingredient)
+        self.mix.append((ingredient, weight))
 
-    def check_finite(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Return the mean of one tensor, cast to ``dtype``, on the CPU, after checking the cast has no NaN or Inf.
 
-        Raises:
-            SoupError: naming the tensor and the ingredient that holds such values, or the dtype it overflows.
-        """
-        tensor = self.tensors[name]
-        if self.plan.is_float(name):
-            refuse_non_finite(name, tensor, self.added)
-        cast = (tensor if dtype is None else tensor.to(dtype)).cpu()
-        if self.plan.is_float(name) and not _finite(cast):
-            raise SoupError(
-                f"tensor '{name}': the soup overflows {str(dtype).removeprefix('torch.')} (largest |value| "
-                f"{tensor.abs().max().item():.4g}); write bf16 or fp32 (dtype / --dtype)"
-            )
-        return cast
+def check_same_integer(
+    name: str, kept: torch.Tensor, tensor: torch.Tensor, ingredient: Ingredient, first: Ingredient
+) -> None:
+    """Refuse an integer or bool tensor that differs from the copy ``kept`` (``first``'s): such tensors are copied,
+    not averaged.
+
+    Raises:
+        SoupError: naming the ingredient, the tensor and ``first``.
+    """
+    if not torch.equal(kept, tensor.to(kept.device)):
+        raise SoupError(
+            f"{ingredient.label}: integer tensor '{name}' differs from {first.label}'s "
+            "(integer and bool buffers are copied, so all ingredients must agree)"
+        )
 
 
 def refuse_non_finite(name: str, tensor: torch.Tensor, ingredients: Sequence[Ingredient]) -> None:

@@ -40,7 +40,7 @@ from hf_soups.ingredients import (
     resolve_ingredients,
     validate,
 )
-from hf_soups.mean import RunningMean, check_weights
+from hf_soups.mean import RunningMean, SoupWeights, check_weights
 from hf_soups.model_folder import (
     COPIED_FILES,
     DEFAULT_MAX_SHARD_SIZE,
@@ -153,7 +153,8 @@ def merge_models(
         mean.add_all(resolved, raw_weights, bar)
         mix = list(zip(resolved, raw_weights, strict=True))
         add = None if extras is None else lambda folder: extras(folder, mix)
-        write_soup(output_dir, mean, soup_record(resolved, raw_weights), dtype, max_shard_size, overwrite, bar, add)
+        record = soup_record(resolved, raw_weights)
+        write_soup(output_dir, mean.soup(), record, dtype, max_shard_size, overwrite, bar, add, threads)
     hash_cache.save()
     return output_dir
 
@@ -174,41 +175,43 @@ def warn_unrelated(ingredients: Sequence[Ingredient], plan: MergePlan) -> None:
 
 def write_soup(
     output_dir: str | Path,
-    mean: RunningMean,
+    soup: SoupWeights,
     record: SoupRecord,
     dtype: str | torch.dtype | None = None,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     overwrite: bool = False,
     progress: tqdm | None = None,
     extras: Callable[[Path], None] | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Write a soup folder atomically: weights, config and tokenizer (from the first ingredient), ``soup.json``.
 
     Args:
         output_dir: the folder to create.
-        mean: the soup's weights.
+        soup: the soup's weights.
         record: its ``soup.json`` (the ``dtype`` field is filled in here).
         dtype: the dtype to write (default: the ingredients').
         max_shard_size: shard above this size.
         overwrite: replace an existing folder.
         progress: a bar to advance once per tensor written.
         extras: called with the temporary folder to add more files (recipe, plots, card) before it is renamed.
+        threads: torch threads to cast and check the tensors with (default: :func:`merge_threads`).
 
     Returns:
         ``output_dir``.
     """
-    dtypes = output_dtypes(mean.plan, parse_dtype(dtype))
+    dtypes = output_dtypes(soup.plan, parse_dtype(dtype))
     record.dtype = "+".join(sorted({str(d).removeprefix("torch.") for d in dtypes.values() if d.is_floating_point}))
 
     def tensor(name: str) -> torch.Tensor:
         if progress is not None:
             progress.update()
-        return mean.check_finite(name, dtypes[name])
+        return soup.check_finite(name, dtypes[name])
 
-    output_dir = check_output(output_dir, mean.added, overwrite)
+    output_dir = check_output(output_dir, soup.members, overwrite)
     with atomic_folder(output_dir, overwrite) as tmp:
-        with compute_threads(mean.threads):
-            write_model_folder(tmp, tensor, mean.plan, dtypes, mean.added[0], max_shard_size)
+        with compute_threads(threads):
+            write_model_folder(tmp, tensor, soup.plan, dtypes, soup.members[0], max_shard_size)
         record.save(tmp)
         if extras is not None:
             extras(tmp)

@@ -50,14 +50,15 @@ def write_soup_folder(
         if is_main_process():
 
             def extras(folder: Path) -> None:
-                write_recipe(folder, record, report.mix)
+                write_recipe(folder, record, report.weights.mix)
                 if report.tastings:
                     plot_soups(folder, report.tastings, report.soups)
                 if recipe is not None and recipe.trajectory:
                     plot_trajectory(folder, recipe.trajectory, recipe.metric or "score")
                 write_card(folder, repo_id=repo_id, destination=output_dir)  # not the temporary folder's name
 
-            report.output_dir = write_soup(output_dir, report.mean, record, dtype, overwrite=overwrite, extras=extras)
+            weights = report.weights
+            report.output_dir = write_soup(output_dir, weights, record, dtype, overwrite=overwrite, extras=extras)
             for folder in report.scratch:
                 shutil.rmtree(folder, ignore_errors=True)
     finally:

@@ -208,7 +208,7 @@ class BiasJudge:
     def main_metric(self, predictions, labels):
         return float(np.mean(predictions == labels))
 
-    def ensemble(self, results, text_to_text):
+    def ensemble(self, results):
         predictions = mean_probabilities([r.logits for r in results]).argmax(-1)
         labels = results[0].labels
         return EvalResult("toy", results[0].split, {"accuracy": self.main_metric(predictions, labels)}, "accuracy",

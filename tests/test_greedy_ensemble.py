@@ -47,7 +47,7 @@ class TableJudge:
     def main_metric(self, predictions, labels):
         return float(np.mean(predictions == labels))
 
-    def ensemble(self, results, text_to_text):
+    def ensemble(self, results):
         return self._result(results[0].split, np.log(mean_probabilities([r.logits for r in results])))
 
 

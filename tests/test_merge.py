@@ -211,6 +211,21 @@ def test_running_mean_add_all_opens_each_file_once(make_ingredients, monkeypatch
     assert [i.reads for i in ingredients] == [1, 1, 1]
 
 
+def test_a_mean_hands_on_its_weights_with_the_mix_and_a_copy_grows_apart(make_ingredients):
+    ingredients = resolve_ingredients(make_ingredients(3))
+    mean = RunningMean(validate(ingredients))
+    mean.add_all(ingredients[:2], [2.0, 1.0])
+    soup = mean.soup()
+    assert soup.mix == [(ingredients[0], 2.0), (ingredients[1], 1.0)] and soup.members == ingredients[:2]
+    before = {name: tensor.clone() for name, tensor in soup.tensors.items()}
+    grown = mean.copy()
+    grown.add(ingredients[2], 3.0)
+    assert mean.soup().mix == soup.mix and grown.soup().members == ingredients
+    assert all(torch.equal(mean.tensors[n], before[n]) for n in before)  # the copy's tensors are its own
+    name = next(n for n in before if soup.plan.is_float(n))
+    assert not torch.equal(grown.tensors[name], before[name])
+
+
 @pytest.mark.parametrize("case", ["uniform", "weighted", "per-tensor", "bf16+fp32", "t5-aliases", "sharded"])
 def test_add_all_equals_adding_one_by_one_bit_for_bit(make_ingredients, monkeypatch, case):
     """The tensor-major fast path (pieces of a few elements here) gives the same bits and hashes as add()."""

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
-from hf_soups.mean import Candidate, RunningMean
+from hf_soups.mean import RunningMean
 from hf_soups.options import BaggedOptions, CookOptions, GreedyOptions
 from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
@@ -91,7 +91,8 @@ def cook_bagged(
                 if at == members and joins(score(candidate, resamples[bag]), score(members, resamples[bag]), **rule)
             ]
             if takers:
-                means[candidate] = _grown(means[members], trial)
+                means[candidate] = means[members].copy()  # the parent stays, for the bags that did not take it
+                means[candidate].accept(trial)
                 moved.update(dict.fromkeys(takers, candidate))
         standing = [moved.get(bag, at) for bag, at in enumerate(standing)]
         means = {members: mean for members, mean in means.items() if members in standing}
@@ -99,24 +100,15 @@ def cook_bagged(
     position = {index: rank for rank, index in enumerate(order)}
     chosen = sorted((i for i in order if 2 * votes[i] >= bags), key=lambda i: (-votes[i], position[i]))
     del means
-    soup = RunningMean(kitchen.plan, kitchen.hash_cache)
+    mean = RunningMean(kitchen.plan, kitchen.hash_cache)
     for index in chosen:
-        soup.add(kitchen.ingredients[index])
+        mean.add(kitchen.ingredients[index])
+    soup = mean.soup()
     soups = [kitchen.score_soup(soup, "bagged"), uniform]
     if ensemble:
         soups.extend(baselines(kitchen, tastings, rule))
     options = rule | {"bags": bags, "bag_seed": bag_seed, "votes": votes, "evaluations": evaluations}
-    return soup_report(kitchen, "bagged", soup, [(i, 1.0) for i in chosen], tastings, soups, options=options)
-
-
-def _grown(parent: RunningMean, candidate: Candidate) -> RunningMean:
-    """A new mean: ``parent`` with its :meth:`~RunningMean.candidate` accepted (the parent stays, for the bags that
-    did not take the candidate)."""
-    mean = RunningMean(parent.plan, parent.hash_cache, device=parent.device)
-    mean.tensors = {name: tensor.clone() for name, tensor in parent.tensors.items()}
-    mean.totals, mean.added = dict(parent.totals), list(parent.added)
-    mean.accept(candidate)
-    return mean
+    return soup_report(kitchen, "bagged", soup, tastings, soups, options=options)
 
 
 __all__ = ["cook_bagged"]

@@ -50,7 +50,7 @@ def greedy_ensemble(kitchen: Kitchen, tastings: Sequence[ModelScores], rule: dic
     for index in order[1:]:
         candidate = [*members, index]
         results = [tastings[i].select for i in candidate]
-        candidate_score = kitchen.judge.ensemble(results, kitchen.text_to_text).main
+        candidate_score = kitchen.judge.ensemble(results).main
         if joins(candidate_score, score, **rule):
             members, score = candidate, candidate_score
     ensemble = kitchen.ensemble([tastings[i] for i in members])

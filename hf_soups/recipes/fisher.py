@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan
-from hf_soups.mean import RunningMean
+from hf_soups.mean import RunningMean, SoupWeights
 from hf_soups.options import FISHER_OVER, CookOptions, FisherOptions, GreedyOptions, StatisticsOptions
 from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.greedy import cook_greedy
@@ -97,7 +97,7 @@ def cook_fisher(
         members = list(range(len(kitchen.ingredients)))
     else:
         greedy = cook_greedy(kitchen, ensemble=False, greedy_rule=greedy_rule, min_gain=min_gain)
-        members = [kitchen.ingredients.index(ingredient) for ingredient, _ in greedy.mix]
+        members = [kitchen.ingredients.index(ingredient) for ingredient in greedy.weights.members]
     ingredients = [kitchen.ingredients[i] for i in members]
     names = [name for name in kitchen.plan.shapes if kitchen.plan.is_float(name)]
     with statistics_folder(state_dir) as folder:
@@ -117,7 +117,7 @@ def cook_fisher(
         options |= rule
     if record is not None:
         options["statistics"] = record
-    return soup_report(kitchen, "fisher", soup, [(i, 1.0) for i in members], tastings, soups, options=options)
+    return soup_report(kitchen, "fisher", soup, tastings, soups, options=options)
 
 
 def fisher_diagonal(
@@ -191,16 +191,17 @@ def _rows(batches: Iterable[dict[str, torch.Tensor]], device: torch.device | str
 
 def fisher_merge(
     ingredients: Sequence[Ingredient], fishers: Sequence[Path], plan: MergePlan, hash_cache: HashCache | None = None
-) -> RunningMean:
+) -> SoupWeights:
     """The Fisher-weighted average of ``ingredients``, given each one's Fisher file (see the module docstring).
 
     Streams one ingredient and its Fisher at a time; :func:`cook_fisher` and ``hf-soups cook`` both compute a soup
     here, so a re-cooked soup has the same bits.
 
     Returns:
-        The soup as a :class:`~hf_soups.mean.RunningMean` (its uniform mean replaced by the Fisher-weighted one).
+        The soup's :class:`~hf_soups.mean.SoupWeights` (the uniform mean, where a tensor has Fishers replaced by
+        the Fisher-weighted one).
     """
-    soup = RunningMean(plan, hash_cache)
+    mean = RunningMean(plan, hash_cache)
     weighted: dict[str, torch.Tensor] = {}
     totals: dict[str, torch.Tensor] = {}
     with compute_threads():
@@ -221,7 +222,8 @@ def fisher_merge(
                                 weighted[name], totals[name] = information * theta, information
                         yield name, tensor
 
-                soup.add_tensors(tapped(ingredient.tensors(hash_cache)), ingredient)
+                mean.add_tensors(tapped(ingredient.tensors(hash_cache)), ingredient)
+        soup = mean.soup()
         for name, total in totals.items():
             floor = FISHER_FLOOR * float(total.mean())
             if floor > 0:  # else no information anywhere: the uniform average stays

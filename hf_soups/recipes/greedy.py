@@ -105,13 +105,11 @@ def cook_greedy(
         state.save(state_dir, kitchen)
         steps.update()
     steps.close()
-    soups = [kitchen.score_soup(mean, "greedy"), state.uniform]
+    soup = mean.soup()  # the members, in the order they joined
+    soups = [kitchen.score_soup(soup, "greedy"), state.uniform]
     if ensemble:
         soups.extend(baselines(kitchen, state.tastings, rule))
-    mix = [(i, 1.0) for i in state.members]
-    report = soup_report(
-        kitchen, "greedy", mean, mix, state.tastings, soups, trajectory=state.trajectory, options=rule
-    )
+    report = soup_report(kitchen, "greedy", soup, state.tastings, soups, trajectory=state.trajectory, options=rule)
     report.scratch = [state_dir] if state_dir is not None else []
     return report
 

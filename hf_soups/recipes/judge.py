@@ -55,7 +55,7 @@ class Judge(Protocol):
     def main_metric(self, predictions: np.ndarray, labels: np.ndarray) -> float:
         """The main metric on arrays (bootstrap resamples)."""
 
-    def ensemble(self, results: list[EvalResult], text_to_text: bool) -> EvalResult:
+    def ensemble(self, results: list[EvalResult]) -> EvalResult:
         """The logit ensemble of models scored with ``return_predictions=True`` on one split."""
 
     def train_batches(self, model: PreTrainedModel) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
@@ -122,9 +122,9 @@ class GlueJudge:
     def main_metric(self, predictions: np.ndarray, labels: np.ndarray) -> float:
         return glue_metrics(self.spec, predictions, labels)[self.metric]
 
-    def ensemble(self, results: list[EvalResult], text_to_text: bool) -> EvalResult:
+    def ensemble(self, results: list[EvalResult]) -> EvalResult:
         first = results[0]
-        predictions = ensemble_predictions(self.spec, [r.logits for r in results], text_to_text)
+        predictions = ensemble_predictions(self.spec, [r.logits for r in results])
         return EvalResult(
             task=first.task, split=first.split, metrics=glue_metrics(self.spec, predictions, first.labels),
             main_metric=first.main_metric, num_examples=first.num_examples, split_rule=first.split_rule,
@@ -160,12 +160,13 @@ def soup_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> t
     return torch.nn.functional.cross_entropy(logits, labels.long())
 
 
-def ensemble_predictions(spec: Any, logits: list[np.ndarray], text_to_text: bool) -> np.ndarray:
-    """Predictions of the logit ensemble: the mean of the models' class probabilities (softmax of their logits, or
-    of T5's label-word log-likelihoods), or the mean output for an encoder regressor (STS-B)."""
-    kind = "text_to_text" if text_to_text else "encoder"
-    if spec.is_regression and not text_to_text:
-        return FORMATS[kind].predict(spec, np.mean(logits, axis=0))
+def ensemble_predictions(spec: Any, logits: list[np.ndarray]) -> np.ndarray:
+    """Predictions of the logit ensemble: the mean output of an encoder regressor (STS-B: one output column), else
+    the best class of the mean of the models' class probabilities (softmax of their logits, or of T5's label-word
+    log-likelihoods; for T5 on STS-B, the score its best label word stands for)."""
+    if spec.is_regression and logits[0].shape[-1] == 1:
+        return FORMATS["encoder"].predict(spec, np.mean(logits, axis=0))
+    kind = "text_to_text" if spec.is_regression else "encoder"  # the same argmax for classes, either kind
     return FORMATS[kind].predict(spec, mean_probabilities(logits))
 
 

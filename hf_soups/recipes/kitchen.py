@@ -39,7 +39,7 @@ from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.models import is_text_to_text
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import CheckpointChoice, Ingredient, MergePlan, check_distinct, resolve_ingredients, validate
-from hf_soups.mean import RunningMean
+from hf_soups.mean import RunningMean, SoupWeights
 from hf_soups.recipes.judge import SPLITS, Judge, scoring_target
 from hf_soups.record import SoupResult
 from hf_soups.stats import format_gain, paired_bootstrap
@@ -142,11 +142,11 @@ class Kitchen:
         select, report = (self.judge.score(self.model, split, return_predictions=predictions) for split in SPLITS)
         return ModelScores(name, select, report)
 
-    def taste_all(self, uniform: bool = True) -> tuple[list[ModelScores], RunningMean | None]:
+    def taste_all(self, uniform: bool = True) -> tuple[list[ModelScores], SoupWeights | None]:
         """Read each ingredient once: score it on both splits and (optionally) add it to the uniform soup.
 
         Returns:
-            The tastings in ingredient order, and the uniform soup's running mean.
+            The tastings in ingredient order, and the uniform soup (``None`` unless ``uniform``).
         """
         mean = self.new_mean() if uniform else None
         tastings = []
@@ -156,7 +156,7 @@ class Kitchen:
             else:
                 self.load(ingredient.tensors(self.hash_cache))
             tastings.append(self.score(ingredient.spec))
-        return tastings, mean
+        return tastings, None if mean is None else mean.soup()
 
     def tasted(self) -> tuple[list[ModelScores], ModelScores]:
         """Every ingredient's scores and the uniform soup's, from one :meth:`taste_all` pass per kitchen: recipes
@@ -169,20 +169,18 @@ class Kitchen:
             0.684
         """
         if self._tasted is None:
-            tastings, mean = self.taste_all()
-            self._tasted = tastings, self.score_soup(mean, "uniform")
+            tastings, soup = self.taste_all()
+            self._tasted = tastings, self.score_soup(soup, "uniform")
         return self._tasted
 
-    def score_soup(self, mean: RunningMean, name: str) -> ModelScores:
-        """Load a soup's mean into the model and score it."""
-        self.load(mean.tensors.items())
+    def score_soup(self, soup: SoupWeights, name: str) -> ModelScores:
+        """Load a soup's weights into the model and score it."""
+        self.load(soup.tensors.items())
         return self.score(name)
 
     def ensemble(self, tastings: Sequence[ModelScores]) -> ModelScores:
         """The logit-ensemble baseline of the given ingredients (N× the inference cost; not a soup)."""
-        select, report = (
-            self.judge.ensemble([getattr(t, split) for t in tastings], self.text_to_text) for split in SPLITS
-        )
+        select, report = (self.judge.ensemble([getattr(t, split) for t in tastings]) for split in SPLITS)
         return ModelScores("ensemble", select, report)
 
 

@@ -68,11 +68,12 @@ def cook_learned(
     for i, weight in mix:
         mean.add_tensors(_tensors(kitchen, stacks, i), kitchen.ingredients[i], weight)
     del stacks
-    soups = [kitchen.score_soup(mean, "learned"), uniform]
+    soup = mean.soup()
+    soups = [kitchen.score_soup(soup, "learned"), uniform]
     if ensemble:
         soups.extend(baselines(kitchen, tastings))
     options = {"granularity": granularity, "epochs": epochs, "lr": lr}
-    return soup_report(kitchen, "learned", mean, mix, tastings, soups, options=options)
+    return soup_report(kitchen, "learned", soup, tastings, soups, options=options)
 
 
 def _tensors(kitchen: Kitchen, stacks: dict[str, torch.Tensor], index: int) -> Iterator[tuple[str, torch.Tensor]]:

@@ -28,7 +28,7 @@ from hf_soups.atomic_folder import check_output
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan, check_distinct, resolve_ingredients, validate
-from hf_soups.mean import RunningMean, Weight
+from hf_soups.mean import RunningMean, SoupWeights, Weight
 from hf_soups.merge import soup_record, write_soup
 from hf_soups.options import (
     RECIPE_NAMES,
@@ -281,14 +281,15 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
     mix = check_mix(mix, plan.shapes, [i.label for i in ingredients])
     options: dict[str, Any] = {"cooked_from": str(path), **(data.get("options") or {})}
     if data.get("recipe") == "stock":
-        mean, stock = _stock(data, ingredients, plan, path, token)
+        soup, stock = _stock(data, ingredients, plan, path, token)
         options.update(stock)
     elif data.get("recipe") in STATISTICS_RECIPES:
-        mean, files = _statistics_soup(data, ingredients, mix, plan, path)
+        soup, files = _statistics_soup(data, ingredients, mix, plan, path)
         options["statistics"] = statistics_record(files)
     else:
         mean = RunningMean(plan, HashCache())
         mean.add_all(ingredients, mix)
+        soup = mean.soup()
     for ingredient, entry in zip(ingredients, data["mix"], strict=True):
         for name, sha in entry["sha256"].items():
             if ingredient.sha256.get(name) != sha:
@@ -305,12 +306,12 @@ def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, to
     def extras(folder: Path) -> None:
         write_recipe(folder, record, list(zip(ingredients, mix, strict=True)))
 
-    return write_soup(output_dir, mean, record, data.get("dtype") or None, overwrite=overwrite, extras=extras)
+    return write_soup(output_dir, soup, record, data.get("dtype") or None, overwrite=overwrite, extras=extras)
 
 
 def _statistics_soup(
     data: dict[str, Any], ingredients: list[Ingredient], mix: list[Any], plan: MergePlan, path: Path
-) -> tuple[RunningMean, list[Path]]:
+) -> tuple[SoupWeights, list[Path]]:
     """Re-cook a fisher or regmean soup from each mix entry's statistics file (its sha256 checked first)."""
     recipe, files = data["recipe"], []
     if any(weight != 1.0 for weight in mix):
@@ -339,7 +340,7 @@ def _statistics_soup(
 
 def _stock(
     data: dict[str, Any], ingredients: list[Ingredient], plan: MergePlan, path: Path, token: str | bool | None
-) -> tuple[RunningMean, dict[str, Any]]:
+) -> tuple[SoupWeights, dict[str, Any]]:
     """Re-cook a Model Stock soup from the recipe's ``base`` (its weight files' and start head's sha256 checked)."""
     base_entry = data.get("base")
     if not isinstance(base_entry, dict) or not isinstance(base_entry.get("ingredient"), str):
@@ -353,10 +354,10 @@ def _stock(
         raise SoupError(
             f"recipe file {path}: start head {base.head} has changed since the recipe was written (sha256 differs)"
         )
-    mean, _, clamped = stock_soup_tensors(ingredients, plan, base, HashCache())
+    soup, _, clamped = stock_soup_tensors(ingredients, plan, base, HashCache())
     for name, sha in (base_entry.get("sha256") or {}).items():
         if base.ingredient.sha256.get(name) != sha:
             raise SoupError(
                 f"{base.ingredient.label}: {name} has changed since the recipe was written (sha256 differs)"
             )
-    return mean, {"base": base.to_dict(), "clamped": len(clamped)}
+    return soup, {"base": base.to_dict(), "clamped": len(clamped)}

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan
-from hf_soups.mean import RunningMean
+from hf_soups.mean import RunningMean, SoupWeights
 from hf_soups.options import CookOptions, RegMeanOptions, StatisticsOptions
 from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
@@ -100,8 +100,7 @@ def cook_regmean(
     options = {"statistics_rows": rows, "regmean_alpha": alpha, "regmean_layers": sorted(_layers(paths[0]))}
     if record is not None:
         options["statistics"] = record
-    mix = [(i, 1.0) for i in range(len(kitchen.ingredients))]
-    return soup_report(kitchen, "regmean", soup, mix, tastings, soups, options=options)
+    return soup_report(kitchen, "regmean", soup, tastings, soups, options=options)
 
 
 def _layers(path: Path) -> set[str]:
@@ -169,7 +168,7 @@ def regmean_merge(
     plan: MergePlan,
     alpha: float,
     hash_cache: HashCache | None = None,
-) -> RunningMean:
+) -> SoupWeights:
     """The RegMean soup of ``ingredients``, given each one's Gram matrices file (see the module docstring).
 
     Streams one ingredient and its Gram matrices at a time; :func:`cook_regmean` and ``hf-soups cook`` both compute
@@ -178,7 +177,7 @@ def regmean_merge(
     Raises:
         SoupError: a layer whose Σ Gᵢ is singular (possible only with α = 1).
     """
-    soup = RunningMean(plan, hash_cache)
+    mean = RunningMean(plan, hash_cache)
     gram_sums: dict[str, torch.Tensor] = {}
     products: dict[str, torch.Tensor] = {}
     with compute_threads():
@@ -200,7 +199,8 @@ def regmean_merge(
                                 gram_sums[name], products[name] = gram, product
                         yield name, tensor
 
-                soup.add_tensors(tapped(ingredient.tensors(hash_cache)), ingredient)
+                mean.add_tensors(tapped(ingredient.tensors(hash_cache)), ingredient)
+        soup = mean.soup()
         for name, gram in gram_sums.items():
             soup.tensors[name] = regmean_weight(gram, products[name], soup.tensors[name], name).float()
     return soup

@@ -1,11 +1,11 @@
-"""What a recipe returns once its soup is chosen: the record, the results table, the soup's weights and mix.
+"""What a recipe returns once its soup is chosen: the record, the results table, the soup's weights.
 
 A recipe ends with :func:`soup_report`; nothing here writes a file. The soup folder (weights, ``soup.json``,
 ``recipe.yaml``, plots, card) is written afterwards by :func:`hf_soups.soup_folder.write_soup_folder`, once the
 Hub repo the card names is known.
 
 Example:
-    >>> report = soup_report(kitchen, "uniform", mean, mix, tastings, soups)  # doctest: +SKIP
+    >>> report = soup_report(kitchen, "uniform", mean.soup(), tastings, soups)  # doctest: +SKIP
     >>> print(report.table)  # doctest: +SKIP
 """
 
@@ -18,8 +18,7 @@ from typing import Any
 
 from accelerate import PartialState
 
-from hf_soups.ingredients import Ingredient
-from hf_soups.mean import RunningMean, Weight
+from hf_soups.mean import SoupWeights
 from hf_soups.merge import soup_record
 from hf_soups.recipes.kitchen import Kitchen, ModelScores, format_table, results
 from hf_soups.record import RecipeRecord, SoupRecord
@@ -34,8 +33,7 @@ class SoupReport:
         table: the printable results table.
         output_dir: the soup folder, once one was written.
         model: the soup, loaded (the kitchen's model holds its weights).
-        mean: the soup's weights, to write.
-        mix: ``(ingredient, weight)`` in the order the soup was mixed (what ``recipe.yaml`` re-cooks bit for bit).
+        weights: the soup's weights and their mix (what ``recipe.yaml`` re-cooks bit for bit), to write.
         tastings: every ingredient's scores (for the plots).
         soups: this soup's scores first, then the other soups and baselines (for the plots).
         scratch: folders the recipe kept to resume from, removed once the soup folder is written.
@@ -45,8 +43,7 @@ class SoupReport:
     table: str
     output_dir: Path | None = None
     model: Any = field(default=None, repr=False)
-    mean: RunningMean | None = field(default=None, repr=False)
-    mix: list[tuple[Ingredient, Weight]] = field(default_factory=list, repr=False)
+    weights: SoupWeights | None = field(default=None, repr=False)
     tastings: list[ModelScores] = field(default_factory=list, repr=False)
     soups: list[ModelScores] = field(default_factory=list, repr=False)
     scratch: list[Path] = field(default_factory=list, repr=False)
@@ -55,8 +52,7 @@ class SoupReport:
 def soup_report(
     kitchen: Kitchen,
     recipe: str,
-    mean: RunningMean,
-    mix: Sequence[tuple[int, Weight]],
+    soup: SoupWeights,
     tastings: Sequence[ModelScores],
     soups: Sequence[ModelScores],
     trajectory: list[dict[str, Any]] | None = None,
@@ -67,8 +63,7 @@ def soup_report(
     Args:
         kitchen: the kitchen the recipe ran in.
         recipe: its name.
-        mean: the soup's weights.
-        mix: ``(ingredient index, weight)`` in the order the soup was mixed (what re-cooks it bit for bit).
+        soup: the soup's weights, mixed from the kitchen's ingredients.
         tastings: every ingredient's scores.
         soups: this soup's tasting first, then the other soups and baselines for the table.
         trajectory: greedy's steps.
@@ -76,8 +71,10 @@ def soup_report(
     """
     judge = kitchen.judge
     rows = results(tastings, soups, judge)
+    position = {id(ingredient): index for index, ingredient in enumerate(kitchen.ingredients)}
     weights = [0.0] * len(kitchen.ingredients)
-    for index, weight in mix:
+    for ingredient, weight in soup.mix:
+        index = position[id(ingredient)]
         weights[index] = weight if isinstance(weight, float | int) else float(sum(weight.values()) / len(weight))
     record = soup_record(kitchen.ingredients, weights)
     for ingredient, tasting in zip(record.ingredients, tastings, strict=True):
@@ -90,10 +87,9 @@ def soup_report(
     record.results = rows
     table = format_table(tastings, rows, judge.metric, [w > 0 for w in weights])
     table += "".join(f"\n{row.name} members: {', '.join(row.members)}" for row in rows if row.members)
-    kitchen.load(mean.tensors.items())
+    kitchen.load(soup.tensors.items())
     return SoupReport(
-        record=record, table=table, model=kitchen.model, mean=mean,
-        mix=[(kitchen.ingredients[i], w) for i, w in mix], tastings=list(tastings), soups=list(soups),
+        record=record, table=table, model=kitchen.model, weights=soup, tastings=list(tastings), soups=list(soups)
     )
 
 

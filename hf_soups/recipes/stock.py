@@ -16,7 +16,7 @@ Memory is the fp32 soup plus one tensor; each input is read once (and hashed on 
 Example:
     >>> from hf_soups.recipes.stock import StockBase, stock_soup_tensors
     >>> base = StockBase(resolve_ingredients(["bert-base-uncased"])[0])  # doctest: +SKIP
-    >>> tensors, ratios, clamped = stock_soup_tensors(ingredients, validate(ingredients), base)  # doctest: +SKIP
+    >>> soup, ratios, clamped = stock_soup_tensors(ingredients, validate(ingredients), base)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan, base_names, resolve_ingredients
-from hf_soups.mean import PIECE, RunningMean
+from hf_soups.mean import PIECE, SoupWeights, check_same_integer
 from hf_soups.options import CookOptions
 from hf_soups.probe import read_start_head
 from hf_soups.recipes.ensemble import baselines
@@ -128,7 +128,7 @@ def _check_finite(tensor: torch.Tensor, where: str) -> None:
 
 def stock_soup_tensors(
     ingredients: Sequence[Ingredient], plan: MergePlan, base: StockBase | None, hash_cache: HashCache | None = None
-) -> tuple[RunningMean, dict[str, float | None], list[str]]:
+) -> tuple[SoupWeights, dict[str, float | None], list[str]]:
     """The Model Stock soup of ``ingredients`` over ``base``, streamed (see the module docstring).
 
     Args:
@@ -138,7 +138,7 @@ def stock_soup_tensors(
         hash_cache: where weight-file hashes are looked up and remembered.
 
     Returns:
-        The soup as a :class:`~hf_soups.mean.RunningMean` (ready for :func:`~hf_soups.merge.write_soup`), each
+        The soup's :class:`~hf_soups.mean.SoupWeights` (each ingredient mixed in with weight 1), each
         float tensor's ratio t (``None``: not in the base, averaged uniformly), and the tensors whose mean cosine
         was negative, clamped to 0 (t = 0: they are the base's).
 
@@ -155,7 +155,7 @@ def stock_soup_tensors(
             f"model stock: {unreadable.label} is not stored as safetensors (convert it, or merge it first)"
         )
     k = len(ingredients)
-    soup = RunningMean(plan, hash_cache)
+    tensors: dict[str, torch.Tensor] = {}
     ratios: dict[str, float | None] = {}
     clamped: list[str] = []
     moved = torch.zeros(k, dtype=torch.float64)  # each task vector's squared norm over the tensors the base has
@@ -169,10 +169,10 @@ def stock_soup_tensors(
             if not plan.is_float(name):
                 for ingredient, read in zip(ingredients, reads, strict=True):
                     tensor = read(name, 0, numel).view(shape)
-                    if name in soup.tensors:
-                        soup._check_integer(name, tensor, ingredient, ingredients[0])
+                    if name in tensors:
+                        check_same_integer(name, tensors[name], tensor, ingredient, ingredients[0])
                     else:
-                        soup.tensors[name] = tensor.clone()
+                        tensors[name] = tensor.clone()
                 continue
             if name in head:
                 theta0 = head[name].to(torch.float32).reshape(-1)
@@ -183,23 +183,21 @@ def stock_soup_tensors(
                 theta0 = None
             mean, gram = _mean_and_gram(name, numel, reads, theta0, k)
             if theta0 is None:
-                soup.tensors[name], ratios[name] = mean.view(shape), None
+                tensors[name], ratios[name] = mean.view(shape), None
                 continue
             moved += gram.diagonal()
             cos = _mean_cosine(gram)
             if cos < 0:
                 clamped.append(name)
             t = stock_ratio(cos, k)
-            soup.tensors[name], ratios[name] = mean.mul_(t).add_(theta0, alpha=1 - t).view(shape), t
+            tensors[name], ratios[name] = mean.mul_(t).add_(theta0, alpha=1 - t).view(shape), t
     same = next((i for i, m in zip(ingredients, moved, strict=True) if m == 0), None)
     if same is not None:
         raise SoupError(
             f"base '{base.ingredient.spec}': has the weights of {same.label} (its task vector is zero, so the soup "
             "would be the base); give the model they were fine-tuned from"
         )
-    soup.added = list(ingredients)
-    soup.totals = {name: float(k) for name in plan.shapes}
-    return soup, ratios, clamped
+    return SoupWeights(plan, tensors, [(ingredient, 1.0) for ingredient in ingredients]), ratios, clamped
 
 
 def stock_ratio(cos: float, k: int) -> float:
@@ -271,5 +269,4 @@ def cook_stock(
         "uniform_tensors": sorted(name for name, t in ratios.items() if t is None),
         "clamped": len(clamped),
     }
-    mix = [(i, 1.0) for i in range(len(kitchen.ingredients))]
-    return soup_report(kitchen, "stock", soup, mix, tastings, soups, options=options)
+    return soup_report(kitchen, "stock", soup, tastings, soups, options=options)

@@ -232,7 +232,7 @@ class TrainerJudge:
     def main_metric(self, predictions: np.ndarray, labels: np.ndarray) -> float:
         return self.metrics(predictions, labels)[self.metric]
 
-    def ensemble(self, results: list[EvalResult], text_to_text: bool) -> EvalResult:
+    def ensemble(self, results: list[EvalResult]) -> EvalResult:
         """Mean class probabilities, given to ``compute_metrics`` as log-probabilities (the mean output for a
         one-output regressor)."""
         logits = [r.logits for r in results]

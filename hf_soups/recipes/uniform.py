@@ -13,9 +13,8 @@ def cook_uniform(kitchen: Kitchen, ensemble: bool = CookOptions.ensemble) -> Sou
 
     Each ingredient is read once: scored alone and added to the mean in the same pass.
     """
-    tastings, mean = kitchen.taste_all(uniform=True)
-    soups = [kitchen.score_soup(mean, "uniform")]
+    tastings, soup = kitchen.taste_all(uniform=True)
+    soups = [kitchen.score_soup(soup, "uniform")]
     if ensemble:
         soups.extend(baselines(kitchen, tastings))
-    mix = [(i, 1.0) for i in range(len(kitchen.ingredients))]
-    return soup_report(kitchen, "uniform", mean, mix, tastings, soups)
+    return soup_report(kitchen, "uniform", soup, tastings, soups)
