@@ -14,6 +14,10 @@ Cooking runs a recipe (greedy by default) judged by a GLUE task (``task="rte"``)
 card and plots, and pushes it when asked. Under ``accelerate launch`` every process takes part in scoring and only
 the main one writes. For a GLUE ``compute_metrics`` in your own script see :func:`hf_soups.evaluation.compute_metrics`.
 
+Under sharded training (FSDP, FSDP2, DeepSpeed ZeRO-3) the entries, the start fingerprint and the pinned head are
+made from the whole weights, gathered as ``Trainer.save_model`` gathers them (:mod:`hf_soups.gather`): every process
+takes part, the main one writes. Under FSDP (1) the callback needs the Trainer's wrapper: use :class:`SoupTrainer`.
+
 Example:
     >>> soup = SoupCallback("pantry", pin_head=True)  # doctest: +SKIP
     >>> for lr in (2e-5, 3e-5, 5e-5):  # doctest: +SKIP
@@ -30,6 +34,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +42,7 @@ import datasets
 import numpy as np
 import torch
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, extract_model_from_parallel
 from transformers import Trainer, TrainerCallback
 
 from hf_soups.ema import WeightEMA, check_decay
@@ -50,9 +55,10 @@ from hf_soups.evaluation.data import (
     load_glue_split,
     trained_heldout_rows,
 )
+from hf_soups.gather import check_gatherable, load_whole, on_main, sharding, whole_state, wrapper_of
 from hf_soups.options import RECIPE_NAMES, CardOptions, CookOptions, JudgeOptions
-from hf_soups.pantry import Pantry, PantryEntry, PinHead, check_heldout, fingerprint
-from hf_soups.probe import probe_head
+from hf_soups.pantry import Pantry, PantryEntry, PinHead, check_heldout, fingerprint, holds_model
+from hf_soups.probe import fit_head, head_names, output_layer, probe_head, shared_probe_features
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +71,14 @@ class SoupCallback(TrainerCallback):
     Args:
         pantry: the folder shared by every run of the sweep.
         checkpoints: also add each ``checkpoint-*`` the Trainer saves (``on_save``; when is the Trainer's
-            ``save_strategy``: every epoch, every ``save_steps``), by hard links to its files, not only each run's
-            final model. Cook them with ``entries="all"`` or ``"last:K"``.
+            ``save_strategy``: every epoch, every ``save_steps``), by hard links to its files (written whole where the
+            checkpoint holds no whole model: a sharded one), not only each run's final model. Cook them with
+            ``entries="all"`` or ``"last:K"``.
         pin_head: give every run the same starting classifier head (``on_train_begin``): ``True`` saves the first
             run's initial (random) head in the pantry and later runs load it; ``"probe"`` first fits the head on the
-            frozen model's features of the training set (:func:`hf_soups.probe.probe_head`, one process under
-            ``accelerate launch``), the start that makes runs soupable. Needed when the runs create their models
-            under different seeds.
+            frozen model's features of the training set (:func:`hf_soups.probe.probe_head`: one process under
+            ``accelerate launch``; under sharded training every process computes the features of its share), the
+            start that makes runs soupable. Needed when the runs create their models under different seeds.
         cook_on_end: cook at the end of a run (``on_train_end``) once the pantry holds ``sweep_size`` final models
             (default: at the end of every run from the second on; the last run's soup is the sweep's). The main
             process prints how many runs the pantry holds until then, and the results table and the soup's folder
@@ -178,6 +185,8 @@ class SoupCallback(TrainerCallback):
                 "SoupCallback(cook_on_end=True) needs a judge: pass task= (a GLUE task), use SoupTrainer, or call "
                 "callback.cook(trainer) after the sweep"
             )
+        target = self._target(model)
+        check_gatherable(target, "SoupCallback")  # before training, on every process
         # every run's training data is checked by content, as the dataloader holds it (columns the model does not
         # read already dropped): it must hold no row the soup is selected on
         train, tokenizer = getattr(train_dataloader, "dataset", None), kwargs.get("processing_class")
@@ -186,14 +195,21 @@ class SoupCallback(TrainerCallback):
             self._heldout = glue_heldout(self.task, self.judge_options, train, tokenizer)
         elif self.task is None and self.select_dataset is not None:
             check_left_out(train, self.select_dataset)
-        if self.pin_head == "probe":
-            if PartialState().is_main_process:  # one process fits the probe; the others load what it saved
-                self.pantry.pin_head(model, fit=lambda: probe_head(model, _unsharded(train_dataloader, args)))
-            PartialState().wait_for_everyone()
-            self.pantry.pin_head(model)
-        elif self.pin_head:
-            self.pantry.pin_head(model)
-        self._start = fingerprint(model)
+        if sharding(target) is not None:  # every process takes part in each gather; the main one does the rest
+            if self.pin_head:
+                probe = self.pin_head == "probe"
+                self._pin_sharded_head(target, _unsharded(train_dataloader, args) if probe else None)
+            whole = whole_state(target)
+            self._start = on_main(lambda: fingerprint(model, whole))
+        else:
+            if self.pin_head == "probe":
+                if PartialState().is_main_process:  # one process fits the probe; the others load what it saved
+                    self.pantry.pin_head(model, fit=lambda: probe_head(model, _unsharded(train_dataloader, args)))
+                PartialState().wait_for_everyone()
+                self.pantry.pin_head(model)
+            elif self.pin_head:
+                self.pantry.pin_head(model)
+            self._start = fingerprint(model)
         self._start_model = str(model.name_or_path) if getattr(model, "name_or_path", None) else None
         self._emas = []
         if self.ema:
@@ -206,20 +222,20 @@ class SoupCallback(TrainerCallback):
             ema.update(model)
 
     def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if self.checkpoints and state.is_world_process_zero:
-            folder = checkpoint_folder(args, state)
+        if self.checkpoints:
             self._saved_step = state.global_step
-            self._add(f"{run_name(args)}.checkpoint-{state.global_step}", "checkpoint", args, state, model,
-                      processing_class, link_from=folder if folder.is_dir() else None)
-            self._add_emas(f"{run_name(args)}.checkpoint-{state.global_step}", "checkpoint", args, state, model,
-                           processing_class)
+            name = f"{run_name(args)}.checkpoint-{state.global_step}"
+            folder = checkpoint_folder(args, state)
+            self._add(name, "checkpoint", args, state, model, processing_class, link_from=folder)
+            if state.is_world_process_zero:
+                self._add_emas(name, "checkpoint", args, state, model, processing_class)
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        # a checkpoint of this very step holds this very model: its files are linked
+        same = self._saved_step == state.global_step and not args.load_best_model_at_end
+        self._add(run_name(args), "final", args, state, model, processing_class,
+                  link_from=checkpoint_folder(args, state) if same else None)
         if state.is_world_process_zero:
-            folder = checkpoint_folder(args, state)  # a checkpoint of this step holds this very model: link its files
-            same = self._saved_step == state.global_step and folder.is_dir() and not args.load_best_model_at_end
-            link = folder if same else None
-            self._add(run_name(args), "final", args, state, model, processing_class, link_from=link)
             self._add_emas(run_name(args), "final", args, state, model, processing_class)
         PartialState().wait_for_everyone()
         if self.cook_on_end:
@@ -235,13 +251,51 @@ class SoupCallback(TrainerCallback):
 
     def _add(
         self, name: str, kind: str, args, state, model, tokenizer, link_from: Path | None = None, **extra: Any
-    ) -> Path:
-        info = {
-            "run_name": run_name(args), "kind": kind, "step": state.global_step, "epoch": state.epoch,
-            "training_args": args.to_dict(), "metrics": last_eval_metrics(state.log_history),
-            "start": self._start, "start_model": self._start_model, "heldout": self._heldout, **extra,
-        }
-        return self.pantry.add(name, model, tokenizer, info, link_from=link_from)
+    ) -> None:
+        """Add the model as the entry ``name``, written by the main process: by links to the files of ``link_from``
+        (a checkpoint of this very model) when it holds the whole model (:func:`~hf_soups.pantry.holds_model`), else
+        saved. When training shards the model every process must call this: the whole weights are gathered as
+        ``Trainer.save_model`` gathers them, every process taking part."""
+        target = self._target(model)
+        sharded = sharding(target) is not None
+        if not (sharded or state.is_world_process_zero):
+            return
+
+        def holding() -> Path | None:
+            return link_from if link_from is not None and holds_model(link_from) else None
+
+        link = on_main(holding) if sharded else holding()  # under sharding, the same choice on every process
+        whole = whole_state(target) if sharded and link is None else None
+        if state.is_world_process_zero:
+            info = {
+                "run_name": run_name(args), "kind": kind, "step": state.global_step, "epoch": state.epoch,
+                "training_args": args.to_dict(), "metrics": last_eval_metrics(state.log_history),
+                "start": self._start, "start_model": self._start_model, "heldout": self._heldout, **extra,
+            }
+            self.pantry.add(name, model, tokenizer, info, link_from=link, state_dict=whole)
+
+    def _target(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What the model's whole weights are gathered from: the Trainer's FSDP1 wrapper of ``model`` when the
+        callback knows the Trainer (SoupTrainer; the Trainer gives callbacks the model inside the wrapper), else
+        ``model`` itself."""
+        return wrapper_of(model, getattr(self.trainer, "model_wrapped", None))
+
+    def _pin_sharded_head(self, target: torch.nn.Module, batches: Any) -> None:
+        """``pin_head`` for a sharded model: the head is read from its gathered weights and loaded back into every
+        process's shard; a probe computes its features on every process (``batches``: all the training data, for a
+        probe) and is fitted by the main one, which writes the start head."""
+        plain = extract_model_from_parallel(target)
+        whole = whole_state(target)
+        names = on_main(lambda: head_names(plain, whole))
+        if not names:
+            return
+        features, layer_name = None, ""
+        if batches is not None and on_main(lambda: self.pantry.head_mode() is None):
+            layer_name, layer = output_layer(plain, names)
+            features = shared_probe_features(target, layer, batches)  # the main process gets them all
+        fit = None if features is None else partial(fit_head, {n: whole[n] for n in names}, layer_name, *features)
+        pinned = on_main(lambda: self.pantry.start_head(whole, names, type(plain).__name__, fit))
+        load_whole(target, pinned)
 
     def _add_emas(self, name: str, of: str, args, state, model, tokenizer) -> None:
         """Add each EMA of the run beside the entry ``name`` (a ``final`` or ``checkpoint`` one)."""
@@ -479,19 +533,6 @@ def checkpoint_folder(args: Any, state: Any) -> Path:
     return Path(args.output_dir) / f"checkpoint-{state.global_step}"
 
 
-def sharded_setting(model: torch.nn.Module) -> str | None:
-    """What shards the model's parameters across processes: ``"FSDP"`` (1 or 2), ``"DeepSpeed ZeRO-3"``, or
-    ``None``."""
-    from torch.distributed.tensor import DTensor
-
-    fsdp1 = any(type(module).__name__ == "FullyShardedDataParallel" for module in model.modules())
-    params = list(model.parameters())
-    return (
-        "FSDP" if fsdp1 or any(isinstance(p, DTensor) for p in params)
-        else "DeepSpeed ZeRO-3" if any(hasattr(p, "ds_id") for p in params) else None
-    )
-
-
 @contextlib.contextmanager
 def training_state_freed(model: torch.nn.Module | None, optimizer: Any = None) -> Iterator[None]:
     """For cooking at the end of training (``cook_on_end``): the optimizer's state and the gradients are freed and
@@ -507,7 +548,7 @@ def training_state_freed(model: torch.nn.Module | None, optimizer: Any = None) -
         optimizer.state.clear()
     if model is not None:
         model.zero_grad(set_to_none=True)
-    move = device.type != "cpu" and sharded_setting(model) is None  # type: ignore[arg-type]
+    move = device.type != "cpu" and sharding(model) is None  # type: ignore[arg-type]
     if move:
         model.to("cpu")  # type: ignore[union-attr]
         if device.type == "cuda":
@@ -527,7 +568,7 @@ def check_unsharded(model: torch.nn.Module, what: str) -> None:
     Raises:
         SoupError: the model is sharded (FSDP1 or FSDP2, DeepSpeed ZeRO-3), naming the setting.
     """
-    setting = sharded_setting(model)
+    setting = sharding(model)
     if setting is not None:
         raise SoupError(f"{what} needs whole parameters on one process; under {setting} they are sharded: train "
                         "without it (DDP, or one process), or drop the option")

@@ -29,7 +29,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,9 +38,11 @@ import torch
 from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
+from hf_soups.adapters import is_adapter
 from hf_soups.atomic_folder import fitted_name, pid_alive
 from hf_soups.ema import check_decay, ema_label
 from hf_soups.errors import SoupError
+from hf_soups.ingredient import WEIGHT_LAYOUTS
 from hf_soups.ingredients import Ingredient, resolve_ingredients
 from hf_soups.merge import merge_models
 from hf_soups.probe import head_names, live_state, plain_model, read_start_head
@@ -69,19 +71,24 @@ _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 STALE_AFTER = 24 * 3600  # seconds without a write after which a temporary's writer is taken to be gone
 
 
-def fingerprint(model: PreTrainedModel) -> dict[str, str]:
+def fingerprint(model: PreTrainedModel, state: Mapping[str, torch.Tensor] | None = None) -> dict[str, str]:
     """sha256 of the weights a model computes with (names, dtypes, shapes, bytes), whole and split into body and
     head. For a PEFT LoRA model these are the base weights with each ΔW = B·A·scaling merged in, not the factors,
     and the head's trained copy (by the plain model's names, see :func:`~hf_soups.probe.live_state`): at the start
     B = 0, so runs that draw different A (a sweep over seeds) start from the same function.
 
+    Args:
+        model: the model.
+        state: its whole weights when training shards them (:func:`~hf_soups.gather.whole_state`), hashed instead
+            of the model's own tensors, which are shards.
+
     Example:
         >>> fingerprint(model)["head"][:12]  # doctest: +SKIP
         '3f1c0e9a2b7d'
     """
-    head = head_names(model)
+    head = head_names(model, None if state is None else list(state))
     hashers = {part: hashlib.sha256() for part in ("weights", "body", "head")}
-    for name, tensor in sorted(_effective_state(model).items()):
+    for name, tensor in sorted((_effective_state(model) if state is None else state).items()):
         data = tensor.detach().to("cpu").contiguous()
         for part in ("weights", "head" if name in head else "body"):
             hashers[part].update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
@@ -166,7 +173,13 @@ class Pantry:
     # -- writing
 
     def add(
-        self, name: str, model: PreTrainedModel, tokenizer: Any, info: dict[str, Any], link_from: Path | None = None
+        self,
+        name: str,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        info: dict[str, Any],
+        link_from: Path | None = None,
+        state_dict: Mapping[str, torch.Tensor] | None = None,
     ) -> Path:
         """Add a model as a new entry named ``name`` (or ``name-2``, ... when taken).
 
@@ -176,8 +189,12 @@ class Pantry:
                 adapter) the config of the model it trains in is written too, which PEFT does not save.
             tokenizer: saved beside it (``None``: none).
             info: the entry's ``ingredient.json`` content.
-            link_from: a folder the Trainer has just saved this model to (a ``checkpoint-*``): its model, config and
-                tokenizer files are hard-linked (copied across file systems) instead of written again.
+            link_from: a folder the Trainer has just saved this model to (a ``checkpoint-*`` that
+                :func:`holds_model`): its model, config and tokenizer files are hard-linked (copied across file
+                systems) instead of written again.
+            state_dict: the weights to write instead of the model's own, as ``Trainer.save_model`` passes them
+                to ``save_pretrained``: the whole weights of a sharded model
+                (:func:`~hf_soups.gather.whole_state`), or averaged ones.
         """
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self._temporary()
@@ -187,7 +204,7 @@ class Pantry:
                 if file.is_file() and not TRAINER_STATE_FILES.match(file.name):
                     _link_or_copy(file, tmp / file.name)
         else:
-            model.save_pretrained(tmp)
+            model.save_pretrained(tmp, state_dict=None if state_dict is None else dict(state_dict))
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
         if hasattr(model, "peft_config") and not (tmp / "config.json").is_file():
@@ -223,10 +240,35 @@ class Pantry:
         names = head_names(model)
         if not names:
             return None
+        state = live_state(model)
+        pinned = self.start_head(state, names, type(model).__name__, fit)
+        with torch.no_grad():
+            for name in names:
+                state[name].copy_(pinned[name])
+        return self.head_mode()
+
+    def start_head(
+        self,
+        state: Mapping[str, torch.Tensor],
+        names: set[str],
+        model_name: str,
+        fit: Callable[[], dict[str, torch.Tensor]] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The pantry's start head, written first when it has none (see :meth:`pin_head`), checked against a model.
+
+        Args:
+            state: the model's whole weights by the plain model's names (:func:`~hf_soups.probe.live_state`, or a
+                sharded model's :func:`~hf_soups.gather.whole_state`).
+            names: its head's names (:func:`~hf_soups.probe.head_names`).
+            model_name: how errors name the model.
+            fit: makes the head to write (default: the head in ``state``).
+
+        Raises:
+            SoupError: the pantry's head does not fit the model.
+        """
         path = self.path / HEAD_FILE
         if not path.is_file():
             mode = "random" if fit is None else "probe"
-            state = live_state(model)
             head = {n: state[n].detach().to("cpu").contiguous() for n in names} if fit is None else fit()
             self.path.mkdir(parents=True, exist_ok=True)
             tmp = self._temporary(".safetensors")
@@ -238,17 +280,13 @@ class Pantry:
             finally:
                 tmp.unlink()
         pinned, _ = read_start_head(path)
-        state = live_state(model)
         for name in sorted(names | set(pinned)):
             if name not in pinned or name not in names or pinned[name].shape != state[name].shape:
                 raise SoupError(
                     f"pantry {self.path}: pinned head tensor '{name}' in {HEAD_FILE} does not fit "
-                    f"{type(model).__name__} (another model or label count started this pantry)"
+                    f"{model_name} (another model or label count started this pantry)"
                 )
-        with torch.no_grad():
-            for name in names:
-                state[name].copy_(pinned[name])
-        return self.head_mode()
+        return pinned
 
     def _temporary(self, suffix: str = "") -> Path:
         """A new temporary name in the pantry, ``.tmp-HOST-PID-RANDOM`` (HOST: 8 hex digits of this machine's
@@ -439,6 +477,13 @@ class Pantry:
         return ingredients
 
 
+def holds_model(folder: Path) -> bool:
+    """Whether a folder (a Trainer's ``checkpoint-*``) holds a whole model's weights as ``from_pretrained`` reads
+    them (or a PEFT adapter), not only a sharded checkpoint (FSDP's ``SHARDED_STATE_DICT``, DeepSpeed's
+    ``global_step*``)."""
+    return any((folder / name).is_file() for layout in WEIGHT_LAYOUTS for name in layout) or is_adapter(folder)
+
+
 def _last_touched(path: Path) -> float:
     """The latest modification time of ``path`` and, for a folder, of what it holds (a file being written)."""
     try:
@@ -538,4 +583,5 @@ def _rule_text(rule: dict[str, Any] | None) -> str:
 
 __all__ = [
     "Pantry", "PantryEntry", "check_heldout", "check_same_start", "differing_hyperparameters", "fingerprint",
+    "holds_model",
 ]

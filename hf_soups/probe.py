@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
@@ -30,6 +31,7 @@ from hf_soups.tensorfile import read_header
 
 logger = logging.getLogger(__name__)
 LABEL_KEYS = ("labels", "label")
+FSDP1_WRAPPED = "_fsdp_wrapped_module."  # in the module names of a model FSDP1 wraps
 
 
 def plain_model(model: PreTrainedModel) -> PreTrainedModel:
@@ -76,10 +78,10 @@ def live_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
     return {plain: state[key] for key, plain in _plain_names(model).items() if plain is not None}
 
 
-def head_names(model: PreTrainedModel) -> set[str]:
-    """The names of :func:`live_state` outside the base model (``classifier.*`` for BERT, also under PEFT); empty
-    for models without a head of their own (T5)."""
-    names = set(live_state(model))
+def head_names(model: PreTrainedModel, names: Iterable[str] | None = None) -> set[str]:
+    """The names of :func:`live_state` (or ``names``: a sharded model's, from its gathered weights) outside the base
+    model (``classifier.*`` for BERT, also under PEFT); empty for models without a head of their own (T5)."""
+    names = set(live_state(model) if names is None else names)
     prefix = f"{plain_model(model).base_model_prefix}."
     head = {name for name in names if not name.startswith(prefix)}
     return head if head != names else set()
@@ -109,26 +111,42 @@ def read_start_head(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         raise SoupError(f"start head {path}: not a safetensors file ({err})") from None
 
 
-def output_layer(model: PreTrainedModel) -> tuple[str, torch.nn.Linear]:
-    """The head's last linear layer (``classifier`` for BERT, ``classifier.out_proj`` for RoBERTa), by module name.
+def output_layer(model: PreTrainedModel, head: set[str] | None = None) -> tuple[str, torch.nn.Linear]:
+    """The head's last linear layer and its name in the plain model (``classifier`` for BERT,
+    ``classifier.out_proj`` for RoBERTa).
+
+    Args:
+        model: the model.
+        head: its head's names when training shards it (:func:`head_names` of its gathered weights); its modules are
+            then matched by name, FSDP1's wrappers left out, without reading its state dict.
 
     Raises:
         SoupError: the model has no head of its own, or its head ends in no linear layer.
     """
-    head, plain = head_names(model), _plain_names(model)
-    linears = [
-        (name, module) for name, module in plain_model(model).named_modules()
-        if isinstance(module, torch.nn.Linear) and plain.get(f"{name}.weight") in head
-    ]
+    plain = _plain_names(model) if head is None else None
+    head = head_names(model) if head is None else head
+    linears = []
+    for name, module in plain_model(model).named_modules():
+        key = plain.get(f"{name}.weight") if plain is not None else f"{name}.weight".replace(FSDP1_WRAPPED, "")
+        if isinstance(module, torch.nn.Linear) and key in head:
+            linears.append((key.removesuffix(".weight"), module))
     if not linears:
         raise SoupError(f"pin_head='probe': {type(model).__name__} has no linear classifier head to probe")
     return linears[-1]
 
 
 @torch.no_grad()
-def probe_features(model: PreTrainedModel, batches: Iterable[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """The inputs of the head's output layer (eval mode: no dropout) and the labels, for every training example."""
-    _, layer = output_layer(model)
+def probe_features(
+    model: torch.nn.Module, batches: Iterable[dict[str, Any]], layer: torch.nn.Linear | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs of the head's output layer (eval mode: no dropout) and the labels, for every training example.
+
+    Args:
+        model: what runs the batches (under FSDP1, its wrapper).
+        batches: model-input batches with a ``labels`` column.
+        layer: the layer whose inputs are the features (default: :func:`output_layer`).
+    """
+    layer = output_layer(model)[1] if layer is None else layer
     features: list[torch.Tensor] = []
     handle = layer.register_forward_hook(
         lambda module, inputs, output: features.append(inputs[0].detach().float().cpu())
@@ -200,21 +218,70 @@ def probe_head(
     """
     logger.info("pin_head='probe': fitting the start head on the frozen model's features of the training set")
     batches = tqdm(batches, desc="probe head: features", disable=not progress)
-    _, layer = output_layer(model)
+    name, layer = output_layer(model)
     # Iterating a DataLoader draws its worker seed from torch's global generator: fork it, so that a run trains the
     # same model whether its process fitted the start head or loaded it from the pantry.
     with torch.random.fork_rng(devices=[]):
-        features, labels = probe_features(model, batches)
-    weight, bias = fit_linear(features, labels, layer.out_features, seed)
-    with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(weight))
-        if layer.bias is not None:
-            layer.bias.copy_(torch.from_numpy(bias))
+        features, labels = probe_features(model, batches, layer)
     state = live_state(model)
-    return {key: state[key].detach().to("cpu").contiguous() for key in sorted(head_names(model))}
+    head = {key: state[key].detach().to("cpu").contiguous() for key in sorted(head_names(model))}
+    fitted = fit_head(head, name, features, labels, seed)
+    with torch.no_grad():
+        for key, tensor in fitted.items():
+            state[key].copy_(tensor)
+    return fitted
+
+
+def fit_head(
+    head: dict[str, torch.Tensor], layer: str, features: np.ndarray, labels: np.ndarray, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """``head`` with its output layer (the module ``layer``, see :func:`output_layer`) fitted to the features by
+    :func:`fit_linear`, each tensor in its dtype."""
+    weight, bias = fit_linear(features, labels, head[f"{layer}.weight"].shape[0], seed)
+    fitted = dict(head)
+    for key, value in ((f"{layer}.weight", weight), (f"{layer}.bias", bias)):
+        if key in head:
+            fitted[key] = torch.from_numpy(value).to(head[key].dtype)
+    return fitted
+
+
+def shared_probe_features(
+    model: torch.nn.Module, layer: torch.nn.Linear, batches: Iterable[dict[str, Any]]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`probe_features` with every process taking part, as a sharded model's forward needs.
+
+    Every process is given all the batches, in order; process ``i`` of ``n`` computes the features of batches ``i``,
+    ``i + n``, ..., and for each round it has no batch of its own runs one more forward on a batch it has seen, so
+    that all run as many (each forward is a collective). The main process gets every example's features in the
+    batches' order, exactly as :func:`probe_features` computes them in one process; the others get ``None``.
+
+    Raises:
+        SoupError: the batches are empty or carry no labels (on every process).
+    """
+    state = PartialState()
+    processes, index = state.num_processes, state.process_index
+    mine: list[tuple[int, tuple[np.ndarray, np.ndarray]]] = []
+    first, count = None, 0
+    with torch.random.fork_rng(devices=[]):  # as in probe_head
+        for count, batch in enumerate(batches, start=1):
+            first = batch if first is None else first
+            if (count - 1) % processes == index:
+                mine.append((count - 1, probe_features(model, [batch], layer)))
+        if first is None:
+            raise SoupError("pin_head='probe': the training set is empty")
+        for _ in range(-(-count // processes) - len(mine)):
+            probe_features(model, [first], layer)
+    parts: list[Any] | None = [mine]
+    if processes > 1:
+        parts = [None] * processes if state.is_main_process else None
+        torch.distributed.gather_object(mine, parts, dst=0)
+    if parts is None:
+        return None
+    ordered = sorted((part for process in parts for part in process), key=lambda part: part[0])
+    return np.concatenate([f for _, (f, _) in ordered]), np.concatenate([y for _, (_, y) in ordered])
 
 
 __all__ = [
-    "fit_linear", "head_names", "live_state", "output_layer", "plain_model", "probe_features", "probe_head",
-    "read_start_head",
+    "fit_head", "fit_linear", "head_names", "live_state", "output_layer", "plain_model", "probe_features",
+    "probe_head", "read_start_head", "shared_probe_features",
 ]

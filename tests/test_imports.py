@@ -27,7 +27,10 @@ LAYERS: dict[str, list[str]] = {
         "hf_soups.mean", "hf_soups.atomic_folder", "hf_soups.model_folder", "hf_soups.adapter_soup", "hf_soups.merge",
     ],
     "evaluation": ["hf_soups.evaluation"],
-    "recipes": ["hf_soups.recipes", "hf_soups.probe", "hf_soups.ema", "hf_soups.pantry", "hf_soups.diagnostics"],
+    "recipes": [
+        "hf_soups.recipes", "hf_soups.gather", "hf_soups.probe", "hf_soups.ema", "hf_soups.pantry",
+        "hf_soups.diagnostics",
+    ],
     "outputs": ["hf_soups.plots", "hf_soups.card", "hf_soups.soup_folder", "hf_soups.hub"],
     "fronts": [
         "hf_soups", "hf_soups.soups", "hf_soups.callback", "hf_soups.cli", "hf_soups.commands", "hf_soups.testing",
