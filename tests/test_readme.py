@@ -1,5 +1,5 @@
 """The README reads in two minutes (issue 31): at most about 1,000 words, code within its first 40 lines, no
-paragraph over 120 words; every relative link of the README and docs/ leads to a file (and heading) there; and
+paragraph over 120 words; every relative link of the READMEs and docs/ leads to a file (and heading) there; and
 docs/cli.md names every flag of every sub-command."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
-PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [README, ROOT / "examples" / "glue" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
