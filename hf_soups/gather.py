@@ -108,16 +108,29 @@ def whole_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _zero3_state(model: torch.nn.Module, main: bool) -> dict[str, torch.Tensor]:
-    """ZeRO-3: each module's own parameters gathered in turn and copied to the CPU on the main process."""
+    """ZeRO-3: each module's own parameters gathered in turn and copied to the CPU on the main process.
+
+    Raises:
+        SoupError: a gathered parameter is not of its whole shape (``ds_shape``): never an empty entry.
+    """
     import deepspeed
 
     names = list(model.state_dict())  # every name; a partitioned parameter's tensor is empty here
     state: dict[str, torch.Tensor] = {}
+    short: list[str] = []
     for prefix, module in model.named_modules():
         own = [*module.named_parameters(prefix, recurse=False), *module.named_buffers(prefix, recurse=False)]
         with deepspeed.zero.GatheredParameters(list(module.parameters(recurse=False)), modifier_rank=None):
             if main:
                 state.update((name, tensor.detach().to("cpu", copy=True)) for name, tensor in own)
+        if main:
+            short += [
+                f"'{name}' gathered as {tuple(state[name].shape)}, not {tuple(t.ds_shape)}" for name, t in own
+                if hasattr(t, "ds_shape") and tuple(state[name].shape) != tuple(t.ds_shape)
+            ]
+    error = on_main(lambda: short[0] if short else None)  # every process raises, none waits
+    if error is not None:
+        raise SoupError(f"{ZERO3}: parameter {error}: no entry is written from partial weights")
     return {name: state[name] for name in names} if main else {}
 
 
