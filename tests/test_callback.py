@@ -29,7 +29,7 @@ from transformers import (
 from hf_soups import SoupCallback, SoupError, SoupTrainer
 from hf_soups.evaluation.data import heldout_rule, load_glue_split, split_rows
 from hf_soups.ingredients import validate
-from hf_soups.pantry import Pantry, PantryEntry, check_same_start, fingerprint
+from hf_soups.pantry import Pantry, PantryEntry, check_heldout, check_same_start, fingerprint
 from hf_soups.recipes.trainer_judge import TrainerJudge
 from hf_soups.record import SoupRecord
 from hf_soups.testing.hub_server import DEFAULT_USER
@@ -568,6 +568,17 @@ def test_a_soup_is_not_selected_on_heldout_rows_changed_since_training(run, tmp_
     with pytest.raises(SoupError, match=r"pantry entry 'a' was trained leaving out held-out rows whose text or labels "
                        r"differ from the rows the soup is selected on now .*\(rows reordered, edited or relabelled\)"):
         soup.cook(trainer)
+
+
+def test_an_entry_of_an_older_version_without_a_content_digest_is_checked_by_position(tmp_path, caplog):
+    rule = {"task": "rte", "split": "train:heldout", "seed": 0, "fraction": 0.1, "rows": 20, "digest": "d" * 64}
+    now = rule | {"columns": ["sentence1", "sentence2", "label"], "content": "c" * 64}
+    entries = [PantryEntry(tmp_path / "old", {"heldout": rule}), PantryEntry(tmp_path / "new", {"heldout": now})]
+    with caplog.at_level("WARNING", logger="hf_soups.pantry"):
+        check_heldout(entries, now)
+    assert "pantry entry 'old' records its held-out rows by position only" in caplog.text
+    with pytest.raises(SoupError, match="pantry entry 'old' was trained under the held-out rule"):
+        check_heldout(entries, now | {"seed": 1, "digest": "e" * 64})
 
 
 def test_select_dataset_is_compared_with_its_rule_and_the_training_rows(run, tmp_path, tiny_tokenizer):

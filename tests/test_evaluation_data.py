@@ -153,7 +153,7 @@ def test_hold_out_trains_on_no_copy_of_a_heldout_row():
     assert not set(input_keys(rest)) & set(input_keys(held))
 
 
-def test_trained_heldout_rows_counts_heldout_rows_by_content(tmp_path, tiny_tokenizer):
+def test_trained_heldout_rows_counts_heldout_rows_by_content(tmp_path, tiny_tokenizer, monkeypatch):
     path = write_rte(tmp_path, 200, file="train.tsv")
     header, *lines = path.read_text().splitlines()
     path.write_text("\n".join([header, *lines, lines[6]]) + "\n")  # row 6 (held out) again, as row 200 (not)
@@ -170,6 +170,8 @@ def test_trained_heldout_rows_counts_heldout_rows_by_content(tmp_path, tiny_toke
     padded = tokenized(relabelled, truncation=True, max_length=24, padding="max_length")
     assert 6 in heldout.dataset["idx"] and 200 not in heldout.dataset["idx"]
     # every held-out row but 6, whose copy in the rest cannot be told from it
+    assert trained_heldout_rows(padded, heldout, tiny_tokenizer, tmp_path) == heldout.dataset.num_rows - 1
+    monkeypatch.setattr("hf_soups.evaluation.data.TOKENIZE_ROWS", 7)  # the train split tokenized in 29 parts
     assert trained_heldout_rows(padded, heldout, tiny_tokenizer, tmp_path) == heldout.dataset.num_rows - 1
     assert trained_heldout_rows(tokenized(rest.select(range(9))), heldout, tiny_tokenizer, tmp_path) == 0
 

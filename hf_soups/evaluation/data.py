@@ -269,6 +269,9 @@ def input_keys(dataset: datasets.Dataset) -> list[tuple[Any, ...]]:
             for row in zip(*(plain[column] for column in columns), strict=True)]
 
 
+TOKENIZE_ROWS = 10_000  # rows tokenized at once by trained_heldout_rows
+
+
 def trained_heldout_rows(
     train: datasets.Dataset, heldout: GlueSplit, tokenizer: Any, glue_dir: str | Path | None = None
 ) -> int:
@@ -278,7 +281,8 @@ def trained_heldout_rows(
     ``tokenizer(*text_columns, truncation=True, max_length=L)``, with ``L`` the longest training row: a row trained
     on is its tokenization at the run's own max length, and rows longer than ``L`` were cut at ``L``. Labels are
     not compared (a relabelled copy is still a held-out row). Held-out rows that read like a row outside the part
-    are left out: GLUE holds duplicates, and training on one is training on a row of the rest.
+    are left out: GLUE holds duplicates, and training on one is training on a row of the rest. Rows tokenized
+    another way (a T5 prompt, another truncation strategy for rows that were cut) are not recognised.
 
     Args:
         train: the training rows (``input_ids``, padding masked by ``attention_mask``), e.g. the Trainer's.
@@ -291,7 +295,10 @@ def trained_heldout_rows(
         return 0
     base = load_glue_split(heldout.task, heldout.rule["base"], glue_dir).dataset
     texts = [list(base[column]) for column in heldout.task.text_columns]
-    encoded = tokenizer(*texts, truncation=True, max_length=max(map(len, trained)))["input_ids"]
+    longest, encoded = max(map(len, trained)), []
+    for start in range(0, base.num_rows, TOKENIZE_ROWS):  # in parts: MNLI's train split holds 393k pairs
+        part = [column[start : start + TOKENIZE_ROWS] for column in texts]
+        encoded += tokenizer(*part, truncation=True, max_length=longest)["input_ids"]
     held = set(heldout.dataset["idx"])
     inside, outside = set(), set()
     for ids, idx in zip(encoded, base["idx"], strict=True):
