@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
-from hf_soups.plots import soups_figure
+from hf_soups.plots import soups_figure, trajectory_figure
 
 SCRIPT = """
 import matplotlib
@@ -37,6 +38,9 @@ def test_recipes_and_plots_leave_the_matplotlib_backend_alone(tmp_path):
     assert (tmp_path / "greedy_trajectory.png").stat().st_size > 0
 
 
+INGREDIENTS = "ingredients (numbered as in the card)"
+
+
 def scores(select: float, report: float, name: str = "run") -> SimpleNamespace:
     return SimpleNamespace(name=name, select=SimpleNamespace(main=select, main_metric="accuracy"),
                            report=SimpleNamespace(main=report))
@@ -52,7 +56,22 @@ def scores(select: float, report: float, name: str = "run") -> SimpleNamespace:
 )
 def test_every_ingredient_shows_and_a_soup_on_one_is_marked_a_tie(soups, labels):
     ax = soups_figure([scores(0.5, 0.5), scores(0.7, 0.6), scores(0.5, 0.5)], soups).axes[0]
-    assert ax.get_legend_handles_labels()[1] == [*labels, "ingredients"]
-    [ingredients] = [c for c in ax.collections if c.get_label() == "ingredients"]
-    assert len(ingredients.get_offsets()) == 3
+    assert ax.get_legend_handles_labels()[1] == [*labels, INGREDIENTS]
+    [ingredients] = [c for c in ax.collections if c.get_label() == INGREDIENTS]
+    assert np.allclose(ingredients.get_offsets(), [[50, 50], [70, 60], [50, 50]])  # points, as the card's tables
+    # drawn over the stars and filled (an open ring vanished on a star), each numbered as in the card's table
     assert all(ingredients.get_zorder() > c.get_zorder() for c in ax.collections if c is not ingredients)
+    assert ingredients.get_facecolors().tolist() == [[1, 1, 1, 1]]
+    assert [text.get_text() for text in ax.texts] == ["1", "2", "3"]
+    assert np.allclose([text.xy for text in ax.texts], [(50, 50), (70, 60), (50, 50)])
+    assert all(text.get_zorder() > ingredients.get_zorder() for text in ax.texts)
+    assert ax.get_xlabel() == "selection accuracy (points)"
+
+
+def test_the_greedy_trajectory_is_in_points():
+    trajectory = [dict(soup_score=0.6, score=0.6, ingredient_score=0.6, kept=True),
+                  dict(soup_score=0.6, score=0.55, ingredient_score=0.5, kept=False)]
+    ax = trajectory_figure(trajectory, "accuracy").axes[0]
+    assert ax.lines[0].get_ydata().tolist() == pytest.approx([60, 60])
+    assert sorted(y for c in ax.collections for _, y in c.get_offsets().tolist()) == pytest.approx([50, 55, 60, 60])
+    assert ax.get_ylabel() == "selection accuracy (points)"
