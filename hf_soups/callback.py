@@ -187,6 +187,9 @@ class SoupCallback(TrainerCallback):
             )
         target = self._target(model)
         check_gatherable(target, "SoupCallback")  # before training, on every process
+        if self.ema and (setting := sharding(target)) is not None:  # each averaged parameter whole on one process
+            raise SoupError(f"SoupCallback(ema=...) keeps whole parameters on one process; under {setting} they are "
+                            "sharded: train without it (DDP, or one process), or drop ema=")
         # every run's training data is checked by content, as the dataloader holds it (columns the model does not
         # read already dropped): it must hold no row the soup is selected on
         train, tokenizer = getattr(train_dataloader, "dataset", None), kwargs.get("processing_class")
@@ -213,7 +216,6 @@ class SoupCallback(TrainerCallback):
         self._start_model = str(model.name_or_path) if getattr(model, "name_or_path", None) else None
         self._emas = []
         if self.ema:
-            check_unsharded(model, "SoupCallback(ema=...)")
             if state.is_world_process_zero:  # the process that writes the entries keeps the averages
                 self._emas = [WeightEMA(model, decay) for decay in self.ema]
 
@@ -560,18 +562,6 @@ def training_state_freed(model: torch.nn.Module | None, optimizer: Any = None) -
     finally:
         if move:
             model.to(device)  # type: ignore[union-attr]
-
-
-def check_unsharded(model: torch.nn.Module, what: str) -> None:
-    """Refuse, before training, a feature that needs every parameter whole on the process that writes.
-
-    Raises:
-        SoupError: the model is sharded (FSDP1 or FSDP2, DeepSpeed ZeRO-3), naming the setting.
-    """
-    setting = sharding(model)
-    if setting is not None:
-        raise SoupError(f"{what} needs whole parameters on one process; under {setting} they are sharded: train "
-                        "without it (DDP, or one process), or drop the option")
 
 
 def _unsharded(loader: Any, args: Any) -> torch.utils.data.DataLoader:

@@ -22,6 +22,7 @@ from transformers import (
     BertModel,
     Trainer,
     TrainerCallback,
+    TrainerState,
     TrainingArguments,
     set_seed,
 )
@@ -644,3 +645,13 @@ def test_ema_entries_hold_each_runs_weight_average_and_cook(run, tmp_path):
 def test_an_ema_decay_outside_0_1_or_twice_is_refused(tmp_path, ema):
     with pytest.raises(SoupError, match=r"ema"):
         SoupCallback(tmp_path / "pantry", ema=ema)
+
+
+def test_ema_under_sharded_training_is_refused_before_training(tmp_path):
+    model = BertForSequenceClassification(tiny_bert_config())
+    for index, parameter in enumerate(model.parameters()):
+        parameter.ds_id = index  # how DeepSpeed ZeRO-3 marks the parameters it partitions
+    args = TrainingArguments(str(tmp_path / "run"), report_to="none", use_cpu=True)
+    with pytest.raises(SoupError, match=r"ema=.*under DeepSpeed ZeRO-3 they are sharded"):
+        SoupCallback(tmp_path / "pantry", ema=(0.9,)).on_train_begin(args, TrainerState(), None, model=model)
+    assert not (tmp_path / "pantry").exists()
