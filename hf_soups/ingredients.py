@@ -332,21 +332,29 @@ def with_bases(
 
 
 def check_distinct(ingredients: Sequence[Ingredient]) -> None:
-    """Refuse one folder named twice in a soup (``a a``, ``a ./a``, a symlink to ``a``, one Hub commit twice); its
-    weight says how much it counts.
+    """Refuse one model named twice in a soup; its weight says how much it counts. The same model is one folder
+    (``a a``, ``a ./a``, a symlink to ``a``, one Hub commit twice), weight files that are the same files (folders of
+    hard links to them, as a pantry's checkpoint entries are to the Trainer's), or weight files whose sha256 are
+    known and equal (Hub repos holding one upload).
 
     Raises:
         SoupError: naming both.
     """
-    seen: dict[Path, Ingredient] = {}
+    seen: dict[object, Ingredient] = {}
     for ingredient in ingredients:
-        key = ingredient.path.resolve()
-        if key in seen:
+        keys: list[object] = [ingredient.path.resolve()]
+        if keys[0] not in seen:
+            files = [ingredient.adapter_file] if isinstance(ingredient, AdapterIngredient) else ingredient.weight_files
+            keys.append(frozenset((status.st_dev, status.st_ino) for status in map(os.stat, files)))
+            if set(ingredient.sha256) == {file.name for file in files}:
+                keys.append(tuple(sorted(ingredient.sha256.items())))
+        same = next((seen[key] for key in keys if key in seen), None)
+        if same is not None:
             raise SoupError(
-                f"{ingredient.label}: the same model as {seen[key].label} (named twice); to weigh it more, give "
-                "weights instead"
+                f"{ingredient.label}: the same model as {same.label} (named twice, or its weight files are the same "
+                "files or bytes); to weigh it more, give weights instead"
             )
-        seen[key] = ingredient
+        seen.update(dict.fromkeys(keys, ingredient))
 
 
 def _check_tokenizer(first: Ingredient, other: Ingredient) -> None:

@@ -38,6 +38,11 @@ def _write(path, content):
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
 
 
+def _mkdir(folder):
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def _negative_shape(folder, shape):
     header = json.dumps({"w": {"dtype": "F32", "shape": shape, "data_offsets": [0, 16]}}).encode()
     _write(folder / "model.safetensors", struct.pack("<Q", len(header)) + header + bytes(16))
@@ -231,6 +236,12 @@ CASES = [
         "ingredient 'loop': a symlink to nothing (or a symlink loop)",
     ),
     ("named twice", None, ["merge", "ing0", "./ing0", "-o", "soup"], "the same model as ingredient 'ing0'"),
+    (
+        "named twice by hard links",
+        lambda t: [os.link(file, _mkdir(t / "linked") / file.name) for file in (t / "ing0").iterdir()],
+        ["merge", "ing0", "linked", "-o", "soup"],
+        "ingredient 'linked': the same model as ingredient 'ing0'",
+    ),
     (
         "a model with more layers",
         lambda t: _other_size(t / "ing1", num_hidden_layers=3),

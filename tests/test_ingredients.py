@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -13,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import BertForSequenceClassification
 
 from hf_soups import SoupError, merge_models, resolve_ingredients
+from hf_soups.ingredients import check_distinct
 
 
 def rewrite(folder, edit):
@@ -252,3 +255,22 @@ def test_tokenizer_padding_settings_do_not_count_as_a_different_tokenizer(make_i
             json.dumps({"model": {"vocab": {"a": 0}}, "truncation": {"max_length": length}})
         )
     merge_models(folders, tmp_path / "soup", progress=False)
+
+
+def test_one_model_twice_is_refused_by_its_files_or_their_known_sha256(make_ingredients, tmp_path):
+    [original, other] = make_ingredients(2)
+    linked, copied = tmp_path / "linked", tmp_path / "copied"
+    linked.mkdir()
+    for file in original.iterdir():
+        os.link(file, linked / file.name)
+    shutil.copytree(original, copied)
+    with pytest.raises(SoupError, match=f"ingredient '{linked}': the same model as ingredient '{original}'"):
+        check_distinct(resolve_ingredients([original, other, linked]))
+    first, second = resolve_ingredients([original, copied])
+    check_distinct([first, second])  # a copy whose bytes are not hashed yet passes, as before
+    digest = hashlib.sha256((original / "model.safetensors").read_bytes()).hexdigest()
+    for ingredient in (first, second):  # as a Hub ingredient's files are hashed when resolved
+        ingredient.sha256 = {"model.safetensors": digest}
+    with pytest.raises(SoupError, match=f"ingredient '{copied}': the same model as ingredient '{original}'"):
+        check_distinct([first, second])
+    check_distinct(resolve_ingredients([original, other]))
