@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from helpers import VOCAB, tiny_bert_config, tiny_t5, tiny_t5_tokenizer
+from helpers import VOCAB, accelerate_launch, perturbed, tiny_bert_config, tiny_t5, tiny_t5_tokenizer
 from huggingface_hub import ModelCard
 from transformers import (
     AutoModelForSeq2SeqLM,
@@ -103,6 +103,32 @@ def test_a_token_classification_sweep_cooks_on_entity_f1(tmp_path, tiny_tokenize
                        "loss on one label a row .* the judge scores from logits of many labels a row"):
         soup.cook(trainer, recipe="learned", output_dir=tmp_path / "learned")
     assert not (tmp_path / "learned").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_judge_a_token_classifier_as_one(tmp_path, tiny_tokenizer):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torch.manual_seed(0)
+    base = BertForTokenClassification(tiny_bert_config(num_labels=2, id2label=TAGS))
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    for i in range(3):
+        base.load_state_dict(state)
+        perturbed(base, seed=i + 1, scale=0.5).save_pretrained(tmp_path / f"ing{i}")
+        tiny_tokenizer.save_pretrained(tmp_path / f"ing{i}")
+    script = str(Path(__file__).parent / "scripts" / "trainer_judge_processes.py")
+    launch, env = accelerate_launch(2)
+    for command, out in (([sys.executable], "one"), (launch, "two")):
+        done = subprocess.run([*command, script, str(tmp_path), str(tmp_path / out)], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (SoupRecord.load(tmp_path / name) for name in ("one", "two"))
+    assert one.recipe.split_rule["rows"] == {"select": 11, "report": 11}
+    assert [r.scores for r in one.results] == [r.scores for r in two.results]
+    assert one.recipe.trajectory == two.recipe.trajectory
+    assert [i.kept for i in one.ingredients] == [i.kept for i in two.ingredients]
 
 
 def exact_match(tokenizer):

@@ -174,6 +174,12 @@ class TrainerJudge:
                 under several processes repeats rows to fill the last batch).
         """
         trainer = self.trainer
+        if not trainer.accelerator._models:
+            # what the loop does first in a Trainer that has prepared no model (no training yet), done here on the
+            # Trainer's own model: prepared in the loop, the model to score would be moved (on a multi-process CPU,
+            # copied), and a kitchen writing weights into its tensors would write them into tensors left behind
+            prepared = trainer.accelerator.prepare_model(trainer.model, evaluation_mode=True)
+            trainer.model_wrapped = prepared if prepared is not trainer.model else trainer.model_wrapped
         saved = trainer.model, trainer.model_wrapped, trainer.compute_metrics, trainer.callback_handler.callbacks
         dtype, device = float_dtype(model), trainer.args.device
         if not all(same_device(p.device, device) for p in model.parameters()):
