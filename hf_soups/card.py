@@ -25,6 +25,7 @@ import hashlib
 import importlib.resources
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ def build_card(
     folder = None if isinstance(soup, SoupRecord) else Path(soup)
     record = soup if isinstance(soup, SoupRecord) else load_record(Path(soup))
     named = Path(destination or folder).resolve() if destination or folder else None
-    name = repo_id or (_title(named) if named else "model-soup")
+    name = one_line(repo_id or (_title(named) if named else "model-soup"))
     pipeline_tag, auto_class = _head(record.architecture)
     recipe = record.recipe
     task = recipe.task if recipe else None
@@ -126,7 +127,7 @@ def build_card(
             version=__version__,
             record=record,
             base=base,
-            base_name=public_name(record.base_model) if record.base_model else None,
+            base_name=one_line(public_name(record.base_model)) if record.base_model else None,
             recipe=recipe,
             dataset=public_data(dataset),
             kept=sum(i.kept for i in record.ingredients),
@@ -151,7 +152,8 @@ def build_card(
             has_tokenizer=bool(folder and any((folder / f).is_file() for f in TOKENIZER_FILES)),
             merge_command=_merge_command(record),
             local_recipe=names_local_files(record),
-            soup_dir=named.name if named else "soup",
+            model_ref=python_string(repo_id or (named.name if named else "soup")),
+            soup_dir=shell_word(named.name if named else "soup"),
         )
 
 
@@ -218,6 +220,54 @@ def hub_id(model: str | None) -> str | None:
     return None
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: its line breaks (what ``str.splitlines`` breaks at) become spaces, for a heading or
+    prose.
+
+    Example:
+        >>> one_line("lr\\n2e-5")
+        'lr 2e-5'
+    """
+    return _LINE_BREAKS.sub(" ", text)
+
+
+def python_string(text: str) -> str:
+    """``text`` as a Python string literal in double quotes, on one line (``\\n`` for a line break), for a card's
+    Python snippet.
+
+    Example:
+        >>> print(python_string('my\\n"soup"'))
+        "my\\n\\"soup\\""
+    """
+    return f'"{_escaped(text, chr(34))}"'
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one word of a bash command on one line: quoted when it needs it, as ``$'...'`` with escapes when
+    it holds a line break or another control character.
+
+    Example:
+        >>> print(shell_word("soup"), shell_word("my soup"), shell_word("my\\nsoup"))
+        soup 'my soup' $'my\\nsoup'
+    """
+    return shlex.quote(text) if text.isprintable() else f"$'{_escaped(text, chr(39))}'"
+
+
+def _escaped(text: str, quote: str) -> str:
+    """``text`` with backslashes, ``quote`` and the characters that do not print as escapes that Python string
+    literals and bash's ``$'...'`` read alike (``\\n``, ``\\x1b``, ``\\u2028``)."""
+    def escape(char: str) -> str:
+        if char in ("\\", quote):
+            return "\\" + char
+        if char.isprintable():
+            return char
+        code = ord(char)
+        named = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(char)
+        return named or (f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+
+    return "".join(map(escape, text))
+
+
 def table_cell(text: str) -> str:
     """``text`` as one cell of a Markdown table row: line breaks become spaces and ``|`` is escaped (GitHub reads
     ``\\|`` as a pipe also inside code spans), so a folder named ``a|b`` or with a newline keeps its row whole.
@@ -226,7 +276,7 @@ def table_cell(text: str) -> str:
         >>> print(table_cell("lr|2e-5\\nrun"))
         lr\\|2e-5 run
     """
-    return _LINE_BREAKS.sub(" ", text).replace("|", "\\|")
+    return one_line(text).replace("|", "\\|")
 
 
 def names_local_files(record: SoupRecord) -> bool:
@@ -404,7 +454,7 @@ def _verdict(result: SoupResult) -> str:
 
 def _merge_command(record: SoupRecord) -> str:
     """The ``hf-soups merge`` call that rebuilds a plain merge from pinned ingredients."""
-    specs = [f"{i.repo_id}@{i.revision}" if i.source == "hub" and i.revision else public_name(i.spec)
+    specs = [shell_word(f"{i.repo_id}@{i.revision}" if i.source == "hub" and i.revision else public_name(i.spec))
              for i in record.ingredients if i.kept]
     weights = ",".join(f"{i.weight:.6g}" for i in record.ingredients if i.kept)
     return f"hf-soups merge {' '.join(specs)} --weights {weights} -o soup"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.resources
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,32 @@ def test_a_merges_card_names_its_folder_not_the_temporary_one_it_was_written_in(
     text = (tmp_path / "my-merge" / "README.md").read_text()
     assert text.split("---\n")[2].lstrip().startswith("# my-merge\n") and TMP_SUFFIX not in text
     assert 'from_pretrained("my-merge")  # this folder, or the Hub repo it is uploaded to' in text
+
+
+@pytest.mark.parametrize("recipe", [False, True])
+def test_folder_names_with_line_breaks_keep_the_card_whole_and_its_snippets_runnable(
+    make_ingredients, tmp_path, recipe
+):
+    """A folder name with a line break (or a quote) is one line in the heading and one quoted word in each snippet,
+    which bash and Python read back as the name."""
+    [first, second] = make_ingredients(2)
+    ingredient, soup = second.rename(tmp_path / "lr\n2e-5 'b'"), tmp_path / 'my\n"soup"'
+    if recipe:
+        uniform_soup([first, ingredient], judge=BiasJudge(), output_dir=soup, progress=False)
+    else:
+        assert main(["merge", str(first), str(ingredient), "-o", str(soup)]) == 0
+    body = (soup / "README.md").read_text().split("---\n")[2]
+    assert "\n# my \"soup\"\n" in body
+    snippets = dict(re.findall(r"```(python|bash)\n(.*?)```", body, flags=re.DOTALL))
+    calls = [ast.literal_eval(node.args[0]) for node in ast.walk(ast.parse(snippets["python"]))
+             if isinstance(node, ast.Call) and node.args]
+    assert calls == [soup.name, soup.name]
+    [command] = snippets["bash"].splitlines()
+    words = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], capture_output=True, check=True).stdout
+    expected = ["hf-soups", "cook", f"{soup.name}/recipe.yaml", "-o", f"{soup.name}-again"] if recipe else [
+        "hf-soups", "merge", first.name, ingredient.name, "--weights", "0.5,0.5", "-o", "soup"
+    ]
+    assert words.decode().split("\0")[:-1] == expected
 
 
 def test_a_card_for_no_repo_yet_names_no_repo_in_its_snippets(tmp_path):
