@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from safetensors import SafetensorError, safe_open
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto, whose bar starts one more iterator over a DataLoader: a seed draw
 from transformers import PreTrainedModel
 
 from hf_soups.errors import SoupError
@@ -217,12 +217,12 @@ def probe_head(
         >>> head = probe_head(model, trainer.get_train_dataloader())  # doctest: +SKIP
     """
     logger.info("pin_head='probe': fitting the start head on the frozen model's features of the training set")
-    batches = tqdm(batches, desc="probe head: features", disable=not progress)
     name, layer = output_layer(model)
     # Iterating a DataLoader draws its worker seed from torch's global generator: fork it, so that a run trains the
     # same model whether its process fitted the start head or loaded it from the pantry.
     with torch.random.fork_rng(devices=[]):
-        features, labels = probe_features(model, batches, layer)
+        bar = tqdm(batches, desc="probe head: features", disable=not progress)
+        features, labels = probe_features(model, bar, layer)
     state = live_state(model)
     head = {key: state[key].detach().to("cpu").contiguous() for key in sorted(head_names(model))}
     fitted = fit_head(head, name, features, labels, seed)
