@@ -425,7 +425,7 @@ def test_checkpoints_join_by_hard_links_and_greedy_can_keep_them(run, tmp_path):
     ]
     assert [e.name for e in pantry.select("last:1")] == ["r0.checkpoint-4", "r1.checkpoint-4"]
     assert [e.name for e in pantry.select("final")] == ["r0", "r1"]
-    with pytest.raises(SoupError, match="choose 'final', 'all' or 'last:K'"):
+    with pytest.raises(SoupError, match="choose 'final', 'all', 'last:K' \(K ≥ 1\) or 'ema:DECAY'"):
         pantry.select("last:0")
 
     report = callback.cook(trainer)  # checkpoints=True: greedy over every checkpoint along the runs
