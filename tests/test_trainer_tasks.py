@@ -99,8 +99,8 @@ def test_a_token_classification_sweep_cooks_on_entity_f1(tmp_path, tiny_tokenize
 
     uniform = soup.cook(trainer, recipe="uniform", output_dir=tmp_path / "uniform")
     assert [r.name for r in uniform.record.results][:2] == ["best individual", "uniform"]
-    with pytest.raises(SoupError, match="recipe 'learned' does not apply here: it needs logits and a differentiable "
-                       "loss on one label a row .* the judge scores from logits of many labels a row"):
+    with pytest.raises(SoupError, match="recipe 'learned' does not apply here: it needs .* one label a row .* the "
+                       "judge scores from logits of many labels a row"):
         soup.cook(trainer, recipe="learned", output_dir=tmp_path / "learned")
     assert not (tmp_path / "learned").exists()
 

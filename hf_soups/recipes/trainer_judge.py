@@ -24,7 +24,7 @@ from transformers import EvalPrediction, PreTrainedModel, ProgressCallback, Trai
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.data import SPLIT_METHOD, split_rows
-from hf_soups.evaluation.scoring import Precision, Shard, batch_spans, float_dtype, same_device, scoring_model
+from hf_soups.evaluation.scoring import Precision, Shard, batch_spans, same_device, scoring_model
 from hf_soups.recipes.judge import mean_probabilities, soup_loss
 
 
@@ -130,7 +130,13 @@ class TrainerJudge:
 
     def precision(self, text_to_text: bool = False) -> Precision:
         """The Trainer's precision: bf16 weights under ``bf16=True``, fp32 weights under fp16 autocast with
-        ``fp16=True``, else fp32."""
+        ``fp16=True``, else fp32. Where the Trainer's own loop scores (:meth:`predict`, under the Trainer's autocast),
+        fp32 weights, or the dtype of ``bf16_full_eval``/``fp16_full_eval``, which the loop would cast them to: as
+        ``trainer.evaluate()`` scores, with the model's tensors left where the kitchen writes the weights."""
+        if self.trainer_loop:
+            args = self.trainer.args
+            return Precision(torch.bfloat16 if args.bf16_full_eval else torch.float16 if args.fp16_full_eval else
+                             torch.float32)
         if self.trainer.args.bf16:
             return Precision(torch.bfloat16)
         return Precision(torch.float32, torch.float16 if self.trainer.args.fp16 else None)
@@ -181,7 +187,7 @@ class TrainerJudge:
             prepared = trainer.accelerator.prepare_model(trainer.model, evaluation_mode=True)
             trainer.model_wrapped = prepared if prepared is not trainer.model else trainer.model_wrapped
         saved = trainer.model, trainer.model_wrapped, trainer.compute_metrics, trainer.callback_handler.callbacks
-        dtype, device = float_dtype(model), trainer.args.device
+        device = trainer.args.device
         if not all(same_device(p.device, device) for p in model.parameters()):
             model.to(device)
         generation = getattr(trainer.accelerator.unwrap_model(trainer.model), "generation_config", None)
@@ -200,8 +206,6 @@ class TrainerJudge:
             trainer.model, trainer.model_wrapped, trainer.compute_metrics, trainer.callback_handler.callbacks = saved
             if own_generation is not None:
                 model.generation_config = own_generation
-            if float_dtype(model) != dtype:  # fp16_full_eval / bf16_full_eval cast it
-                model.to(dtype)
         predictions = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         if len(output.label_ids) != len(self.parts[split]) or len(predictions) != len(self.parts[split]):
             raise SoupError(
