@@ -5,7 +5,8 @@ the callback keeping 0, 1 and 2 EMAs; the configurations take turns (``--rounds`
 steps a turn) so that a busy machine slows them alike. A step is timed from ``on_step_begin`` to ``on_step_end``
 (forward, backward, optimizer step and the callbacks' EMA updates), the first of each turn left out; the pantry
 entries written at the end of a run are not timed. Prints the median step time of each configuration and its ratio
-to no EMA, and the memory the averages hold (one fp32 copy of the trainable weights per decay).
+to no EMA, the memory the averages hold (one fp32 copy of the trainable weights per decay), and the time of one EMA
+update alone (what each decay adds to a step, measured without the step's noise around it).
 
 Usage:
     python benchmarks/ema_cost.py --glue-dir ../shared/data/glue
@@ -29,6 +30,7 @@ from transformers import (
 )
 
 from hf_soups.callback import SoupCallback
+from hf_soups.ema import WeightEMA
 from hf_soups.evaluation import load_glue_split
 
 
@@ -78,6 +80,13 @@ def main() -> None:
                 Trainer(model=model, args=training, train_dataset=train, processing_class=tokenizer,
                         data_collator=DataCollatorWithPadding(tokenizer), callbacks=[callback, timer]).train()
             times[name] += timer.times
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    ema = WeightEMA(model, 0.999)
+    updates = []
+    for _ in range(20):  # the update alone: what a step pays per decay, without the step's noise around it
+        started = time.perf_counter()
+        ema.update(model)
+        updates.append(time.perf_counter() - started)
     base = statistics.median(times["no EMA"])
     print(f"MRPC, all-MiniLM-L6-v2 ({trainable / 1e6:.1f}M trainable parameters), batch 32, torch threads "
           f"{torch.get_num_threads()}; median step over {args.rounds} turns of {args.steps - 1} timed steps")
@@ -85,6 +94,8 @@ def main() -> None:
     for name, decays in configs.items():
         median = statistics.median(times[name])
         print(f"{name:<24}{1000 * median:>12.0f}{median / base:>11.2f}×{4 * trainable * len(decays) / 1e6:>18.0f}")
+    update = statistics.median(updates)
+    print(f"one EMA update alone: {1000 * update:.0f} ms (median of 20), {update / base:.1%} of a step without EMA")
 
 
 if __name__ == "__main__":
