@@ -23,7 +23,9 @@ _EXPORTS = {
     "validate": "hf_soups.ingredients",
     "load_model": "hf_soups.model_folder",
     "merge_models": "hf_soups.merge",
-    "cook": "hf_soups.recipes",
+    "merge_into_model": "hf_soups.merge",
+    "replay_recipe": "hf_soups.replay",
+    "cook": "hf_soups.replay",  # deprecated: replay_recipe
     "DatasetJudge": "hf_soups.recipes",
     "ensemble_scores": "hf_soups.recipes",
     "bagged_soup": "hf_soups.soups",
@@ -46,11 +48,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from hf_soups.hub import push_soup
     from hf_soups.ingredient import Ingredient
     from hf_soups.ingredients import resolve_ingredients, validate
-    from hf_soups.merge import merge_models
+    from hf_soups.merge import merge_into_model, merge_models
     from hf_soups.model_folder import load_model
     from hf_soups.pantry import Pantry
     from hf_soups.probe import probe_head
-    from hf_soups.recipes import DatasetJudge, cook, ensemble_scores
+    from hf_soups.recipes import DatasetJudge, ensemble_scores
+    from hf_soups.replay import cook, replay_recipe
     from hf_soups.soups import bagged_soup, greedy_soup, learned_soup, stock_soup, uniform_soup
 
 
@@ -62,6 +65,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [  # the names of _EXPORTS, spelled out for linters and IDEs
     "DatasetJudge", "Ingredient", "Pantry", "SoupCallback", "SoupError", "SoupTrainer", "__version__", "bagged_soup",
-    "cook", "ensemble_scores", "evaluate_glue", "greedy_soup", "learned_soup", "load_model", "merge_models",
-    "probe_head", "push_soup", "resolve_ingredients", "stock_soup", "uniform_soup", "validate",
+    "cook", "ensemble_scores", "evaluate_glue", "greedy_soup", "learned_soup", "load_model", "merge_into_model",
+    "merge_models", "probe_head", "push_soup", "replay_recipe", "resolve_ingredients", "stock_soup", "uniform_soup",
+    "validate",
 ]

@@ -1,11 +1,13 @@
-"""``merge_models``: average checkpoints of one base model into a soup folder, and write a mean as a soup.
+"""``merge_models``: average checkpoints of one base model into a soup folder; ``merge_into_model``: into a model in
+memory.
 
 :func:`merge_models` resolves and validates the ingredients (:mod:`hf_soups.ingredients`; :func:`warn_unrelated`
 logs a warning when they were not fine-tuned from one base model), checks the output folder before anything is read
-in full, averages with one :class:`~hf_soups.mean.RunningMean` pass and writes the soup
-(:func:`write_soup`: weights by :mod:`hf_soups.model_folder`, ``soup.json`` from :func:`soup_record`, all inside
-an :func:`~hf_soups.atomic_folder.atomic_folder`), or a soup of LoRA adapters as an adapter
-(:func:`write_adapter_soup`, :mod:`hf_soups.adapter_soup`). Recipes write their soups with the same functions.
+in full, averages with one :class:`~hf_soups.mean.RunningMean` pass and writes the soup folder as every soup's is
+written (:func:`~hf_soups.soup_folder.write_soup_folder`: weights, ``soup.json``, ``recipe.yaml`` that ``hf-soups
+cook`` re-cooks, the card), or a soup of LoRA adapters as an adapter
+(:func:`~hf_soups.soup_folder.write_adapter_folder`, :mod:`hf_soups.adapter_soup`). ``hf-soups merge`` is this
+function; neither imports the evaluation stack.
 
 Example:
     >>> from hf_soups import merge_models
@@ -16,9 +18,9 @@ Example:
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
@@ -26,8 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_soups.adapter_soup import AdapterOutput, AdapterSoup
-from hf_soups.adapters import AdapterIngredient
-from hf_soups.atomic_folder import atomic_folder, check_output
+from hf_soups.atomic_folder import check_output
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredient import Ingredient
@@ -40,20 +41,13 @@ from hf_soups.ingredients import (
     resolve_ingredients,
     validate,
 )
-from hf_soups.mean import RunningMean, SoupWeights, check_weights
-from hf_soups.model_folder import (
-    COPIED_FILES,
-    DEFAULT_MAX_SHARD_SIZE,
-    load_model,
-    output_dtypes,
-    parse_dtype,
-    write_model_folder,
-)
+from hf_soups.mean import RunningMean, check_weights
+from hf_soups.model_folder import load_model, parse_dtype, write_soup_weights
 from hf_soups.options import MergeOptions
-from hf_soups.record import SoupRecord
-from hf_soups.threads import compute_threads, merge_threads
+from hf_soups.soup_folder import write_adapter_folder, write_soup_folder
+from hf_soups.soup_record import soup_record
+from hf_soups.threads import merge_threads
 from hf_soups.validation import shard_size
-from hf_soups.version import __version__
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -76,14 +70,17 @@ def merge_models(
     adapter_output: AdapterOutput = MergeOptions.adapter_output,  # type: ignore[assignment]
     adapter_rank: int | None = None,
     threads: int | None = MergeOptions.threads,
-    extras: Callable[[Path, list[tuple[Ingredient, float]]], None] | None = None,
-) -> Path | PreTrainedModel:
-    """Average fine-tuned checkpoints of one base model into one model (a uniform or weighted soup).
+    repo_id: str | None = None,
+) -> Path:
+    """Average fine-tuned checkpoints of one base model into a soup folder (a uniform or weighted soup): the
+    weights, ``soup.json``, ``recipe.yaml`` (``hf-soups cook`` re-cooks it bit for bit) and a model card, as
+    ``hf-soups merge`` writes it.
 
     Args:
         ingredients: Hub ids (``owner/name[@revision]``), local ``save_pretrained`` folders or Trainer output
             folders (see :func:`~hf_soups.ingredients.resolve_ingredients`), or resolved ingredients.
-        output_dir: the soup folder to write; when ``None`` the soup is returned as a loaded model.
+        output_dir: the soup folder to write (for a model in memory, see :func:`merge_into_model`; ``None`` still
+            returns one, with a deprecation warning).
         weights: one mixing weight per ingredient (normalised to sum 1); uniform when ``None``.
         dtype: ``"fp32"``, ``"fp16"``, ``"bf16"`` (or a torch dtype) to write; default: the ingredients' dtype.
         overwrite: replace an existing ``output_dir``.
@@ -99,13 +96,10 @@ def merge_models(
         adapter_rank: the rank of the ``"svd"`` adapter.
         threads: torch threads to average with (default: :func:`merge_threads`: the user's ``OMP_NUM_THREADS`` or
             ``torch.set_num_threads`` setting, else ``MERGE_THREADS``); the caller's setting is restored after.
-        extras: for a full soup written to ``output_dir``, called with the temporary folder (``soup.json`` in it) and
-            the mix (each ingredient with its weight, in the order averaged) to add files before the folder is renamed
-            into place: ``hf-soups merge`` adds ``recipe.yaml`` and the card
-            (:func:`hf_soups.commands.merge.write_merge_files`).
+        repo_id: the Hub repo the soup will be pushed to, named by the card's snippets (default: the folder).
 
     Returns:
-        The output folder, or the loaded model when ``output_dir`` is ``None``.
+        The output folder.
 
     Raises:
         SoupError: bad input, named; nothing is written.
@@ -114,49 +108,110 @@ def merge_models(
         >>> from hf_soups import merge_models
         >>> merge_models(["runs/a", "runs/b"], output_dir="soup", weights=[0.7, 0.3], dtype="bf16")  # doctest: +SKIP
         PosixPath('soup')
-        >>> model = merge_models(["me/bert-rte@lr2e-5", "me/bert-rte@lr3e-5"])  # doctest: +SKIP
     """
     if adapter_output not in get_args(AdapterOutput):
         raise SoupError(f"adapter_output: '{adapter_output}' is not one of {', '.join(get_args(AdapterOutput))}")
     if (adapter_output == "svd") != (adapter_rank is not None):
         raise SoupError("adapter_rank: give it with adapter_output='svd' (and only then)")
-    if output_dir is None and adapter_output != "full":
-        raise SoupError(f"adapter_output='{adapter_output}' writes an adapter folder: give output_dir")
+    if output_dir is None:  # hf-soups 0.1 returned the model in memory: now merge_into_model's job
+        if adapter_output != "full":
+            raise SoupError(f"adapter_output='{adapter_output}' writes an adapter folder: give output_dir")
+        warnings.warn(
+            "merge_models without output_dir is deprecated and will be removed: call hf_soups.merge_into_model for a "
+            "model in memory",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return merge_into_model(  # type: ignore[return-value]
+            ingredients, weights=weights, dtype=dtype, allow_single=allow_single, checkpoints=checkpoints,
+            token=token, progress=progress, base=base, threads=threads,
+        )
     merge_threads(threads)
-    if output_dir is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = merge_models(
-                ingredients, Path(tmp) / "soup", weights=weights, dtype=dtype, allow_single=allow_single,
-                checkpoints=checkpoints, max_shard_size=max_shard_size, token=token, progress=progress, base=base,
-                threads=threads,
-            )
-            return load_model(folder)  # type: ignore[arg-type]
     output_dir = check_output(output_dir, [], overwrite)
     parse_dtype(dtype)
     max_shard_size = shard_size(max_shard_size, "max_shard_size")
-    resolved = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token, base=base)
-    check_output(output_dir, resolved, overwrite)
-    check_distinct(resolved)
-    plan = validate(resolved, allow_single=allow_single)
-    raw_weights = check_weights(weights, resolved)
-    warn_unrelated(resolved, plan)
+    resolved, plan, raw_weights = _mix(
+        ingredients, weights, allow_single, checkpoints, token, base, output_dir, overwrite
+    )
+    record = soup_record(resolved, raw_weights)
     if adapter_output != "full":
         soup = AdapterSoup.exact(resolved, raw_weights)
-        return write_adapter_soup(
-            output_dir, soup if adapter_rank is None else soup.truncated(adapter_rank),
-            soup_record(resolved, raw_weights), resolved[0], dtype, overwrite,
-        )
+        soup = soup if adapter_rank is None else soup.truncated(adapter_rank)
+        return write_adapter_folder(output_dir, soup, record, resolved[0], dtype, overwrite)
     hash_cache = HashCache()
     mean = RunningMean(plan, hash_cache, threads)
     steps = (len(resolved) + 1) * len(plan.shapes)
     with tqdm(total=steps, desc="merging", unit="tensor", disable=not progress) as bar:
         mean.add_all(resolved, raw_weights, bar)
-        mix = list(zip(resolved, raw_weights, strict=True))
-        add = None if extras is None else lambda folder: extras(folder, mix)
-        record = soup_record(resolved, raw_weights)
-        write_soup(output_dir, mean.soup(), record, dtype, max_shard_size, overwrite, bar, add, threads)
+        write_soup_folder(
+            output_dir, mean.soup(), record, dtype=dtype, max_shard_size=max_shard_size, overwrite=overwrite,
+            repo_id=repo_id, threads=threads, progress=bar,
+        )
     hash_cache.save()
     return output_dir
+
+
+def merge_into_model(
+    ingredients: Sequence[str | Path | Ingredient],
+    weights: Sequence[float] | None = None,
+    dtype: str | torch.dtype | None = None,
+    allow_single: bool = MergeOptions.allow_single,
+    checkpoints: CheckpointChoice | None = None,
+    token: str | bool | None = None,
+    progress: bool = True,
+    base: str | Path | Ingredient | None = None,
+    threads: int | None = MergeOptions.threads,
+) -> PreTrainedModel:
+    """Average fine-tuned checkpoints of one base model into a model in memory (arguments as :func:`merge_models`'s;
+    PEFT adapters are merged into the full model). The weights pass through a temporary folder, so the model is
+    exactly what :func:`merge_models` writes.
+
+    Returns:
+        The soup, loaded with the class its config names.
+
+    Raises:
+        SoupError: bad input, named.
+
+    Example:
+        >>> from hf_soups import merge_into_model
+        >>> model = merge_into_model(["me/bert-rte@lr2e-5", "me/bert-rte@lr3e-5"])  # doctest: +SKIP
+    """
+    merge_threads(threads)
+    parse_dtype(dtype)
+    resolved, plan, raw_weights = _mix(ingredients, weights, allow_single, checkpoints, token, base)
+    hash_cache = HashCache()
+    mean = RunningMean(plan, hash_cache, threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        with tqdm(total=(len(resolved) + 1) * len(plan.shapes), desc="merging", disable=not progress) as bar:
+            mean.add_all(resolved, raw_weights, bar)
+            write_soup_weights(Path(tmp), mean.soup(), parse_dtype(dtype), threads=threads, progress=bar)
+        hash_cache.save()
+        return load_model(tmp)
+
+
+def _mix(
+    ingredients: Sequence[str | Path | Ingredient],
+    weights: Sequence[float] | None,
+    allow_single: bool,
+    checkpoints: CheckpointChoice | None,
+    token: str | bool | None,
+    base: str | Path | Ingredient | None,
+    output_dir: Path | None = None,
+    overwrite: bool = False,
+) -> tuple[list[Ingredient], MergePlan, list[float]]:
+    """Resolve and check the ingredients (against the output folder, when there is one) and their weights.
+
+    Returns:
+        The ingredients, their plan and their weights (not normalised).
+    """
+    resolved = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token, base=base)
+    if output_dir is not None:
+        check_output(output_dir, resolved, overwrite)
+    check_distinct(resolved)
+    plan = validate(resolved, allow_single=allow_single)
+    raw_weights = check_weights(weights, resolved)
+    warn_unrelated(resolved, plan)
+    return resolved, plan, raw_weights
 
 
 def warn_unrelated(ingredients: Sequence[Ingredient], plan: MergePlan) -> None:
@@ -170,108 +225,4 @@ def warn_unrelated(ingredients: Sequence[Ingredient], plan: MergePlan) -> None:
         "%s and %s were not fine-tuned from one base model (body weight cosine %.2f; fine-tunes of one base are near "
         "1): the soup averages unrelated weights (hf-soups diagnose tells which ingredients share a body)",
         ingredients[i].label, ingredients[j].label, cosines[i, j],
-    )
-
-
-def write_soup(
-    output_dir: str | Path,
-    soup: SoupWeights,
-    record: SoupRecord,
-    dtype: str | torch.dtype | None = None,
-    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
-    overwrite: bool = False,
-    progress: tqdm | None = None,
-    extras: Callable[[Path], None] | None = None,
-    threads: int | None = None,
-) -> Path:
-    """Write a soup folder atomically: weights, config and tokenizer (from the first ingredient), ``soup.json``.
-
-    Args:
-        output_dir: the folder to create.
-        soup: the soup's weights.
-        record: its ``soup.json`` (the ``dtype`` field is filled in here).
-        dtype: the dtype to write (default: the ingredients').
-        max_shard_size: shard above this size.
-        overwrite: replace an existing folder.
-        progress: a bar to advance once per tensor written.
-        extras: called with the temporary folder to add more files (recipe, plots, card) before it is renamed.
-        threads: torch threads to cast and check the tensors with (default: :func:`merge_threads`).
-
-    Returns:
-        ``output_dir``.
-    """
-    dtypes = output_dtypes(soup.plan, parse_dtype(dtype))
-    record.dtype = "+".join(sorted({str(d).removeprefix("torch.") for d in dtypes.values() if d.is_floating_point}))
-
-    def tensor(name: str) -> torch.Tensor:
-        if progress is not None:
-            progress.update()
-        return soup.check_finite(name, dtypes[name])
-
-    output_dir = check_output(output_dir, soup.members, overwrite)
-    with atomic_folder(output_dir, overwrite) as tmp:
-        with compute_threads(threads):
-            write_model_folder(tmp, tensor, soup.plan, dtypes, soup.members[0], max_shard_size)
-        record.save(tmp)
-        if extras is not None:
-            extras(tmp)
-    return Path(output_dir)
-
-
-def write_adapter_soup(
-    output_dir: str | Path,
-    soup: AdapterSoup,
-    record: SoupRecord,
-    template: Ingredient,
-    dtype: str | torch.dtype | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write a soup of adapters as a PEFT adapter folder, atomically, with ``soup.json`` and tokenizer files.
-
-    Args:
-        output_dir: the folder to create.
-        soup: the exact or truncated adapter soup.
-        record: its ``soup.json``; ``dtype`` and ``adapter`` (:meth:`~hf_soups.adapter_soup.AdapterSoup.summary`) are
-            filled in here.
-        template: the ingredient whose tokenizer files are copied.
-        dtype: the dtype to write (default fp32).
-        overwrite: replace an existing folder.
-
-    Returns:
-        ``output_dir``.
-    """
-    chosen = parse_dtype(dtype) or torch.float32
-    record.dtype = str(chosen).removeprefix("torch.")
-    record.adapter = soup.summary()
-    with atomic_folder(Path(output_dir), overwrite) as tmp:
-        soup.save(tmp, chosen)
-        record.save(tmp)
-        for name in COPIED_FILES:
-            if (template.path / name).is_file():
-                shutil.copyfile(template.path / name, tmp / name)
-    return Path(output_dir)
-
-
-def base_model(ingredients: Sequence[Ingredient]) -> str | None:
-    """What a soup was fine-tuned from, when known: its adapters' base, else the pretrained model every ingredient
-    records (a pantry's entries); a Hub id, or a local folder by its absolute path (the card names it only by a Hub
-    id, :func:`hf_soups.card.hub_id`)."""
-    bases = [i.base for i in ingredients if isinstance(i, AdapterIngredient) and i.base]
-    if bases:
-        return bases[0].repo_id or str(bases[0].path.resolve())
-    starts = {i.start_model for i in ingredients}
-    return starts.pop() if len(starts) == 1 else None
-
-
-def soup_record(ingredients: Sequence[Ingredient], weights: Sequence[float]) -> SoupRecord:
-    """The ``soup.json`` record of a soup: each ingredient's origin, file hashes and normalised weight."""
-    total = sum(weights)
-    config = ingredients[0].config
-    return SoupRecord(
-        hf_soups_version=__version__,
-        dtype="",
-        base_model=base_model(ingredients),
-        model_type=config.get("model_type"),
-        architecture=(config.get("architectures") or [None])[0],
-        ingredients=[i.record(weight=w / total, kept=w > 0) for i, w in zip(ingredients, weights, strict=True)],
     )

@@ -1,8 +1,11 @@
 """Model folders as ``from_pretrained`` reads them: written tensor by tensor (sharded like transformers), and loaded.
 
 :func:`write_model_folder` writes safetensors shards, the index, ``config.json`` (with the soup's dtype) and the
-template ingredient's generation config and tokenizer files into an existing folder; :func:`output_dtypes` decides
-each tensor's dtype; :func:`load_model` loads a folder with the class its config names.
+template ingredient's generation config and tokenizer files into an existing folder; :func:`write_soup_weights`
+writes a soup's weights so, each tensor checked as it is cast, and :func:`write_adapter_weights` a soup of LoRA
+adapters as a PEFT adapter; :func:`output_dtypes` decides each tensor's dtype; :func:`load_model` loads a folder with
+the class its config names. The soup folder around them (``soup.json``, ``recipe.yaml``, card) is
+:mod:`hf_soups.soup_folder`'s.
 
 Example:
     >>> parse_dtype("bf16")
@@ -23,14 +26,18 @@ import torch
 from huggingface_hub.constants import SAFETENSORS_WEIGHTS_FILE_PATTERN
 from huggingface_hub.serialization import split_state_dict_into_shards_factory
 
+from hf_soups.adapter_soup import AdapterSoup
 from hf_soups.dtypes import DTYPE_NAMES
 from hf_soups.errors import SoupError
 from hf_soups.ingredient import TOKENIZER_FILES, Ingredient
 from hf_soups.ingredients import MergePlan
+from hf_soups.mean import SoupWeights
 from hf_soups.options import MergeOptions
 from hf_soups.tensorfile import plan_layout, write_safetensors
+from hf_soups.threads import compute_threads
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
     from transformers import PreTrainedModel
 
 DTYPES: dict[str, torch.dtype] = {name: getattr(torch, attribute) for name, attribute in DTYPE_NAMES.items()}
@@ -97,6 +104,56 @@ def write_model_folder(
         source = (template.tokenizer_path if name in TOKENIZER_FILES else template.path) / name
         if source.is_file():
             shutil.copyfile(source, folder / name)
+
+
+def write_soup_weights(
+    folder: Path,
+    soup: SoupWeights,
+    dtype: torch.dtype | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    threads: int | None = None,
+    progress: tqdm | None = None,
+) -> str:
+    """Write a soup's weights into ``folder`` (:func:`write_model_folder`, config and tokenizer from its first
+    member), each tensor refused if it has NaN or Inf values in the dtype it is written in
+    (:meth:`~hf_soups.mean.SoupWeights.check_finite`).
+
+    Args:
+        folder: an existing, empty folder.
+        soup: the soup's weights.
+        dtype: the dtype to write (default: the ingredients', :func:`output_dtypes`).
+        max_shard_size: shard above this size.
+        threads: torch threads to cast and check with (default: :func:`~hf_soups.threads.merge_threads`).
+        progress: a bar to advance once per tensor written.
+
+    Returns:
+        The float dtypes written, as ``soup.json`` records them (``"bfloat16"``, or ``"bfloat16+float32"``).
+    """
+    dtypes = output_dtypes(soup.plan, dtype)
+
+    def tensor(name: str) -> torch.Tensor:
+        if progress is not None:
+            progress.update()
+        return soup.check_finite(name, dtypes[name])
+
+    with compute_threads(threads):
+        write_model_folder(folder, tensor, soup.plan, dtypes, soup.members[0], max_shard_size)
+    return "+".join(sorted({str(d).removeprefix("torch.") for d in dtypes.values() if d.is_floating_point}))
+
+
+def write_adapter_weights(folder: Path, soup: AdapterSoup, template: Ingredient, dtype: torch.dtype | None) -> str:
+    """Write a soup of adapters into ``folder`` as a PEFT adapter (in ``dtype``, default fp32), with the
+    ``template`` ingredient's tokenizer files.
+
+    Returns:
+        The dtype written, as ``soup.json`` records it.
+    """
+    chosen = dtype or torch.float32
+    soup.save(folder, chosen)
+    for name in COPIED_FILES:
+        if (template.path / name).is_file():
+            shutil.copyfile(template.path / name, folder / name)
+    return str(chosen).removeprefix("torch.")
 
 
 def load_model(folder: str | Path, **kwargs) -> PreTrainedModel:

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from hf_soups.ingredients import Ingredient
 from hf_soups.options import BaggedOptions, CookOptions, GreedyOptions, LearnedOptions, MergeOptions, ResumeOptions
 from hf_soups.recipes import RECIPES, judge_fits, make_kitchen
 from hf_soups.recipes.kitchen import Kitchen
-from hf_soups.recipes.report import SoupReport
+from hf_soups.recipes.report import SoupReport, is_main_process, wait_for_everyone
 from hf_soups.soup_folder import write_soup_folder
 
 
@@ -88,8 +89,24 @@ def cook_recipe(
         options.setdefault("state_dir", folder.with_name(fitted_name(folder.name, len(state)) + state))
     report = recipe.cook(kitchen, ensemble=ensemble, **options)
     if output_dir is not None:
-        write_soup_folder(report, output_dir, dtype=dtype, overwrite=overwrite, repo_id=repo_id)
+        _write(report, Path(output_dir), dtype, overwrite, repo_id)
     return report
+
+
+def _write(report: SoupReport, output_dir: Path, dtype: str | None, overwrite: bool, repo_id: str | None) -> None:
+    """Write the report's soup folder (:func:`~hf_soups.soup_folder.write_soup_folder`) and set
+    ``report.output_dir`` on the main process only (elsewhere it stays ``None``), then remove the recipe's resume
+    state (``report.scratch``). Every process calls it: it waits for the others, also when writing failed."""
+    try:
+        if is_main_process():
+            report.output_dir = write_soup_folder(
+                output_dir, report.weights, report.record, dtype=dtype, overwrite=overwrite, repo_id=repo_id,
+                tastings=report.tastings, soups=report.soups,
+            )
+            for folder in report.scratch:
+                shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        wait_for_everyone()  # also when the main process failed to write: the others must not hang
 
 
 def _check_target(

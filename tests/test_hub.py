@@ -24,7 +24,7 @@ from hf_soups.hub import MODEL_FILES, SOUP_FILES, parse_repo_id, push_soup, stal
 from hf_soups.ingredient import TOKENIZER_FILES as INGREDIENT_TOKENIZER_FILES
 from hf_soups.merge import merge_models
 from hf_soups.model_folder import COPIED_FILES
-from hf_soups.recipes.recipe_file import RECIPE_FILE
+from hf_soups.recipe_file import RECIPE_FILE
 from hf_soups.record import RecipeRecord, SoupRecord, SoupResult
 from hf_soups.testing.hub_server import DEFAULT_USER
 
@@ -300,12 +300,12 @@ def test_offline_mode_uses_cached_ingredients_and_fails_clearly_without_them(
     first, second, third = make_ingredients(3, name="hub")
     for name, folder in (("a", first), ("b", second), ("uncached", third)):
         upload(api, folder, f"{DEFAULT_USER}/{name}")
-    merge_models([f"{DEFAULT_USER}/a", f"{DEFAULT_USER}/b"], output_dir=tmp_path / "online", progress=False)
+    online = merge_models([f"{DEFAULT_USER}/a", f"{DEFAULT_USER}/b"], tmp_path / "online" / "ab", progress=False)
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    offline = merge_models([f"{DEFAULT_USER}/a", f"{DEFAULT_USER}/b"], output_dir=tmp_path / "offline", progress=False)
-    assert snapshot(offline) == snapshot(tmp_path / "online")
+    offline = merge_models([f"{DEFAULT_USER}/a", f"{DEFAULT_USER}/b"], tmp_path / "offline" / "ab", progress=False)
+    assert snapshot(offline) == snapshot(online)  # the card too: it names the folder, "ab" in both
     with pytest.raises(LocalEntryNotFoundError):
         snapshot_download(f"{DEFAULT_USER}/uncached")
     with pytest.raises(SoupError, match="not in the local Hub cache"):

@@ -22,18 +22,18 @@ LAYERS: dict[str, list[str]] = {
         "hf_soups.errors", "hf_soups.version", "hf_soups.dtypes", "hf_soups.hashing", "hf_soups.record",
         "hf_soups.stats", "hf_soups.validation", "hf_soups.options", "hf_soups.tensorfile", "hf_soups.threads",
     ],
-    "ingredients": ["hf_soups.ingredient", "hf_soups.adapters", "hf_soups.ingredients"],
+    "ingredients": ["hf_soups.ingredient", "hf_soups.adapters", "hf_soups.ingredients", "hf_soups.recipe_data"],
     "merge": [
-        "hf_soups.mean", "hf_soups.atomic_folder", "hf_soups.model_folder", "hf_soups.adapter_soup", "hf_soups.merge",
+        "hf_soups.mean", "hf_soups.atomic_folder", "hf_soups.model_folder", "hf_soups.adapter_soup",
+        "hf_soups.soup_record",
     ],
     "evaluation": ["hf_soups.evaluation"],
-    "recipes": [
-        "hf_soups.recipes", "hf_soups.gather", "hf_soups.probe", "hf_soups.ema", "hf_soups.pantry",
-        "hf_soups.diagnostics",
-    ],
-    "outputs": ["hf_soups.plots", "hf_soups.card", "hf_soups.soup_folder", "hf_soups.hub"],
+    "recipes": ["hf_soups.recipes", "hf_soups.gather", "hf_soups.probe", "hf_soups.ema", "hf_soups.diagnostics"],
+    "outputs": ["hf_soups.plots", "hf_soups.card", "hf_soups.recipe_file", "hf_soups.soup_folder", "hf_soups.hub"],
+    # merge_models, and the pantry whose run averages it writes, come after the soup folder's writer
     "fronts": [
-        "hf_soups", "hf_soups.soups", "hf_soups.callback", "hf_soups.cli", "hf_soups.commands", "hf_soups.testing",
+        "hf_soups", "hf_soups.merge", "hf_soups.pantry", "hf_soups.replay", "hf_soups.soups", "hf_soups.callback",
+        "hf_soups.cli", "hf_soups.commands", "hf_soups.testing",
     ],
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
@@ -17,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, T5ForConditionalGeneration
 
-from hf_soups import merge_models
+from hf_soups import merge_into_model, merge_models
 from hf_soups.cli import main
 from hf_soups.errors import SoupError
 from hf_soups.ingredients import resolve_ingredients, validate
@@ -82,10 +83,57 @@ def test_soup_loads_and_gives_the_logits_of_the_in_memory_average(make_ingredien
         torch.testing.assert_close(loaded.eval()(**batch).logits, expected.eval()(**batch).logits, atol=1e-6, rtol=0)
 
 
-def test_in_memory_soup_is_returned_when_no_output_dir(make_ingredients):
+def test_merge_into_model_returns_the_soup_merge_models_writes(make_ingredients, tmp_path):
     folders = make_ingredients(2)
-    model = merge_models(folders, progress=False)
+    model = merge_into_model(folders, progress=False)
     assert type(model).__name__ == "BertForSequenceClassification"
+    written = read_soup(merge_models(folders, tmp_path / "soup", progress=False))
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in written.items())
+    with pytest.warns(FutureWarning, match="merge_into_model"):  # the in-memory mode of hf-soups 0.1
+        assert type(merge_models(folders, progress=False)).__name__ == "BertForSequenceClassification"
+
+
+def _folder_bytes(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_merge_models_and_the_command_line_write_the_same_folder(make_ingredients, tmp_path, monkeypatch):
+    """Weights, soup.json, recipe.yaml and the card: the same files with the same bytes, from either front."""
+    ingredients = [str(f) for f in make_ingredients(3)]
+    for front in ("python", "cli"):  # folders of one name (the card's title names the soup's parent too)
+        (tmp_path / front / "sweep").mkdir(parents=True)
+    command = [sys.executable, "-m", "hf_soups.cli", "merge", *ingredients, "-o", "soup", "--weights", "3,1,1"]
+    subprocess.run([*command, "--dtype", "bf16"], cwd=tmp_path / "cli" / "sweep", check=True, capture_output=True)
+    monkeypatch.chdir(tmp_path / "python" / "sweep")
+    merge_models(ingredients, "soup", weights=[3, 1, 1], dtype="bf16", progress=False)
+    python, cli = (_folder_bytes(tmp_path / front / "sweep" / "soup") for front in ("python", "cli"))
+    assert {"model.safetensors", "soup.json", "recipe.yaml", "README.md", "config.json"} <= set(python)
+    assert python.keys() == cli.keys() and all(python[name] == cli[name] for name in python)
+
+
+# What `hf-soups merge` must not load: the evaluation stack (datasets, scikit-learn, scipy) and the plots' matplotlib.
+EVALUATION_STACK = ("datasets", "sklearn", "scipy", "matplotlib")
+LOADED = """
+import sys
+from hf_soups.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(sorted({m.split(".")[0] for m, module in sys.modules.items() if module is not None}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["--help"], ["soup"]])
+def test_the_merge_command_loads_no_evaluation_stack(make_ingredients, tmp_path, args):
+    if args == ["soup"]:
+        args = [*map(str, make_ingredients(2)), "-o", str(tmp_path / "soup")]
+    done = subprocess.run([sys.executable, "-c", LOADED, "merge", *args], check=True, capture_output=True, text=True)
+    loaded = ast.literal_eval(done.stdout.splitlines()[-1])
+    assert "hf_soups" in loaded and [m for m in EVALUATION_STACK if m in loaded] == []
+    assert ("torch" in loaded) is (args != ["--help"])
 
 
 def test_t5_ties_survive(make_ingredients, tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import hf_soups.recipes.recipe_file as recipe_file
+import hf_soups.recipe_file as recipe_file
 from hf_soups.errors import SoupError
-from hf_soups.recipes.recipe_file import read_recipe
+from hf_soups.recipe_file import read_recipe
 
 
 def test_a_recipe_of_more_values_than_the_limit_is_refused_while_it_is_read(tmp_path, monkeypatch):

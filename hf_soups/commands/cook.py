@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_soups.recipes.recipe_file import cook
+    from hf_soups.replay import replay_recipe
 
-    print(f"soup written to {cook(args.recipe, args.output, overwrite=args.overwrite)}")
+    print(f"soup written to {replay_recipe(args.recipe, args.output, overwrite=args.overwrite)}")
     return 0

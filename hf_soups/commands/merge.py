@@ -4,16 +4,12 @@ and a card."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING
+import contextlib
+import sys
+from collections.abc import Iterator
 
 from hf_soups.options import ADAPTER_FLAGS, CardOptions, MergeOptions, SoupFolderOptions, add_flags, values
 from hf_soups.record import SoupRecord
-
-if TYPE_CHECKING:
-    from hf_soups.ingredient import Ingredient  # imports torch: not for `hf-soups --help`
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hf_soups.merge import merge_models
 
-    extras = partial(write_merge_files, repo_id=args.push_to_hub, destination=Path(args.output))
-    path = merge_models(args.ingredients, output_dir=args.output, extras=extras, **values(args, MergeOptions))
+    with _hidden("scipy"):
+        path = merge_models(args.ingredients, args.output, repo_id=args.push_to_hub, **values(args, MergeOptions))
     print(f"soup written to {path}")
     adapter = SoupRecord.load(path).adapter
     if adapter is not None:
@@ -57,25 +53,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_merge_files(
-    folder: Path, mix: Sequence[tuple[Ingredient, float]], repo_id: str | None, destination: Path
-) -> None:
-    """Make a plain merge a soup folder too: add ``recipe.yaml`` (``hf-soups cook`` re-cooks it bit for bit) and the
-    model card (as mergekit writes one for every merge) to ``folder``, which holds its weights and ``soup.json``.
+@contextlib.contextmanager
+def _hidden(module: str) -> Iterator[None]:
+    """Keep ``module`` from being imported while the merge runs, unless it is loaded already.
 
-    Args:
-        folder: the merge's folder (the temporary one, before it is renamed into place).
-        mix: each ingredient with its weight (not normalised), in the order they were averaged.
-        repo_id: the Hub repo the card's snippets name (``None`` when it is not pushed: they name the folder).
-        destination: the soup folder ``folder`` becomes (the card names it).
-
-    Example:
-        >>> extras = partial(write_merge_files, repo_id=None, destination=Path("soup"))  # doctest: +SKIP
-        >>> merge_models(["runs/a", "runs/b"], "soup", extras=extras)  # doctest: +SKIP
-        PosixPath('soup')
+    transformers' modeling code imports ``scipy.optimize`` (for object-detection losses) whenever scipy is installed,
+    a second or more of imports; a merge builds models on the meta device only, to read their loading rules, and
+    needs none of it. transformers then takes scipy for absent (for that process's object-detection losses only).
     """
-    from hf_soups.card import write_card
-    from hf_soups.recipes.recipe_file import write_recipe
+    if module in sys.modules:
+        yield
+        return
+    sys.modules[module] = None  # type: ignore[assignment]  # importlib's "not importable" mark
+    try:
+        yield
+    finally:
+        if sys.modules.get(module, True) is None:
+            del sys.modules[module]
 
-    write_recipe(folder, SoupRecord.load(folder), mix)
-    write_card(folder, repo_id=repo_id, destination=destination)

@@ -1,5 +1,5 @@
-"""Soup recipes: uniform, greedy, bagged greedy, learned, Model Stock, Fisher-weighted and RegMean soups, the
-logit-ensemble baselines, and recipe files.
+"""Soup recipes: uniform, greedy, bagged greedy, learned, Model Stock, Fisher-weighted and RegMean soups, and the
+logit-ensemble baselines.
 
 Each recipe is a ``cook_*`` function that runs in a :class:`~hf_soups.recipes.kitchen.Kitchen` (validated
 ingredients, one scoring model, a judge; :func:`make_kitchen` sets one up) and returns a
@@ -42,7 +42,6 @@ from hf_soups.recipes.greedy import cook_greedy
 from hf_soups.recipes.judge import GlueJudge, Judge
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.learned import cook_learned
-from hf_soups.recipes.recipe_file import cook
 from hf_soups.recipes.regmean import cook_regmean
 from hf_soups.recipes.report import SoupReport
 from hf_soups.recipes.stock import cook_stock
@@ -187,6 +186,6 @@ def ensemble_scores(ingredients, task=None, **kwargs: Any):
 
 
 __all__ = [
-    "RECIPES", "DatasetJudge", "GlueJudge", "Judge", "Kitchen", "Recipe", "SoupReport", "cook", "ensemble_scores",
+    "RECIPES", "DatasetJudge", "GlueJudge", "Judge", "Kitchen", "Recipe", "SoupReport", "ensemble_scores",
     "judge_fits", "make_kitchen",
 ]

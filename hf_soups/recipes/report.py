@@ -19,9 +19,9 @@ from typing import Any
 from accelerate import PartialState
 
 from hf_soups.mean import SoupWeights
-from hf_soups.merge import soup_record
 from hf_soups.recipes.kitchen import Kitchen, ModelScores, format_table, results
 from hf_soups.record import RecipeRecord, SoupRecord
+from hf_soups.soup_record import soup_record
 
 
 @dataclass
@@ -31,9 +31,9 @@ class SoupReport:
     Attributes:
         record: the soup's ``soup.json`` content (members, weights, scores, results with bootstrap gains).
         table: the printable results table.
+        weights: the soup's weights and their mix (what ``recipe.yaml`` re-cooks bit for bit), to write.
         output_dir: the soup folder, once one was written.
         model: the soup, loaded (the kitchen's model holds its weights).
-        weights: the soup's weights and their mix (what ``recipe.yaml`` re-cooks bit for bit), to write.
         tastings: every ingredient's scores (for the plots).
         soups: this soup's scores first, then the other soups and baselines (for the plots).
         scratch: folders the recipe kept to resume from, removed once the soup folder is written.
@@ -41,9 +41,9 @@ class SoupReport:
 
     record: SoupRecord
     table: str
+    weights: SoupWeights = field(repr=False)
     output_dir: Path | None = None
     model: Any = field(default=None, repr=False)
-    weights: SoupWeights | None = field(default=None, repr=False)
     tastings: list[ModelScores] = field(default_factory=list, repr=False)
     soups: list[ModelScores] = field(default_factory=list, repr=False)
     scratch: list[Path] = field(default_factory=list, repr=False)

@@ -36,9 +36,9 @@ from hf_soups.ingredients import Ingredient, MergePlan, base_names, resolve_ingr
 from hf_soups.mean import PIECE, SoupWeights, check_same_integer
 from hf_soups.options import CookOptions
 from hf_soups.probe import read_start_head
+from hf_soups.recipe_data import BaseEntry, pinned_spec
 from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
-from hf_soups.recipes.recipe_data import BaseEntry, pinned_spec
 from hf_soups.recipes.report import SoupReport, soup_report
 from hf_soups.tensorfile import BackgroundHasher, spare_cores
 from hf_soups.threads import compute_threads

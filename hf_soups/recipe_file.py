@@ -1,15 +1,16 @@
-"""``recipe.yaml``: a human-editable recipe that re-cooks a soup bit for bit.
+"""``recipe.yaml``, the file format: a human-editable recipe that re-cooks a soup bit for bit.
 
 It lists the ingredients pinned to what was used (Hub ids at their resolved commit, sha256 of every weight file)
 and the *mix*: the ingredients in the order they went into the running mean, each with its weight (or its weight per
 tensor, for learned per-layer soups; for fisher and regmean, the file of its Fisher or Gram matrices, pinned by
-sha256). Cooking replays that mix with the same arithmetic, so the weights come out with the same sha256. Its keys
-are declared in :mod:`hf_soups.recipes.recipe_data`: a key not declared there (a typo such as ``weigth``), an unknown
-recipe name or a YAML alias is refused.
+sha256). :func:`write_recipe` writes it into every soup folder (:mod:`hf_soups.soup_folder`); :func:`read_recipe`
+reads it back, checked: its keys are declared in :mod:`hf_soups.recipe_data`, and a key not declared there (a typo
+such as ``weigth``), an unknown recipe name or a YAML alias is refused. Replaying the mix with the same arithmetic,
+so that the weights come out with the same sha256, is :func:`hf_soups.replay.replay_recipe` (``hf-soups cook``).
 
 Example:
-    >>> cook("soup/recipe.yaml", "soup-again")  # doctest: +SKIP
-    PosixPath('soup-again')
+    >>> read_recipe("soup/recipe.yaml")["mix"][0]["ingredient"]  # doctest: +SKIP
+    '../runs/lr2e-5'
 """
 
 from __future__ import annotations
@@ -24,12 +25,9 @@ from typing import Any
 
 import yaml
 
-from hf_soups.atomic_folder import check_output
 from hf_soups.errors import SoupError
-from hf_soups.hashing import HashCache
-from hf_soups.ingredients import Ingredient, MergePlan, check_distinct, resolve_ingredients, validate
-from hf_soups.mean import RunningMean, SoupWeights, Weight
-from hf_soups.merge import soup_record, write_soup
+from hf_soups.ingredient import Ingredient
+from hf_soups.mean import Weight
 from hf_soups.options import (
     RECIPE_NAMES,
     BaggedOptions,
@@ -39,13 +37,8 @@ from hf_soups.options import (
     RegMeanOptions,
     StatisticsOptions,
 )
-from hf_soups.recipes.fisher import fisher_merge
-from hf_soups.recipes.recipe_data import BaseEntry, MixEntry, RecipeData, StatisticsFile, pinned_spec, unknown_keys
-from hf_soups.recipes.regmean import regmean_merge
-from hf_soups.recipes.statistics import file_sha256, statistics_record
-from hf_soups.recipes.stock import StockBase, stock_soup_tensors
-from hf_soups.record import RecipeRecord, SoupRecord
-from hf_soups.validation import check_mix, unit_interval
+from hf_soups.recipe_data import BaseEntry, MixEntry, RecipeData, StatisticsFile, pinned_spec, unknown_keys
+from hf_soups.record import SoupRecord
 
 RECIPE_FILE = "recipe.yaml"
 # The recipe options recipe.yaml records: how the soup was chosen (greedy's rule, the bags, the learned schedule,
@@ -99,7 +92,7 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-def _local_spec(spec: str, recipe: Path) -> str:
+def local_spec(spec: str, recipe: Path) -> str:
     """A recipe's local path, taken relative to the recipe's folder (recipes of hf-soups 0.1: to the working
     directory, when not found there); Hub ids pass through."""
     beside = recipe.parent / spec
@@ -166,7 +159,7 @@ _TEXT_FIELDS = ("recipe", "task", "metric", "select_split", "report_split", "dty
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
-    """Load and check a recipe file: its keys (those :class:`~hf_soups.recipes.recipe_data.RecipeData` declares),
+    """Load and check a recipe file: its keys (those :class:`~hf_soups.recipe_data.RecipeData` declares),
     its fields' types, its recipe's name, and every mix entry's ingredient, sha256 and weight.
 
     Raises:
@@ -243,121 +236,3 @@ def _check_keys(data: Mapping[str, Any], known: Collection[str], where: str) -> 
     unknown = unknown_keys(data, known)
     if unknown:
         raise SoupError(f"{where}: unknown key {_shown(unknown[0])} (the keys: {', '.join(known)})")
-
-
-def cook(recipe: str | Path, output_dir: str | Path, overwrite: bool = False, token: str | bool | None = None) -> Path:
-    """Re-cook a soup from its ``recipe.yaml``: same ingredients, same mix, same fp32 arithmetic, same sha256.
-
-    Local ingredients are found relative to the recipe file, so a recipe cooks from any working directory.
-
-    Args:
-        recipe: the recipe file (or a soup folder holding one).
-        output_dir: the folder to write.
-        overwrite: replace an existing folder.
-        token: Hub token.
-
-    Raises:
-        SoupError: an unreadable recipe, an ingredient whose weight files changed since (sha256), bad weights or
-            ingredients, an output over an ingredient or over the soup the recipe is from (its card and scores
-            cannot be cooked again).
-
-    Example:
-        >>> cook("soup/recipe.yaml", "soup-again")  # doctest: +SKIP
-    """
-    path = Path(recipe)
-    path = path / RECIPE_FILE if path.is_dir() else path
-    output_dir = check_output(output_dir, [], overwrite)
-    data = read_recipe(path)
-    ingredients = resolve_ingredients([_local_spec(entry["ingredient"], path) for entry in data["mix"]], token=token)
-    check_output(output_dir, ingredients, overwrite)
-    if output_dir.resolve() in path.resolve().parents:
-        raise SoupError(
-            f"output: {output_dir} holds the recipe file {path}: cooking there would replace the soup's card and "
-            "scores, which a recipe cannot cook again (write to another folder)"
-        )
-    check_distinct(ingredients)
-    plan = validate(ingredients, allow_single=True)
-    mix = [entry.get("layer_weights", entry.get("weight", 1.0)) for entry in data["mix"]]
-    mix = check_mix(mix, plan.shapes, [i.label for i in ingredients])
-    options: dict[str, Any] = {"cooked_from": str(path), **(data.get("options") or {})}
-    if data.get("recipe") == "stock":
-        soup, stock = _stock(data, ingredients, plan, path, token)
-        options.update(stock)
-    elif data.get("recipe") in STATISTICS_RECIPES:
-        soup, files = _statistics_soup(data, ingredients, mix, plan, path)
-        options["statistics"] = statistics_record(files)
-    else:
-        mean = RunningMean(plan, HashCache())
-        mean.add_all(ingredients, mix)
-        soup = mean.soup()
-    for ingredient, entry in zip(ingredients, data["mix"], strict=True):
-        for name, sha in entry["sha256"].items():
-            if ingredient.sha256.get(name) != sha:
-                raise SoupError(
-                    f"{ingredient.label}: {name} has changed since the recipe was written (sha256 differs)"
-                )
-    weights = [w if not isinstance(w, dict) else sum(w.values()) / len(w) for w in mix]
-    record = soup_record(ingredients, weights)
-    record.recipe = RecipeRecord(
-        name=data.get("recipe") or "uniform", task=data.get("task"), metric=data.get("metric"),
-        select_split=data.get("select_split"), report_split=data.get("report_split"), options=options,
-    )
-
-    def extras(folder: Path) -> None:
-        write_recipe(folder, record, list(zip(ingredients, mix, strict=True)))
-
-    return write_soup(output_dir, soup, record, data.get("dtype") or None, overwrite=overwrite, extras=extras)
-
-
-def _statistics_soup(
-    data: dict[str, Any], ingredients: list[Ingredient], mix: list[Any], plan: MergePlan, path: Path
-) -> tuple[SoupWeights, list[Path]]:
-    """Re-cook a fisher or regmean soup from each mix entry's statistics file (its sha256 checked first)."""
-    recipe, files = data["recipe"], []
-    if any(weight != 1.0 for weight in mix):
-        raise SoupError(f"recipe file {path}: a {recipe} recipe mixes by its statistics, so every weight must be 1")
-    for ingredient, entry in zip(ingredients, data["mix"], strict=True):
-        statistics = entry.get("statistics")
-        if not isinstance(statistics, dict) or not isinstance(statistics.get("file"), str):
-            raise SoupError(
-                f"recipe file {path}: a {recipe} recipe needs each mix entry's `statistics` (file, sha256); "
-                f"{ingredient.label} has none"
-            )
-        file = Path(_local_spec(statistics["file"], path))
-        if not file.is_file():
-            raise SoupError(
-                f"recipe file {path}: the {recipe} statistics of {ingredient.label}, {file}, are missing (the soup's "
-                "state folder keeps them; cook the soup again to estimate them)"
-            )
-        if file_sha256(file) != statistics.get("sha256"):
-            raise SoupError(f"recipe file {path}: {file} has changed since the recipe was written (sha256 differs)")
-        files.append(file)
-    if recipe == "fisher":
-        return fisher_merge(ingredients, files, plan, HashCache()), files
-    alpha = unit_interval((data.get("options") or {}).get("regmean_alpha"), f"recipe file {path}: regmean_alpha")
-    return regmean_merge(ingredients, files, plan, alpha, HashCache()), files
-
-
-def _stock(
-    data: dict[str, Any], ingredients: list[Ingredient], plan: MergePlan, path: Path, token: str | bool | None
-) -> tuple[SoupWeights, dict[str, Any]]:
-    """Re-cook a Model Stock soup from the recipe's ``base`` (its weight files' and start head's sha256 checked)."""
-    base_entry = data.get("base")
-    if not isinstance(base_entry, dict) or not isinstance(base_entry.get("ingredient"), str):
-        raise SoupError(f"recipe file {path}: a stock recipe needs a `base` with its `ingredient`")
-    head = base_entry.get("head")
-    base = StockBase(
-        resolve_ingredients([_local_spec(base_entry["ingredient"], path)], token=token)[0],
-        Path(_local_spec(head, path)) if head else None,
-    )
-    if base_entry.get("head_sha256") != base.head_sha256():
-        raise SoupError(
-            f"recipe file {path}: start head {base.head} has changed since the recipe was written (sha256 differs)"
-        )
-    soup, _, clamped = stock_soup_tensors(ingredients, plan, base, HashCache())
-    for name, sha in (base_entry.get("sha256") or {}).items():
-        if base.ingredient.sha256.get(name) != sha:
-            raise SoupError(
-                f"{base.ingredient.label}: {name} has changed since the recipe was written (sha256 differs)"
-            )
-    return soup, {"base": base.to_dict(), "clamped": len(clamped)}
