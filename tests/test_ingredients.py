@@ -145,6 +145,25 @@ def test_tensors_transformers_ignores_on_load_are_left_out(make_ingredients, tmp
         uniform_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "uniform", progress=False)
 
 
+def test_load_rules_are_remembered_across_runs_and_a_damaged_file_is_only_a_lost_shortcut(tmp_path, monkeypatch):
+    """A merge of models seen before builds no model class (no transformers modeling imports, about 150 MB)."""
+    import hf_soups.ingredient as ingredient
+
+    monkeypatch.setenv("HF_SOUPS_HASH_CACHE", str(tmp_path / "sha256.json"))
+    built, real = [], ingredient._built_rules
+    monkeypatch.setattr(ingredient, "_built_rules", lambda config: built.append(config) or real(config))
+    config = {"model_type": "bert", "architectures": ["BertModel"]}
+    rules = []
+    for damage in (None, None, "not json", '{"a": [1, 2]}'):
+        if damage is not None:
+            (tmp_path / ingredient.LOAD_RULES_FILE).write_text(damage)
+        ingredient._load_rules.cache_clear()  # a new run
+        rules.append(ingredient.ignored_on_load(config))
+    assert len(built) == 3  # the first run, and after each damage
+    assert all(r("embeddings.position_ids") and not r("embeddings.word_embeddings.weight") for r in rules)
+    ingredient._load_rules.cache_clear()
+
+
 def test_merge_of_models_from_different_bases_warns_once(make_ingredients, tmp_path, caplog):
     """Same architecture, shapes and tokenizer, but fine-tuned from different base models (another seed's init):
     merge still writes the soup, and logs one warning naming a pair; fine-tunes of one base log none."""
