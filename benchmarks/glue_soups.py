@@ -70,7 +70,7 @@ from hf_soups.evaluation import (
 from hf_soups.pantry import HEAD_FILE, Pantry, check_heldout
 from hf_soups.recipes import make_kitchen
 from hf_soups.record import SoupRecord
-from hf_soups.soups import cook_recipe
+from hf_soups.soups import run_in_kitchen
 from hf_soups.stats import paired_bootstrap, pooled_bootstrap
 
 # What this encoder reaches when a run has learned (report split, points): below it a task is not fairly tested.
@@ -239,7 +239,7 @@ def cook_rows(pantry: Pantry, task: str, args: argparse.Namespace) -> dict[str, 
             {"state_dir": pantry.path.parent / "soups" / ".fisher-state"} if spec.recipe == "fisher" else {}
         )  # the two fisher rows share one cache of the runs' Fishers
         started = time.perf_counter()
-        report = cook_recipe(kitchens[spec.entries], spec.recipe, folder, ensemble=row == "greedy", options=options)
+        report = run_in_kitchen(kitchens[spec.entries], spec.recipe, folder, ensemble=row == "greedy", options=options)
         print(f"{pantry.path.parent.name} {row}: cooked in {time.perf_counter() - started:.0f} s", flush=True)
         records[row] = report.record
     return records

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForSequenceClassification
 
-from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups.ingredients import resolve_ingredients, validate_ingredients
 from hf_soups.recipes.stock import StockBase, stock_soup_tensors
 
 
@@ -63,7 +63,7 @@ def main() -> None:
     for file in sorted(out.glob("*.safetensors")):
         theirs |= load_file(file)
     ingredients = resolve_ingredients(folders)
-    ours, _, _ = stock_soup_tensors(ingredients, validate(ingredients), StockBase.resolve(base))
+    ours, _, _ = stock_soup_tensors(ingredients, validate_ingredients(ingredients), StockBase.resolve(base))
     worst = 0.0
     print("| tensor | max abs difference |\n|---|---:|")
     for name, tensor in ours.tensors.items():

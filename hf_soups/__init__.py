@@ -20,13 +20,18 @@ _EXPORTS = {
     "SoupError": "hf_soups.errors",
     "Ingredient": "hf_soups.ingredient",
     "resolve_ingredients": "hf_soups.ingredients",
-    "validate": "hf_soups.ingredients",
+    "validate_ingredients": "hf_soups.ingredients",
+    "validate": "hf_soups.ingredients",  # deprecated: validate_ingredients
     "load_model": "hf_soups.model_folder",
     "merge_models": "hf_soups.merge",
     "merge_into_model": "hf_soups.merge",
     "replay_recipe": "hf_soups.replay",
     "cook": "hf_soups.replay",  # deprecated: replay_recipe
+    "Judge": "hf_soups.recipes",
+    "GlueJudge": "hf_soups.recipes",
     "DatasetJudge": "hf_soups.recipes",
+    "TrainerJudge": "hf_soups.recipes.trainer_judge",
+    "SoupReport": "hf_soups.recipes",
     "ensemble_scores": "hf_soups.recipes",
     "bagged_soup": "hf_soups.soups",
     "greedy_soup": "hf_soups.soups",
@@ -47,12 +52,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from hf_soups.evaluation import evaluate_glue
     from hf_soups.hub import push_soup
     from hf_soups.ingredient import Ingredient
-    from hf_soups.ingredients import resolve_ingredients, validate
+    from hf_soups.ingredients import resolve_ingredients, validate, validate_ingredients
     from hf_soups.merge import merge_into_model, merge_models
     from hf_soups.model_folder import load_model
     from hf_soups.pantry import Pantry
     from hf_soups.probe import probe_head
-    from hf_soups.recipes import DatasetJudge, ensemble_scores
+    from hf_soups.recipes import DatasetJudge, GlueJudge, Judge, SoupReport, ensemble_scores
+    from hf_soups.recipes.trainer_judge import TrainerJudge
     from hf_soups.replay import cook, replay_recipe
     from hf_soups.soups import bagged_soup, greedy_soup, learned_soup, stock_soup, uniform_soup
 
@@ -64,8 +70,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [  # the names of _EXPORTS, spelled out for linters and IDEs
-    "DatasetJudge", "Ingredient", "Pantry", "SoupCallback", "SoupError", "SoupTrainer", "__version__", "bagged_soup",
-    "cook", "ensemble_scores", "evaluate_glue", "greedy_soup", "learned_soup", "load_model", "merge_into_model",
-    "merge_models", "probe_head", "push_soup", "replay_recipe", "resolve_ingredients", "stock_soup", "uniform_soup",
-    "validate",
+    "DatasetJudge", "GlueJudge", "Ingredient", "Judge", "Pantry", "SoupCallback", "SoupError", "SoupReport",
+    "SoupTrainer", "TrainerJudge", "__version__", "bagged_soup", "cook", "ensemble_scores", "evaluate_glue",
+    "greedy_soup", "learned_soup", "load_model", "merge_into_model", "merge_models", "probe_head", "push_soup",
+    "replay_recipe", "resolve_ingredients", "stock_soup", "uniform_soup", "validate", "validate_ingredients",
 ]

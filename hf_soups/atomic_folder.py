@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hf_soups.errors import SoupError
-from hf_soups.validation import check_apart, output_folder
+from hf_soups.validation import check_folders_apart, output_folder
 
 if TYPE_CHECKING:
     from hf_soups.ingredient import Ingredient
@@ -182,5 +182,6 @@ def check_output(output_dir: str | Path, ingredients: Sequence[Ingredient], over
     if output_dir.exists() and not overwrite:
         raise SoupError(f"output folder {output_dir} exists (pass overwrite=True / --overwrite to replace it)")
     parts = [part for i in ingredients for part in (i, getattr(i, "base", None)) if part is not None]
-    check_apart(output_dir, [(part.label, folder) for part in parts for folder in (part.path, part.tokenizer_path)])
+    folders = [(part.label, folder) for part in parts for folder in (part.path, part.tokenizer_path)]
+    check_folders_apart(output_dir, folders)
     return output_dir

@@ -25,7 +25,7 @@ Example:
     ...     trainer = Trainer(model_fn(), args, train_dataset=train, eval_dataset=dev,
     ...                       compute_metrics=compute_metrics("rte"), callbacks=[soup])
     ...     trainer.train()
-    >>> print(soup.cook(trainer).table)  # doctest: +SKIP
+    >>> print(soup.make_soup(trainer).table)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -183,7 +184,7 @@ class SoupCallback(TrainerCallback):
         if self.cook_on_end and self.task is None and self.trainer is None:
             raise SoupError(
                 "SoupCallback(cook_on_end=True) needs a judge: pass task= (a GLUE task), use SoupTrainer, or call "
-                "callback.cook(trainer) after the sweep"
+                "callback.make_soup(trainer) after the sweep"
             )
         target = self._target(model)
         check_gatherable(target, "SoupCallback")  # before training, on every process
@@ -244,7 +245,7 @@ class SoupCallback(TrainerCallback):
             finals, needed = len(self._shared_entries("final")), self.sweep_size or 2
             if finals >= needed:
                 with training_state_freed(model, kwargs.get("optimizer")):
-                    self.last_report = self.cook(self.trainer, args=args)
+                    self.last_report = self.make_soup(self.trainer, args=args)
                 if self.last_report is not None and self.last_report.output_dir is not None:  # the main process
                     print(f"\n{self.last_report.table}\nsoup written to {self.last_report.output_dir}")
             elif PartialState().is_main_process:  # a one-run-per-process sweep says how far it is
@@ -313,7 +314,7 @@ class SoupCallback(TrainerCallback):
 
     # -- cooking
 
-    def cook(
+    def make_soup(
         self,
         trainer: Trainer | None = None,
         recipe: str | None = None,
@@ -324,7 +325,9 @@ class SoupCallback(TrainerCallback):
         entries: str | None = None,
         **options: Any,
     ):
-        """Cook the pantry's final models (and checkpoints, with ``checkpoints=True``) into a soup.
+        """Make a soup of the pantry's final models (and checkpoints, with ``checkpoints=True``): choose the entries,
+        run the recipe in a kitchen judged by the Trainer or a GLUE task (:func:`~hf_soups.soups.run_in_kitchen`),
+        write the soup folder and push it.
 
         Every process of a distributed run must call this; only the main one writes and pushes.
 
@@ -355,28 +358,28 @@ class SoupCallback(TrainerCallback):
                 weights or were trained on the rows the soup is selected on.
 
         Example:
-            >>> report = callback.cook(trainer, recipe="bagged", bags=20, glue_dir="glue_data")  # doctest: +SKIP
+            >>> report = callback.make_soup(trainer, recipe="bagged", bags=20, glue_dir="glue_data")  # doctest: +SKIP
             >>> print(report.table)  # doctest: +SKIP
         """
         from hf_soups.hub import push_soup
         from hf_soups.recipes import RECIPES, make_kitchen
         from hf_soups.recipes.trainer_judge import TrainerJudge
-        from hf_soups.soups import cook_recipe
+        from hf_soups.soups import run_in_kitchen
 
         recipe = recipe or self.recipe
         judge_names = [f.name for f in dataclasses.fields(JudgeOptions)]
         unknown = sorted(set(options) - set(judge_names) - set(RECIPES[recipe].options)) if recipe in RECIPES else []
         if recipe not in RECIPES or unknown:
             raise SoupError(
-                f"cook: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}" if recipe not in RECIPES else
-                f"cook: unknown option {unknown[0]!r}; the judge takes {', '.join(judge_names)} and recipe "
+                f"make_soup: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}" if recipe not in RECIPES
+                else f"make_soup: unknown option {unknown[0]!r}; the judge takes {', '.join(judge_names)} and recipe "
                 f"{recipe!r} takes {', '.join(RECIPES[recipe].options) or 'no options'}"
             )
         judge_options = self.judge_options | {k: options.pop(k) for k in judge_names if k in options}
         args = trainer.args if trainer is not None else args
         task = task or self.task
         if task is None and trainer is None:
-            raise SoupError("cook: give the Trainer (its eval_dataset and compute_metrics judge) or a GLUE task=")
+            raise SoupError("make_soup: give the Trainer (its eval_dataset and compute_metrics judge) or a GLUE task=")
         which = entries or ("all" if self.checkpoints else "final")
         listed = self._shared_entries()
         averaged = which.startswith("average:")
@@ -415,8 +418,8 @@ class SoupCallback(TrainerCallback):
                 getattr(args, "hub_model_id", None) or (Path(args.output_dir) if args is not None else output_dir).name
             )
             repo_id = self.hub_model_id or f"{stem}-soup"
-        report = cook_recipe(kitchen, recipe, output_dir, ensemble=self.ensemble, overwrite=True,
-                             repo_id=repo_id, options=options)
+        report = run_in_kitchen(kitchen, recipe, output_dir, ensemble=self.ensemble, overwrite=True,
+                                repo_id=repo_id, options=options)
         if repo_id is not None and PartialState().is_main_process:
             url = push_soup(
                 output_dir, repo_id, token=self.hub_token or getattr(args, "hub_token", None),
@@ -426,6 +429,15 @@ class SoupCallback(TrainerCallback):
             print(f"pushed {output_dir}: {url}")
         PartialState().wait_for_everyone()
         return report
+
+    def cook(self, *args: Any, **kwargs: Any):
+        """Deprecated name of :meth:`make_soup`."""
+        warnings.warn(
+            "SoupCallback.cook is deprecated and will be removed: call SoupCallback.make_soup (the same soup)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.make_soup(*args, **kwargs)
 
 
 def glue_heldout(
@@ -622,8 +634,8 @@ class SoupTrainer(Trainer):
         self.add_callback(self.soup_callback)
 
     def soup(self, **kwargs: Any):
-        """Cook the pantry into a soup judged by this Trainer (see :meth:`SoupCallback.cook`)."""
-        return self.soup_callback.cook(self, **kwargs)
+        """Make a soup of the pantry judged by this Trainer (see :meth:`SoupCallback.make_soup`)."""
+        return self.soup_callback.make_soup(self, **kwargs)
 
 
 __all__ = ["SoupCallback", "SoupTrainer"]

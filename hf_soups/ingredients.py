@@ -16,7 +16,7 @@ on :mod:`hf_soups.adapters`, never the other way.
 
 Example:
     >>> ingredients = resolve_ingredients(["runs/lr2e-5", "runs/lr3e-5", "me/bert-rte@v2"])  # doctest: +SKIP
-    >>> plan = validate(ingredients)  # doctest: +SKIP
+    >>> plan = validate_ingredients(ingredients)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -228,7 +229,7 @@ def _from_hub(spec: str, token: str | bool | None) -> Ingredient:
     return Ingredient(spec=spec, path=folder, source="hub", repo_id=repo_id, revision=folder.name, sha256=known)
 
 
-def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> MergePlan:
+def validate_ingredients(ingredients: Sequence[Ingredient], allow_single: bool = False) -> MergePlan:
     """Check that the ingredients can be averaged, before anything is read in full or written.
 
     Args:
@@ -276,6 +277,17 @@ def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> M
                 )
             dtypes[name].append(other_dtypes[name])
     return MergePlan(shapes=shapes, dtypes=dtypes)
+
+
+def validate(ingredients: Sequence[Ingredient], allow_single: bool = False) -> MergePlan:
+    """Deprecated name of :func:`validate_ingredients` (beside the :mod:`hf_soups.validation` module of argument
+    checks, ``validate`` said too little)."""
+    warnings.warn(
+        "hf_soups.validate is deprecated and will be removed: call hf_soups.validate_ingredients (the same checks)",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return validate_ingredients(ingredients, allow_single=allow_single)
 
 
 def with_bases(
@@ -449,7 +461,7 @@ def body_cosines(ingredients: Sequence[Ingredient], plan: MergePlan) -> np.ndarr
         An N × N matrix, or ``None`` when the ingredients have no body matrix.
 
     Example:
-        >>> cosines = body_cosines(ingredients, validate(ingredients))  # doctest: +SKIP
+        >>> cosines = body_cosines(ingredients, validate_ingredients(ingredients))  # doctest: +SKIP
         >>> bool(cosines.min() < BODY_COSINE)  # doctest: +SKIP
         False
     """

@@ -11,7 +11,7 @@ Stock, Fisher, RegMean) hands on is a :class:`SoupWeights`: the tensors and the 
 kitchen scores and :func:`hf_soups.soup_folder.write_soup_folder` writes.
 
 Example:
-    >>> mean = RunningMean(validate(ingredients))  # doctest: +SKIP
+    >>> mean = RunningMean(validate_ingredients(ingredients))  # doctest: +SKIP
     >>> mean.add_all(ingredients, check_weights(None, ingredients))  # doctest: +SKIP
     >>> mean.soup().check_finite("classifier.weight", torch.bfloat16)  # doctest: +SKIP
 """
@@ -139,7 +139,7 @@ class RunningMean:
         device: where the mean's tensors live (default: the CPU).
 
     Example:
-        >>> mean = RunningMean(validate(ingredients))  # doctest: +SKIP
+        >>> mean = RunningMean(validate_ingredients(ingredients))  # doctest: +SKIP
         >>> for ingredient in ingredients:  # doctest: +SKIP
         ...     mean.add(ingredient, 1.0)
         >>> soup = mean.soup()  # doctest: +SKIP

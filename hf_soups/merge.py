@@ -39,7 +39,7 @@ from hf_soups.ingredients import (
     body_cosines,
     check_distinct,
     resolve_ingredients,
-    validate,
+    validate_ingredients,
 )
 from hf_soups.mean import RunningMean, check_weights
 from hf_soups.model_folder import load_model, parse_dtype, write_soup_weights
@@ -208,7 +208,7 @@ def _mix(
     if output_dir is not None:
         check_output(output_dir, resolved, overwrite)
     check_distinct(resolved)
-    plan = validate(resolved, allow_single=allow_single)
+    plan = validate_ingredients(resolved, allow_single=allow_single)
     raw_weights = check_weights(weights, resolved)
     warn_unrelated(resolved, plan)
     return resolved, plan, raw_weights

@@ -19,7 +19,7 @@ from typing import Any
 from hf_soups.atomic_folder import check_output
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
-from hf_soups.ingredients import Ingredient, MergePlan, check_distinct, resolve_ingredients, validate
+from hf_soups.ingredients import Ingredient, MergePlan, check_distinct, resolve_ingredients, validate_ingredients
 from hf_soups.mean import RunningMean, SoupWeights
 from hf_soups.recipe_file import RECIPE_FILE, STATISTICS_RECIPES, local_spec, read_recipe
 from hf_soups.recipes.fisher import fisher_merge
@@ -68,7 +68,7 @@ def replay_recipe(
             "scores, which a recipe cannot cook again (write to another folder)"
         )
     check_distinct(ingredients)
-    plan = validate(ingredients, allow_single=True)
+    plan = validate_ingredients(ingredients, allow_single=True)
     mix = [entry.get("layer_weights", entry.get("weight", 1.0)) for entry in data["mix"]]
     mix = check_mix(mix, plan.shapes, [i.label for i in ingredients])
     options: dict[str, Any] = {"cooked_from": str(path), **(data.get("options") or {})}

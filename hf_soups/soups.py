@@ -1,5 +1,7 @@
-"""Cook a recipe and write its soup folder in one call: :func:`run_recipe`, :func:`cook_recipe` and the
-``*_soup`` functions (the fronts the command line, the callback and the package's names use).
+"""Run a recipe and write its soup folder in one call: :func:`run_recipe` (from ingredients), :func:`run_in_kitchen`
+(in a kitchen set up already) and the ``*_soup`` functions (the fronts the command line, the callback and the
+package's names use). A recipe's own step, which writes nothing, is its ``cook_*`` function
+(:data:`hf_soups.recipes.RECIPES`).
 
 They sit above the recipes (:mod:`hf_soups.recipes`, which write nothing) and the soup folder
 (:func:`hf_soups.soup_folder.write_soup_folder`: weights, ``soup.json``, ``recipe.yaml``, plots, the card).
@@ -15,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,7 @@ def run_recipe(
     **kitchen_options: Any,
 ) -> SoupReport:
     """Cook the recipe ``name`` (see :data:`RECIPES`) in a :func:`make_kitchen` kitchen (``kitchen_options`` go
-    there) and write its folder to ``output_dir`` when given (see :func:`cook_recipe`).
+    there) and write its folder to ``output_dir`` when given (see :func:`run_in_kitchen`).
 
     Raises:
         SoupError: an unknown recipe, an existing ``output_dir`` (unless ``overwrite``), or bad ingredients; all
@@ -51,11 +54,11 @@ def run_recipe(
     """
     _check_target(name, output_dir, overwrite)
     kitchen = make_kitchen(ingredients, task, **kitchen_options)
-    return cook_recipe(kitchen, name, output_dir, ensemble=ensemble, dtype=dtype, overwrite=overwrite,
-                       repo_id=repo_id, options=options)
+    return run_in_kitchen(kitchen, name, output_dir, ensemble=ensemble, dtype=dtype, overwrite=overwrite,
+                          repo_id=repo_id, options=options)
 
 
-def cook_recipe(
+def run_in_kitchen(
     kitchen: Kitchen,
     name: str,
     output_dir: str | Path | None = None,
@@ -66,7 +69,8 @@ def cook_recipe(
     repo_id: str | None = None,
     options: dict[str, Any] | None = None,
 ) -> SoupReport:
-    """Cook the recipe ``name`` in ``kitchen``, then write the soup folder (when ``output_dir`` is given).
+    """Cook the recipe ``name`` in ``kitchen`` (its ``cook_*`` step), then write the soup folder (when ``output_dir``
+    is given).
 
     Args:
         kitchen: the ingredients, judge and scoring model.
@@ -91,6 +95,16 @@ def cook_recipe(
     if output_dir is not None:
         _write(report, Path(output_dir), dtype, overwrite, repo_id)
     return report
+
+
+def cook_recipe(kitchen: Kitchen, name: str, output_dir: str | Path | None = None, **kwargs: Any) -> SoupReport:
+    """Deprecated name of :func:`run_in_kitchen`."""
+    warnings.warn(
+        "hf_soups.soups.cook_recipe is deprecated and will be removed: call run_in_kitchen (the same run)",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return run_in_kitchen(kitchen, name, output_dir, **kwargs)
 
 
 def _write(report: SoupReport, output_dir: Path, dtype: str | None, overwrite: bool, repo_id: str | None) -> None:
@@ -213,4 +227,4 @@ def stock_soup(ingredients, task=None, output_dir=None, *, base=None, start_head
     )
 
 
-__all__ = ["bagged_soup", "cook_recipe", "greedy_soup", "learned_soup", "run_recipe", "stock_soup", "uniform_soup"]
+__all__ = ["bagged_soup", "greedy_soup", "learned_soup", "run_in_kitchen", "run_recipe", "stock_soup", "uniform_soup"]

@@ -46,7 +46,7 @@ SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
+SAFETENSORS_CODES = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}  # torch dtype → header code
 _MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
 _CHUNK = 16 * 1024 * 1024
 _HASH_CHUNK = 1024 * 1024  # gaps between ranges (headers, unread tensors) are hashed in pieces this size
@@ -423,7 +423,7 @@ def write_safetensors(path: Path, tensors: Iterable[tuple[str, torch.Tensor]], i
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     for info in infos:
         header[info.name] = {
-            "dtype": DTYPE_NAMES[info.dtype],
+            "dtype": SAFETENSORS_CODES[info.dtype],
             "shape": list(info.shape),
             "data_offsets": [info.start, info.end],
         }

@@ -213,7 +213,7 @@ def output_file(value: str | os.PathLike[str], name: str = "output") -> Path:
     return path
 
 
-def check_apart(output: Path, folders: Iterable[tuple[str, Path]], name: str = "output") -> None:
+def check_folders_apart(output: Path, folders: Iterable[tuple[str, Path]], name: str = "output") -> None:
     """Refuse an output folder that is, is inside, or holds one of ``folders`` (``(label, folder)`` pairs),
     whatever the flags.
 

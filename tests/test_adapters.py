@@ -16,7 +16,7 @@ from hf_soups import SoupError, merge_models
 from hf_soups.adapter_soup import apply_adapters, base_snapshot
 from hf_soups.adapters import AdapterIngredient
 from hf_soups.cli import main
-from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups.ingredients import resolve_ingredients, validate_ingredients
 
 # (r, lora_alpha, target modules, use_rslora): different ranks, alphas and targets.
 ADAPTERS = [
@@ -250,7 +250,7 @@ def test_base_given_explicitly(lora, tmp_path):
     (anonymous / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": None}))
     with pytest.raises(SoupError, match="anonymous': adapter_config.json names no base_model_name_or_path"):
         resolve_ingredients([anonymous, adapters[1]])
-    validate(resolve_ingredients([anonymous, adapters[1]], base=base_dir))
+    validate_ingredients(resolve_ingredients([anonymous, adapters[1]], base=base_dir))
 
 
 def test_adapter_that_does_not_fit_its_base_is_refused(lora, tmp_path):
@@ -265,7 +265,7 @@ def test_adapter_that_does_not_fit_its_base_is_refused(lora, tmp_path):
         SoupError,
         match=r"broken': LoRA factors of '.*query.weight' make a \[16, 8\] update, the base weight is \[16, 16\]",
     ):
-        validate(resolve_ingredients([adapters[1], broken]))
+        validate_ingredients(resolve_ingredients([adapters[1], broken]))
 
 
 def test_apply_adapters_swaps_soups_on_one_loaded_base(lora, tmp_path):
@@ -289,7 +289,7 @@ def test_greedy_and_uniform_soups_of_adapters(lora, tmp_path):
     import yaml
     from helpers import BiasJudge
 
-    from hf_soups import cook, greedy_soup, uniform_soup
+    from hf_soups import greedy_soup, replay_recipe, uniform_soup
 
     _, adapters = lora
     greedy = greedy_soup(adapters, judge=BiasJudge(), output_dir=tmp_path / "greedy", progress=False)
@@ -304,5 +304,5 @@ def test_greedy_and_uniform_soups_of_adapters(lora, tmp_path):
     assert [m["adapter"]["lora_alpha"] for m in recipe["mix"]] == [a for _, a, *_ in ADAPTERS]
     card = (tmp_path / "uniform" / "README.md").read_text()
     assert "LoRA adapter r=4, lora_alpha=16" in card and "PEFT LoRA adapters" in card
-    cooked = cook(tmp_path / "uniform", tmp_path / "again")
+    cooked = replay_recipe(tmp_path / "uniform", tmp_path / "again")
     assert (cooked / "model.safetensors").read_bytes() == (tmp_path / "uniform" / "model.safetensors").read_bytes()

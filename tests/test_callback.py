@@ -29,7 +29,7 @@ from transformers import (
 
 from hf_soups import SoupCallback, SoupError, SoupTrainer
 from hf_soups.evaluation.data import heldout_rule, load_glue_split, split_rows
-from hf_soups.ingredients import validate
+from hf_soups.ingredients import validate_ingredients
 from hf_soups.pantry import Pantry, PantryEntry, check_heldout, check_same_start, fingerprint
 from hf_soups.recipes.trainer_judge import TrainerJudge
 from hf_soups.record import SoupRecord
@@ -105,7 +105,7 @@ def test_three_runs_fill_one_pantry_and_cook_a_soup(run, tmp_path):
         weights(entries[0].path)["classifier.weight"], weights(entries[2].path)["classifier.weight"]
     )
 
-    report = soup.cook(trainer)
+    report = soup.make_soup(trainer)
     assert report.output_dir == tmp_path / "soup"  # beside the pantry, not in the last run's folder
     assert {"README.md", "soup.json", "model.safetensors", "recipe.yaml", "greedy_trajectory.png"} <= {
         p.name for p in report.output_dir.iterdir()
@@ -156,10 +156,10 @@ def test_different_heads_refused_pinned_heads_accepted(run, tmp_path):
         trainer = run(f"u{seed}", seed=seed, callbacks=[unpinned], args={"max_steps": 1})
         run(f"p{seed}", seed=seed, callbacks=[pinned], args={"max_steps": 1})
     with pytest.raises(SoupError, match=r"'u0' and 'u1' start from different classifier heads.*pin_head=True"):
-        unpinned.cook(trainer)
+        unpinned.make_soup(trainer)
     assert (tmp_path / "pinned" / "start-head.safetensors").is_file()
     assert len({e.info["start"]["weights"] for e in Pantry(tmp_path / "pinned").entries()}) == 1
-    assert pinned.cook(trainer, recipe="uniform").record.recipe.name == "uniform"
+    assert pinned.make_soup(trainer, recipe="uniform").record.recipe.name == "uniform"
 
 
 def test_a_lora_sweep_over_seeds_cooks(run, tmp_path):
@@ -177,7 +177,7 @@ def test_a_lora_sweep_over_seeds_cooks(run, tmp_path):
     entries = Pantry(tmp_path / "pantry").entries()
     assert len({e.info["start"]["weights"] for e in entries}) == 1
     assert all((e.path / "adapter_config.json").is_file() for e in entries)
-    report = callback.cook(trainer, recipe="uniform")
+    report = callback.make_soup(trainer, recipe="uniform")
     assert [i.adapter["type"] for i in report.record.ingredients] == ["lora", "lora"]
     assert (report.output_dir / "model.safetensors").is_file()
 
@@ -195,7 +195,7 @@ def test_a_lora_sweep_over_seeds_pins_the_head_it_trains(run, tmp_path, pin_head
     head = load_file(tmp_path / "pantry" / "start-head.safetensors")
     assert sorted(head) == ["classifier.bias", "classifier.weight"]
     assert len({e.info["start"]["weights"] for e in pantry.entries()}) == 1
-    report = callback.cook(trainer, recipe="uniform")
+    report = callback.make_soup(trainer, recipe="uniform")
     assert [i.adapter["type"] for i in report.record.ingredients] == ["lora", "lora"]
     assert report.record.architecture == "BertForSequenceClassification"
     assert {"bert.encoder.layer.0.attention.self.query.weight", "classifier.weight"} <= set(weights(report.output_dir))
@@ -208,7 +208,7 @@ def test_a_soup_of_a_local_base_states_the_bases_license_and_names_no_local_path
     for seed in (0, 1):
         config = LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]) if lora else None
         trainer = run(f"run{seed}", seed=seed, lora=config, callbacks=[callback], args={"max_steps": 1})
-    report = callback.cook(trainer, recipe="uniform")
+    report = callback.make_soup(trainer, recipe="uniform")
     assert report.record.base_model == str((tmp_path / "base").resolve())  # soup.json: the base, where it was
     card = (report.output_dir / "README.md").read_text()
     front = card.split("---\n")[1]
@@ -236,7 +236,7 @@ def test_soup_trainer_is_trainer_plus_callback(run, tmp_path):
     for x, y in zip(a, b, strict=True):
         assert x.info["start"] == y.info["start"] and x.info["metrics"] == y.info["metrics"]
         assert all(torch.equal(t, weights(y.path)[k]) for k, t in weights(x.path).items())
-    ours, theirs = souped.soup(), callback.cook(plain)
+    ours, theirs = souped.soup(), callback.make_soup(plain)
     assert ours.output_dir == tmp_path / "soup"
     def results(report):  # ensemble members are named by their pantry paths (pantry-a/a…, pantry-b/b…)
         return [(r.name, r.scores, r.gain, [Path(m).name[1:] for m in r.members or []]) for r in report.record.results]
@@ -264,7 +264,7 @@ def test_cooking_a_pantry_of_one_run_says_so_and_returns_none(run, tmp_path, cap
     callback = SoupCallback(tmp_path / "pantry")
     trainer = run("only", callbacks=[callback])
     with caplog.at_level("WARNING", logger="hf_soups.callback"):
-        assert callback.cook(trainer) is None
+        assert callback.make_soup(trainer) is None
     assert "holds one ingredient (only) so far" in caplog.text
     assert not (tmp_path / "soup").exists()
 
@@ -316,7 +316,7 @@ def test_a_crash_leaves_the_pantry_usable(run, tmp_path, monkeypatch):
     pantry = tmp_path / "pantry"
     assert [p.name.startswith(".tmp-") for p in sorted(pantry.iterdir())] == [True, False, False]
     assert [e.name for e in Pantry(pantry).entries()] == ["ok1", "ok2"]
-    report = callback.cook(trainer)
+    report = callback.make_soup(trainer)
     assert [Path(i.spec).name for i in report.record.ingredients] == ["ok1", "ok2"]
 
 
@@ -349,7 +349,7 @@ def test_cook_pushes_when_asked(run, tmp_path, hub_server, hub_model_id, capsys)
                             hub_token=hub_server.token, license="apache-2.0")
     for lr in (1e-2, 3e-2):
         trainer = run(f"r{lr:g}", lr=lr, callbacks=[callback])
-    callback.cook(trainer)
+    callback.make_soup(trainer)
     assert f"{hub_server.endpoint}/{repo}/commit/" in capsys.readouterr().out  # where the soup went
     assert {"README.md", "soup.json", "model.safetensors"} <= set(HfApi(token=hub_server.token).list_repo_files(repo))
     card = Path(hf_hub_download(repo, "README.md", token=hub_server.token)).read_text()
@@ -392,7 +392,7 @@ def test_a_probe_head_is_every_runs_start_and_beats_a_random_head(run, tmp_path,
     random_loss = start_loss(untrained)
     untrained.model.load_state_dict(head, strict=False)
     assert start_loss(untrained) < random_loss
-    report = callback.cook(trainers[-1], recipe="uniform")
+    report = callback.make_soup(trainers[-1], recipe="uniform")
     assert {i.start_head for i in report.record.ingredients} == {"probe"}
     assert "a linear probe fitted on the frozen encoder's features" in (report.output_dir / "README.md").read_text()
 
@@ -432,11 +432,11 @@ def test_checkpoints_join_by_hard_links_and_greedy_can_keep_them(run, tmp_path):
     with pytest.raises(SoupError, match=r"choose 'final', 'all', 'last:K' \(K ≥ 1\) or 'ema:DECAY'"):
         pantry.select("last:0")
 
-    report = callback.cook(trainer)  # checkpoints=True: greedy over every checkpoint along the runs
+    report = callback.make_soup(trainer)  # checkpoints=True: greedy over every checkpoint along the runs
     assert [Path(i.spec).name for i in report.record.ingredients] == [e.name for e in pantry.select("all")]
     assert any(i.kept for i in report.record.ingredients)
 
-    report = callback.cook(trainer, entries="average:2", output_dir=tmp_path / "lawa")  # then greedy across runs
+    report = callback.make_soup(trainer, entries="average:2", output_dir=tmp_path / "lawa")  # then greedy across runs
     assert [Path(i.spec).name for i in report.record.ingredients] == ["r0.last2", "r1.last2"]
     assert [i.hyperparameters["averaged_checkpoints"] for i in report.record.ingredients] == [[2, 4], [2, 4]]
     average = weights(tmp_path / "pantry" / ".averages" / "r0.last2")["classifier.weight"]
@@ -456,7 +456,7 @@ def test_stock_from_a_pantry_uses_the_recorded_start(run, tmp_path):
     callback = SoupCallback(tmp_path / "pantry", pin_head=True)
     for seed in (0, 1, 2):
         trainer = run(f"r{seed}", seed=seed, lr=3e-2, callbacks=[callback])
-    report = callback.cook(trainer, recipe="stock")
+    report = callback.make_soup(trainer, recipe="stock")
     base = report.record.recipe.options["base"]
     assert base["ingredient"] == str(tmp_path / "base")  # the pretrained body every run loaded
     assert base["head"] == str(tmp_path / "pantry" / "start-head.safetensors")
@@ -464,7 +464,7 @@ def test_stock_from_a_pantry_uses_the_recorded_start(run, tmp_path):
     ingredients = Pantry(tmp_path / "pantry").ingredients(Pantry(tmp_path / "pantry").select("final"))
     expected, _, _ = stock_soup_tensors(
         ingredients,
-        validate(ingredients),
+        validate_ingredients(ingredients),
         StockBase.resolve(tmp_path / "base", tmp_path / "pantry" / "start-head.safetensors"),
     )
     written = weights(report.output_dir)
@@ -482,7 +482,7 @@ def test_runs_trained_without_their_heldout_rows_are_selected_on_them(run, tmp_p
     for name, seed in (("a", 0), ("b", 1)):
         trainer = run(name, seed=seed, callbacks=[soup], train_dataset=rest)
     assert [e.info["heldout"] for e in Pantry(tmp_path / "pantry").entries()] == [rule, rule]
-    record = soup.cook(trainer, recipe="bagged", bags=4).record
+    record = soup.make_soup(trainer, recipe="bagged", bags=4).record
     assert (record.recipe.select_split, record.recipe.report_split) == ("select_dataset", "eval_dataset")
     assert record.recipe.split_rule["rows"] == {"select": 8, "report": 24}  # the whole eval dataset reports
     assert record.recipe.options["bags"] == 4
@@ -499,21 +499,21 @@ def test_a_run_trained_under_another_heldout_rule_is_refused(run, tmp_path, tiny
     trainer = run("b", seed=1, callbacks=[late], train_dataset=other_rest)
     with pytest.raises(SoupError, match=r"pantry entry 'a' was trained under the held-out rule dataset train:heldout "
                        r"\(seed 0, .* but the soup is selected on dataset train:heldout \(seed 1"):
-        late.cook(trainer)
+        late.make_soup(trainer)
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"frobnicate": 1}, "cook: unknown option 'frobnicate'; the judge takes select_split, report_split, "),
-     ({"bags": 3}, "cook: unknown option 'bags'; .* recipe 'greedy' takes greedy_rule, min_gain, resume"),
-     ({"recipe": "frobnicate"}, "cook: unknown recipe 'frobnicate'; choose one of greedy, bagged, ")],
+    [({"frobnicate": 1}, "make_soup: unknown option 'frobnicate'; the judge takes select_split, report_split, "),
+     ({"bags": 3}, "make_soup: unknown option 'bags'; .* recipe 'greedy' takes greedy_rule, min_gain, resume"),
+     ({"recipe": "frobnicate"}, "make_soup: unknown recipe 'frobnicate'; choose one of greedy, bagged, ")],
 )
 def test_cook_refuses_an_unknown_option(run, tmp_path, options, message):
     soup = SoupCallback(tmp_path / "pantry", pin_head=True)
     for name, seed in (("a", 0), ("b", 1)):
         trainer = run(name, seed=seed, callbacks=[soup])
     with pytest.raises(SoupError, match=message):
-        soup.cook(trainer, **options)
+        soup.make_soup(trainer, **options)
 
 
 @needs_glue
@@ -522,7 +522,7 @@ def test_cook_gives_its_judge_options_to_the_glue_judge(run, tmp_path):
     for name, seed in (("a", 0), ("b", 1)):
         trainer = run(name, seed=seed, callbacks=[soup])
     # glue_dir was once swallowed by **options, and the Hub tried instead
-    report = soup.cook(trainer, task="rte", glue_dir=GLUE_DIR, select_split="validation:select",
+    report = soup.make_soup(trainer, task="rte", glue_dir=GLUE_DIR, select_split="validation:select",
                        report_split="validation:report", batch_size=64)
     assert report.record.recipe.split_rule["rows"] == {"select": 138, "report": 139}
 
@@ -572,7 +572,7 @@ def test_a_soup_is_not_selected_on_heldout_rows_changed_since_training(run, tmp_
     path.write_text("\n".join([header, *lines]) + "\n")  # one held-out row relabelled; positions unchanged
     with pytest.raises(SoupError, match=r"pantry entry 'a' was trained leaving out held-out rows whose text or labels "
                        r"differ from the rows the soup is selected on now .*\(rows reordered, edited or relabelled\)"):
-        soup.cook(trainer)
+        soup.make_soup(trainer)
 
 
 def test_an_entry_of_an_older_version_without_a_content_digest_is_checked_by_position(tmp_path, caplog):
@@ -638,7 +638,7 @@ def test_ema_entries_hold_each_runs_weight_average_and_cook(run, tmp_path):
 
     second = run("s", seed=1, callbacks=[soup])
     assert [e.name for e in pantry.select("final+ema:0.9")] == ["r", "r.ema-0.9", "s", "s.ema-0.9"]
-    report = soup.cook(second, entries="ema:0.5", output_dir=tmp_path / "soup")
+    report = soup.make_soup(second, entries="ema:0.5", output_dir=tmp_path / "soup")
     record = SoupRecord.load(report.output_dir)
     assert [Path(i.spec).name for i in record.ingredients] == ["r.ema-0.5", "s.ema-0.5"]
     with pytest.raises(SoupError, match=r"no entry is an EMA of decay 0.3.*holds ema:0.5, ema:0.9"):

@@ -110,7 +110,7 @@ def test_the_soup_is_the_one_one_process_cooks(work, sweep, tmp_path):
     one = SoupCallback(
         work / sweep / "pantry", checkpoints=True, task="rte", glue_dir=work / "glue",
         select_split="validation:select", report_split="validation:report", batch_size=4,
-    ).cook(output_dir=tmp_path / "soup")
+    ).make_soup(output_dir=tmp_path / "soup")
     a, b = one.record, SoupRecord.load(two)
     assert [(Path(i.spec).name, i.kept, i.weight) for i in a.ingredients] == [
         (Path(i.spec).name, i.kept, i.weight) for i in b.ingredients

@@ -78,6 +78,34 @@ def test_package_exports_resolve_lazily():
     assert done.stdout.strip() == "[]"  # neither `import hf_soups` nor `hf-soups --help` loads torch
 
 
+def test_renamed_names_warn_and_do_what_their_new_names_do(make_ingredients, tmp_path):
+    """Each name that issue 31 gave a single meaning still works, with a FutureWarning naming its successor."""
+    from helpers import BiasJudge
+
+    import hf_soups
+    from hf_soups.recipes import Kitchen
+    from hf_soups.soups import cook_recipe
+
+    folders = make_ingredients(2)
+    ingredients = hf_soups.resolve_ingredients(folders)
+    with pytest.warns(FutureWarning, match="call hf_soups.validate_ingredients"):
+        assert hf_soups.validate(ingredients) == hf_soups.validate_ingredients(ingredients)
+    kitchen = Kitchen(folders, BiasJudge(), progress=False)
+    with pytest.warns(FutureWarning, match="call Kitchen.tastings"):
+        assert kitchen.tasted() is kitchen.tastings()
+    with pytest.warns(FutureWarning, match="call Kitchen.taste_ingredients"):
+        assert kitchen.taste_all(uniform=False)[1] is None
+    with pytest.warns(FutureWarning, match="call run_in_kitchen"):
+        cook_recipe(kitchen, "uniform", tmp_path / "soup")
+    with pytest.warns(FutureWarning, match="call hf_soups.replay_recipe"):
+        again = hf_soups.cook(tmp_path / "soup", tmp_path / "again")
+    assert (again / "model.safetensors").read_bytes() == (tmp_path / "soup" / "model.safetensors").read_bytes()
+    callback = hf_soups.SoupCallback(tmp_path / "pantry")
+    with pytest.warns(FutureWarning, match="call SoupCallback.make_soup"):
+        with pytest.raises(hf_soups.SoupError, match="make_soup: give the Trainer"):
+            callback.cook()
+
+
 def test_version_comes_from_the_package_metadata():
     import importlib.metadata
 

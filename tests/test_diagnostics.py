@@ -31,7 +31,7 @@ from hf_soups.diagnostics import (
 from hf_soups.diagnostics.verdicts import _judge_landscape
 from hf_soups.errors import SoupError
 from hf_soups.ingredient import Ingredient
-from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups.ingredients import resolve_ingredients, validate_ingredients
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def runs(tmp_path, tiny_tokenizer):
 def space(folders, base=None):
     ingredients = resolve_ingredients(folders)
     base_ingredient = resolve_ingredients([base])[0] if base is not None else None
-    return weight_space(ingredients, validate(ingredients), base_ingredient)
+    return weight_space(ingredients, validate_ingredients(ingredients), base_ingredient)
 
 
 def test_copies_of_one_model_have_cosine_one(runs):
@@ -264,7 +264,7 @@ def test_barrier_marks_a_different_basin():
 def test_copies_give_a_flat_curve(runs):
     folders = runs(1, "ft")[:1] * 2
     ingredients = resolve_ingredients(folders)
-    landscape = loss_landscape(ingredients, validate(ingredients), "rte", glue_dir=GLUE_DIR, batch_size=64)
+    landscape = loss_landscape(ingredients, validate_ingredients(ingredients), "rte", glue_dir=GLUE_DIR, batch_size=64)
     curve, = landscape.curves
     assert curve.scores == [curve.scores[0]] * 5 and curve.barrier == 0.0
     assert landscape.split == "validation:select" and landscape.metric == "accuracy"

@@ -18,7 +18,7 @@ from hf_soups.evaluation import (
     split_names,
 )
 from hf_soups.evaluation.data import (
-    check_apart,
+    check_splits_apart,
     content_digest,
     glue_features,
     input_keys,
@@ -194,10 +194,10 @@ def test_a_heldout_fraction_outside_0_to_half_is_refused(tmp_path, fraction):
 )
 def test_check_apart(select, report, apart):
     if apart:
-        check_apart(select, report)
+        check_splits_apart(select, report)
     else:
         with pytest.raises(SoupError, match="overlaps"):
-            check_apart(select, report)
+            check_splits_apart(select, report)
 
 
 def test_unknown_split_lists_valid_ones(tmp_path):

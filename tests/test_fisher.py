@@ -14,13 +14,13 @@ from helpers import BiasJudge, TwoLayers, write_rte
 from safetensors.torch import load_file, save_file
 
 import hf_soups.recipes.fisher
-from hf_soups import SoupError, cook
+from hf_soups import SoupError, replay_recipe
 from hf_soups.cli import main
-from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups.ingredients import resolve_ingredients, validate_ingredients
 from hf_soups.recipes import make_kitchen
 from hf_soups.recipes.fisher import FISHER_FLOOR, fisher_diagonal, fisher_merge
 from hf_soups.recipes.kitchen import Kitchen
-from hf_soups.soups import cook_recipe, run_recipe
+from hf_soups.soups import run_in_kitchen, run_recipe
 
 
 def hand_fisher(model: TwoLayers, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -70,7 +70,7 @@ def test_fisher_of_a_padded_row_is_the_fisher_of_the_row_alone(make_ingredients,
 
 def test_the_weighted_average_is_the_one_computed_by_hand(make_ingredients, tmp_path):
     ingredients = resolve_ingredients(make_ingredients(2))
-    plan = validate(ingredients)
+    plan = validate_ingredients(ingredients)
     weights = [load_file(i.path / "model.safetensors") for i in ingredients]
     generator = torch.Generator().manual_seed(0)
     fishers = [{name: torch.rand(plan.shapes[name], generator=generator) for name in ("classifier.weight",
@@ -111,7 +111,7 @@ def sha(folder):
 def test_fisher_soup_records_its_fishers_and_cooks_again_bit_for_bit(make_ingredients, tmp_path, monkeypatch):
     folders, glue = make_ingredients(3), small_glue(tmp_path)
     kitchen = make_kitchen(folders, "rte", glue_dir=glue, progress=False)
-    report = cook_recipe(kitchen, "fisher", tmp_path / "soup", options={"statistics_rows": 6})
+    report = run_in_kitchen(kitchen, "fisher", tmp_path / "soup", options={"statistics_rows": 6})
     options = report.record.recipe.options
     assert (options["statistics_rows"], options["fisher_over"], options["fisher"]) == (6, "all", "exact")
     assert [r.name for r in report.record.results] == [
@@ -121,14 +121,15 @@ def test_fisher_soup_records_its_fishers_and_cooks_again_bit_for_bit(make_ingred
     assert recipe["recipe"] == "fisher" and recipe["options"] == {"statistics_rows": 6, "fisher_over": "all"}
     files = [entry["statistics"]["file"] for entry in recipe["mix"]]
     assert all(file.startswith("../soup.fisher-state/fisher-") for file in files) and len(set(files)) == 3
-    assert sha(cook(tmp_path / "soup", tmp_path / "again")) == sha(tmp_path / "soup")
-    assert sha(cook(tmp_path / "again", tmp_path / "third")) == sha(tmp_path / "soup")  # the re-cook's recipe too
+    assert sha(replay_recipe(tmp_path / "soup", tmp_path / "again")) == sha(tmp_path / "soup")
+    # the re-cook's recipe too
+    assert sha(replay_recipe(tmp_path / "again", tmp_path / "third")) == sha(tmp_path / "soup")
 
     def never(*args):
         raise AssertionError("estimated again")
 
     monkeypatch.setattr(hf_soups.recipes.fisher, "fisher_diagonal", never)
-    again = cook_recipe(kitchen, "fisher", tmp_path / "other", ensemble=False, options={
+    again = run_in_kitchen(kitchen, "fisher", tmp_path / "other", ensemble=False, options={
         "statistics_rows": 6, "state_dir": tmp_path / "soup.fisher-state"})  # the same Fishers, from the cache
     assert sha(tmp_path / "other") == sha(tmp_path / "soup")
     assert again.record.recipe.options["statistics"] == options["statistics"]
@@ -139,8 +140,8 @@ def test_fisher_over_greedy_merges_the_greedy_soups_members(make_ingredients, tm
     folders, glue = make_ingredients(3), small_glue(tmp_path)
     kitchen = make_kitchen(folders, "rte", glue_dir=glue, progress=False)
     options = {"fisher_over": "greedy", "greedy_rule": "ties"}
-    fisher = cook_recipe(kitchen, "fisher", ensemble=False, options=options)
-    ties = cook_recipe(kitchen, "greedy", ensemble=False, options={"greedy_rule": "ties"})
+    fisher = run_in_kitchen(kitchen, "fisher", ensemble=False, options=options)
+    ties = run_in_kitchen(kitchen, "greedy", ensemble=False, options={"greedy_rule": "ties"})
     assert [i.kept for i in fisher.record.ingredients] == [i.kept for i in ties.record.ingredients]
     assert fisher.record.recipe.options["greedy_rule"] == "ties" and "statistics" not in fisher.record.recipe.options
 
@@ -166,16 +167,16 @@ def test_cooking_refuses_a_changed_or_missing_fisher(make_ingredients, tmp_path,
 def test_fisher_refuses_what_gives_no_gradients_in_one_message(make_ingredients):
     message = "fisher soup: needs the inputs, logits and gradients of an encoder classifier or regressor"
     with pytest.raises(SoupError, match=f"{message} .* which a text-to-text model .*; cook greedy, uniform"):
-        cook_recipe(Kitchen(make_ingredients(2, arch="t5"), BiasJudge(), progress=False), "fisher")
+        run_in_kitchen(Kitchen(make_ingredients(2, arch="t5"), BiasJudge(), progress=False), "fisher")
     with pytest.raises(SoupError, match=f"{message} .* which the judge BiasJudge, which gives no batches"):
-        cook_recipe(Kitchen(make_ingredients(2, name="b"), BiasJudge(), progress=False), "fisher")
+        run_in_kitchen(Kitchen(make_ingredients(2, name="b"), BiasJudge(), progress=False), "fisher")
 
 
 def test_fisher_does_not_apply_where_the_judge_gives_no_logits_of_one_label_a_row(make_ingredients):
     judge = BiasJudge()
     judge.provides = {"logits"}  # as a Trainer judge of token classification (many labels a row)
     with pytest.raises(SoupError, match="recipe 'fisher' does not apply here: it needs logits of one label a row"):
-        cook_recipe(Kitchen(make_ingredients(2), judge, progress=False), "fisher")
+        run_in_kitchen(Kitchen(make_ingredients(2), judge, progress=False), "fisher")
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -186,5 +187,5 @@ def test_fisher_does_not_apply_where_the_judge_gives_no_logits_of_one_label_a_ro
 def test_fisher_refuses_bad_options_before_any_scoring(make_ingredients, tmp_path, options, message):
     kitchen = make_kitchen(make_ingredients(2), "rte", glue_dir=small_glue(tmp_path), progress=False)
     with pytest.raises(SoupError, match=message):
-        cook_recipe(kitchen, "fisher", options=options)
+        run_in_kitchen(kitchen, "fisher", options=options)
     assert kitchen._tasted is None

@@ -21,7 +21,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, T5Fo
 from hf_soups import merge_into_model, merge_models
 from hf_soups.cli import main
 from hf_soups.errors import SoupError
-from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups.ingredients import resolve_ingredients, validate_ingredients
 from hf_soups.mean import RunningMean
 
 
@@ -217,7 +217,7 @@ def test_running_mean_reads_each_file_once(make_ingredients, monkeypatch):
 
     folders = make_ingredients(3, save={"max_shard_size": "20KB"})
     ingredients = resolve_ingredients(folders)
-    plan = validate(ingredients)
+    plan = validate_ingredients(ingredients)
     opened = []
     real_stream = tensorfile.stream_tensors
 
@@ -249,7 +249,7 @@ def test_running_mean_add_all_opens_each_file_once(make_ingredients, monkeypatch
         return real_reader(path, *args)
 
     monkeypatch.setattr("hf_soups.ingredient.RangeReader", counting)
-    plan = validate(ingredients)
+    plan = validate_ingredients(ingredients)
     bar = types.SimpleNamespace(n=0)
     bar.update = lambda n=1: setattr(bar, "n", bar.n + n)
     RunningMean(plan).add_all(ingredients, [1.0] * 3, bar)
@@ -261,7 +261,7 @@ def test_running_mean_add_all_opens_each_file_once(make_ingredients, monkeypatch
 
 def test_a_mean_hands_on_its_weights_with_the_mix_and_a_copy_grows_apart(make_ingredients):
     ingredients = resolve_ingredients(make_ingredients(3))
-    mean = RunningMean(validate(ingredients))
+    mean = RunningMean(validate_ingredients(ingredients))
     mean.add_all(ingredients[:2], [2.0, 1.0])
     soup = mean.soup()
     assert soup.mix == [(ingredients[0], 2.0), (ingredients[1], 1.0)] and soup.members == ingredients[:2]
@@ -293,7 +293,7 @@ def test_add_all_equals_adding_one_by_one_bit_for_bit(make_ingredients, monkeypa
         folders = make_ingredients(3, save={"max_shard_size": "20KB"} if case == "sharded" else None)
     weights = {"weighted": [0.2, 0.0, 0.5]}.get(case, [1.0, 1.0, 1.0])
     one_by_one, all_at_once = resolve_ingredients(folders), resolve_ingredients(folders)
-    plan = validate(one_by_one)
+    plan = validate_ingredients(one_by_one)
     if case == "per-tensor":
         weights = [{name: (k + 1) * (j % 3) for j, name in enumerate(plan.shapes)} for k in range(3)]
     expected, got = RunningMean(plan), RunningMean(plan)

@@ -14,13 +14,13 @@ from helpers import GLUE_DIR, ROWS, BiasJudge, accelerate_launch, needs_glue
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
-from hf_soups import SoupError, bagged_soup, cook, greedy_soup, learned_soup, uniform_soup
+from hf_soups import SoupError, bagged_soup, greedy_soup, learned_soup, replay_recipe, uniform_soup
 from hf_soups.cli import main
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.scoring import Precision
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.record import SoupRecord
-from hf_soups.soups import cook_recipe
+from hf_soups.soups import run_in_kitchen
 
 
 def with_bias(folders, biases):
@@ -105,7 +105,7 @@ def test_bagged_greedy_keeps_what_most_bags_keep_for_the_cost_of_one_greedy_pass
     recipe = yaml.safe_load((tmp_path / "soup" / "recipe.yaml").read_text())
     assert recipe["recipe"] == "bagged" and recipe["options"] == {"greedy_rule": "strict", "min_gain": 0.0,
                                                                    "bags": 8, "bag_seed": 3}
-    again = cook(tmp_path / "soup" / "recipe.yaml", tmp_path / "again")
+    again = replay_recipe(tmp_path / "soup" / "recipe.yaml", tmp_path / "again")
     assert sha(again) == sha(tmp_path / "soup")
     assert SoupRecord.load(again).recipe.options["bags"] == 8
 
@@ -116,9 +116,9 @@ def test_recipes_cooked_in_one_kitchen_taste_the_ingredients_once(make_ingredien
     folders = with_bias(make_ingredients(4), [[0.3, 0.0], [5.0, 5.0], [0.0, -0.32], [0.0, 0.2]])
     judge = BiasJudge()
     kitchen = make_kitchen(folders, judge=judge, progress=False)
-    greedy = cook_recipe(kitchen, "greedy")
+    greedy = run_in_kitchen(kitchen, "greedy")
     assert judge.calls == 4 + 1 + 3 + 1  # tastings, the uniform soup, three candidates, the greedy soup
-    bagged = cook_recipe(kitchen, "bagged", options={"bags": 4})
+    bagged = run_in_kitchen(kitchen, "bagged", options={"bags": 4})
     assert judge.calls == 9 + 3 + 1  # no tasting again: the candidates and the bagged soup
     assert [r.scores for r in bagged.record.results if r.name == "uniform"] == [
         r.scores for r in greedy.record.results if r.name == "uniform"
@@ -292,7 +292,7 @@ def test_recooking_a_changed_ingredient_is_refused(make_ingredients, tmp_path):
     uniform_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", progress=False)
     with_bias(folders[1:], [[0.7, 0.7]])
     with pytest.raises(SoupError, match="has changed since the recipe was written"):
-        cook(tmp_path / "soup", tmp_path / "again")
+        replay_recipe(tmp_path / "soup", tmp_path / "again")
     assert not (tmp_path / "again").exists()
 
 
@@ -304,7 +304,7 @@ def test_a_recipe_cooks_from_anywhere_with_its_ingredients(make_ingredients, tmp
     for folder in [*folders, tmp_path / "soup"]:
         folder.rename(moved / folder.name)
     monkeypatch.chdir(moved / "ing0")  # neither where it was made nor the recipe's folder
-    assert sha(cook(moved / "soup" / "recipe.yaml", tmp_path / "again")) == sha(moved / "soup")
+    assert sha(replay_recipe(moved / "soup" / "recipe.yaml", tmp_path / "again")) == sha(moved / "soup")
     recipe = yaml.safe_load((tmp_path / "again" / "recipe.yaml").read_text())
     assert [m["ingredient"] for m in recipe["mix"]] == [str(Path("..") / "moved" / f"ing{i}") for i in range(2)]
 
@@ -315,7 +315,7 @@ def test_cooking_over_an_ingredient_is_refused(make_ingredients, tmp_path):
     before = (folders[0] / "model.safetensors").read_bytes()
     for output in (folders[0], tmp_path):
         with pytest.raises(SoupError, match="a soup is never written over its ingredients"):
-            cook(tmp_path / "soup", output, overwrite=True)
+            replay_recipe(tmp_path / "soup", output, overwrite=True)
     assert (folders[0] / "model.safetensors").read_bytes() == before
 
 
@@ -362,7 +362,7 @@ def test_hand_edited_recipes_are_checked(make_ingredients, tmp_path, edit, messa
     edit(recipe)
     path.write_text(yaml.safe_dump(recipe))
     with pytest.raises(SoupError, match=message):
-        cook(path, tmp_path / "again")
+        replay_recipe(path, tmp_path / "again")
     assert not (tmp_path / "again").exists()
 
 
@@ -379,7 +379,7 @@ def test_scoring_without_a_tokenizer_is_refused(make_ingredients, tmp_path):
 def test_unreadable_recipe_file(tmp_path):
     (tmp_path / "recipe.yaml").write_text("mix: [unclosed")
     with pytest.raises(SoupError, match="recipe file .* cannot be read"):
-        cook(tmp_path / "recipe.yaml", tmp_path / "out")
+        replay_recipe(tmp_path / "recipe.yaml", tmp_path / "out")
 
 
 def test_greedy_needs_two_ingredients(make_ingredients):
@@ -436,7 +436,7 @@ def test_learned_weights_sum_to_one_and_beat_uniform(make_ingredients, tmp_path,
     teacher = AutoModelForSequenceClassification.from_pretrained(folders[0])
     kitchen = Kitchen(folders[:1] + big, AgreementJudge(teacher), progress=False)
     options = {"granularity": granularity, "epochs": 30, "lr": 0.2}
-    report = cook_recipe(kitchen, "learned", tmp_path / "soup", options=options)
+    report = run_in_kitchen(kitchen, "learned", tmp_path / "soup", options=options)
     weights = [i.weight for i in report.record.ingredients]
     assert sum(weights) == pytest.approx(1.0)
     scores = {r.name: r.scores["select"]["accuracy"] for r in report.record.results}
@@ -447,7 +447,7 @@ def test_learned_weights_sum_to_one_and_beat_uniform(make_ingredients, tmp_path,
     else:
         per_tensor = [entry["layer_weights"] for entry in recipe["mix"]]
         assert all(sum(w[name] for w in per_tensor) == pytest.approx(1.0) for name in per_tensor[0])
-    assert sha(cook(tmp_path / "soup", tmp_path / "again")) == sha(tmp_path / "soup")
+    assert sha(replay_recipe(tmp_path / "soup", tmp_path / "again")) == sha(tmp_path / "soup")
 
 
 def test_learned_soup_fails_clearly_when_it_cannot_fit(make_ingredients, monkeypatch):

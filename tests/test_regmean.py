@@ -14,11 +14,11 @@ import yaml
 from helpers import BiasJudge, TwoLayers, write_rte
 from safetensors.torch import load_file, save_file
 
-from hf_soups import SoupError, cook
-from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups import SoupError, replay_recipe
+from hf_soups.ingredients import resolve_ingredients, validate_ingredients
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.regmean import gram_matrices, reduced, regmean_merge, regmean_weight
-from hf_soups.soups import cook_recipe, run_recipe
+from hf_soups.soups import run_in_kitchen, run_recipe
 
 
 def test_gram_matrices_are_the_inputs_gram_computed_by_hand():
@@ -89,7 +89,7 @@ def test_an_input_no_row_reaches_keeps_the_average_and_a_singular_gram_is_refuse
 
 def test_the_merge_is_regmean_on_linear_weights_and_the_average_elsewhere(make_ingredients, tmp_path):
     ingredients = resolve_ingredients(make_ingredients(2))
-    plan = validate(ingredients)
+    plan = validate_ingredients(ingredients)
     weights = [load_file(i.path / "model.safetensors") for i in ingredients]
     rng = np.random.default_rng(0)
     grams = []
@@ -122,12 +122,12 @@ def test_regmean_soup_records_its_gram_matrices_and_cooks_again_bit_for_bit(make
     recipe = yaml.safe_load((tmp_path / "soup" / "recipe.yaml").read_text())
     assert recipe["options"] == {"statistics_rows": 10, "regmean_alpha": 0.5}
     assert all(entry["statistics"]["file"].startswith("../soup.regmean-state/gram-") for entry in recipe["mix"])
-    assert sha(cook(tmp_path / "soup", tmp_path / "again")) == sha(tmp_path / "soup")
+    assert sha(replay_recipe(tmp_path / "soup", tmp_path / "again")) == sha(tmp_path / "soup")
 
 
 def test_regmean_refuses_a_bad_alpha_and_what_gives_no_inputs(make_ingredients):
     with pytest.raises(SoupError, match=r"regmean_alpha: must be in \[0, 1\], got 1.5"):
-        cook_recipe(Kitchen(make_ingredients(2), BiasJudge(), progress=False), "regmean",
-                    options={"regmean_alpha": 1.5})
+        run_in_kitchen(Kitchen(make_ingredients(2), BiasJudge(), progress=False), "regmean",
+                       options={"regmean_alpha": 1.5})
     with pytest.raises(SoupError, match="regmean soup: needs the inputs, logits and gradients .* text-to-text model"):
-        cook_recipe(Kitchen(make_ingredients(2, arch="t5", name="t"), BiasJudge(), progress=False), "regmean")
+        run_in_kitchen(Kitchen(make_ingredients(2, arch="t5", name="t"), BiasJudge(), progress=False), "regmean")

@@ -15,11 +15,11 @@ from helpers import BiasJudge, tiny_bert_config, tiny_t5_config
 from safetensors.torch import load_file, save_file
 from transformers import BertForSequenceClassification, BertModel, T5ForConditionalGeneration
 
-from hf_soups import SoupError, cook, stock_soup
-from hf_soups.ingredients import resolve_ingredients, validate
+from hf_soups import SoupError, replay_recipe, stock_soup
+from hf_soups.ingredients import resolve_ingredients, validate_ingredients
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.stock import StockBase, stock_soup_tensors
-from hf_soups.soups import cook_recipe
+from hf_soups.soups import run_in_kitchen
 
 
 def hand_cosine(thetas: list[torch.Tensor], theta0: torch.Tensor) -> float:
@@ -55,7 +55,7 @@ def stock_of(folders, base: StockBase) -> tuple[dict[str, torch.Tensor], dict[st
 
 def stock_with_clamped(folders, base: StockBase) -> tuple[dict[str, torch.Tensor], dict[str, float | None], list[str]]:
     ingredients = resolve_ingredients(folders)
-    soup, ratios, clamped = stock_soup_tensors(ingredients, validate(ingredients), base)
+    soup, ratios, clamped = stock_soup_tensors(ingredients, validate_ingredients(ingredients), base)
     return soup.tensors, ratios, clamped
 
 
@@ -160,7 +160,7 @@ def test_a_base_without_head_averages_the_head_unless_a_start_head_is_given(make
 
 def test_stock_recipe_scores_records_and_recooks_bit_for_bit(make_ingredients, bert_base, tmp_path):
     folders = make_ingredients(3)
-    report = cook_recipe(
+    report = run_in_kitchen(
         Kitchen(folders, BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": bert_base}
     )
     assert [r.name for r in report.record.results] == [
@@ -170,25 +170,26 @@ def test_stock_recipe_scores_records_and_recooks_bit_for_bit(make_ingredients, b
     assert options["base"]["ingredient"] == str(bert_base) and options["uniform_tensors"] == []
     assert options["clamped"] == len(stock_with_clamped(folders, StockBase.resolve(bert_base))[2]) > 0
     assert set(options["ratios"]) == {
-        n for n in validate(resolve_ingredients(folders)).shapes if "position_ids" not in n
+        n for n in validate_ingredients(resolve_ingredients(folders)).shapes if "position_ids" not in n
     }
     card = (tmp_path / "soup" / "README.md").read_text()
     assert "Model Stock" in card and "towards the base `base`" in card and "uniform average" not in card
     assert str(tmp_path) not in card  # the base by name, not its machine path (issue 23)
     digest = hashlib.sha256((tmp_path / "soup" / "model.safetensors").read_bytes()).hexdigest()
-    again = cook(tmp_path / "soup" / "recipe.yaml", tmp_path / "again")
+    again = replay_recipe(tmp_path / "soup" / "recipe.yaml", tmp_path / "again")
     assert hashlib.sha256((again / "model.safetensors").read_bytes()).hexdigest() == digest
     assert json.loads((again / "soup.json").read_text())["recipe"]["options"]["clamped"] == options["clamped"]
 
 
 def test_recooking_refuses_a_changed_base(make_ingredients, bert_base, tmp_path):
     folders = make_ingredients(2)
-    cook_recipe(Kitchen(folders, BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": bert_base})
+    kitchen = Kitchen(folders, BiasJudge(), progress=False)
+    run_in_kitchen(kitchen, "stock", tmp_path / "soup", options={"base": bert_base})
     state = load_file(bert_base / "model.safetensors")
     state["classifier.bias"] += 1
     save_file(state, bert_base / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(SoupError, match="model.safetensors has changed since the recipe was written"):
-        cook(tmp_path / "soup" / "recipe.yaml", tmp_path / "again")
+        replay_recipe(tmp_path / "soup" / "recipe.yaml", tmp_path / "again")
     assert not (tmp_path / "again").exists()
 
 
@@ -268,13 +269,14 @@ def test_a_base_with_nan_or_inf_is_refused_by_name(make_ingredients, bert_base, 
 def test_one_ingredient_is_refused(make_ingredients, bert_base):
     ingredients = resolve_ingredients(make_ingredients(1))
     with pytest.raises(SoupError, match=r"model stock: needs at least two ingredients, got 1"):
-        stock_soup_tensors(ingredients, validate(ingredients, allow_single=True), StockBase.resolve(bert_base))
+        plan = validate_ingredients(ingredients, allow_single=True)
+        stock_soup_tensors(ingredients, plan, StockBase.resolve(bert_base))
 
 
 def test_the_card_names_the_tensors_the_base_lacks(make_ingredients, bert_base, tmp_path):
     body = tmp_path / "body"
     BertForSequenceClassification.from_pretrained(bert_base).bert.save_pretrained(body)
-    cook_recipe(
+    run_in_kitchen(
         Kitchen(make_ingredients(2), BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": body}
     )
     card = (tmp_path / "soup" / "README.md").read_text()
@@ -294,12 +296,12 @@ def test_recipe_paths_are_relative_to_the_recipe_file_whatever_the_working_direc
     save_file({n: theta0[n] for n in ("classifier.weight", "classifier.bias")}, head)
     monkeypatch.chdir(tmp_path)  # base, start head and soup given relative to the working directory
     options = {"base": "base", "start_head": "pantry/start-head.safetensors"}
-    cook_recipe(Kitchen(folders, BiasJudge(), progress=False), "stock", "out/soup", options=options)
+    run_in_kitchen(Kitchen(folders, BiasJudge(), progress=False), "stock", "out/soup", options=options)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     recipe = tmp_path / "out" / "soup" / "recipe.yaml"
     assert "../../pantry/start-head.safetensors" in recipe.read_text()
-    again = cook(recipe, "again")
+    again = replay_recipe(recipe, "again")
     digest = hashlib.sha256((tmp_path / "out" / "soup" / "model.safetensors").read_bytes()).hexdigest()
     assert hashlib.sha256((again / "model.safetensors").read_bytes()).hexdigest() == digest

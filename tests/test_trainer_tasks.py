@@ -83,7 +83,7 @@ def test_a_token_classification_sweep_cooks_on_entity_f1(tmp_path, tiny_tokenize
                           processing_class=tiny_tokenizer, compute_metrics=entity_f1, callbacks=[soup])
         trainer.train()
 
-    report = soup.cook(trainer, output_dir=tmp_path / "greedy")
+    report = soup.make_soup(trainer, output_dir=tmp_path / "greedy")
     record = SoupRecord.load(report.output_dir)
     assert record.recipe.metric == "f1" and "report f1" in report.table
     names = [r.name for r in record.results]
@@ -97,11 +97,11 @@ def test_a_token_classification_sweep_cooks_on_entity_f1(tmp_path, tiny_tokenize
     card = ModelCard.load(report.output_dir / "README.md")
     assert card.data.pipeline_tag == "token-classification" and "f1 (report)" in card.text
 
-    uniform = soup.cook(trainer, recipe="uniform", output_dir=tmp_path / "uniform")
+    uniform = soup.make_soup(trainer, recipe="uniform", output_dir=tmp_path / "uniform")
     assert [r.name for r in uniform.record.results][:2] == ["best individual", "uniform"]
     with pytest.raises(SoupError, match="recipe 'learned' does not apply here: it needs .* one label a row .* the "
                        "judge scores from logits of many labels a row"):
-        soup.cook(trainer, recipe="learned", output_dir=tmp_path / "learned")
+        soup.make_soup(trainer, recipe="learned", output_dir=tmp_path / "learned")
     assert not (tmp_path / "learned").exists()
 
 
@@ -171,7 +171,7 @@ def test_a_t5_sweep_cooks_on_generated_text(tmp_path, caplog):
         trainer.train()
 
     with caplog.at_level(logging.WARNING, logger="hf_soups.recipes"):
-        report = soup.cook(trainer, output_dir=tmp_path / "greedy")
+        report = soup.make_soup(trainer, output_dir=tmp_path / "greedy")
     assert "the logit-ensemble rows are left out" in caplog.text and "generated ids" in caplog.text
     record = SoupRecord.load(report.output_dir)
     assert [r.name for r in record.results] == ["best individual", "greedy", "uniform"]
@@ -184,8 +184,8 @@ def test_a_t5_sweep_cooks_on_generated_text(tmp_path, caplog):
     assert greedy.scores["report"]["exact_match"] == pytest.approx(evaluated["eval_exact_match"])
     assert "exact_match (report)" in (report.output_dir / "README.md").read_text()
 
-    uniform = soup.cook(trainer, recipe="uniform", output_dir=tmp_path / "uniform")
+    uniform = soup.make_soup(trainer, recipe="uniform", output_dir=tmp_path / "uniform")
     assert [r.name for r in uniform.record.results] == ["best individual", "uniform"]
     with pytest.raises(SoupError, match="recipe 'learned' does not apply here: it needs the model's logits .* the "
                        "judge scores from generated ids"):
-        soup.cook(trainer, recipe="learned", output_dir=tmp_path / "learned")
+        soup.make_soup(trainer, recipe="learned", output_dir=tmp_path / "learned")

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     cook_args = TrainingArguments(output_dir=str(output), per_device_eval_batch_size=args.batch_size, report_to="none")
     recipe_options = {"greedy": ("greedy_rule", "min_gain"), "bagged": ("bags", "greedy_rule", "min_gain")}
     options = {name: getattr(args, name) for name in recipe_options.get(args.recipe, ())}
-    report = soup.cook(args=cook_args, entries=args.entries, **options)
+    report = soup.make_soup(args=cook_args, entries=args.entries, **options)
     if PartialState().is_main_process:
         print(f"\n{report.table}\n\nsoup, card and plots written to {report.output_dir}")
 

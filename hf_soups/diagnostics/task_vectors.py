@@ -198,7 +198,7 @@ def weight_space(ingredients: Sequence[Ingredient], plan: MergePlan, base: Ingre
 
     Args:
         ingredients: validated ingredients.
-        plan: their :func:`~hf_soups.ingredients.validate` plan.
+        plan: their :func:`~hf_soups.ingredients.validate_ingredients` plan.
         base: the pretrained model they were fine-tuned from (the centre); ``None`` centres on their mean. Its
             tensor names may lack the ingredients' model prefix (``bert.``), and it may lack the head.
 

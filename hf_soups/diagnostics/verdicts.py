@@ -34,7 +34,7 @@ from hf_soups.diagnostics.landscape import BARRIER_THRESHOLD, Landscape, loss_la
 from hf_soups.diagnostics.task_vectors import WeightSpace, weight_space
 from hf_soups.errors import SoupError
 from hf_soups.ingredient import Ingredient
-from hf_soups.ingredients import BODY_COSINE, body_cosines, resolve_ingredients, validate
+from hf_soups.ingredients import BODY_COSINE, body_cosines, resolve_ingredients, validate_ingredients
 
 if TYPE_CHECKING:
     from hf_soups.evaluation.dataset import TextDataset
@@ -134,7 +134,7 @@ def diagnose(
         verdicts[spec] = Verdict(spec, "off-base", [reason])
     weights = landscape = None
     if compatible:
-        plan = validate(compatible, allow_single=True)
+        plan = validate_ingredients(compatible, allow_single=True)
         weights = weight_space(compatible, plan, base_ingredient)
         findings += _judge_bodies(weights.specs, body_cosines(compatible, plan), verdicts)
         findings += _judge_weights(weights, verdicts)
@@ -157,7 +157,7 @@ def _compatible(ingredients: list[Ingredient]) -> tuple[list[Ingredient], dict[s
             if k == r:
                 continue
             try:
-                validate([reference, other])
+                validate_ingredients([reference, other])
             except SoupError as err:
                 errors[r][k] = str(err)
     reference = min(errors, key=lambda r: len(errors[r]))

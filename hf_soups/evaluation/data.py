@@ -368,7 +368,7 @@ def hold_out(
     return dataset.select([i for i in kept if keys[i] not in held_keys]), rows, rule
 
 
-def check_apart(select_split: str, report_split: str) -> None:
+def check_splits_apart(select_split: str, report_split: str) -> None:
     """Refuse a selection split that shares rows with the report split: they must be different base splits or the
     two parts of one (``validation:select`` / ``validation:report``, ``train:heldout`` / ``train:rest``).
 
@@ -376,8 +376,8 @@ def check_apart(select_split: str, report_split: str) -> None:
         SoupError: naming both splits.
 
     Example:
-        >>> check_apart("train:heldout", "validation")
-        >>> check_apart("validation:select", "validation")
+        >>> check_splits_apart("train:heldout", "validation")
+        >>> check_splits_apart("validation:select", "validation")
         Traceback (most recent call last):
         ...
         hf_soups.errors.SoupError: select_split 'validation:select' overlaps report_split 'validation': ...

@@ -29,7 +29,7 @@ from hf_soups.errors import SoupError
 from hf_soups.evaluation import SplitRule
 from hf_soups.evaluation.dataset import text_dataset
 from hf_soups.ingredient import label_map
-from hf_soups.ingredients import Ingredient, resolve_ingredients, validate
+from hf_soups.ingredients import Ingredient, resolve_ingredients, validate_ingredients
 from hf_soups.options import (
     RECIPE_NAMES,
     DatasetOptions,
@@ -56,7 +56,7 @@ class Recipe:
     """A recipe in the registry: its ``cook_*`` function, the options it takes beyond ``ensemble``, and whether it
     keeps files in a state folder.
 
-    A recipe with ``state`` also takes ``state_dir``: :func:`~hf_soups.soups.cook_recipe` gives it
+    A recipe with ``state`` also takes ``state_dir``: :func:`~hf_soups.soups.run_in_kitchen` gives it
     ``<output_dir>.<name>-state`` (greedy's, to resume from, is removed once the soup folder is written; fisher's and
     regmean's statistics stay, for ``recipe.yaml`` to re-cook from)."""
 
@@ -146,7 +146,7 @@ def make_kitchen(
             f"only one ingredient ({resolved[0].spec}): a recipe needs at least two (to copy one model, use "
             "hf-soups merge --allow-single)"
         )
-    plan = validate(resolved)
+    plan = validate_ingredients(resolved)
     data = text_dataset(dataset, dataset_config=dataset_config, text_columns=text_columns, label_column=label_column,
                         metric=metric)
     if task is not None and data is not None:
@@ -181,7 +181,7 @@ def ensemble_scores(ingredients, task=None, **kwargs: Any):
         >>> ensemble_scores(["runs/a", "runs/b"], "rte", glue_dir="glue_data").report.metrics  # doctest: +SKIP
     """
     kitchen = make_kitchen(ingredients, task, **kwargs)
-    tastings, _ = kitchen.taste_all(uniform=False)
+    tastings, _ = kitchen.taste_ingredients(uniform=False)
     return kitchen.ensemble(tastings)
 
 

@@ -63,7 +63,7 @@ def cook_bagged(
         raise SoupError("bagged greedy soup: needs at least two ingredients")
     bags, bag_seed = positive_int(bags, "bags"), non_negative_int(bag_seed, "bag_seed")
     rule = selection_rule(greedy_rule, min_gain)
-    tastings, uniform = kitchen.tasted()
+    tastings, uniform = kitchen.tastings()
     order = greedy_order(tastings)
     labels = tastings[0].select.labels
     rng = np.random.default_rng(bag_seed)

@@ -14,7 +14,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_soups.evaluation import EvalResult, SplitRule
-from hf_soups.evaluation.data import check_apart
+from hf_soups.evaluation.data import check_splits_apart
 from hf_soups.evaluation.dataset import TextDataset
 from hf_soups.options import DatasetOptions, JudgeOptions
 from hf_soups.recipes.judge import GlueJudge
@@ -72,7 +72,7 @@ class DatasetJudge(GlueJudge):
             dataset, dataset_config=dataset_config, text_columns=text_columns, label_column=label_column,
             metric=metric,
         )
-        check_apart(select_split, report_split)  # before any data is read
+        check_splits_apart(select_split, report_split)  # before any data is read
         select, report = data.splits(
             [select_split, report_split], id2label, SplitRule(heldout_fraction=heldout_fraction)
         )

@@ -9,7 +9,7 @@ higher (``strict``) or no lower (``ties``) by more than ``min_gain``. It scores 
 every ingredient's logits on both splits.
 
 Example:
-    >>> tastings, _ = kitchen.tasted()  # doctest: +SKIP
+    >>> tastings, _ = kitchen.tastings()  # doctest: +SKIP
     >>> [b.name for b in baselines(kitchen, tastings)]  # doctest: +SKIP
     ['ensemble', 'ensemble (greedy)']
 """

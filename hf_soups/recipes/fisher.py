@@ -27,7 +27,7 @@ at a time into fp64 sums Σ Fᵢθᵢ and Σ Fᵢ beside the uniform mean: about
 of ingredients.
 
 Example:
-    >>> report = cook_recipe(kitchen, "fisher", "soup", options={"statistics_rows": 256})  # doctest: +SKIP
+    >>> report = run_in_kitchen(kitchen, "fisher", "soup", options={"statistics_rows": 256})  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def cook_fisher(
     rule = selection_rule(greedy_rule, min_gain)
     check_applies(kitchen, "fisher")
     rows = estimation_rows(kitchen, statistics_rows)
-    tastings, uniform = kitchen.tasted()
+    tastings, uniform = kitchen.tastings()
     if fisher_over == "all":
         members = list(range(len(kitchen.ingredients)))
     else:

@@ -71,7 +71,7 @@ def cook_greedy(
     if state is None:
         if state_dir is not None and is_main_process():
             (state_dir / STATE_FILE).unlink(missing_ok=True)  # a fresh run never resumes into an older state
-        tastings, uniform = kitchen.tasted()
+        tastings, uniform = kitchen.tastings()
         state = GreedyState(tastings=tastings, uniform=uniform, order=greedy_order(tastings), rule=rule)
         state.save(state_dir, kitchen)
     mean = kitchen.new_mean()

@@ -27,7 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult, GlueScorer, SplitRule, TaskSpec, get_task, glue_metrics
-from hf_soups.evaluation.data import GlueSplit, check_apart
+from hf_soups.evaluation.data import GlueSplit, check_splits_apart
 from hf_soups.evaluation.models import is_text_to_text
 from hf_soups.evaluation.scoring import FORMATS, Precision, scoring_precision
 
@@ -72,8 +72,9 @@ class GlueJudge:
         task: a GLUE task name.
         tokenizer: the ingredients' tokenizer.
         select_split / report_split: split names (see :func:`~hf_soups.evaluation.split_names`) that share no
-            row (:func:`~hf_soups.evaluation.data.check_apart`), or their rows already loaded (``GlueSplit``s of
-            ``task``: :class:`~hf_soups.recipes.dataset_judge.DatasetJudge` gives a user's dataset so).
+            row (:func:`~hf_soups.evaluation.data.check_splits_apart`), or their rows already loaded
+            (``GlueSplit``s of ``task``: :class:`~hf_soups.recipes.dataset_judge.DatasetJudge` gives a user's dataset
+            so).
         glue_dir: a local GLUE tsv folder, else the Hub's ``nyu-mll/glue``.
         batch_size: rows a batch and process (``None``: 32 on the CPU, a token budget on an accelerator; see
             :class:`~hf_soups.evaluation.GlueScorer`).
@@ -98,7 +99,7 @@ class GlueJudge:
         self.task, self.metric = self.spec.name, self.spec.main_metric
         splits = {"select": select_split, "report": report_split}
         self.split_names = {part: split if isinstance(split, str) else split.name for part, split in splits.items()}
-        check_apart(self.split_names["select"], self.split_names["report"])
+        check_splits_apart(self.split_names["select"], self.split_names["report"])
         accelerator = accelerator or Accelerator()
         self.scorers = {
             part: GlueScorer(

@@ -17,11 +17,12 @@ model and mean, on its own device: host memory per process does not grow with th
 Example:
     >>> judge = GlueJudge("rte", tokenizer, glue_dir="glue")  # doctest: +SKIP
     >>> kitchen = Kitchen(["runs/a", "runs/b", "runs/c"], judge)  # doctest: +SKIP
-    >>> tastings, uniform = kitchen.taste_all()  # doctest: +SKIP
+    >>> tastings, uniform = kitchen.tastings()  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,14 @@ from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.models import is_text_to_text
 from hf_soups.hashing import HashCache
-from hf_soups.ingredients import CheckpointChoice, Ingredient, MergePlan, check_distinct, resolve_ingredients, validate
+from hf_soups.ingredients import (
+    CheckpointChoice,
+    Ingredient,
+    MergePlan,
+    check_distinct,
+    resolve_ingredients,
+    validate_ingredients,
+)
 from hf_soups.mean import RunningMean, SoupWeights
 from hf_soups.recipes.judge import SPLITS, Judge, scoring_target
 from hf_soups.record import SoupResult
@@ -69,7 +77,7 @@ class Kitchen:
         checkpoints: which ``checkpoint-*`` of Trainer output folders to take.
         token: Hub token.
         progress: progress bars (drawn by the main process only: under ``accelerate launch`` every process cooks).
-        plan: the ingredients' :func:`~hf_soups.ingredients.validate` plan, when already made.
+        plan: the ingredients' :func:`~hf_soups.ingredients.validate_ingredients` plan, when already made.
 
     Attributes:
         model: the scoring model, on ``device``, its float weights in ``precision.dtype``.
@@ -88,7 +96,7 @@ class Kitchen:
     ) -> None:
         self.ingredients = resolve_ingredients(ingredients, checkpoints=checkpoints, token=token)
         check_distinct(self.ingredients)
-        self.plan = plan or validate(self.ingredients)
+        self.plan = plan or validate_ingredients(self.ingredients)
         self.judge = judge
         self.progress = progress and PartialState().is_main_process
         self.hash_cache = HashCache()
@@ -142,8 +150,9 @@ class Kitchen:
         select, report = (self.judge.score(self.model, split, return_predictions=predictions) for split in SPLITS)
         return ModelScores(name, select, report)
 
-    def taste_all(self, uniform: bool = True) -> tuple[list[ModelScores], SoupWeights | None]:
-        """Read each ingredient once: score it on both splits and (optionally) add it to the uniform soup.
+    def taste_ingredients(self, uniform: bool = True) -> tuple[list[ModelScores], SoupWeights | None]:
+        """A tasting pass: read each ingredient once, score it on both splits and (optionally) add it to the uniform
+        soup. Each call reads and scores every ingredient again; recipes share one pass through :meth:`tastings`.
 
         Returns:
             The tastings in ingredient order, and the uniform soup (``None`` unless ``uniform``).
@@ -158,20 +167,30 @@ class Kitchen:
             tastings.append(self.score(ingredient.spec))
         return tastings, None if mean is None else mean.soup()
 
-    def tasted(self) -> tuple[list[ModelScores], ModelScores]:
-        """Every ingredient's scores and the uniform soup's, from one :meth:`taste_all` pass per kitchen: recipes
-        cooked in the same kitchen (greedy, bagged, learned, stock) share them instead of reading and scoring every
-        ingredient again. The uniform soup's weights are not kept (one model of memory less).
+    def tastings(self) -> tuple[list[ModelScores], ModelScores]:
+        """Every ingredient's scores and the uniform soup's, from one :meth:`taste_ingredients` pass per kitchen:
+        recipes cooked in the same kitchen (greedy, bagged, learned, stock) share them instead of reading and scoring
+        every ingredient again. The uniform soup's weights are not kept (one model of memory less).
 
         Example:
-            >>> tastings, uniform = kitchen.tasted()  # doctest: +SKIP
+            >>> tastings, uniform = kitchen.tastings()  # doctest: +SKIP
             >>> uniform.report.main  # doctest: +SKIP
             0.684
         """
         if self._tasted is None:
-            tastings, soup = self.taste_all()
+            tastings, soup = self.taste_ingredients()
             self._tasted = tastings, self.score_soup(soup, "uniform")
         return self._tasted
+
+    def taste_all(self, uniform: bool = True) -> tuple[list[ModelScores], SoupWeights | None]:
+        """Deprecated name of :meth:`taste_ingredients`."""
+        _renamed("Kitchen.taste_all", "Kitchen.taste_ingredients (a tasting pass)")
+        return self.taste_ingredients(uniform)
+
+    def tasted(self) -> tuple[list[ModelScores], ModelScores]:
+        """Deprecated name of :meth:`tastings`."""
+        _renamed("Kitchen.tasted", "Kitchen.tastings (the pass recipes share)")
+        return self.tastings()
 
     def score_soup(self, soup: SoupWeights, name: str) -> ModelScores:
         """Load a soup's weights into the model and score it."""
@@ -182,6 +201,10 @@ class Kitchen:
         """The logit-ensemble baseline of the given ingredients (N× the inference cost; not a soup)."""
         select, report = (self.judge.ensemble([getattr(t, split) for t in tastings]) for split in SPLITS)
         return ModelScores("ensemble", select, report)
+
+
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated and will be removed: call {new}", FutureWarning, stacklevel=3)
 
 
 def model_config(ingredient: Ingredient) -> tuple[transformers.PretrainedConfig, type[transformers.PreTrainedModel]]:

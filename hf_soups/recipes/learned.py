@@ -46,7 +46,7 @@ def cook_learned(
     device = device.device if device is not None else torch.device("cpu")
     names = [name for name in kitchen.plan.shapes if kitchen.plan.is_float(name)]
     check_memory(kitchen, names, device)
-    tastings, uniform = kitchen.tasted()
+    tastings, uniform = kitchen.tastings()
     stacks = {name: torch.empty(len(kitchen.ingredients), *kitchen.plan.shapes[name], device=device) for name in names}
     for i, ingredient in enumerate(
         tqdm(kitchen.ingredients, desc="loading ingredients", disable=not kitchen.progress)

@@ -26,7 +26,7 @@ solves each layer's system in fp64 on the merge's threads (:func:`~hf_soups.thre
 ``hf-soups cook`` re-cooks the same bits.
 
 Example:
-    >>> report = cook_recipe(kitchen, "regmean", "soup", options={"regmean_alpha": 0.9})  # doctest: +SKIP
+    >>> report = run_in_kitchen(kitchen, "regmean", "soup", options={"regmean_alpha": 0.9})  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def cook_regmean(
     alpha = unit_interval(regmean_alpha, "regmean_alpha")
     check_applies(kitchen, "regmean")
     rows = estimation_rows(kitchen, statistics_rows)
-    tastings, uniform = kitchen.tasted()
+    tastings, uniform = kitchen.tastings()
     names = [name for name in kitchen.plan.shapes if kitchen.plan.is_float(name)]
     with statistics_folder(state_dir) as folder:
         cache = StatisticsCache(folder, "gram", kitchen, rows)

@@ -16,7 +16,8 @@ Memory is the fp32 soup plus one tensor; each input is read once (and hashed on 
 Example:
     >>> from hf_soups.recipes.stock import StockBase, stock_soup_tensors
     >>> base = StockBase(resolve_ingredients(["bert-base-uncased"])[0])  # doctest: +SKIP
-    >>> soup, ratios, clamped = stock_soup_tensors(ingredients, validate(ingredients), base)  # doctest: +SKIP
+    >>> plan = validate_ingredients(ingredients)  # doctest: +SKIP
+    >>> soup, ratios, clamped = stock_soup_tensors(ingredients, plan, base)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def stock_soup_tensors(
 
     Args:
         ingredients: validated ingredients (safetensors weights).
-        plan: their :func:`~hf_soups.ingredients.validate` plan.
+        plan: their :func:`~hf_soups.ingredients.validate_ingredients` plan.
         base: θ₀.
         hash_cache: where weight-file hashes are looked up and remembered.
 
@@ -257,7 +258,7 @@ def cook_stock(
     """
     base = StockBase.resolve(base, start_head)
     check_base(base, kitchen.ingredients, kitchen.plan)  # before any scoring
-    tastings, uniform_tasting = kitchen.tasted()
+    tastings, uniform_tasting = kitchen.tastings()
     soup, ratios, clamped = stock_soup_tensors(kitchen.ingredients, kitchen.plan, base, kitchen.hash_cache)
     soups = [kitchen.score_soup(soup, "stock"), uniform_tasting]
     if ensemble:

@@ -13,7 +13,7 @@ def cook_uniform(kitchen: Kitchen, ensemble: bool = CookOptions.ensemble) -> Sou
 
     Each ingredient is read once: scored alone and added to the mean in the same pass.
     """
-    tastings, soup = kitchen.taste_all(uniform=True)
+    tastings, soup = kitchen.taste_ingredients(uniform=True)
     soups = [kitchen.score_soup(soup, "uniform")]
     if ensemble:
         soups.extend(baselines(kitchen, tastings))
