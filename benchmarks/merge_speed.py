@@ -7,11 +7,14 @@ input pages):
 
 - floor: a Python process that imports torch and safetensors, reads every input file once with plain reads and
   writes one output file of the soup's size;
-- hf_soups: ``merge_models(paths, out, threads=...)`` for each ``--threads`` setting (``auto``: hf_soups' own
-  choice; ``torch``: torch's default thread count, what hf_soups used before it chose; or a number), first with an
-  empty sha256 cache (every input is hashed while it streams: sha256 runs at about 1.2 GB/s on one core, slower
-  than reading from the page cache), then again with the digests cached (keyed by size, mtime and inode), the case
-  of every later merge or recipe over the same files;
+- hf_soups, through both fronts: ``merge_models(paths, out, threads=...)`` in Python and ``hf-soups merge`` (``python
+  -m hf_soups.cli merge``: the command's own imports included), for each ``--threads`` setting (``auto``: hf_soups'
+  own choice; ``torch``: torch's default thread count, what hf_soups used before it chose; or a number), first with
+  an empty sha256 cache (every input is hashed while it streams: sha256 runs at about 1.2 GB/s on one core, slower
+  than reading from the page cache, and the model class is built once to learn which stored tensors
+  ``from_pretrained`` ignores: transformers' modeling code is imported), then again with the digests and those rules
+  cached (keyed by size, mtime and inode; by config and transformers version), the case of every later merge or
+  recipe over the same files. Both write the same soup folder (weights, ``soup.json``, ``recipe.yaml``, card);
 - mergekit (optional): ``mergekit-yaml`` with a ``linear`` merge of the same inputs (its own venv, see
   ``benchmarks/setup_mergekit.sh``), with its default threads.
 
@@ -22,11 +25,13 @@ while other runs train.
 The conditions alternate within every repeat, so that other load on the machine falls on both alike.
 
 Every run reads from a warm page cache (the floor runs first and warms it). The table gives ratios, which are what
-is comparable on a noisy machine.
+is comparable on a noisy machine. ``--layers`` makes the checkpoints shallower than BERT-base's 12 layers (same
+width), for a quick run on a small machine.
 
 Usage:
     python benchmarks/merge_speed.py --workdir /tmp/merge-bench --counts 2 8 --repeats 2 --threads auto torch \\
         --conditions quiet busy --mergekit benchmarks/.venv-mergekit/bin/mergekit-yaml
+    python benchmarks/merge_speed.py --counts 8 --repeats 2 --threads auto --conditions quiet --layers 2
 """
 
 from __future__ import annotations
@@ -62,6 +67,17 @@ setting, paths, out = sys.argv[1], sys.argv[2:-1], sys.argv[-1]
 threads = None if setting == "auto" else torch.get_num_threads() if setting == "torch" else int(setting)
 merge_models(paths, out, progress=False, threads=threads)
 """
+FRONTS = ("merge_models", "hf-soups merge")
+
+
+def hf_soups_command(front: str, setting: str, dirs: list[str], out: Path) -> list[str]:
+    """The child process that merges ``dirs`` into ``out`` through ``front`` with the ``--threads`` ``setting``."""
+    if front == "merge_models":
+        return [sys.executable, "-c", HF_SOUPS, setting, *dirs, str(out)]
+    if setting == "torch":
+        setting = subprocess.check_output([sys.executable, "-c", "import torch; print(torch.get_num_threads())"])
+    threads = [] if setting == "auto" else ["--threads", str(int(setting))]
+    return [sys.executable, "-m", "hf_soups.cli", "merge", *dirs, "-o", str(out), *threads]
 
 # CPU-bound jobs started beside the merge (each on torch's default threads, as a user's job would be).
 BUSY_JOBS = {
@@ -88,17 +104,21 @@ while True:
 BUSY_WARMUP_S = 5.0  # let the job build its model and reach its steady loop before the first timed run
 
 
-def make_checkpoints(workdir: Path, count: int) -> list[Path]:
+def checkpoint_folders(workdir: Path, count: int, layers: int) -> list[Path]:
+    return [workdir / (f"ckpt{i}" if layers == 12 else f"ckpt{i}-{layers}layers") for i in range(count)]
+
+
+def make_checkpoints(workdir: Path, count: int, layers: int) -> list[Path]:
     """Write the checkpoints (run in a child process: a parent holding a model would inflate every later child's
     max RSS, which Linux counts from the fork)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    folders = [workdir / f"ckpt{i}" for i in range(count)]
+    folders = checkpoint_folders(workdir, count, layers)
     if all((f / "model.safetensors").exists() for f in folders):
         return folders
     torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig())  # BERT-base shape
+    model = BertForSequenceClassification(BertConfig(num_hidden_layers=layers))  # BERT-base shape (12 layers)
     base = {k: v.clone() for k, v in model.state_dict().items()}
     for i, folder in enumerate(folders):
         if (folder / "model.safetensors").exists():
@@ -113,12 +133,14 @@ def make_checkpoints(workdir: Path, count: int) -> list[Path]:
 
 def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """Wall seconds and max RSS (bytes) of a child process."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{command[:3]} failed: {process.stderr.read().decode()[-2000:]}")
+    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a progress bar never fills it and blocks
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            stderr.seek(0)
+            raise RuntimeError(f"{command[:3]} failed: {stderr.read().decode()[-2000:]}")
     return wall, usage.ru_maxrss * 1024
 
 
@@ -161,23 +183,28 @@ def main() -> None:
     parser.add_argument("--busy-threads", type=int, help="the busy job's torch threads (default: torch's default, "
                         "every CPU; fewer leave cores free, as a GPU training job's CPU side does)")
     parser.add_argument("--mergekit", help="path to mergekit-yaml (see benchmarks/setup_mergekit.sh)")
+    parser.add_argument("--layers", type=int, default=12, help="encoder layers of the checkpoints (BERT-base: 12)")
     parser.add_argument("--make-checkpoints", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.make_checkpoints:
-        make_checkpoints(args.workdir, args.make_checkpoints)
+        make_checkpoints(args.workdir, args.make_checkpoints, args.layers)
         return
     count = max(args.counts)
     subprocess.run(
-        [sys.executable, __file__, "--make-checkpoints", str(count), "--workdir", str(args.workdir)], check=True
+        [sys.executable, __file__, "--make-checkpoints", str(count), "--workdir", str(args.workdir), "--layers",
+         str(args.layers)],
+        check=True,
     )
-    folders = [args.workdir / f"ckpt{i}" for i in range(count)]
+    folders = checkpoint_folders(args.workdir, count, args.layers)
     checkpoint = (folders[0] / "model.safetensors").stat().st_size
-    print(f"checkpoint: BERT-base shape, fp32, {checkpoint / 1e6:.0f} MB; medians of {args.repeats} runs per cell; "
+    shape = "BERT-base shape" if args.layers == 12 else f"BERT-base width, {args.layers} layers"
+    print(f"checkpoint: {shape}, fp32, {checkpoint / 1e6:.0f} MB; medians of {args.repeats} runs per cell; "
           f"{os.cpu_count()} CPUs; busy job: {args.busy_job} on {args.busy_threads or 'default'} threads")
-    print("| N | beside | hf_soups threads | floor s | first merge s | ×floor | cached hashes s | ×floor | "
-          "cached ×quiet | floor ×quiet | mergekit s | first ×mergekit | cached ×mergekit | peak RSS / checkpoint |")
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| N | beside | front | hf_soups threads | floor s | first merge s | ×floor | cached hashes s | ×floor | "
+          "cached ×quiet | floor ×quiet | mergekit s | first ×mergekit | cached ×mergekit | "
+          "peak RSS / checkpoint: first | cached |")
+    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     beside = f"a {args.busy_job} job" + (f" ({args.busy_threads} thread{'s' * (args.busy_threads > 1)})"
                                           if args.busy_threads else "")
     for count in args.counts:
@@ -197,10 +224,13 @@ def main() -> None:
                     floor = [sys.executable, "-c", FLOOR, *inputs, str(out / "floor.bin")]
                     cells.setdefault("floor", []).append(measure(floor))
                     for setting in args.threads:
-                        cache.unlink(missing_ok=True)
-                        for stage in ("cold", "warm"):
-                            command = [sys.executable, "-c", HF_SOUPS, setting, *dirs, str(out / f"{stage}-{setting}")]
-                            cells.setdefault(f"{stage} {setting}", []).append(measure(command, env))
+                        for front in FRONTS:
+                            cache.unlink(missing_ok=True)  # the first merge: no hash known, nor the model's
+                            cache.with_name("load_rules.json").unlink(missing_ok=True)  # loading rules (ingredient)
+                            for stage in ("cold", "warm"):
+                                folder = out / f"{stage}-{setting}-{FRONTS.index(front)}"
+                                command = hf_soups_command(front, setting, dirs, folder)
+                                cells.setdefault(f"{stage} {setting} {front}", []).append(measure(command, env))
                     if args.mergekit:
                         command = mergekit_command(
                             args.mergekit, folders[:count], out / "mergekit", args.workdir / "linear.yml"
@@ -212,14 +242,14 @@ def main() -> None:
         rss = {c: {name: statistics.median(r for _, r in cell) for name, cell in runs[c].items()} for c in runs}
         for condition in args.conditions:
             times = wall[condition]
-            for setting in args.threads:
-                cold, warm = times[f"cold {setting}"], times[f"warm {setting}"]
+            for setting, front in ((setting, front) for setting in args.threads for front in FRONTS):
+                cold, warm = times[f"cold {setting} {front}"], times[f"warm {setting} {front}"]
                 row = (
-                    f"| {count} | {beside if condition == 'busy' else 'nothing'} | {setting} | "
+                    f"| {count} | {beside if condition == 'busy' else 'nothing'} | {front} | {setting} | "
                     f"{times['floor']:.2f} | {cold:.2f} | {cold / times['floor']:.2f} | "
                     f"{warm:.2f} | {warm / times['floor']:.2f} | "
                     + (
-                        f"{warm / wall['quiet'][f'warm {setting}']:.2f} | "
+                        f"{warm / wall['quiet'][f'warm {setting} {front}']:.2f} | "
                         f"{times['floor'] / wall['quiet']['floor']:.2f} | "
                         if "quiet" in wall
                         else "– | – | "
@@ -231,9 +261,8 @@ def main() -> None:
                     )
                 else:
                     row += "– | – | – | "
-                row += (
-                    f"{max(rss[condition][f'cold {setting}'], rss[condition][f'warm {setting}']) / checkpoint:.2f} |"
-                )
+                row += " | ".join(f"{rss[condition][f'{stage} {setting} {front}'] / checkpoint:.2f}"
+                                  for stage in ("cold", "warm")) + " |"
                 print(row, flush=True)
         if args.mergekit:
             print(
