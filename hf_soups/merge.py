@@ -133,16 +133,17 @@ def merge_models(
     resolved, plan, raw_weights = _mix(
         ingredients, weights, allow_single, checkpoints, token, base, output_dir, overwrite
     )
-    record = soup_record(resolved, raw_weights)
     if adapter_output != "full":
         soup = AdapterSoup.exact(resolved, raw_weights)
         soup = soup if adapter_rank is None else soup.truncated(adapter_rank)
-        return write_adapter_folder(output_dir, soup, record, resolved[0], dtype, overwrite)
+        return write_adapter_folder(output_dir, soup, soup_record(resolved, raw_weights), resolved[0], dtype,
+                                    overwrite)
     hash_cache = HashCache()
     mean = RunningMean(plan, hash_cache, threads)
     steps = (len(resolved) + 1) * len(plan.shapes)
     with tqdm(total=steps, desc="merging", unit="tensor", disable=not progress) as bar:
         mean.add_all(resolved, raw_weights, bar)
+        record = soup_record(resolved, raw_weights)  # after the reads: the weight files' hashes are known now
         write_soup_folder(
             output_dir, mean.soup(), record, dtype=dtype, max_shard_size=max_shard_size, overwrite=overwrite,
             repo_id=repo_id, threads=threads, progress=bar,
