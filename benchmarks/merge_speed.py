@@ -79,6 +79,7 @@ def hf_soups_command(front: str, setting: str, dirs: list[str], out: Path) -> li
     threads = [] if setting == "auto" else ["--threads", str(int(setting))]
     return [sys.executable, "-m", "hf_soups.cli", "merge", *dirs, "-o", str(out), *threads]
 
+
 # CPU-bound jobs started beside the merge (each on torch's default threads, as a user's job would be).
 BUSY_JOBS = {
     "train": """
@@ -176,12 +177,20 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hf-soups-merge-bench")
     parser.add_argument("--counts", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each tool per cell (the median is shown)")
-    parser.add_argument("--threads", nargs="+", default=["auto", "torch"],
-                        help="hf_soups thread settings: auto (its choice), torch (torch's default) or a number")
+    parser.add_argument(
+        "--threads",
+        nargs="+",
+        default=["auto", "torch"],
+        help="hf_soups thread settings: auto (its choice), torch (torch's default) or a number",
+    )
     parser.add_argument("--conditions", nargs="+", choices=["quiet", "busy"], default=["quiet", "busy"])
     parser.add_argument("--busy-job", choices=sorted(BUSY_JOBS), default="train")
-    parser.add_argument("--busy-threads", type=int, help="the busy job's torch threads (default: torch's default, "
-                        "every CPU; fewer leave cores free, as a GPU training job's CPU side does)")
+    parser.add_argument(
+        "--busy-threads",
+        type=int,
+        help="the busy job's torch threads (default: torch's default, "
+        "every CPU; fewer leave cores free, as a GPU training job's CPU side does)",
+    )
     parser.add_argument("--mergekit", help="path to mergekit-yaml (see benchmarks/setup_mergekit.sh)")
     parser.add_argument("--layers", type=int, default=12, help="encoder layers of the checkpoints (BERT-base: 12)")
     parser.add_argument("--make-checkpoints", type=int, metavar="N", help=argparse.SUPPRESS)
@@ -192,21 +201,34 @@ def main() -> None:
         return
     count = max(args.counts)
     subprocess.run(
-        [sys.executable, __file__, "--make-checkpoints", str(count), "--workdir", str(args.workdir), "--layers",
-         str(args.layers)],
+        [
+            sys.executable,
+            __file__,
+            "--make-checkpoints",
+            str(count),
+            "--workdir",
+            str(args.workdir),
+            "--layers",
+            str(args.layers),
+        ],
         check=True,
     )
     folders = checkpoint_folders(args.workdir, count, args.layers)
     checkpoint = (folders[0] / "model.safetensors").stat().st_size
     shape = "BERT-base shape" if args.layers == 12 else f"BERT-base width, {args.layers} layers"
-    print(f"checkpoint: {shape}, fp32, {checkpoint / 1e6:.0f} MB; medians of {args.repeats} runs per cell; "
-          f"{os.cpu_count()} CPUs; busy job: {args.busy_job} on {args.busy_threads or 'default'} threads")
-    print("| N | beside | front | hf_soups threads | floor s | first merge s | ×floor | cached hashes s | ×floor | "
-          "cached ×quiet | floor ×quiet | mergekit s | first ×mergekit | cached ×mergekit | "
-          "peak RSS / checkpoint: first | cached |")
+    print(
+        f"checkpoint: {shape}, fp32, {checkpoint / 1e6:.0f} MB; medians of {args.repeats} runs per cell; "
+        f"{os.cpu_count()} CPUs; busy job: {args.busy_job} on {args.busy_threads or 'default'} threads"
+    )
+    print(
+        "| N | beside | front | hf_soups threads | floor s | first merge s | ×floor | cached hashes s | ×floor | "
+        "cached ×quiet | floor ×quiet | mergekit s | first ×mergekit | cached ×mergekit | "
+        "peak RSS / checkpoint: first | cached |"
+    )
     print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    beside = f"a {args.busy_job} job" + (f" ({args.busy_threads} thread{'s' * (args.busy_threads > 1)})"
-                                          if args.busy_threads else "")
+    beside = f"a {args.busy_job} job" + (
+        f" ({args.busy_threads} thread{'s' * (args.busy_threads > 1)})" if args.busy_threads else ""
+    )
     for count in args.counts:
         inputs = [str(f / "model.safetensors") for f in folders[:count]]
         dirs = [str(f) for f in folders[:count]]
@@ -261,14 +283,20 @@ def main() -> None:
                     )
                 else:
                     row += "– | – | – | "
-                row += " | ".join(f"{rss[condition][f'{stage} {setting} {front}'] / checkpoint:.2f}"
-                                  for stage in ("cold", "warm")) + " |"
+                row += (
+                    " | ".join(
+                        f"{rss[condition][f'{stage} {setting} {front}'] / checkpoint:.2f}"
+                        for stage in ("cold", "warm")
+                    )
+                    + " |"
+                )
                 print(row, flush=True)
         if args.mergekit:
             print(
                 f"(N = {count}: mergekit max RSS / checkpoint {rss[args.conditions[0]]['mergekit'] / checkpoint:.2f})",
                 flush=True,
             )
+
 
 if __name__ == "__main__":
     main()

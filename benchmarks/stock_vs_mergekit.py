@@ -72,8 +72,10 @@ def main() -> None:
         difference = float((tensor - theirs[name].float()).abs().max())
         worst = max(worst, difference)
         print(f"| {name} | {difference:.2e} |")
-    print(f"\n{len(ours.tensors)} tensors, {args.count} ingredients: largest difference {worst:.2e} "
-          f"({'within' if worst <= 1e-6 else 'NOT within'} 1e-6)")
+    print(
+        f"\n{len(ours.tensors)} tensors, {args.count} ingredients: largest difference {worst:.2e} "
+        f"({'within' if worst <= 1e-6 else 'NOT within'} 1e-6)"
+    )
 
 
 if __name__ == "__main__":

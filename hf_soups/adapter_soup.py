@@ -110,7 +110,9 @@ class AdapterSoup:
             k = min(rank, s.numel())
             root = s[:k].sqrt()
             factors[name] = LoraFactors(
-                A=((root[:, None] * vh[:k]) @ q_a.T).float(), B=(q_b @ u[:, :k] * root).float(), scaling=1.0,
+                A=((root[:, None] * vh[:k]) @ q_a.T).float(),
+                B=(q_b @ u[:, :k] * root).float(),
+                scaling=1.0,
                 fan_in_fan_out=f.fan_in_fan_out,
             )
             energy = float((s**2).sum())
@@ -151,11 +153,20 @@ class AdapterSoup:
         modules_to_save = sorted({name.rsplit(".", 1)[0] for name in self.full})
         return {
             **self.template,
-            "r": self.rank, "lora_alpha": self.rank, "use_rslora": False, "rank_pattern": {}, "alpha_pattern": {},
+            "r": self.rank,
+            "lora_alpha": self.rank,
+            "use_rslora": False,
+            "rank_pattern": {},
+            "alpha_pattern": {},
             "target_modules": sorted(name.removesuffix(".weight") for name in self.factors),
-            "layers_to_transform": None, "layers_pattern": None, "exclude_modules": None,
-            "modules_to_save": modules_to_save or None, "lora_dropout": 0.0, "inference_mode": True,
-            "base_model_name_or_path": base_name(self.base), "revision": self.base.revision,
+            "layers_to_transform": None,
+            "layers_pattern": None,
+            "exclude_modules": None,
+            "modules_to_save": modules_to_save or None,
+            "lora_dropout": 0.0,
+            "inference_mode": True,
+            "base_model_name_or_path": base_name(self.base),
+            "revision": self.base.revision,
         }
 
     def save(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:

@@ -55,6 +55,7 @@ TASK_MODELS = {
     "CAUSAL_LM": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
 }
 
+
 @dataclass(frozen=True)
 class LoraFactors:
     """One LoRA target weight: ΔW = scaling · B @ A (transposed for ``fan_in_fan_out`` layers, e.g. GPT-2's Conv1D)."""
@@ -265,8 +266,11 @@ class AdapterIngredient(Ingredient):
         record = super().record(weight, kept)
         config = self.adapter_config
         record.adapter = {
-            "type": "lora", "r": config.get("r"), "lora_alpha": config.get("lora_alpha"),
-            "base": base_name(self._base), "revision": self._base.revision,
+            "type": "lora",
+            "r": config.get("r"),
+            "lora_alpha": config.get("lora_alpha"),
+            "base": base_name(self._base),
+            "revision": self._base.revision,
         }
         return record
 

@@ -160,8 +160,11 @@ class SoupCallback(TrainerCallback):
         self.cook_on_end, self.sweep_size = cook_on_end, sweep_size
         self.recipe, self.task = recipe, task
         self.judge_options = {
-            "glue_dir": glue_dir, "select_split": select_split, "report_split": report_split,
-            "heldout_fraction": heldout_fraction, "batch_size": batch_size,
+            "glue_dir": glue_dir,
+            "select_split": select_split,
+            "report_split": report_split,
+            "heldout_fraction": heldout_fraction,
+            "batch_size": batch_size,
         }
         self.output_dir, self.ensemble = output_dir, ensemble
         self.push_to_hub, self.hub_model_id, self.hub_token = push_to_hub, hub_model_id, hub_token
@@ -189,8 +192,10 @@ class SoupCallback(TrainerCallback):
         target = self._target(model)
         check_gatherable(target, "SoupCallback")  # before training, on every process
         if self.ema and (setting := sharding(target)) is not None:  # each averaged parameter whole on one process
-            raise SoupError(f"SoupCallback(ema=...) keeps whole parameters on one process; under {setting} they are "
-                            "sharded: train without it (DDP, or one process), or drop ema=")
+            raise SoupError(
+                f"SoupCallback(ema=...) keeps whole parameters on one process; under {setting} they are "
+                "sharded: train without it (DDP, or one process), or drop ema="
+            )
         # every run's training data is checked by content, as the dataloader holds it (columns the model does not
         # read already dropped): it must hold no row the soup is selected on
         train, tokenizer = getattr(train_dataloader, "dataset", None), kwargs.get("processing_class")
@@ -236,8 +241,15 @@ class SoupCallback(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         # a checkpoint of this very step holds this very model: its files are linked
         same = self._saved_step == state.global_step and not args.load_best_model_at_end
-        self._add(run_name(args), "final", args, state, model, processing_class,
-                  link_from=checkpoint_folder(args, state) if same else None)
+        self._add(
+            run_name(args),
+            "final",
+            args,
+            state,
+            model,
+            processing_class,
+            link_from=checkpoint_folder(args, state) if same else None,
+        )
         if state.is_world_process_zero:
             self._add_emas(run_name(args), "final", args, state, model, processing_class)
         PartialState().wait_for_everyone()
@@ -249,8 +261,10 @@ class SoupCallback(TrainerCallback):
                 if self.last_report is not None and self.last_report.output_dir is not None:  # the main process
                     print(f"\n{self.last_report.table}\nsoup written to {self.last_report.output_dir}")
             elif PartialState().is_main_process:  # a one-run-per-process sweep says how far it is
-                print(f"pantry {self.pantry.path} holds {finals} of {needed} runs: the soup is cooked at the end of "
-                      "the last one")
+                print(
+                    f"pantry {self.pantry.path} holds {finals} of {needed} runs: the soup is cooked at the end of "
+                    "the last one"
+                )
 
     def _add(
         self, name: str, kind: str, args, state, model, tokenizer, link_from: Path | None = None, **extra: Any
@@ -271,9 +285,16 @@ class SoupCallback(TrainerCallback):
         whole = whole_state(target) if sharded and link is None else None
         if state.is_world_process_zero:
             info = {
-                "run_name": run_name(args), "kind": kind, "step": state.global_step, "epoch": state.epoch,
-                "training_args": args.to_dict(), "metrics": last_eval_metrics(state.log_history),
-                "start": self._start, "start_model": self._start_model, "heldout": self._heldout, **extra,
+                "run_name": run_name(args),
+                "kind": kind,
+                "step": state.global_step,
+                "epoch": state.epoch,
+                "training_args": args.to_dict(),
+                "metrics": last_eval_metrics(state.log_history),
+                "start": self._start,
+                "start_model": self._start_model,
+                "heldout": self._heldout,
+                **extra,
             }
             self.pantry.add(name, model, tokenizer, info, link_from=link, state_dict=whole)
 
@@ -304,8 +325,17 @@ class SoupCallback(TrainerCallback):
         """Add each EMA of the run beside the entry ``name`` (a ``final`` or ``checkpoint`` one)."""
         for ema in self._emas:
             with ema.applied(model):
-                self._add(f"{name}.ema-{ema.decay:g}", "ema", args, state, model, tokenizer,
-                          ema_decay=ema.decay, ema_of=of, ema_steps=ema.steps)
+                self._add(
+                    f"{name}.ema-{ema.decay:g}",
+                    "ema",
+                    args,
+                    state,
+                    model,
+                    tokenizer,
+                    ema_decay=ema.decay,
+                    ema_of=of,
+                    ema_steps=ema.steps,
+                )
 
     def _shared_entries(self, kind: str | None = None) -> list[PantryEntry]:
         """The pantry's entries as the main process sees them, so every process cooks the same ingredients."""
@@ -371,7 +401,8 @@ class SoupCallback(TrainerCallback):
         unknown = sorted(set(options) - set(judge_names) - set(RECIPES[recipe].options)) if recipe in RECIPES else []
         if recipe not in RECIPES or unknown:
             raise SoupError(
-                f"make_soup: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}" if recipe not in RECIPES
+                f"make_soup: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}"
+                if recipe not in RECIPES
                 else f"make_soup: unknown option {unknown[0]!r}; the judge takes {', '.join(judge_names)} and recipe "
                 f"{recipe!r} takes {', '.join(RECIPES[recipe].options) or 'no options'}"
             )
@@ -387,8 +418,11 @@ class SoupCallback(TrainerCallback):
         chosen = self.pantry.select(f"last:{k}" if averaged else which, listed)
         if len({e.info["run_name"] for e in chosen} if averaged else chosen) == 1:
             # e.g. the first run of a one-run-per-process sweep: not an error
-            logger.warning("pantry %s holds one ingredient (%s) so far: a soup needs at least two, not cooking yet",
-                           self.pantry.path, chosen[0].name)
+            logger.warning(
+                "pantry %s holds one ingredient (%s) so far: a soup needs at least two, not cooking yet",
+                self.pantry.path,
+                chosen[0].name,
+            )
             return None
         heldout = glue_heldout(task, judge_options) if task is not None else self.heldout
         if heldout is not None or (task is None and self.select_dataset is not None):
@@ -418,11 +452,14 @@ class SoupCallback(TrainerCallback):
                 getattr(args, "hub_model_id", None) or (Path(args.output_dir) if args is not None else output_dir).name
             )
             repo_id = self.hub_model_id or f"{stem}-soup"
-        report = run_in_kitchen(kitchen, recipe, output_dir, ensemble=self.ensemble, overwrite=True,
-                                repo_id=repo_id, options=options)
+        report = run_in_kitchen(
+            kitchen, recipe, output_dir, ensemble=self.ensemble, overwrite=True, repo_id=repo_id, options=options
+        )
         if repo_id is not None and PartialState().is_main_process:
             url = push_soup(
-                output_dir, repo_id, token=self.hub_token or getattr(args, "hub_token", None),
+                output_dir,
+                repo_id,
+                token=self.hub_token or getattr(args, "hub_token", None),
                 private=bool(_first(self.hub_private_repo, getattr(args, "hub_private_repo", None), False)),
                 license=self.license,
             )
@@ -462,8 +499,11 @@ def glue_heldout(
         if _tokenized(train_dataset, "the Trainer's training data") and tokenizer is not None:
             held = trained_heldout_rows(train_dataset, split, tokenizer, judge_options["glue_dir"])
         elif tokenizer is None:
-            logger.warning("SoupCallback(task=%r): the Trainer has no processing_class (tokenizer), so its training "
-                           "rows are not compared with the held-out rows, only counted", task)
+            logger.warning(
+                "SoupCallback(task=%r): the Trainer has no processing_class (tokenizer), so its training "
+                "rows are not compared with the held-out rows, only counted",
+                task,
+            )
         if held or len(train_dataset) > split.rule["base_rows"] - split.rule["rows"]:
             raise SoupError(
                 f"SoupCallback(task={task!r}) selects the soup on {split.name} ({split.rule['rows']} rows held out of "
@@ -522,8 +562,12 @@ def _tokenized(dataset: Any, name: str) -> bool:
     not."""
     if isinstance(dataset, datasets.Dataset) and "input_ids" in dataset.column_names:
         return True
-    logger.warning("SoupCallback: %s (%s) is not a datasets.Dataset with input_ids, so its rows are not compared "
-                   "by content with the rows the soup is selected on", name, type(dataset).__name__)
+    logger.warning(
+        "SoupCallback: %s (%s) is not a datasets.Dataset with input_ids, so its rows are not compared "
+        "by content with the rows the soup is selected on",
+        name,
+        type(dataset).__name__,
+    )
     return False
 
 
@@ -567,8 +611,11 @@ def training_state_freed(model: torch.nn.Module | None, optimizer: Any = None) -
         model.to("cpu")  # type: ignore[union-attr]
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    logger.info("cook_on_end: freed the optimizer state and gradients (%.1f MiB)%s before cooking", freed / 2**20,
-                f" and moved the trained model from {device} to the CPU" if move else "")
+    logger.info(
+        "cook_on_end: freed the optimizer state and gradients (%.1f MiB)%s before cooking",
+        freed / 2**20,
+        f" and moved the trained model from {device} to the CPU" if move else "",
+    )
     try:
         yield
     finally:
@@ -597,7 +644,8 @@ def last_eval_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
     if not evals:
         return {}
     return {
-        k: v for k, v in evals[-1].items()
+        k: v
+        for k, v in evals[-1].items()
         if k.startswith("eval_") and isinstance(v, int | float) and not k.endswith(("_runtime", "_per_second"))
     }
 

@@ -42,7 +42,8 @@ def sharding(model: torch.nn.Module) -> str | None:
 
     modules, params = list(model.modules()), list(model.parameters())
     if any(isinstance(m, FullyShardedDataParallel) for m in modules) or any(
-        getattr(p, "_fsdp_flattened", False) for p in params  # FSDP1's mark on the parameters it manages
+        getattr(p, "_fsdp_flattened", False)
+        for p in params  # FSDP1's mark on the parameters it manages
     ):
         return FSDP1
     if any(isinstance(m, FSDPModule) for m in modules):
@@ -75,8 +76,10 @@ def check_gatherable(model: torch.nn.Module, what: str) -> None:
             "shard with FSDP2 (fsdp_version: 2)"
         )
     if setting is not None and hasattr(model, "peft_config"):
-        raise SoupError(f"{what} with a PEFT model under {setting}: its whole weights are not gathered; train it "
-                        "under DDP or in one process")
+        raise SoupError(
+            f"{what} with a PEFT model under {setting}: its whole weights are not gathered; train it "
+            "under DDP or in one process"
+        )
 
 
 def wrapper_of(model: torch.nn.Module, wrapped: torch.nn.Module | None) -> torch.nn.Module:
@@ -125,7 +128,8 @@ def _zero3_state(model: torch.nn.Module, main: bool) -> dict[str, torch.Tensor]:
                 state.update((name, tensor.detach().to("cpu", copy=True)) for name, tensor in own)
         if main:
             short += [
-                f"'{name}' gathered as {tuple(state[name].shape)}, not {tuple(t.ds_shape)}" for name, t in own
+                f"'{name}' gathered as {tuple(state[name].shape)}, not {tuple(t.ds_shape)}"
+                for name, t in own
                 if hasattr(t, "ds_shape") and tuple(state[name].shape) != tuple(t.ds_shape)
             ]
     error = on_main(lambda: short[0] if short else None)  # every process raises, none waits

@@ -39,7 +39,8 @@ class HashCache:
             entries = {}
         # a damaged cache is only a lost shortcut: such entries are dropped and their files hashed again
         self.entries: dict[str, list] = {
-            path: entry for path, entry in (entries.items() if isinstance(entries, dict) else [])
+            path: entry
+            for path, entry in (entries.items() if isinstance(entries, dict) else [])
             if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str)
         }
 

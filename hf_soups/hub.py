@@ -181,16 +181,26 @@ def file_operations(folder: Path) -> tuple[SoupRecord, list[CommitOperationAdd]]
     except OSError as err:
         raise SoupError(f"soup folder {folder}: {err.filename} cannot be read ({err.strerror})") from None
     if record.files is None:
-        logger.warning("%s/%s records no sha256 of the weight files (written by an older hf-soups): pushing them "
-                       "unchecked", folder, SOUP_FILE)
+        logger.warning(
+            "%s/%s records no sha256 of the weight files (written by an older hf-soups): pushing them unchecked",
+            folder,
+            SOUP_FILE,
+        )
         return record, operations
     digests = {op.path_in_repo: op.upload_info.sha256.hex() for op in operations if _is_weight(op.path_in_repo)}
     for name in sorted(set(digests) | set(record.files)):
         if digests.get(name) != record.files.get(name):
-            what = ("is missing" if name not in digests else f"is not one of the weight files {SOUP_FILE} records"
-                    if name not in record.files else f"differs from the file {SOUP_FILE} records (its sha256)")
-            raise SoupError(f"soup folder {folder}: {name} {what}: the folder no longer holds the soup {SOUP_FILE} "
-                            "describes; nothing was pushed")
+            what = (
+                "is missing"
+                if name not in digests
+                else f"is not one of the weight files {SOUP_FILE} records"
+                if name not in record.files
+                else f"differs from the file {SOUP_FILE} records (its sha256)"
+            )
+            raise SoupError(
+                f"soup folder {folder}: {name} {what}: the folder no longer holds the soup {SOUP_FILE} "
+                "describes; nothing was pushed"
+            )
     return record, operations
 
 
@@ -219,7 +229,8 @@ def stale_files(repo_files: Sequence[str], uploaded: Sequence[str]) -> list[str]
     """
     kinds = [*MODEL_FILES, *SOUP_FILES, *(TOKENIZER_FILES if set(TOKENIZER_FILES) & set(uploaded) else ())]
     return sorted(
-        path for path in set(repo_files) - set(uploaded)
+        path
+        for path in set(repo_files) - set(uploaded)
         if "/" not in path and any(fnmatch.fnmatch(path, kind) for kind in kinds)
     )
 

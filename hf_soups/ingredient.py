@@ -54,11 +54,22 @@ TOKENIZER_FILES = [
     "chat_template.jinja",
 ]
 # The tokenizer files that decide the token ids (tokenizer_config.json and chat templates do not).
-VOCABULARY_FILES = ["tokenizer.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json",
-                    "merges.txt", "spiece.model"]
+VOCABULARY_FILES = [
+    "tokenizer.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+]
 # Config keys that ingredients are compared on, and their JSON types.
 CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
-    "model_type": str, "architectures": list, "id2label": dict, "num_labels": int, "tie_word_embeddings": bool,
+    "model_type": str,
+    "architectures": list,
+    "id2label": dict,
+    "num_labels": int,
+    "tie_word_embeddings": bool,
 }
 # Weight layouts in the order transformers prefers them: (index file, single file).
 WEIGHT_LAYOUTS = [
@@ -297,8 +308,15 @@ class Ingredient:
     def record(self, weight: float = 0.0, kept: bool = True) -> IngredientRecord:
         """This ingredient's entry in ``soup.json`` (hashes as far as they are known)."""
         return IngredientRecord(
-            spec=self.spec, source=self.source, repo_id=self.repo_id, revision=self.revision, files=dict(self.sha256),
-            weight=weight, kept=kept, hyperparameters=dict(self.hyperparameters), start_head=self.start_head,
+            spec=self.spec,
+            source=self.source,
+            repo_id=self.repo_id,
+            revision=self.revision,
+            files=dict(self.sha256),
+            weight=weight,
+            kept=kept,
+            hyperparameters=dict(self.hyperparameters),
+            start_head=self.start_head,
         )
 
     @property
@@ -376,8 +394,9 @@ def _built_rules(config_json: str) -> tuple[frozenset[str], re.Pattern[str] | No
     model_type = config.get("model_type", "")
     names = [*(config.get("architectures") or []), MODEL_MAPPING_NAMES.get(model_type)]
     classes = (getattr(transformers, n, None) for n in names if isinstance(n, str))
-    model_class = next((c for c in classes if isinstance(c, type) and issubclass(c, transformers.PreTrainedModel)),
-                       None)
+    model_class = next(
+        (c for c in classes if isinstance(c, type) and issubclass(c, transformers.PreTrainedModel)), None
+    )
     if model_type not in transformers.CONFIG_MAPPING or model_class is None:
         return frozenset(), None
     try:

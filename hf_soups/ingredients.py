@@ -268,7 +268,8 @@ def validate_ingredients(ingredients: Sequence[Ingredient], allow_single: bool =
         for name, shape in shapes.items():
             if other_shapes[name] != shape:
                 raise _misfit(
-                    first, other,
+                    first,
+                    other,
                     f"tensor '{name}' has shape {list(other_shapes[name])}, {first.label} has {list(shape)}",
                 )
             if other_dtypes[name].is_floating_point != dtypes[name][0].is_floating_point:
@@ -394,7 +395,8 @@ def _misfit(first: Ingredient, other: Ingredient, tensors: str) -> SoupError:
     """The error for ``other``'s tensors that do not fit ``first``'s: by the whole-number config values that differ
     (``hidden_size``, ``num_hidden_layers``, ...: a model of another size), else by the tensor (``tensors``)."""
     sizes = [
-        key for key in sorted(set(first.config) | set(other.config))
+        key
+        for key in sorted(set(first.config) | set(other.config))
         if first.config.get(key) != other.config.get(key)
         and any(isinstance(v, int) and not isinstance(v, bool) for v in (first.config.get(key), other.config.get(key)))
     ]
@@ -465,8 +467,11 @@ def body_cosines(ingredients: Sequence[Ingredient], plan: MergePlan) -> np.ndarr
         >>> bool(cosines.min() < BODY_COSINE)  # doctest: +SKIP
         False
     """
-    names = {n: min(BODY_SAMPLE, math.prod(s)) for n, s in plan.shapes.items()
-             if plan.is_float(n) and len(s) >= 2 and not is_head(n)}
+    names = {
+        n: min(BODY_SAMPLE, math.prod(s))
+        for n, s in plan.shapes.items()
+        if plan.is_float(n) and len(s) >= 2 and not is_head(n)
+    }
     if not names:
         return None
     samples = torch.stack([_body_sample(ingredient, names) for ingredient in ingredients])

@@ -352,8 +352,9 @@ class RunningMean:
                     candidate.kept[name] = torch.empty(mean.shape, dtype=piece.dtype)
                 kept = candidate.kept[name].view(-1)[start:stop]
                 kept.copy_(piece)
-                self._lerp_into(target.view(-1)[start:stop], mean.view(-1)[start:stop], kept,
-                                self.factor(name, weight))
+                self._lerp_into(
+                    target.view(-1)[start:stop], mean.view(-1)[start:stop], kept, self.factor(name, weight)
+                )
         return candidate
 
     def _lerp_into(self, target: torch.Tensor, mean: torch.Tensor, piece: torch.Tensor, factor: float) -> None:

@@ -123,8 +123,15 @@ def merge_models(
             stacklevel=2,
         )
         return merge_into_model(  # type: ignore[return-value]
-            ingredients, weights=weights, dtype=dtype, allow_single=allow_single, checkpoints=checkpoints,
-            token=token, progress=progress, base=base, threads=threads,
+            ingredients,
+            weights=weights,
+            dtype=dtype,
+            allow_single=allow_single,
+            checkpoints=checkpoints,
+            token=token,
+            progress=progress,
+            base=base,
+            threads=threads,
         )
     merge_threads(threads)
     output_dir = check_output(output_dir, [], overwrite)
@@ -136,8 +143,9 @@ def merge_models(
     if adapter_output != "full":
         soup = AdapterSoup.exact(resolved, raw_weights)
         soup = soup if adapter_rank is None else soup.truncated(adapter_rank)
-        return write_adapter_folder(output_dir, soup, soup_record(resolved, raw_weights), resolved[0], dtype,
-                                    overwrite)
+        return write_adapter_folder(
+            output_dir, soup, soup_record(resolved, raw_weights), resolved[0], dtype, overwrite
+        )
     hash_cache = HashCache()
     mean = RunningMean(plan, hash_cache, threads)
     steps = (len(resolved) + 1) * len(plan.shapes)
@@ -145,8 +153,15 @@ def merge_models(
         mean.add_all(resolved, raw_weights, bar)
         record = soup_record(resolved, raw_weights)  # after the reads: the weight files' hashes are known now
         write_soup_folder(
-            output_dir, mean.soup(), record, dtype=dtype, max_shard_size=max_shard_size, overwrite=overwrite,
-            repo_id=repo_id, threads=threads, progress=bar,
+            output_dir,
+            mean.soup(),
+            record,
+            dtype=dtype,
+            max_shard_size=max_shard_size,
+            overwrite=overwrite,
+            repo_id=repo_id,
+            threads=threads,
+            progress=bar,
         )
     hash_cache.save()
     return output_dir
@@ -225,5 +240,7 @@ def warn_unrelated(ingredients: Sequence[Ingredient], plan: MergePlan) -> None:
     logger.warning(
         "%s and %s were not fine-tuned from one base model (body weight cosine %.2f; fine-tunes of one base are near "
         "1): the soup averages unrelated weights (hf-soups diagnose tells which ingredients share a body)",
-        ingredients[i].label, ingredients[j].label, cosines[i, j],
+        ingredients[i].label,
+        ingredients[j].label,
+        cosines[i, j],
     )

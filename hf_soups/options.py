@@ -77,27 +77,34 @@ class MergeOptions:
     """How ingredients are averaged and the soup folder written (``hf-soups merge``, :func:`merge_models`)."""
 
     weights: list[float] | None = option(
-        None, "one mixing weight per ingredient, comma-separated, normalised to sum 1 (default: uniform)",
-        check=weight_list, metavar="W1,W2,...",
+        None,
+        "one mixing weight per ingredient, comma-separated, normalised to sum 1 (default: uniform)",
+        check=weight_list,
+        metavar="W1,W2,...",
     )
     dtype: str | None = option(None, "dtype to write (default: the ingredients' dtype)", choices=tuple(DTYPE_NAMES))
     overwrite: bool = option(False, "replace the output folder if it exists")
     allow_single: bool = option(False, "accept a single ingredient (writes a copy)")
     checkpoints: str | None = option(
-        None, "for Trainer output folders: take all checkpoint-* subfolders, the last, or the best "
-        "(default: the folder's own model if it has one, else all checkpoints)", choices=CHECKPOINT_CHOICES,
+        None,
+        "for Trainer output folders: take all checkpoint-* subfolders, the last, or the best "
+        "(default: the folder's own model if it has one, else all checkpoints)",
+        choices=CHECKPOINT_CHOICES,
     )
     max_shard_size: str = option("50GB", "shard the output above this size (default 50GB)", check=shard_size)
     threads: int | None = option(
-        None, "torch threads for the average (default: your OMP_NUM_THREADS or torch.set_num_threads setting, else "
+        None,
+        "torch threads for the average (default: your OMP_NUM_THREADS or torch.set_num_threads setting, else "
         "1: the average is memory-bound and one thread is fastest beside other jobs; sha256 uses the other cores)",
-        check=positive_int, metavar="N",
+        check=positive_int,
+        metavar="N",
     )
     base: str | None = option(
         None, "base model of the adapters (default: the base_model_name_or_path each adapter's config names)"
     )
     adapter_output: str = option(
-        "full", "full: the merged model base + Σ wᵢΔWᵢ (default; adapters and full models may be mixed); exact: a "
+        "full",
+        "full: the merged model base + Σ wᵢΔWᵢ (default; adapters and full models may be mixed); exact: a "
         "PEFT adapter of rank Σrᵢ with the same weights; svd: a rank --adapter-rank adapter by truncated SVD",
         choices=ADAPTER_OUTPUTS,
     )
@@ -114,18 +121,18 @@ class JudgeOptions:
     """How a GLUE judge scores models: the two splits, the data and the batch size."""
 
     select_split: str = option(
-        "train:heldout", "split the soup is chosen on (default train:heldout, a seeded slice of the train split the "
-        "runs must not have trained on, as the authors select; validation:select for half of validation)"
+        "train:heldout",
+        "split the soup is chosen on (default train:heldout, a seeded slice of the train split the "
+        "runs must not have trained on, as the authors select; validation:select for half of validation)",
     )
-    report_split: str = option(
-        "validation", "split the numbers are reported on (default: the whole validation split)"
-    )
+    report_split: str = option("validation", "split the numbers are reported on (default: the whole validation split)")
     heldout_fraction: float = option(
         0.1, "share of the train split in train:heldout, in (0, 0.5] (default 0.1)", check=heldout_fraction
     )
     glue_dir: str | None = option(None, "a local GLUE folder in the original tsv layout (default: the Hub)")
     batch_size: int | None = option(
-        None, "scoring batch size per process (default: 32 on the CPU; on a GPU, batches of up to 16,384 tokens)",
+        None,
+        "scoring batch size per process (default: 32 on the CPU; on a GPU, batches of up to 16,384 tokens)",
         check=positive_int,
     )
 
@@ -137,22 +144,29 @@ class DatasetOptions:
     ``report_split``)."""
 
     dataset: str | None = option(
-        None, "judge on this dataset instead of a GLUE task: a Hub dataset id, a local folder (files split by name: "
+        None,
+        "judge on this dataset instead of a GLUE task: a Hub dataset id, a local folder (files split by name: "
         "train.csv, validation.csv or dev.csv, ...), a .csv/.json/.jsonl/.parquet file (the split train), or "
-        "train=FILE,validation=FILE", metavar="ID|PATH",
+        "train=FILE,validation=FILE",
+        metavar="ID|PATH",
     )
     dataset_config: str | None = option(None, "--dataset: the Hub dataset's configuration (subset)", metavar="NAME")
     text_columns: str = option(
-        "text", "--dataset: the column(s) the model reads, comma-separated for a pair (default text)",
+        "text",
+        "--dataset: the column(s) the model reads, comma-separated for a pair (default text)",
         metavar="COL[,COL]",
     )
     label_column: str = option(
-        "label", "--dataset: the gold label's column: class names or ids of the models' id2label, or numbers for a "
-        "regressor (default label)", metavar="COL",
+        "label",
+        "--dataset: the gold label's column: class names or ids of the models' id2label, or numbers for a "
+        "regressor (default label)",
+        metavar="COL",
     )
     metric: str | None = option(
-        None, "--dataset: the metric to select and report on: accuracy, f1 (binary), f1_macro, "
-        "matthews_correlation, pearson, spearmanr (default accuracy; pearson for a regressor)", metavar="NAME",
+        None,
+        "--dataset: the metric to select and report on: accuracy, f1 (binary), f1_macro, "
+        "matthews_correlation, pearson, spearmanr (default accuracy; pearson for a regressor)",
+        metavar="NAME",
     )
 
 
@@ -166,8 +180,9 @@ class CookOptions:
     against (it is not a soup: N× the inference cost)."""
 
     ensemble: bool = option(
-        True, "also score the logit-ensemble baselines: every ingredient's, and the greedy ensemble's (members chosen "
-        "by the greedy rule on the ensemble's selection score) (--no-ensemble: leave them out)"
+        True,
+        "also score the logit-ensemble baselines: every ingredient's, and the greedy ensemble's (members chosen "
+        "by the greedy rule on the ensemble's selection score) (--no-ensemble: leave them out)",
     )
 
 
@@ -176,12 +191,17 @@ class GreedyOptions:
     """How greedy (and each bag of bagged greedy) decides that a candidate joins the soup."""
 
     greedy_rule: str = option(
-        "strict", "greedy, bagged: a candidate joins when the selection score rises (strict, the authors' code; "
-        "default) or does not drop (ties, the paper's Recipe 1 as printed)", choices=GREEDY_RULES,
+        "strict",
+        "greedy, bagged: a candidate joins when the selection score rises (strict, the authors' code; "
+        "default) or does not drop (ties, the paper's Recipe 1 as printed)",
+        choices=GREEDY_RULES,
     )
     min_gain: float = option(
-        0.0, "greedy, bagged: the selection score must change by more than this (strict) or at least this (ties), "
-        "in metric units (default 0)", check=non_negative_float, metavar="X",
+        0.0,
+        "greedy, bagged: the selection score must change by more than this (strict) or at least this (ties), "
+        "in metric units (default 0)",
+        check=non_negative_float,
+        metavar="X",
     )
 
 
@@ -193,8 +213,11 @@ class ResumeOptions:
 @dataclass(frozen=True)
 class BaggedOptions:
     bags: int = option(
-        20, "bagged: greedy runs on this many seeded bootstrap resamples of the selection split; an ingredient is "
-        "kept when at least half of them keep it (default 20)", check=positive_int, metavar="B",
+        20,
+        "bagged: greedy runs on this many seeded bootstrap resamples of the selection split; an ingredient is "
+        "kept when at least half of them keep it (default 20)",
+        check=positive_int,
+        metavar="B",
     )
     bag_seed: int = option(
         0, "bagged: seed of the bootstrap resamples (default 0)", check=non_negative_int, metavar="N"
@@ -213,9 +236,7 @@ class LearnedOptions:
 @dataclass(frozen=True)
 class StockOptions:
     base: str | None = option(None, "stock: the pretrained model the ingredients were fine-tuned from (θ₀)")
-    start_head: str | None = option(
-        None, "stock: a safetensors file of the classifier head every run started from"
-    )
+    start_head: str | None = option(None, "stock: a safetensors file of the classifier head every run started from")
 
 
 @dataclass(frozen=True)
@@ -223,25 +244,33 @@ class StatisticsOptions:
     """The rows of the selection split on which fisher and regmean estimate each ingredient's statistic."""
 
     statistics_rows: int | None = option(
-        None, "fisher, regmean: estimate each ingredient's Fisher, or its linear layers' input Gram matrices, on this "
+        None,
+        "fisher, regmean: estimate each ingredient's Fisher, or its linear layers' input Gram matrices, on this "
         "many rows of the selection split, a seeded choice (default: all of them, one pass); kept in "
-        "<output>.<recipe>-state, which recipe.yaml re-cooks from", check=positive_int, metavar="K",
+        "<output>.<recipe>-state, which recipe.yaml re-cooks from",
+        check=positive_int,
+        metavar="K",
     )
 
 
 @dataclass(frozen=True)
 class FisherOptions:
     fisher_over: str = option(
-        "all", "fisher: average all ingredients (default), or the greedy soup's members (chosen with --greedy-rule "
-        "and --min-gain)", choices=FISHER_OVER,
+        "all",
+        "fisher: average all ingredients (default), or the greedy soup's members (chosen with --greedy-rule "
+        "and --min-gain)",
+        choices=FISHER_OVER,
     )
 
 
 @dataclass(frozen=True)
 class RegMeanOptions:
     regmean_alpha: float = option(
-        0.9, "regmean: scale of the Gram matrices' off-diagonal entries, in [0, 1] (default 0.9; 1 is RegMean "
-        "without the reduction)", check=unit_interval, metavar="A",
+        0.9,
+        "regmean: scale of the Gram matrices' off-diagonal entries, in [0, 1] (default 0.9; 1 is RegMean "
+        "without the reduction)",
+        check=unit_interval,
+        metavar="A",
     )
 
 
@@ -250,8 +279,10 @@ class CardOptions:
     """What the model card states that no record holds (``hf-soups push``, ``--push-to-hub``, :func:`push_soup`)."""
 
     license: str | None = option(
-        None, "the licence the card states, a Hub licence id such as apache-2.0 (default: the base model's, as its "
-        "card or config states it, else the one every kept ingredient's card names)", metavar="ID",
+        None,
+        "the licence the card states, a Hub licence id such as apache-2.0 (default: the base model's, as its "
+        "card or config states it, else the one every kept ingredient's card names)",
+        metavar="ID",
     )
 
 
@@ -291,8 +322,24 @@ def values(args: argparse.Namespace, options: type, only: tuple[str, ...] | None
 
 
 __all__ = [
-    "FISHER_OVER", "GREEDY_RULES", "RECIPE_NAMES", "BaggedOptions", "CardOptions", "CookOptions", "DatasetOptions",
-    "FisherOptions", "GreedyOptions", "JudgeOptions", "LearnedOptions", "MergeOptions", "RegMeanOptions",
-    "ReportFileOptions", "ResumeOptions", "SoupFolderOptions", "StatisticsOptions", "StockOptions", "add_flags",
+    "FISHER_OVER",
+    "GREEDY_RULES",
+    "RECIPE_NAMES",
+    "BaggedOptions",
+    "CardOptions",
+    "CookOptions",
+    "DatasetOptions",
+    "FisherOptions",
+    "GreedyOptions",
+    "JudgeOptions",
+    "LearnedOptions",
+    "MergeOptions",
+    "RegMeanOptions",
+    "ReportFileOptions",
+    "ResumeOptions",
+    "SoupFolderOptions",
+    "StatisticsOptions",
+    "StockOptions",
+    "add_flags",
     "values",
 ]

@@ -62,8 +62,15 @@ PinHead = bool | Literal["probe"]
 # The keys of ingredient.json the pantry reads and their types (``None``: may be null; the optional keys may also be
 # absent); ``start`` holds the fingerprint's three hashes.
 ENTRY_TYPES: dict[str, tuple[type | None, ...]] = {
-    "run_name": (str,), "kind": (str,), "step": (int,), "epoch": (int, float, None), "created": (int, float),
-    "training_args": (dict,), "start": (dict,), "start_model": (str, None), "heldout": (dict, None),
+    "run_name": (str,),
+    "kind": (str,),
+    "step": (int,),
+    "epoch": (int, float, None),
+    "created": (int, float),
+    "training_args": (dict,),
+    "start": (dict,),
+    "start_model": (str, None),
+    "heldout": (dict, None),
 }
 OPTIONAL_KEYS = ("start_model", "heldout")
 START_KEYS = ("weights", "body", "head")
@@ -559,8 +566,11 @@ def check_heldout(entries: list[PantryEntry], rule: dict[str, Any] | None = None
             continue
         if found is not None and expected is not None and _without_content(found) == _without_content(expected):
             if "content" not in found:  # written before rules recorded the rows' content: checked by position only
-                logger.warning("pantry entry '%s' records its held-out rows by position only (an older hf-soups): "
-                               "rows reordered or relabelled since it trained would go unnoticed", entry.name)
+                logger.warning(
+                    "pantry entry '%s' records its held-out rows by position only (an older hf-soups): "
+                    "rows reordered or relabelled since it trained would go unnoticed",
+                    entry.name,
+                )
                 continue
             raise SoupError(
                 f"pantry entry '{entry.name}' was trained leaving out held-out rows whose text or labels differ from "
@@ -584,11 +594,18 @@ def _without_content(rule: dict[str, Any]) -> dict[str, Any]:
 def _rule_text(rule: dict[str, Any] | None) -> str:
     if rule is None:
         return "none (it trained on the whole train split)"
-    return (f"{rule.get('task') or 'dataset'} {rule['split']} (seed {rule['seed']}, fraction {rule['fraction']}, "
-            f"{rule['rows']} rows, digest {rule['digest'][:12]})")
+    return (
+        f"{rule.get('task') or 'dataset'} {rule['split']} (seed {rule['seed']}, fraction {rule['fraction']}, "
+        f"{rule['rows']} rows, digest {rule['digest'][:12]})"
+    )
 
 
 __all__ = [
-    "Pantry", "PantryEntry", "check_heldout", "check_same_start", "differing_hyperparameters", "fingerprint",
+    "Pantry",
+    "PantryEntry",
+    "check_heldout",
+    "check_same_start",
+    "differing_hyperparameters",
+    "fingerprint",
     "holds_model",
 ]

@@ -36,14 +36,22 @@ def trajectory_figure(trajectory: list[dict[str, Any]], metric: str) -> Figure:
     steps = range(1, len(trajectory) + 1)
     ax.plot(steps, [POINTS * t["soup_score"] for t in trajectory], color="0.5", lw=1, label="soup after the step")
     for step, t in zip(steps, trajectory, strict=True):
-        ax.scatter(step, POINTS * t["score"], marker="o" if t["kept"] else "x",
-                   color="tab:green" if t["kept"] else "tab:red", zorder=3)
+        ax.scatter(
+            step,
+            POINTS * t["score"],
+            marker="o" if t["kept"] else "x",
+            color="tab:green" if t["kept"] else "tab:red",
+            zorder=3,
+        )
         ax.scatter(step, POINTS * t["ingredient_score"], marker=".", color="0.6", zorder=2)
     ax.scatter([], [], marker="o", color="tab:green", label="candidate kept")
     ax.scatter([], [], marker="x", color="tab:red", label="candidate rejected")
     ax.scatter([], [], marker=".", color="0.6", label="candidate alone")
-    ax.set(xlabel="greedy step (ingredients by selection score)", ylabel=f"selection {metric} (points)",
-           title="Greedy soup")
+    ax.set(
+        xlabel="greedy step (ingredients by selection score)",
+        ylabel=f"selection {metric} (points)",
+        title="Greedy soup",
+    )
     ax.set_xticks(list(steps))
     ax.legend(fontsize=8)
     return figure
@@ -74,8 +82,15 @@ def soups_figure(tastings: Sequence[Any], soups: Sequence[Any]) -> Figure:
         ties = [str(n) for n, ingredient in enumerate(points, 1) if _same(ingredient, point)]
         label = f"{soup.name} = ingredient {', '.join(ties)} (a tie)" if ties else soup.name
         ax.scatter(*point, marker="*", s=250, label=label, zorder=3)
-    ax.scatter(*zip(*points, strict=True), s=30, facecolors="white", edgecolors="0.2", linewidths=1.2,
-               label="ingredients (numbered as in the card)", zorder=4)
+    ax.scatter(
+        *zip(*points, strict=True),
+        s=30,
+        facecolors="white",
+        edgecolors="0.2",
+        linewidths=1.2,
+        label="ingredients (numbered as in the card)",
+        zorder=4,
+    )
     for number, point in enumerate(points, 1):
         ax.annotate(str(number), point, xytext=(5, 4), textcoords="offset points", fontsize=8, zorder=5)
     metric = tastings[0].select.main_metric

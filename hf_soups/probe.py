@@ -282,6 +282,14 @@ def shared_probe_features(
 
 
 __all__ = [
-    "fit_head", "fit_linear", "head_names", "live_state", "output_layer", "plain_model", "probe_features",
-    "probe_head", "read_start_head", "shared_probe_features",
+    "fit_head",
+    "fit_linear",
+    "head_names",
+    "live_state",
+    "output_layer",
+    "plain_model",
+    "probe_features",
+    "probe_head",
+    "read_start_head",
+    "shared_probe_features",
 ]

@@ -71,9 +71,12 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         self.values, self.depth = self.values + 1, self.depth + 1
         refused = (
-            "aliases (*name) are not allowed in a recipe file" if self.check_event(yaml.AliasEvent)
-            else f"more than {MAX_RECIPE_VALUES} values, more than a recipe holds" if self.values > MAX_RECIPE_VALUES
-            else f"nested deeper than {MAX_RECIPE_DEPTH} levels, deeper than a recipe" if self.depth > MAX_RECIPE_DEPTH
+            "aliases (*name) are not allowed in a recipe file"
+            if self.check_event(yaml.AliasEvent)
+            else f"more than {MAX_RECIPE_VALUES} values, more than a recipe holds"
+            if self.values > MAX_RECIPE_VALUES
+            else f"nested deeper than {MAX_RECIPE_DEPTH} levels, deeper than a recipe"
+            if self.depth > MAX_RECIPE_DEPTH
             else None
         )
         if refused:

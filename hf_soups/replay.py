@@ -91,8 +91,12 @@ def replay_recipe(
     weights = [w if not isinstance(w, dict) else sum(w.values()) / len(w) for w in mix]
     record = soup_record(ingredients, weights)
     record.recipe = RecipeRecord(
-        name=data.get("recipe") or "uniform", task=data.get("task"), metric=data.get("metric"),
-        select_split=data.get("select_split"), report_split=data.get("report_split"), options=options,
+        name=data.get("recipe") or "uniform",
+        task=data.get("task"),
+        metric=data.get("metric"),
+        select_split=data.get("select_split"),
+        report_split=data.get("report_split"),
+        options=options,
     )
     soup.mix = list(zip(ingredients, mix, strict=True))  # as the recipe gives it (Model Stock ignores the weights)
     return write_soup_folder(output_dir, soup, record, dtype=data.get("dtype") or None, overwrite=overwrite)

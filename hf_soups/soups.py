@@ -54,8 +54,16 @@ def run_recipe(
     """
     _check_target(name, output_dir, overwrite)
     kitchen = make_kitchen(ingredients, task, **kitchen_options)
-    return run_in_kitchen(kitchen, name, output_dir, ensemble=ensemble, dtype=dtype, overwrite=overwrite,
-                          repo_id=repo_id, options=options)
+    return run_in_kitchen(
+        kitchen,
+        name,
+        output_dir,
+        ensemble=ensemble,
+        dtype=dtype,
+        overwrite=overwrite,
+        repo_id=repo_id,
+        options=options,
+    )
 
 
 def run_in_kitchen(
@@ -114,8 +122,14 @@ def _write(report: SoupReport, output_dir: Path, dtype: str | None, overwrite: b
     try:
         if is_main_process():
             report.output_dir = write_soup_folder(
-                output_dir, report.weights, report.record, dtype=dtype, overwrite=overwrite, repo_id=repo_id,
-                tastings=report.tastings, soups=report.soups,
+                output_dir,
+                report.weights,
+                report.record,
+                dtype=dtype,
+                overwrite=overwrite,
+                repo_id=repo_id,
+                tastings=report.tastings,
+                soups=report.soups,
             )
             for folder in report.scratch:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -133,8 +147,14 @@ def _check_target(
 
 
 def greedy_soup(
-    ingredients, task=None, output_dir=None, *, greedy_rule: str = GreedyOptions.greedy_rule,
-    min_gain: float = GreedyOptions.min_gain, resume: bool = ResumeOptions.resume, **kwargs: Any
+    ingredients,
+    task=None,
+    output_dir=None,
+    *,
+    greedy_rule: str = GreedyOptions.greedy_rule,
+    min_gain: float = GreedyOptions.min_gain,
+    resume: bool = ResumeOptions.resume,
+    **kwargs: Any,
 ) -> SoupReport:
     """The greedy soup: ingredients added best first, each kept only if the selection score rises (``"strict"``,
     the default) or does not drop (``greedy_rule="ties"``), by more than ``min_gain``.
@@ -170,8 +190,15 @@ def greedy_soup(
 
 
 def bagged_soup(
-    ingredients, task=None, output_dir=None, *, bags: int = BaggedOptions.bags, bag_seed: int = BaggedOptions.bag_seed,
-    greedy_rule: str = GreedyOptions.greedy_rule, min_gain: float = GreedyOptions.min_gain, **kwargs: Any,
+    ingredients,
+    task=None,
+    output_dir=None,
+    *,
+    bags: int = BaggedOptions.bags,
+    bag_seed: int = BaggedOptions.bag_seed,
+    greedy_rule: str = GreedyOptions.greedy_rule,
+    min_gain: float = GreedyOptions.min_gain,
+    **kwargs: Any,
 ) -> SoupReport:
     """Bagged greedy: greedy on ``bags`` seeded bootstrap resamples of the selection split, keeping the ingredients
     at least half of them keep (see :mod:`hf_soups.recipes.bagged`; arguments as :func:`greedy_soup`).
@@ -193,8 +220,13 @@ def uniform_soup(ingredients, task=None, output_dir=None, **kwargs: Any) -> Soup
 
 
 def learned_soup(
-    ingredients, task=None, output_dir=None, *, granularity: str = LearnedOptions.granularity,
-    epochs: int = LearnedOptions.epochs, lr: float = LearnedOptions.lr,
+    ingredients,
+    task=None,
+    output_dir=None,
+    *,
+    granularity: str = LearnedOptions.granularity,
+    epochs: int = LearnedOptions.epochs,
+    lr: float = LearnedOptions.lr,
     **kwargs: Any,
 ) -> SoupReport:
     """The learned soup: softmax mixing weights (per ingredient, or per ingredient and tensor with

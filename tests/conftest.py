@@ -17,6 +17,7 @@ pytest_plugins = ["hf_soups.testing.fixtures"]  # the local test Hub: fixture `h
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the real Hub; the test Hub fixture lifts this
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
 @pytest.fixture
 def tiny_tokenizer(tmp_path_factory) -> BertTokenizer:
     vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"

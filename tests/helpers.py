@@ -34,16 +34,33 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(
 def accelerate_launch(processes: int = 2) -> tuple[list[str], dict[str, str]]:
     """The command line and environment that run a script under ``accelerate launch`` on ``processes`` CPU
     processes (append the script and its arguments)."""
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     return launch, {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
 
 
 def tiny_bert_config(**overrides) -> BertConfig:
     """A 2-layer BERT classifier config small enough for unit tests."""
     values = dict(
-        vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=64, num_labels=2,
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=2,
     )
     values.update(overrides)
     return BertConfig(**values)
@@ -52,8 +69,15 @@ def tiny_bert_config(**overrides) -> BertConfig:
 def tiny_t5_config(**overrides) -> T5Config:
     """A 1-layer T5 config (tied `shared`/`embed_tokens`/`lm_head`) for unit tests."""
     values = dict(
-        vocab_size=len(VOCAB), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, decoder_start_token_id=0,
-        pad_token_id=0, eos_token_id=3,
+        vocab_size=len(VOCAB),
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=3,
     )
     values.update(overrides)
     return T5Config(**values)
@@ -67,25 +91,66 @@ def perturbed(model: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.n
             param.add_(torch.randn(param.shape, generator=generator) * scale)
     return model
 
+
 WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "is", "not", "big", "red", "null", '"', "."]
 # T5 needs its task prefixes, field names and label words in the vocabulary.
 T5_WORDS = WORDS + [
-    "rte", "mnli", "stsb", "sst2", "sentence", "sentence1", "sentence2", "hypothesis", "premise", ":", "entailment",
-    "not_entailment", "neutral", "contradiction", "positive", "negative", *"012345",
+    "rte",
+    "mnli",
+    "stsb",
+    "sst2",
+    "sentence",
+    "sentence1",
+    "sentence2",
+    "hypothesis",
+    "premise",
+    ":",
+    "entailment",
+    "not_entailment",
+    "neutral",
+    "contradiction",
+    "positive",
+    "negative",
+    *"012345",
 ]
 
 # Real GLUE headers.
 HEADERS = {
     "RTE": ["index", "sentence1", "sentence2", "label"],
     "SST-2": ["sentence", "label"],
-    "STS-B": ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2",
-              "score"],
+    "STS-B": [
+        "index",
+        "genre",
+        "filename",
+        "year",
+        "old_index",
+        "source1",
+        "source2",
+        "sentence1",
+        "sentence2",
+        "score",
+    ],
     "QQP": ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
     "QNLI": ["index", "question", "sentence", "label"],
     "WNLI": ["index", "sentence1", "sentence2", "label"],
-    "MNLI": ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
-             "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "label2", "label3", "label4",
-             "label5", "gold_label"],
+    "MNLI": [
+        "index",
+        "promptID",
+        "pairID",
+        "genre",
+        "sentence1_binary_parse",
+        "sentence2_binary_parse",
+        "sentence1_parse",
+        "sentence2_parse",
+        "sentence1",
+        "sentence2",
+        "label1",
+        "label2",
+        "label3",
+        "label4",
+        "label5",
+        "gold_label",
+    ],
 }
 
 
@@ -116,8 +181,18 @@ def write_sst2(glue_dir: Path, num_rows: int, seed: int = 0) -> Path:
 def write_stsb(glue_dir: Path, num_rows: int, seed: int = 0) -> Path:
     rng = random.Random(seed)
     rows = [
-        [i, "main-captions", "MSRvid", "2012test", f"{i:04d}", "none", "none", sentence(rng), sentence(rng),
-         f"{rng.uniform(0, 5):.3f}"]
+        [
+            i,
+            "main-captions",
+            "MSRvid",
+            "2012test",
+            f"{i:04d}",
+            "none",
+            "none",
+            sentence(rng),
+            sentence(rng),
+            f"{rng.uniform(0, 5):.3f}",
+        ]
         for i in range(num_rows)
     ]
     return write_tsv(glue_dir / "STS-B" / "dev.tsv", HEADERS["STS-B"], rows)
@@ -126,8 +201,24 @@ def write_stsb(glue_dir: Path, num_rows: int, seed: int = 0) -> Path:
 def write_mnli(glue_dir: Path, rows: list[tuple[str, str, str]], file: str = "dev_matched.tsv") -> Path:
     """MNLI rows ``(premise, hypothesis, gold_label)`` with the parse and annotator columns filled in."""
     lines = [
-        [i, 1000 + i, f"{1000 + i}e", "fiction", "( x )", "( y )", "(ROOT x)", "(ROOT y)", premise, hypothesis,
-         gold, gold, gold, gold, gold, gold]
+        [
+            i,
+            1000 + i,
+            f"{1000 + i}e",
+            "fiction",
+            "( x )",
+            "( y )",
+            "(ROOT x)",
+            "(ROOT y)",
+            premise,
+            hypothesis,
+            gold,
+            gold,
+            gold,
+            gold,
+            gold,
+            gold,
+        ]
         for i, (premise, hypothesis, gold) in enumerate(rows)
     ]
     return write_tsv(glue_dir / "MNLI" / file, HEADERS["MNLI"], lines)
@@ -142,8 +233,15 @@ def tiny_bert_tokenizer(folder: Path) -> BertTokenizerFast:
 
 def tiny_bert(num_labels: int = 2, seed: int = 0, **config) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    values = dict(vocab_size=5 + len(WORDS), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=32, max_position_embeddings=64, num_labels=num_labels)
+    values = dict(
+        vocab_size=5 + len(WORDS),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+    )
     return BertForSequenceClassification(BertConfig(**(values | config))).eval()
 
 
@@ -158,8 +256,17 @@ def tiny_t5_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_t5(seed: int = 0) -> T5ForConditionalGeneration:
     torch.manual_seed(seed)
-    config = T5Config(vocab_size=3 + len(T5_WORDS), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
-                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    config = T5Config(
+        vocab_size=3 + len(T5_WORDS),
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        num_layers=2,
+        num_heads=2,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     return T5ForConditionalGeneration(config).eval()
 
 
@@ -202,8 +309,17 @@ class BiasJudge:
         labels = np.ones(ROWS, dtype=int)
         predictions = (np.arange(ROWS) < round(ROWS * quality)).astype(int)
         logits = np.stack([1 - predictions, predictions], axis=1).astype(float)
-        return EvalResult("toy", split, {"accuracy": self.main_metric(predictions, labels)}, "accuracy", ROWS, {},
-                          predictions, logits, labels)
+        return EvalResult(
+            "toy",
+            split,
+            {"accuracy": self.main_metric(predictions, labels)},
+            "accuracy",
+            ROWS,
+            {},
+            predictions,
+            logits,
+            labels,
+        )
 
     def main_metric(self, predictions, labels):
         return float(np.mean(predictions == labels))
@@ -211,6 +327,14 @@ class BiasJudge:
     def ensemble(self, results):
         predictions = mean_probabilities([r.logits for r in results]).argmax(-1)
         labels = results[0].labels
-        return EvalResult("toy", results[0].split, {"accuracy": self.main_metric(predictions, labels)}, "accuracy",
-                          ROWS, {}, predictions, None, labels)
-
+        return EvalResult(
+            "toy",
+            results[0].split,
+            {"accuracy": self.main_metric(predictions, labels)},
+            "accuracy",
+            ROWS,
+            {},
+            predictions,
+            None,
+            labels,
+        )

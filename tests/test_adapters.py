@@ -142,7 +142,9 @@ def test_svd_adapter_error_is_reported_and_shrinks_with_rank(lora, tmp_path, cap
     exact = merge_models(adapters, tmp_path / "exact", adapter_output="exact", progress=False)
     torch.testing.assert_close(
         logits(PeftModel.from_pretrained(base_model(base_dir), tmp_path / "svd9")),
-        logits(PeftModel.from_pretrained(base_model(base_dir), exact)), atol=1e-5, rtol=0,
+        logits(PeftModel.from_pretrained(base_model(base_dir), exact)),
+        atol=1e-5,
+        rtol=0,
     )
 
 
@@ -225,8 +227,22 @@ def test_buffers_transformers_ignores_on_load_are_left_out_of_adapter_soups(mini
     assert any(i.kept for i in greedy.record.ingredients)
     write_rte(tmp_path / "glue", 20)
     write_rte(tmp_path / "glue", 40, seed=1, file="train.tsv")
-    assert main(["soup", *map(str, adapters), "--task", "rte", "--glue-dir", str(tmp_path / "glue"),
-                 "-o", str(tmp_path / "soup"), "--no-ensemble"]) == 0
+    assert (
+        main(
+            [
+                "soup",
+                *map(str, adapters),
+                "--task",
+                "rte",
+                "--glue-dir",
+                str(tmp_path / "glue"),
+                "-o",
+                str(tmp_path / "soup"),
+                "--no-ensemble",
+            ]
+        )
+        == 0
+    )
     assert "bert.embeddings.position_ids" not in load_file(tmp_path / "soup" / "model.safetensors")
 
 
@@ -296,8 +312,10 @@ def test_greedy_and_uniform_soups_of_adapters(lora, tmp_path):
     assert any(i.kept for i in greedy.record.ingredients)
     uniform_soup(adapters, judge=BiasJudge(), output_dir=tmp_path / "uniform", progress=False)
     full = merge_models(adapters, tmp_path / "merged", progress=False)
-    assert torch.equal(load_file(tmp_path / "uniform" / "model.safetensors")["classifier.weight"],
-                       load_file(full / "model.safetensors")["classifier.weight"])
+    assert torch.equal(
+        load_file(tmp_path / "uniform" / "model.safetensors")["classifier.weight"],
+        load_file(full / "model.safetensors")["classifier.weight"],
+    )
     record = json.loads((tmp_path / "uniform" / "soup.json").read_text())
     assert [i["adapter"]["r"] for i in record["ingredients"]] == [r for r, *_ in ADAPTERS]
     recipe = yaml.safe_load((tmp_path / "uniform" / "recipe.yaml").read_text())

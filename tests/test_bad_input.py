@@ -391,8 +391,21 @@ CASES = [
         (
             f"STS-B score {score}",
             lambda t, score=score: _stsb_score(t / "glue", score),
-            ["soup", "ing0", "ing1", "--task", "stsb", "-o", "soup", "--glue-dir", "glue", "--select-split",
-             "validation:select", "--report-split", "validation:report"],
+            [
+                "soup",
+                "ing0",
+                "ing1",
+                "--task",
+                "stsb",
+                "-o",
+                "soup",
+                "--glue-dir",
+                "glue",
+                "--select-split",
+                "validation:select",
+                "--report-split",
+                "validation:report",
+            ],
             f"glue/STS-B/dev.tsv line 3: score '{score}' is not a number from 0 to 5",
         )
         for score in ["nan", "1e9", "-0.5", "inf"]
@@ -409,16 +422,26 @@ CASES = [
             (["--recipe", "uniform", "--min-gain", "0.1"], "--min-gain: applies to the recipe greedy / bagged"),
             (["--min-gain", "-0.1"], "--min-gain: must be ≥ 0, got '-0.1'"),
             (["--min-gain", "nan"], "--min-gain: must be a finite number, got 'nan'"),
-            (["--select-split", "validation:select", "--report-split", "validation"],
-             "select_split 'validation:select' overlaps report_split 'validation'"),
-            (["--recipe", "fisher", "--statistics-rows", "0"],
-             "--statistics-rows: must be a whole number ≥ 1, got '0'"),
-            (["--recipe", "regmean", "--statistics-rows", "-5"],
-             "--statistics-rows: must be a whole number ≥ 1, got '-5'"),
-            (["--recipe", "fisher", "--statistics-rows", "250"],
-             "statistics_rows: 250 is more than the 249 rows of the selection split train:heldout"),
-            (["--recipe", "regmean", "--statistics-rows", "1000"],
-             "statistics_rows: 1000 is more than the 249 rows of the selection split train:heldout"),
+            (
+                ["--select-split", "validation:select", "--report-split", "validation"],
+                "select_split 'validation:select' overlaps report_split 'validation'",
+            ),
+            (
+                ["--recipe", "fisher", "--statistics-rows", "0"],
+                "--statistics-rows: must be a whole number ≥ 1, got '0'",
+            ),
+            (
+                ["--recipe", "regmean", "--statistics-rows", "-5"],
+                "--statistics-rows: must be a whole number ≥ 1, got '-5'",
+            ),
+            (
+                ["--recipe", "fisher", "--statistics-rows", "250"],
+                "statistics_rows: 250 is more than the 249 rows of the selection split train:heldout",
+            ),
+            (
+                ["--recipe", "regmean", "--statistics-rows", "1000"],
+                "statistics_rows: 1000 is more than the 249 rows of the selection split train:heldout",
+            ),
             (["--recipe", "regmean", "--regmean-alpha", "1.5"], "--regmean-alpha: must be in [0, 1], got '1.5'"),
             (["--recipe", "regmean", "--regmean-alpha", "-0.1"], "--regmean-alpha: must be in [0, 1], got '-0.1'"),
             (["--recipe", "regmean", "--regmean-alpha", "nan"], "--regmean-alpha: must be a finite number, got 'nan'"),
@@ -450,22 +473,43 @@ CASES = [
     *[
         (f"dataset {case}", _data, argv, message)
         for case, argv, message in [
-            ("missing file", ["soup", "ing0", "ing1", "--dataset", "nosuch.csv", "-o", "soup"],
-             "dataset file 'nosuch.csv': no such file"),
-            ("missing folder", ["soup", "ing0", "ing1", "--dataset", "no/such", "-o", "soup"],
-             "dataset 'no/such': no such local file or folder, and the Hub gave none"),
-            ("missing column", [*DATA, "--text-columns", "sentence"],
-             "dataset 'data' split 'train': no column 'sentence'; its columns: text, label"),
+            (
+                "missing file",
+                ["soup", "ing0", "ing1", "--dataset", "nosuch.csv", "-o", "soup"],
+                "dataset file 'nosuch.csv': no such file",
+            ),
+            (
+                "missing folder",
+                ["soup", "ing0", "ing1", "--dataset", "no/such", "-o", "soup"],
+                "dataset 'no/such': no such local file or folder, and the Hub gave none",
+            ),
+            (
+                "missing column",
+                [*DATA, "--text-columns", "sentence"],
+                "dataset 'data' split 'train': no column 'sentence'; its columns: text, label",
+            ),
             ("unknown metric", [*DATA, "--metric", "bleu"], "unknown metric 'bleu'; metrics: accuracy, f1, f1_macro"),
-            ("metric for another task", [*DATA, "--metric", "pearson"],
-             "metric 'pearson' does not fit a classifier of 2 classes; metrics that do: accuracy,"),
-            ("missing split", [*DATA, "--report-split", "test"],
-             "dataset 'data' has no split 'test'; its splits: train, validation,"),
-            ("overlapping splits", [*DATA, "--report-split", "train"],
-             "select_split 'train:heldout' overlaps report_split 'train'"),
+            (
+                "metric for another task",
+                [*DATA, "--metric", "pearson"],
+                "metric 'pearson' does not fit a classifier of 2 classes; metrics that do: accuracy,",
+            ),
+            (
+                "missing split",
+                [*DATA, "--report-split", "test"],
+                "dataset 'data' has no split 'test'; its splits: train, validation,",
+            ),
+            (
+                "overlapping splits",
+                [*DATA, "--report-split", "train"],
+                "select_split 'train:heldout' overlaps report_split 'train'",
+            ),
             ("option without a dataset", [*SOUP, "--metric", "f1"], "metric='f1' is an option of a dataset"),
-            ("evaluate missing column", ["evaluate", "ing0", "--dataset", "data", "--label-column", "y"],
-             "dataset 'data' split 'validation': no column 'y'"),
+            (
+                "evaluate missing column",
+                ["evaluate", "ing0", "--dataset", "data", "--label-column", "y"],
+                "dataset 'data' split 'validation': no column 'y'",
+            ),
         ]
     ],
     (

@@ -61,21 +61,36 @@ def run(tmp_path, tiny_tokenizer):
     BertModel(tiny_bert_config()).save_pretrained(base)
     train, dev = dataset(tiny_tokenizer, 32, seed=1), dataset(tiny_tokenizer, 24, seed=2)
 
-    def make(name, trainer_class=Trainer, lr=1e-2, seed=0, train_it=True, args=None, train_dataset=None, lora=None,
-             **kwargs):
+    def make(
+        name, trainer_class=Trainer, lr=1e-2, seed=0, train_it=True, args=None, train_dataset=None, lora=None, **kwargs
+    ):
         set_seed(seed)
         model = BertForSequenceClassification.from_pretrained(base, num_labels=2)
         if lora is not None:
             model = get_peft_model(model, lora)
         settings = {
-            "output_dir": str(tmp_path / "runs" / name), "learning_rate": lr, "seed": seed, "num_train_epochs": 1,
-            "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8, "eval_strategy": "epoch",
-            "save_strategy": "no", "report_to": "none", "use_cpu": True, "disable_tqdm": True,
+            "output_dir": str(tmp_path / "runs" / name),
+            "learning_rate": lr,
+            "seed": seed,
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 8,
+            "per_device_eval_batch_size": 8,
+            "eval_strategy": "epoch",
+            "save_strategy": "no",
+            "report_to": "none",
+            "use_cpu": True,
+            "disable_tqdm": True,
         }
         training_args = TrainingArguments(**settings | (args or {}))
-        trainer = trainer_class(model, training_args, train_dataset=train if train_dataset is None else train_dataset,
-                                eval_dataset=dev,
-                                processing_class=tiny_tokenizer, compute_metrics=accuracy, **kwargs)
+        trainer = trainer_class(
+            model,
+            training_args,
+            train_dataset=train if train_dataset is None else train_dataset,
+            eval_dataset=dev,
+            processing_class=tiny_tokenizer,
+            compute_metrics=accuracy,
+            **kwargs,
+        )
         if train_it:
             trainer.train()
         return trainer
@@ -117,7 +132,11 @@ def test_three_runs_fill_one_pantry_and_cook_a_soup(run, tmp_path):
         {"learning_rate": lr, "seed": seed} for _, lr, seed in grid
     ]
     assert [r.name for r in record.results] == [
-        "best individual", "greedy", "uniform", "ensemble", "ensemble (greedy)"
+        "best individual",
+        "greedy",
+        "uniform",
+        "ensemble",
+        "ensemble (greedy)",
     ]
     assert "learning_rate=0.03" in (report.output_dir / "README.md").read_text().replace(": ", "=")
 
@@ -238,6 +257,7 @@ def test_soup_trainer_is_trainer_plus_callback(run, tmp_path):
         assert all(torch.equal(t, weights(y.path)[k]) for k, t in weights(x.path).items())
     ours, theirs = souped.soup(), callback.make_soup(plain)
     assert ours.output_dir == tmp_path / "soup"
+
     def results(report):  # ensemble members are named by their pantry paths (pantry-a/a…, pantry-b/b…)
         return [(r.name, r.scores, r.gain, [Path(m).name[1:] for m in r.members or []]) for r in report.record.results]
 
@@ -287,10 +307,14 @@ def test_checkpoints_join_the_pantry(run, tmp_path):
     run("r", callbacks=[callback], args={"save_strategy": "steps", "save_steps": 2})
     entries = Pantry(tmp_path / "pantry").entries()
     assert [(e.name, e.info["kind"], e.info["step"]) for e in entries] == [
-        ("r.checkpoint-2", "checkpoint", 2), ("r.checkpoint-4", "checkpoint", 4), ("r", "final", 4)
+        ("r.checkpoint-2", "checkpoint", 2),
+        ("r.checkpoint-4", "checkpoint", 4),
+        ("r", "final", 4),
     ]
     assert [i.hyperparameters for i in Pantry(tmp_path / "pantry").ingredients()] == [
-        {"epoch": 0.5}, {"epoch": 1.0}, {"epoch": 1.0}
+        {"epoch": 0.5},
+        {"epoch": 1.0},
+        {"epoch": 1.0},
     ]
 
 
@@ -345,8 +369,13 @@ def test_concurrent_processes_share_one_pantry(tmp_path):
 def test_cook_pushes_when_asked(run, tmp_path, hub_server, hub_model_id, capsys):
     # no hub_model_id: the Trainer's output folder name + "-soup", a bare name under the token's user (issue 23)
     repo = hub_model_id or f"{DEFAULT_USER}/r0.03-soup"
-    callback = SoupCallback(tmp_path / "pantry", push_to_hub=True, hub_model_id=hub_model_id,
-                            hub_token=hub_server.token, license="apache-2.0")
+    callback = SoupCallback(
+        tmp_path / "pantry",
+        push_to_hub=True,
+        hub_model_id=hub_model_id,
+        hub_token=hub_server.token,
+        license="apache-2.0",
+    )
     for lr in (1e-2, 3e-2):
         trainer = run(f"r{lr:g}", lr=lr, callbacks=[callback])
     callback.make_soup(trainer)
@@ -497,16 +526,21 @@ def test_a_run_trained_under_another_heldout_rule_is_refused(run, tmp_path, tiny
     run("a", callbacks=[SoupCallback(tmp_path / "pantry", pin_head=True, heldout=rule)], train_dataset=rest)
     late = SoupCallback(tmp_path / "pantry", pin_head=True, heldout=other_rule, select_dataset=other_heldout)
     trainer = run("b", seed=1, callbacks=[late], train_dataset=other_rest)
-    with pytest.raises(SoupError, match=r"pantry entry 'a' was trained under the held-out rule dataset train:heldout "
-                       r"\(seed 0, .* but the soup is selected on dataset train:heldout \(seed 1"):
+    with pytest.raises(
+        SoupError,
+        match=r"pantry entry 'a' was trained under the held-out rule dataset train:heldout "
+        r"\(seed 0, .* but the soup is selected on dataset train:heldout \(seed 1",
+    ):
         late.make_soup(trainer)
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"frobnicate": 1}, "make_soup: unknown option 'frobnicate'; the judge takes select_split, report_split, "),
-     ({"bags": 3}, "make_soup: unknown option 'bags'; .* recipe 'greedy' takes greedy_rule, min_gain, resume"),
-     ({"recipe": "frobnicate"}, "make_soup: unknown recipe 'frobnicate'; choose one of greedy, bagged, ")],
+    [
+        ({"frobnicate": 1}, "make_soup: unknown option 'frobnicate'; the judge takes select_split, report_split, "),
+        ({"bags": 3}, "make_soup: unknown option 'bags'; .* recipe 'greedy' takes greedy_rule, min_gain, resume"),
+        ({"recipe": "frobnicate"}, "make_soup: unknown recipe 'frobnicate'; choose one of greedy, bagged, "),
+    ],
 )
 def test_cook_refuses_an_unknown_option(run, tmp_path, options, message):
     soup = SoupCallback(tmp_path / "pantry", pin_head=True)
@@ -522,8 +556,14 @@ def test_cook_gives_its_judge_options_to_the_glue_judge(run, tmp_path):
     for name, seed in (("a", 0), ("b", 1)):
         trainer = run(name, seed=seed, callbacks=[soup])
     # glue_dir was once swallowed by **options, and the Hub tried instead
-    report = soup.make_soup(trainer, task="rte", glue_dir=GLUE_DIR, select_split="validation:select",
-                       report_split="validation:report", batch_size=64)
+    report = soup.make_soup(
+        trainer,
+        task="rte",
+        glue_dir=GLUE_DIR,
+        select_split="validation:select",
+        report_split="validation:report",
+        batch_size=64,
+    )
     assert report.record.recipe.split_rule["rows"] == {"select": 138, "report": 139}
 
 
@@ -531,8 +571,11 @@ def test_cook_gives_its_judge_options_to_the_glue_judge(run, tmp_path):
 def test_a_training_set_holding_the_heldout_rows_is_refused(run, tmp_path, tiny_tokenizer):
     # all of RTE's 2,490 train rows (as transformers' run_glue.py trains) while the soup would select on 249 of them
     soup = SoupCallback(tmp_path / "pantry", pin_head=True, task="rte", glue_dir=GLUE_DIR)
-    with pytest.raises(SoupError, match=r"selects the soup on train:heldout \(249 rows held out of train's 2490\), "
-                       r"but the Trainer's train_dataset \(2490 rows\) holds some of them"):
+    with pytest.raises(
+        SoupError,
+        match=r"selects the soup on train:heldout \(249 rows held out of train's 2490\), "
+        r"but the Trainer's train_dataset \(2490 rows\) holds some of them",
+    ):
         run("a", callbacks=[soup], train_dataset=dataset(tiny_tokenizer, 2490, seed=1))
     assert not (tmp_path / "pantry").exists()  # refused before the start head is pinned
 
@@ -540,8 +583,11 @@ def test_a_training_set_holding_the_heldout_rows_is_refused(run, tmp_path, tiny_
 def rte_rows(tokenizer, glue_dir: Path, split: str) -> datasets.Dataset:
     """RTE rows tokenized as run_glue.py tokenizes them (``idx`` and ``label`` kept; the Trainer drops ``idx``)."""
     rows = load_glue_split("rte", split, glue_dir).dataset
-    return rows.map(lambda batch: tokenizer(batch["sentence1"], batch["sentence2"]), batched=True,
-                    remove_columns=["sentence1", "sentence2"])
+    return rows.map(
+        lambda batch: tokenizer(batch["sentence1"], batch["sentence2"]),
+        batched=True,
+        remove_columns=["sentence1", "sentence2"],
+    )
 
 
 def test_a_run_trained_on_the_heldout_rows_is_refused_by_their_content(run, tmp_path, tiny_tokenizer):
@@ -550,8 +596,11 @@ def test_a_run_trained_on_the_heldout_rows_is_refused_by_their_content(run, tmp_
     soup = SoupCallback(tmp_path / "pantry", pin_head=True, task="rte", glue_dir=glue)
     heldout = rte_rows(tiny_tokenizer, glue, "train:heldout")  # 20 rows: fewer than the rest, `idx` dropped
     for rows in (heldout, heldout.shuffle(seed=0).map(lambda row: {"label": 1 - row["label"], "idx": -1})):
-        with pytest.raises(SoupError, match=r"selects the soup on train:heldout \(20 rows held out of train's 200\), "
-                           r"but the Trainer's train_dataset \(20 rows\) holds 20 of them"):
+        with pytest.raises(
+            SoupError,
+            match=r"selects the soup on train:heldout \(20 rows held out of train's 200\), "
+            r"but the Trainer's train_dataset \(20 rows\) holds 20 of them",
+        ):
             run("a", callbacks=[soup], train_dataset=rows)
     run("a", callbacks=[soup], train_dataset=rte_rows(tiny_tokenizer, glue, "train:rest").select(range(32)))
     (entry,) = Pantry(tmp_path / "pantry").entries()
@@ -563,15 +612,22 @@ def test_a_soup_is_not_selected_on_heldout_rows_changed_since_training(run, tmp_
     path = write_rte(glue, 200, file="train.tsv")
     soup = SoupCallback(tmp_path / "pantry", pin_head=True, task="rte", glue_dir=glue)
     for name, seed in (("a", 0), ("b", 1)):
-        trainer = run(name, seed=seed, callbacks=[soup],
-                      train_dataset=rte_rows(tiny_tokenizer, glue, "train:rest").select(range(32)))
+        trainer = run(
+            name,
+            seed=seed,
+            callbacks=[soup],
+            train_dataset=rte_rows(tiny_tokenizer, glue, "train:rest").select(range(32)),
+        )
     held = load_glue_split("rte", "train:heldout", glue).dataset["idx"][0]
     header, *lines = path.read_text().splitlines()
     fields = lines[held].split("\t")
     lines[held] = "\t".join([*fields[:-1], "entailment" if fields[-1] == "not_entailment" else "not_entailment"])
     path.write_text("\n".join([header, *lines]) + "\n")  # one held-out row relabelled; positions unchanged
-    with pytest.raises(SoupError, match=r"pantry entry 'a' was trained leaving out held-out rows whose text or labels "
-                       r"differ from the rows the soup is selected on now .*\(rows reordered, edited or relabelled\)"):
+    with pytest.raises(
+        SoupError,
+        match=r"pantry entry 'a' was trained leaving out held-out rows whose text or labels "
+        r"differ from the rows the soup is selected on now .*\(rows reordered, edited or relabelled\)",
+    ):
         soup.make_soup(trainer)
 
 
@@ -596,8 +652,11 @@ def test_select_dataset_is_compared_with_its_rule_and_the_training_rows(run, tmp
             SoupCallback(tmp_path / "pantry", select_dataset=other, heldout=rule)
     soup = SoupCallback(tmp_path / "pantry", pin_head=True, select_dataset=heldout, heldout=rule)
     everything = datasets.concatenate_datasets([rest, relabelled.map(lambda row: {"idx": -1})])
-    with pytest.raises(SoupError, match=r"selects the soup on 8 rows, but 8 rows of the Trainer's train_dataset "
-                       r"\(40 rows\) read the same"):
+    with pytest.raises(
+        SoupError,
+        match=r"selects the soup on 8 rows, but 8 rows of the Trainer's train_dataset "
+        r"\(40 rows\) read the same",
+    ):
         run("a", callbacks=[soup], train_dataset=everything)
     with pytest.raises(SoupError, match=r"selects the soup on 8 rows, but 8 rows"):  # without a rule as well
         run("a", callbacks=[SoupCallback(tmp_path / "pantry", select_dataset=heldout)], train_dataset=everything)
@@ -619,10 +678,15 @@ def test_ema_entries_hold_each_runs_weight_average_and_cook(run, tmp_path):
     first = run("r", callbacks=[soup, recorded], args={"save_strategy": "steps", "save_steps": 2})
     pantry = Pantry(tmp_path / "pantry")
     assert [(e.name, e.info["kind"], e.info.get("ema_decay"), e.info.get("ema_of")) for e in pantry.entries()] == [
-        ("r.checkpoint-2", "checkpoint", None, None), ("r.checkpoint-2.ema-0.5", "ema", 0.5, "checkpoint"),
-        ("r.checkpoint-2.ema-0.9", "ema", 0.9, "checkpoint"), ("r.checkpoint-4", "checkpoint", None, None),
-        ("r.checkpoint-4.ema-0.5", "ema", 0.5, "checkpoint"), ("r.checkpoint-4.ema-0.9", "ema", 0.9, "checkpoint"),
-        ("r", "final", None, None), ("r.ema-0.5", "ema", 0.5, "final"), ("r.ema-0.9", "ema", 0.9, "final"),
+        ("r.checkpoint-2", "checkpoint", None, None),
+        ("r.checkpoint-2.ema-0.5", "ema", 0.5, "checkpoint"),
+        ("r.checkpoint-2.ema-0.9", "ema", 0.9, "checkpoint"),
+        ("r.checkpoint-4", "checkpoint", None, None),
+        ("r.checkpoint-4.ema-0.5", "ema", 0.5, "checkpoint"),
+        ("r.checkpoint-4.ema-0.9", "ema", 0.9, "checkpoint"),
+        ("r", "final", None, None),
+        ("r.ema-0.5", "ema", 0.5, "final"),
+        ("r.ema-0.9", "ema", 0.9, "final"),
     ]
     (final,) = pantry.select("ema:0.9")
     steps = len(recorded.history)

@@ -28,8 +28,14 @@ TIMEOUT = 540  # seconds: a hang fails the test instead of blocking
 def run_script(work: Path) -> None:
     """Run the script in two processes under ``accelerate launch``; kill the whole group when it hangs."""
     launch, env = accelerate_launch(2)
-    process = subprocess.Popen([*launch, str(SCRIPT), str(work)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [*launch, str(SCRIPT), str(work)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = process.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -59,7 +65,8 @@ def test_two_processes_ran_and_what_cannot_be_gathered_is_refused_on_both(work):
     refused = json.loads((work / "refs" / "refused.json").read_text())
     assert refused["processes"] == 2
     for case, words in [
-        ("fsdp1-bare-callback", "FSDP (FullyShardedDataParallel)"), ("fsdp2-peft", "PEFT"),
+        ("fsdp1-bare-callback", "FSDP (FullyShardedDataParallel)"),
+        ("fsdp2-peft", "PEFT"),
         ("fsdp2-head", "does not fit"),  # found by the main process, raised by both
     ]:
         assert len(refused[case]) == 2, case
@@ -108,8 +115,13 @@ def test_the_start_is_the_unsharded_start_on_both_processes(work, sweep):
 def test_the_soup_is_the_one_one_process_cooks(work, sweep, tmp_path):
     two = work / sweep / "soup"  # cooked in both processes by cook_on_end at the end of the second run
     one = SoupCallback(
-        work / sweep / "pantry", checkpoints=True, task="rte", glue_dir=work / "glue",
-        select_split="validation:select", report_split="validation:report", batch_size=4,
+        work / sweep / "pantry",
+        checkpoints=True,
+        task="rte",
+        glue_dir=work / "glue",
+        select_split="validation:select",
+        report_split="validation:report",
+        batch_size=4,
     ).make_soup(output_dir=tmp_path / "soup")
     a, b = one.record, SoupRecord.load(two)
     assert [(Path(i.spec).name, i.kept, i.weight) for i in a.ingredients] == [

@@ -28,28 +28,51 @@ def soup_record(
 ) -> SoupRecord:
     ingredients = []
     for i, _ in enumerate(licenses):
-        common = dict(weight=0.5 if i < 2 else 0.0, kept=i < 2, hyperparameters={"learning_rate": 2e-5 * (i + 1)},
-                      scores={"select": {"accuracy": 0.6 + i / 100}})
+        common = dict(
+            weight=0.5 if i < 2 else 0.0,
+            kept=i < 2,
+            hyperparameters={"learning_rate": 2e-5 * (i + 1)},
+            scores={"select": {"accuracy": 0.6 + i / 100}},
+        )
         if folders:
             ingredients.append(IngredientRecord(spec=str(folders[i]), source="local", **common))
         else:
-            ingredients.append(IngredientRecord(spec=f"me/bert-rte@lr{i}", source="hub", repo_id="me/bert-rte",
-                                                revision=SHA, **common))
+            ingredients.append(
+                IngredientRecord(
+                    spec=f"me/bert-rte@lr{i}", source="hub", repo_id="me/bert-rte", revision=SHA, **common
+                )
+            )
     return SoupRecord(
-        hf_soups_version="0.1.0", dtype="float32", ingredients=ingredients, base_model="google-bert/bert-base-uncased",
-        model_type="bert", architecture="BertForSequenceClassification",
+        hf_soups_version="0.1.0",
+        dtype="float32",
+        ingredients=ingredients,
+        base_model="google-bert/bert-base-uncased",
+        model_type="bert",
+        architecture="BertForSequenceClassification",
         recipe=RecipeRecord(
-            name="greedy", task="rte", metric="accuracy", select_split="validation:select",
-            report_split="validation:report", split_rule={"seed": 0, "rows": {"select": 138, "report": 139}},
-            trajectory=[{"spec": "me/bert-rte@lr1", "score": 0.61, "kept": True},
-                        {"spec": "me/bert-rte@lr0", "score": 0.62, "kept": True}],
+            name="greedy",
+            task="rte",
+            metric="accuracy",
+            select_split="validation:select",
+            report_split="validation:report",
+            split_rule={"seed": 0, "rows": {"select": 138, "report": 139}},
+            trajectory=[
+                {"spec": "me/bert-rte@lr1", "score": 0.61, "kept": True},
+                {"spec": "me/bert-rte@lr0", "score": 0.62, "kept": True},
+            ],
         ),
         results=[
             SoupResult("best individual", {"select": {"accuracy": 0.61}, "report": {"accuracy": 0.63}}),
-            SoupResult("uniform", {"select": {"accuracy": 0.62}, "report": {"accuracy": 0.635}},
-                       {"delta": 0.004, "low": -0.008, "high": 0.016, "resamples": 1000}),
-            SoupResult("greedy", {"select": {"accuracy": 0.64}, "report": {"accuracy": 0.652}},
-                       {"delta": 0.022, "low": 0.005, "high": 0.039, "resamples": 1000}),
+            SoupResult(
+                "uniform",
+                {"select": {"accuracy": 0.62}, "report": {"accuracy": 0.635}},
+                {"delta": 0.004, "low": -0.008, "high": 0.016, "resamples": 1000},
+            ),
+            SoupResult(
+                "greedy",
+                {"select": {"accuracy": 0.64}, "report": {"accuracy": 0.652}},
+                {"delta": 0.022, "low": 0.005, "high": 0.039, "resamples": 1000},
+            ),
         ],
     )
 
@@ -77,8 +100,10 @@ def test_card_metadata_and_body(tmp_path):
 
     text = card.text
     assert "arXiv:2203.05482" in text
-    assert f"| 3 | [me/bert-rte@lr2](https://huggingface.co/me/bert-rte/tree/{SHA}) | `{SHA[:12]}` | " \
-           "learning_rate=6e-05 | 62.0 | no | 0 |" in text
+    assert (
+        f"| 3 | [me/bert-rte@lr2](https://huggingface.co/me/bert-rte/tree/{SHA}) | `{SHA[:12]}` | "
+        "learning_rate=6e-05 | 62.0 | no | 0 |" in text
+    )
     assert "| uniform | 62.0 | 63.5 | +0.4 (95% CI −0.8 … +1.6) |" in text
     assert "**uniform**: the 95% interval of the gain contains 0" in text
     assert "**greedy**: better than the best individual model" in text
@@ -145,16 +170,21 @@ def test_folder_names_with_line_breaks_keep_the_card_whole_and_its_snippets_runn
     else:
         assert main(["merge", str(first), str(ingredient), "-o", str(soup)]) == 0
     body = (soup / "README.md").read_text().split("---\n")[2]
-    assert "\n# my \"soup\"\n" in body
+    assert '\n# my "soup"\n' in body
     snippets = dict(re.findall(r"```(python|bash)\n(.*?)```", body, flags=re.DOTALL))
-    calls = [ast.literal_eval(node.args[0]) for node in ast.walk(ast.parse(snippets["python"]))
-             if isinstance(node, ast.Call) and node.args]
+    calls = [
+        ast.literal_eval(node.args[0])
+        for node in ast.walk(ast.parse(snippets["python"]))
+        if isinstance(node, ast.Call) and node.args
+    ]
     assert calls == [soup.name, soup.name]
     [command] = snippets["bash"].splitlines()
     words = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], capture_output=True, check=True).stdout
-    expected = ["hf-soups", "cook", f"{soup.name}/recipe.yaml", "-o", f"{soup.name}-again"] if recipe else [
-        "hf-soups", "merge", first.name, ingredient.name, "--weights", "0.5,0.5", "-o", "soup"
-    ]
+    expected = (
+        ["hf-soups", "cook", f"{soup.name}/recipe.yaml", "-o", f"{soup.name}-again"]
+        if recipe
+        else ["hf-soups", "merge", first.name, ingredient.name, "--weights", "0.5,0.5", "-o", "soup"]
+    )
     assert words.decode().split("\0")[:-1] == expected
 
 
@@ -175,8 +205,11 @@ def test_a_card_judged_on_the_trainers_eval_dataset_says_so_and_is_titled_by_its
     soup = tmp_path / "mrpc" / "soup"  # SoupCallback's default: <Trainer output_dir>/soup
     soup.mkdir(parents=True)
     record = soup_record()
-    record.recipe.task, record.recipe.select_split, record.recipe.report_split = None, "eval_dataset:select", \
-        "eval_dataset:report"
+    record.recipe.task, record.recipe.select_split, record.recipe.report_split = (
+        None,
+        "eval_dataset:select",
+        "eval_dataset:report",
+    )
     record.recipe.split_rule = {"source": "Trainer eval_dataset", "seed": 0, "rows": {"select": 20, "report": 21}}
     record.save(soup)
     card = build_card(soup)
@@ -200,9 +233,13 @@ def test_written_card_loads_back_with_the_same_metadata(tmp_path):
 
 def test_plain_merge_card_degrades_gracefully(tmp_path):
     record = SoupRecord(
-        hf_soups_version="0.1.0", dtype="bfloat16", architecture="T5ForConditionalGeneration",
-        ingredients=[IngredientRecord(spec="runs/a", source="local", weight=0.5),
-                     IngredientRecord(spec="me/t5@v1", source="hub", repo_id="me/t5", revision=SHA, weight=0.5)],
+        hf_soups_version="0.1.0",
+        dtype="bfloat16",
+        architecture="T5ForConditionalGeneration",
+        ingredients=[
+            IngredientRecord(spec="runs/a", source="local", weight=0.5),
+            IngredientRecord(spec="me/t5@v1", source="hub", repo_id="me/t5", revision=SHA, weight=0.5),
+        ],
     )
     card = build_card(record)
     assert card.data.pipeline_tag == "text2text-generation"

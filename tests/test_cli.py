@@ -37,7 +37,8 @@ def test_bad_input_is_one_line_and_exit_2(make_ingredients, tmp_path):
     folders = make_ingredients(1)
     result = subprocess.run(
         [sys.executable, "-m", "hf_soups.cli", "merge", str(folders[0]), "-o", str(tmp_path / "soup")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
@@ -73,8 +74,9 @@ def test_package_exports_resolve_lazily():
         "import sys, hf_soups, hf_soups.cli; hf_soups.cli.build_parser(); "
         "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     )
-    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True,
-                          cwd=Path(__file__).parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
+    )
     assert done.stdout.strip() == "[]"  # neither `import hf_soups` nor `hf-soups --help` loads torch
 
 
@@ -123,9 +125,24 @@ def test_a_log_file_holds_the_results_table_on_lines_of_its_own(make_ingredients
     folders = make_ingredients(2)
     log = tmp_path / "log"
     with log.open("w") as file:
-        subprocess.run([sys.executable, "-m", "hf_soups.cli", "soup", *map(str, folders), "--task", "rte",
-                        "--glue-dir", str(tmp_path / "glue"), "-o", str(tmp_path / "soup")],
-                       stdout=file, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hf_soups.cli",
+                "soup",
+                *map(str, folders),
+                "--task",
+                "rte",
+                "--glue-dir",
+                str(tmp_path / "glue"),
+                "-o",
+                str(tmp_path / "soup"),
+            ],
+            stdout=file,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
     lines = log.read_bytes().decode().split("\n")  # a carriage return is not a line end here
     assert any(line.startswith("model ") and "select accuracy" in line for line in lines), lines[-12:]
 
@@ -134,9 +151,13 @@ def test_no_parser_of_the_command_line_or_the_examples_takes_an_abbreviated_flag
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
     assert all(not parser.allow_abbrev for parser in subparsers.choices.values())
     examples = Path(__file__).resolve().parents[1] / "examples" / "glue"
-    for script, argv in [("run_glue_sweep.py", ["--model-name-or-path", "m", "--task", "rte", "--output-dir", "o",
-                                                 "--learning-rate", "1"]),
-                         ("soup_from_hub.py", ["a", "--task", "rte", "--output-dir", "soup", "--over"])]:
+    for script, argv in [
+        (
+            "run_glue_sweep.py",
+            ["--model-name-or-path", "m", "--task", "rte", "--output-dir", "o", "--learning-rate", "1"],
+        ),
+        ("soup_from_hub.py", ["a", "--task", "rte", "--output-dir", "soup", "--over"]),
+    ]:
         spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), examples / script)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

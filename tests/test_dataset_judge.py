@@ -83,8 +83,11 @@ def test_sst2_rows_as_a_csv_soup_as_the_glue_task_does(tmp_path, capsys):
         lines = (GLUE_DIR / "SST-2" / file).read_text(encoding="utf-8").splitlines()[1 : count + 1]
         rows[split] = [line.split("\t") for line in lines]
         write_tsv(tmp_path / "glue" / "SST-2" / file, ["sentence", "label"], rows[split])
-        write_csv(tmp_path / "data" / f"{split}.csv", ["text", "label"],
-                  [[text, NAMES[int(label)]] for text, label in rows[split]])
+        write_csv(
+            tmp_path / "data" / f"{split}.csv",
+            ["text", "label"],
+            [[text, NAMES[int(label)]] for text, label in rows[split]],
+        )
     folders = sweep(tmp_path, [text for part in rows.values() for text, _ in part], n=4, id2label=NAMES)
     common = ["soup", *map(str, folders), "--select-split", "train:heldout", "--greedy-rule", "ties"]
     glue_soup, csv_soup = tmp_path / "glue-soup", tmp_path / "csv-soup"
@@ -95,8 +98,9 @@ def test_sst2_rows_as_a_csv_soup_as_the_glue_task_does(tmp_path, capsys):
     assert [i["kept"] for i in mine["ingredients"]] == [i["kept"] for i in glue["ingredients"]]
     assert [i["scores"] for i in mine["ingredients"]] == [i["scores"] for i in glue["ingredients"]]
     assert mine["results"] == glue["results"] and mine["recipe"]["trajectory"] == glue["recipe"]["trajectory"]
-    assert mine["recipe"]["split_rule"]["rows"] == glue["recipe"]["split_rule"]["rows"] == {"select": 60,
-                                                                                           "report": 150}
+    assert (
+        mine["recipe"]["split_rule"]["rows"] == glue["recipe"]["split_rule"]["rows"] == {"select": 60, "report": 150}
+    )
     assert mine["recipe"]["split_rule"]["select"]["digest"] == glue["recipe"]["split_rule"]["select"]["digest"]
     assert sha(tmp_path / "csv-soup") == sha(tmp_path / "glue-soup")
     assert mine["recipe"]["task"] is None and mine["recipe"]["split_rule"]["dataset"]["name"] == "data"
@@ -107,8 +111,15 @@ def test_a_dataset_judge_is_a_public_type_the_recipes_take(toy):
     folders, data = toy
     tokenizer = BertTokenizer.from_pretrained(folders[0])
     files = f"train={data / 'train.csv'},validation={data / 'dev.csv'}"
-    judge = DatasetJudge(files, tokenizer, NAMES, metric="f1", select_split="validation:select",
-                         report_split="validation:report", progress=False)
+    judge = DatasetJudge(
+        files,
+        tokenizer,
+        NAMES,
+        metric="f1",
+        select_split="validation:select",
+        report_split="validation:report",
+        progress=False,
+    )
     assert judge.split_rule["rows"] == {"select": 15, "report": 15} and judge.metric == "f1"
     report = uniform_soup(folders, judge=judge, ensemble=False, progress=False)
     assert report.record.recipe.metric == "f1" and report.record.recipe.split_rule["dataset"]["name"] == "data"
@@ -139,20 +150,36 @@ def test_labels_are_matched_by_name_or_id():
 def test_json_lines_with_class_ids_and_a_regressor_on_scores(tmp_path):
     rows = toy_rows(40, seed=3)
     path = tmp_path / "rows.jsonl"
-    path.write_text("".join(json.dumps({"sentence": s, "a": s[::-1], "score": len(s) / 10, "y": y}) + "\n"
-                            for s, y in rows))
+    path.write_text(
+        "".join(json.dumps({"sentence": s, "a": s[::-1], "score": len(s) / 10, "y": y}) + "\n" for s, y in rows)
+    )
     splits = {"select_split": "train:select", "report_split": "train:report"}
     (classifier,) = sweep(tmp_path, [s for s, _ in rows], n=1)  # LABEL_0, LABEL_1: labels are ids
     tokenizer = BertTokenizer.from_pretrained(classifier)
     model = BertForSequenceClassification.from_pretrained(classifier)
-    judge = DatasetJudge(str(path), tokenizer, model.config.id2label, text_columns="sentence", label_column="y",
-                         progress=False, **splits)
+    judge = DatasetJudge(
+        str(path),
+        tokenizer,
+        model.config.id2label,
+        text_columns="sentence",
+        label_column="y",
+        progress=False,
+        **splits,
+    )
     assert judge.split_rule["rows"] == {"select": 20, "report": 20}
     assert judge.score(model, "report").metrics.keys() == {"accuracy"}
     (regressor,) = sweep(tmp_path / "reg", [s for s, _ in rows], n=1, num_labels=1)
     model = BertForSequenceClassification.from_pretrained(regressor)
-    judge = DatasetJudge(str(path), tokenizer, model.config.id2label, text_columns=("sentence", "a"),
-                         label_column="score", metric="spearmanr", progress=False, **splits)
+    judge = DatasetJudge(
+        str(path),
+        tokenizer,
+        model.config.id2label,
+        text_columns=("sentence", "a"),
+        label_column="score",
+        metric="spearmanr",
+        progress=False,
+        **splits,
+    )
     result = judge.score(model, "select", return_predictions=True)
     assert result.main_metric == "spearmanr" and result.labels.dtype.kind == "f" and result.predictions.ndim == 1
 
@@ -181,8 +208,21 @@ def test_evaluate_a_dataset_as_the_glue_task(toy, tmp_path, capsys):
     glue = tmp_path / "glue"
     rows = list(csv.reader((data / "dev.csv").open()))[1:]
     write_tsv(glue / "SST-2" / "dev.tsv", ["sentence", "label"], [[s, 0 if y == "negative" else 1] for s, y in rows])
-    assert main(["evaluate", str(folders[0]), "--task", "sst2", "--glue-dir", str(glue), "--output",
-                 str(tmp_path / "glue.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(folders[0]),
+                "--task",
+                "sst2",
+                "--glue-dir",
+                str(glue),
+                "--output",
+                str(tmp_path / "glue.json"),
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", str(folders[0]), "--dataset", str(data), "--output", str(tmp_path / "mine.json")]) == 0
     theirs, mine = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("glue", "mine"))
     assert mine["metrics"] == theirs["metrics"] and mine["num_examples"] == 30
@@ -192,8 +232,16 @@ def test_diagnose_a_dataset(tmp_path, capsys):
     rows = toy_rows(30, seed=2)
     folders = sweep(tmp_path, [s for s, _ in rows], scale=0.005, id2label=NAMES)
     write_csv(tmp_path / "rows.csv", ["text", "label"], [[s, NAMES[y]] for s, y in rows])
-    argv = ["diagnose", *map(str, folders), "--dataset", str(tmp_path / "rows.csv"), "--split", "train",
-            "--output", str(tmp_path / "diagnosis.json")]
+    argv = [
+        "diagnose",
+        *map(str, folders),
+        "--dataset",
+        str(tmp_path / "rows.csv"),
+        "--split",
+        "train",
+        "--output",
+        str(tmp_path / "diagnosis.json"),
+    ]
     assert main(argv) == 0
     landscape = json.loads((tmp_path / "diagnosis.json").read_text())["loss_landscape"]
     assert (landscape["task"], landscape["split"], landscape["metric"]) == ("rows", "train", "accuracy")
@@ -203,12 +251,21 @@ def test_diagnose_a_dataset(tmp_path, capsys):
 @pytest.mark.slow
 def test_the_card_names_the_dataset_and_its_metric(toy, tmp_path):
     folders, data = toy
-    greedy_soup(folders, dataset=str(data), metric="matthews_correlation", output_dir=tmp_path / "soup",
-                ensemble=False, progress=False)
+    greedy_soup(
+        folders,
+        dataset=str(data),
+        metric="matthews_correlation",
+        output_dir=tmp_path / "soup",
+        ensemble=False,
+        progress=False,
+    )
     card = ModelCard.load(tmp_path / "soup" / "README.md")
     (result,) = card.data.eval_results
-    assert (result.dataset_name, result.dataset_split, result.metric_type) == ("data", "validation",
-                                                                              "matthews_correlation")
+    assert (result.dataset_name, result.dataset_split, result.metric_type) == (
+        "data",
+        "validation",
+        "matthews_correlation",
+    )
     assert "GLUE" not in card.text and f"# {tmp_path.name}-soup\n" in card.text
     assert "- dataset: `data` (local files); text `text`, label `label`" in card.text
 
@@ -223,8 +280,13 @@ def test_two_processes_judge_a_dataset_as_one(toy, tmp_path):
     args = ["soup", *map(str, folders), "--dataset", str(data), "--batch-size", "4"]
     assert main([*args, "-o", str(tmp_path / "one")]) == 0
     launch, env = accelerate_launch(2)
-    done = subprocess.run([*launch, hf_soups.cli.__file__, *args, "-o", str(tmp_path / "two")], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*launch, hf_soups.cli.__file__, *args, "-o", str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = (json.loads((tmp_path / name / "soup.json").read_text()) for name in ("one", "two"))
     assert one["results"] == two["results"] and one["recipe"]["trajectory"] == two["recipe"]["trajectory"]

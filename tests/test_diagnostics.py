@@ -71,7 +71,7 @@ def space(folders, base=None):
 
 
 def test_copies_of_one_model_have_cosine_one(runs):
-    base, = runs(1, "base", noise=0)
+    (base,) = runs(1, "base", noise=0)
     copies = runs(3, "copy", noise=0.002)[:1] * 3  # one fine-tune, three times
     weights = space(copies, base=base)
     for sums in [weights.overall, *weights.groups.values()]:
@@ -85,14 +85,17 @@ def test_copies_of_one_model_have_cosine_one(runs):
 
 @pytest.mark.parametrize("with_base", [True, False])
 def test_sums_match_a_direct_computation(runs, with_base):
-    base, = runs(1, "base", noise=0)
+    (base,) = runs(1, "base", noise=0)
     folders = runs(3, "ft", noise=0.01)
     weights = space(folders, base=base if with_base else None)
     states = [load_file(f / "model.safetensors") for f in folders]
     names = weights.groups["encoder.layer.1"].tensors
     flat = np.stack([np.concatenate([s[n].double().numpy().ravel() for n in names]) for s in states])
-    centre = (np.concatenate([load_file(base / "model.safetensors")[n].double().numpy().ravel() for n in names])
-              if with_base else flat.mean(0))
+    centre = (
+        np.concatenate([load_file(base / "model.safetensors")[n].double().numpy().ravel() for n in names])
+        if with_base
+        else flat.mean(0)
+    )
     tau = flat - centre
     group = weights.groups["encoder.layer.1"]
     np.testing.assert_allclose(group.gram, tau @ tau.T, rtol=1e-10)
@@ -119,7 +122,7 @@ def test_files_in_another_tensor_order_give_the_same_sums(runs, tmp_path):
 
 
 def test_chunked_reads_of_sharded_and_bf16_files_match_a_direct_computation(runs, tmp_path, monkeypatch):
-    base, = runs(1, "base", noise=0)
+    (base,) = runs(1, "base", noise=0)
     folders = runs(3, "ft", noise=0.01)
     model = BertForSequenceClassification.from_pretrained(folders[1])
     model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
@@ -147,10 +150,12 @@ def test_chunked_reads_of_sharded_and_bf16_files_match_a_direct_computation(runs
 
 
 def test_adapter_is_its_merged_model_in_weight_space(runs, tmp_path):
-    base, = runs(1, "base", noise=0)
+    (base,) = runs(1, "base", noise=0)
     torch.manual_seed(1)
-    model = get_peft_model(BertForSequenceClassification.from_pretrained(base),
-                           LoraConfig(task_type="SEQ_CLS", r=2, lora_alpha=4, target_modules=["query", "value"]))
+    model = get_peft_model(
+        BertForSequenceClassification.from_pretrained(base),
+        LoraConfig(task_type="SEQ_CLS", r=2, lora_alpha=4, target_modules=["query", "value"]),
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_" in name or "modules_to_save" in name:
@@ -174,7 +179,7 @@ def test_base_without_model_prefix_or_head(runs, tmp_path):
 
 
 def test_base_of_another_shape_is_bad_input(runs):
-    other, = runs(1, "wide", noise=0, intermediate_size=48)
+    (other,) = runs(1, "wide", noise=0, intermediate_size=48)
     with pytest.raises(
         SoupError,
         match=r"base '.*wide0': tensor 'bert.encoder.layer.0.intermediate.dense.(weight|bias)' has shape \[48",
@@ -186,8 +191,10 @@ def test_different_head_inits_are_flagged_by_layer_group(runs):
     folders = runs(3, "ft", head_seeds=[1, 2, 3])
     diagnosis = diagnose(folders)
     assert [v.verdict for v in diagnosis.verdicts] == ["different head"] * 3
-    assert any("classifier heads start from different random inits" in f and "classifier.weight" in f
-               for f in diagnosis.findings)
+    assert any(
+        "classifier heads start from different random inits" in f and "classifier.weight" in f
+        for f in diagnosis.findings
+    )
     head = diagnosis.weights.groups["head"].weight_cosines
     body = diagnosis.weights.body.weight_cosines
     assert np.abs(head[~np.eye(3, dtype=bool)]).max() < 0.5 < body.min()
@@ -196,13 +203,16 @@ def test_different_head_inits_are_flagged_by_layer_group(runs):
 def test_one_head_from_another_init_is_named(runs):
     folders = runs(3, "ft", head_seeds=[1, 1, 2])
     verdicts = {v.spec: v.verdict for v in diagnose(folders).verdicts}
-    assert verdicts == {str(folders[0]): "soup-compatible", str(folders[1]): "soup-compatible",
-                        str(folders[2]): "different head"}
+    assert verdicts == {
+        str(folders[0]): "soup-compatible",
+        str(folders[1]): "soup-compatible",
+        str(folders[2]): "different head",
+    }
 
 
 @pytest.mark.parametrize("with_base", [True, False])
 def test_model_from_another_base_is_off_base(runs, with_base):
-    base, = runs(1, "base", noise=0)
+    (base,) = runs(1, "base", noise=0)
     folders = runs(3, "ft") + runs(1, "stranger", base_seed=1)
     diagnosis = diagnose(folders, base=base if with_base else None)
     assert [v.verdict for v in diagnosis.verdicts] == ["soup-compatible"] * 3 + ["off-base"]
@@ -227,10 +237,13 @@ def test_base_that_is_an_ingredient_is_named(runs):
     folders = runs(3, "ft")
     diagnosis = diagnose(folders, base=folders[1])
     assert [v.verdict for v in diagnosis.verdicts] == ["soup-compatible"] * 3
-    assert diagnosis.verdicts[1].reasons == [f"it is the base given ({folders[1]}): identical weights, so its task "
-                                             "vector is zero and its cosines with the others (0) say nothing"]
-    assert any(f.startswith(f"the base ({folders[1]}) is one of the ingredients ({folders[1]})")
-               for f in diagnosis.findings)
+    assert diagnosis.verdicts[1].reasons == [
+        f"it is the base given ({folders[1]}): identical weights, so its task "
+        "vector is zero and its cosines with the others (0) say nothing"
+    ]
+    assert any(
+        f.startswith(f"the base ({folders[1]}) is one of the ingredients ({folders[1]})") for f in diagnosis.findings
+    )
     assert not diagnosis.verdicts[0].reasons and not diagnosis.verdicts[2].reasons
 
 
@@ -248,16 +261,22 @@ def test_ingredient_that_does_not_validate_is_off_base(runs):
 
 
 def test_barrier_marks_a_different_basin():
-    curves = [Curve("flat", [0, 0.25, 0.5, 0.75, 1], [0.8, 0.8, 0.79, 0.78, 0.78]),
-              Curve("valley", [0, 0.25, 0.5, 0.75, 1], [0.8, 0.7, 0.6, 0.7, 0.78])]
+    curves = [
+        Curve("flat", [0, 0.25, 0.5, 0.75, 1], [0.8, 0.8, 0.79, 0.78, 0.78]),
+        Curve("valley", [0, 0.25, 0.5, 0.75, 1], [0.8, 0.7, 0.6, 0.7, 0.78]),
+    ]
     landscape = Landscape("rte", "validation:select", "accuracy", {}, "best", curves)
     verdicts = {spec: Verdict(spec, "soup-compatible") for spec in ["best", "flat", "valley"]}
     findings = _judge_landscape(landscape, verdicts)
     assert curves[0].barrier == pytest.approx(0.0) and curves[1].barrier == pytest.approx(0.19)
-    assert [verdicts[s].verdict for s in ["best", "flat", "valley"]] == ["soup-compatible", "soup-compatible",
-                                                                         "different basin"]
-    assert findings == [("1 of 2 ingredients lie behind a loss barrier from the best one (best): averaging them with "
-                        "it will hurt")]
+    assert [verdicts[s].verdict for s in ["best", "flat", "valley"]] == [
+        "soup-compatible",
+        "soup-compatible",
+        "different basin",
+    ]
+    assert findings == [
+        ("1 of 2 ingredients lie behind a loss barrier from the best one (best): averaging them with it will hurt")
+    ]
 
 
 @needs_glue
@@ -265,7 +284,7 @@ def test_copies_give_a_flat_curve(runs):
     folders = runs(1, "ft")[:1] * 2
     ingredients = resolve_ingredients(folders)
     landscape = loss_landscape(ingredients, validate_ingredients(ingredients), "rte", glue_dir=GLUE_DIR, batch_size=64)
-    curve, = landscape.curves
+    (curve,) = landscape.curves
     assert curve.scores == [curve.scores[0]] * 5 and curve.barrier == 0.0
     assert landscape.split == "validation:select" and landscape.metric == "accuracy"
 
@@ -274,8 +293,22 @@ def test_copies_give_a_flat_curve(runs):
 def test_cli_on_tiny_models(make_ingredients, tmp_path, capsys):
     folders = [str(f) for f in make_ingredients(3)]
     output, plots = tmp_path / "diagnosis.json", tmp_path / "plots"
-    code = main(["diagnose", *folders, "--task", "rte", "--glue-dir", str(GLUE_DIR), "--output", str(output),
-                 "--plots", str(plots), "--batch-size", "64"])
+    code = main(
+        [
+            "diagnose",
+            *folders,
+            "--task",
+            "rte",
+            "--glue-dir",
+            str(GLUE_DIR),
+            "--output",
+            str(output),
+            "--plots",
+            str(plots),
+            "--batch-size",
+            "64",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "centre: mean of the ingredients" in printed and "barrier" in printed
@@ -288,7 +321,7 @@ def test_cli_on_tiny_models(make_ingredients, tmp_path, capsys):
 
 
 def test_cli_needs_two_ingredients(make_ingredients, capsys):
-    folder, = make_ingredients(1)
+    (folder,) = make_ingredients(1)
     capsys.readouterr()
     assert main(["diagnose", str(folder)]) == 2
     assert (

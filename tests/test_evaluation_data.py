@@ -27,13 +27,23 @@ from hf_soups.evaluation.data import (
 
 # Row counts from SOURCES.md.
 ROW_COUNTS = {
-    ("cola", "train"): 8551, ("cola", "validation"): 1043, ("sst2", "train"): 67349, ("sst2", "validation"): 872,
-    ("mrpc", "train"): 3668, ("mrpc", "validation"): 408, ("stsb", "train"): 5749, ("stsb", "validation"): 1500,
-    ("rte", "train"): 2490, ("rte", "validation"): 277,
+    ("cola", "train"): 8551,
+    ("cola", "validation"): 1043,
+    ("sst2", "train"): 67349,
+    ("sst2", "validation"): 872,
+    ("mrpc", "train"): 3668,
+    ("mrpc", "validation"): 408,
+    ("stsb", "train"): 5749,
+    ("stsb", "validation"): 1500,
+    ("rte", "train"): 2490,
+    ("rte", "validation"): 277,
 }
 # Label counts from SOURCES.md, by Hub label id.
 LABEL_COUNTS = {
-    "sst2": {1: 444, 0: 428}, "mrpc": {1: 279, 0: 129}, "cola": {1: 721, 0: 322}, "rte": {0: 146, 1: 131},
+    "sst2": {1: 444, 0: 428},
+    "mrpc": {1: 279, 0: 129},
+    "cola": {1: 721, 0: 322},
+    "rte": {0: 146, 1: 131},
 }
 
 
@@ -72,12 +82,19 @@ def test_mnli_qqp_qnli_wnli_layouts(tmp_path):
     write_tsv(tmp_path / "WNLI" / "dev.tsv", HEADERS["WNLI"], [[0, "a", "b", 1], [1, "c", "d", 0]])
 
     mnli = read_glue_tsv(tmp_path, "mnli", "validation_matched")
-    assert mnli.to_dict() == {"premise": ["p0", "p1", "p2"], "hypothesis": ["h0", "h1", "null"], "label": [0, 1, 2],
-                              "idx": [0, 1, 2]}
+    assert mnli.to_dict() == {
+        "premise": ["p0", "p1", "p2"],
+        "hypothesis": ["h0", "h1", "null"],
+        "label": [0, 1, 2],
+        "idx": [0, 1, 2],
+    }
     assert load_glue_split("mnli", None, tmp_path).dataset.num_rows == 3  # default: validation_matched
     assert load_glue_split("mnli", "validation_mismatched", tmp_path).dataset["premise"][0] == "q0"
     assert read_glue_tsv(tmp_path, "qqp", "validation").to_dict() == {
-        "question1": ["how?", "why?"], "question2": ["NA", "why"], "label": [1, 0], "idx": [0, 1]
+        "question1": ["how?", "why?"],
+        "question2": ["NA", "why"],
+        "label": [1, 0],
+        "idx": [0, 1],
     }
     assert list(read_glue_tsv(tmp_path, "qnli", "validation")["label"]) == [1, 0]  # not_entailment = 1
     assert list(read_glue_tsv(tmp_path, "wnli", "validation")["label"]) == [1, 0]  # entailment = 1 on the Hub too
@@ -116,9 +133,16 @@ def test_the_heldout_rule_names_the_heldout_rows(tmp_path):
     heldout = load_glue_split("rte", "train:heldout", tmp_path)
     rule = heldout_rule("rte", tmp_path)
     columns = ["sentence1", "sentence2", "label"]
-    assert rule == {"task": "rte", "split": "train:heldout", "seed": 0, "fraction": 0.1, "rows": 20,
-                    "digest": rows_digest(heldout.dataset["idx"]), "columns": columns,
-                    "content": content_digest(heldout.dataset, columns)}
+    assert rule == {
+        "task": "rte",
+        "split": "train:heldout",
+        "seed": 0,
+        "fraction": 0.1,
+        "rows": 20,
+        "digest": rows_digest(heldout.dataset["idx"]),
+        "columns": columns,
+        "content": content_digest(heldout.dataset, columns),
+    }
     assert heldout_rule("rte", tmp_path, SplitRule(seed=1))["digest"] != rule["digest"]
     # your own dataset held out by the same rule: the same rows, the same digest
     rest, held, own = hold_out(read_glue_tsv(tmp_path, "rte", "train"))
@@ -142,8 +166,10 @@ def test_the_heldout_rule_names_the_heldout_rows_content(tmp_path):
     lines[1 + held] = "\t".join(fields)
     path.write_text("\n".join(lines) + "\n")
     relabelled = heldout_rule("rte", tmp_path)
-    assert relabelled["digest"] == rule["digest"] and relabelled["content"] not in (rule["content"],
-                                                                                    shuffled["content"])
+    assert relabelled["digest"] == rule["digest"] and relabelled["content"] not in (
+        rule["content"],
+        shuffled["content"],
+    )
 
 
 def test_hold_out_trains_on_no_copy_of_a_heldout_row():
@@ -161,8 +187,9 @@ def test_trained_heldout_rows_counts_heldout_rows_by_content(tmp_path, tiny_toke
     rest = load_glue_split("rte", "train:rest", tmp_path).dataset
 
     def tokenized(rows, **options):  # as a training script tokenizes GLUE rows; the Trainer then drops the rest
-        encoded = rows.map(lambda batch: tiny_tokenizer(batch["sentence1"], batch["sentence2"], **options),
-                           batched=True)
+        encoded = rows.map(
+            lambda batch: tiny_tokenizer(batch["sentence1"], batch["sentence2"], **options), batched=True
+        )
         return encoded.select_columns(["input_ids", "attention_mask", "label"])
 
     assert trained_heldout_rows(tokenized(rest), heldout, tiny_tokenizer, tmp_path) == 0
@@ -187,10 +214,15 @@ def test_a_heldout_fraction_outside_0_to_half_is_refused(tmp_path, fraction):
 
 @pytest.mark.parametrize(
     ("select", "report", "apart"),
-    [("train:heldout", "validation", True), ("validation:select", "validation:report", True),
-     ("train:heldout", "train:rest", True), ("validation:select", "validation", False),
-     ("train:heldout", "train:report", False), ("validation", "validation", False),
-     ("train", "train:heldout", False)],
+    [
+        ("train:heldout", "validation", True),
+        ("validation:select", "validation:report", True),
+        ("train:heldout", "train:rest", True),
+        ("validation:select", "validation", False),
+        ("train:heldout", "train:report", False),
+        ("validation", "validation", False),
+        ("train", "train:heldout", False),
+    ],
 )
 def test_check_apart(select, report, apart):
     if apart:

@@ -27,7 +27,8 @@ def test_classification_metrics_match_sklearn():
     }
     accuracy = accuracy_score(LABELS, PREDICTIONS)
     assert glue_metrics("mrpc", PREDICTIONS, LABELS) == {
-        "f1": pytest.approx(f1_score(LABELS, PREDICTIONS)), "accuracy": pytest.approx(accuracy)
+        "f1": pytest.approx(f1_score(LABELS, PREDICTIONS)),
+        "accuracy": pytest.approx(accuracy),
     }
     assert glue_metrics("qqp", PREDICTIONS, LABELS) == glue_metrics("mrpc", PREDICTIONS, LABELS)
     for task in ["sst2", "qnli", "rte", "wnli"]:

@@ -34,10 +34,12 @@ def unbatched_logits(model, tokenizer, task, glue_dir, split="validation", rule=
     """Reference: one example at a time, no padding, no sorting."""
     spec, rows = get_task(task), load_glue_split(task, split, glue_dir, rule).dataset
     with torch.no_grad():
-        return np.concatenate([
-            model(**tokenizer(*[row[c] for c in spec.text_columns], return_tensors="pt")).logits.numpy()
-            for row in rows
-        ])
+        return np.concatenate(
+            [
+                model(**tokenizer(*[row[c] for c in spec.text_columns], return_tensors="pt")).logits.numpy()
+                for row in rows
+            ]
+        )
 
 
 @pytest.mark.parametrize(("task", "write"), [("rte", write_rte), ("sst2", write_sst2)])
@@ -105,8 +107,10 @@ def test_a_tokenizer_with_ids_past_the_embedding_is_one_message(tmp_path, capsys
     model = tiny_t5() if text_to_text else tiny_bert(vocab_size=largest + 1)
     assert scorer.score(model).num_examples == 5
     model.resize_token_embeddings(largest)  # one row short
-    with pytest.raises(SoupError, match=f"its tokenizer gives token id {largest} on rte validation, but its input "
-                                        f"embedding has {largest} rows"):
+    with pytest.raises(
+        SoupError,
+        match=f"its tokenizer gives token id {largest} on rte validation, but its input embedding has {largest} rows",
+    ):
         scorer.score(model)
     if not text_to_text:  # the command line: exit 2, the message on the last line
         tokenizer.save_pretrained(tmp_path / "model")
@@ -153,8 +157,16 @@ def test_real_minilm_tokenizer_on_rte(tmp_path):
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
     rule = SplitRule(select_fraction=0.05)
-    result = evaluate_glue(model, tokenizer, "rte", "validation:select", glue_dir=GLUE_DIR, batch_size=4,
-                           return_predictions=True, rule=rule)
+    result = evaluate_glue(
+        model,
+        tokenizer,
+        "rte",
+        "validation:select",
+        glue_dir=GLUE_DIR,
+        batch_size=4,
+        return_predictions=True,
+        rule=rule,
+    )
     assert result.num_examples == 13
     expected = unbatched_logits(model, tokenizer, "rte", GLUE_DIR, "validation:select", rule)
     np.testing.assert_allclose(result.logits, expected, atol=1e-4)
@@ -170,9 +182,14 @@ def test_two_processes_match_one(tmp_path):
     done = subprocess.run([*launch, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     two = np.load(tmp_path / "two.npz")
-    one = evaluate_glue(AutoModelForSequenceClassification.from_pretrained(tmp_path / "model"),
-                        AutoTokenizer.from_pretrained(tmp_path / "model"), "rte", batch_size=4,
-                        glue_dir=tmp_path / "glue", return_predictions=True)
+    one = evaluate_glue(
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "model"),
+        AutoTokenizer.from_pretrained(tmp_path / "model"),
+        "rte",
+        batch_size=4,
+        glue_dir=tmp_path / "glue",
+        return_predictions=True,
+    )
     assert int(two["processes"]) == 2 and int(two["num_examples"]) == one.num_examples == 37
     np.testing.assert_array_equal(two["predictions"], one.predictions)
     assert float(two["main"]) == one.main
@@ -242,12 +259,15 @@ def test_the_cpu_default_is_32_rows_a_batch(tmp_path):
     assert [len(span) for span in shard.spans] == [32, 32, 6] and len(shard.batches) == 3
 
 
-@pytest.mark.parametrize(("bf16", "text_to_text", "expected"), [
-    (True, False, (torch.bfloat16, None)),
-    (True, True, (torch.bfloat16, None)),
-    (False, False, (torch.float32, torch.float16)),  # fp16 autocast for encoders where bf16 is missing
-    (False, True, (torch.float32, None)),  # T5 overflows in fp16: fp32
-])
+@pytest.mark.parametrize(
+    ("bf16", "text_to_text", "expected"),
+    [
+        (True, False, (torch.bfloat16, None)),
+        (True, True, (torch.bfloat16, None)),
+        (False, False, (torch.float32, torch.float16)),  # fp16 autocast for encoders where bf16 is missing
+        (False, True, (torch.float32, None)),  # T5 overflows in fp16: fp32
+    ],
+)
 def test_scoring_precision_on_a_gpu(monkeypatch, bf16, text_to_text, expected):
     from hf_soups.evaluation.scoring import Precision, scoring_precision
 

@@ -63,16 +63,36 @@ def test_help(script, capsys):
 
 def test_sweep_under_two_processes_cooks_the_soup_one_process_cooks(tiny_glue, tiny_model, tmp_path):
     sweep = [
-        str(EXAMPLES / "run_glue_sweep.py"), "--model-name-or-path", str(tiny_model), "--task", "rte",
-        "--glue-dir", str(tiny_glue), "--output-dir", str(tmp_path / "sweep"), "--learning-rates", "3e-2",
-        "--seeds", "0", "1", "--batch-size", "4", "--max-length", "64", "--ema", "0.9",
+        str(EXAMPLES / "run_glue_sweep.py"),
+        "--model-name-or-path",
+        str(tiny_model),
+        "--task",
+        "rte",
+        "--glue-dir",
+        str(tiny_glue),
+        "--output-dir",
+        str(tmp_path / "sweep"),
+        "--learning-rates",
+        "3e-2",
+        "--seeds",
+        "0",
+        "1",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "64",
+        "--ema",
+        "0.9",
     ]
     launch, env = accelerate_launch(2)
     out = run(*launch, *sweep, env=env)
     assert "best individual" in out and "ensemble" in out
     pantry = tmp_path / "sweep" / "pantry"
     assert sorted(p.name for p in pantry.iterdir()) == [  # one entry (and its EMA) per run: no process wrote twice
-        "lr0.03-ep1-seed0", "lr0.03-ep1-seed0.ema-0.9", "lr0.03-ep1-seed1", "lr0.03-ep1-seed1.ema-0.9",
+        "lr0.03-ep1-seed0",
+        "lr0.03-ep1-seed0.ema-0.9",
+        "lr0.03-ep1-seed1",
+        "lr0.03-ep1-seed1.ema-0.9",
         "start-head.safetensors",
     ]
     two = tmp_path / "sweep" / "soup-two-processes"
@@ -96,7 +116,8 @@ def test_sweep_under_two_processes_cooks_the_soup_one_process_cooks(tiny_glue, t
     assert (one / "README.md").is_file() and (one / "ingredients_vs_soups.png").is_file()
     run(sys.executable, *sweep, "--cook-only", "--entries", "ema:0.9")  # each run's EMA, kept by rank 0 under DDP
     assert [Path(i.spec).name for i in SoupRecord.load(one).ingredients] == [
-        "lr0.03-ep1-seed0.ema-0.9", "lr0.03-ep1-seed1.ema-0.9"
+        "lr0.03-ep1-seed0.ema-0.9",
+        "lr0.03-ep1-seed1.ema-0.9",
     ]
 
 
@@ -109,8 +130,17 @@ def test_soup_from_hub_cooks_and_pushes(make_ingredients, hub_server, tmp_path):
         api.upload_folder(repo_id=repo, folder_path=folder)
         repos.append(repo)
     out = run(
-        sys.executable, str(EXAMPLES / "soup_from_hub.py"), *repos, "--task", "rte", "--glue-dir", str(GLUE_DIR),
-        "--output-dir", str(tmp_path / "soup"), "--push-to-hub", f"{DEFAULT_USER}/tiny-rte-soup",
+        sys.executable,
+        str(EXAMPLES / "soup_from_hub.py"),
+        *repos,
+        "--task",
+        "rte",
+        "--glue-dir",
+        str(GLUE_DIR),
+        "--output-dir",
+        str(tmp_path / "soup"),
+        "--push-to-hub",
+        f"{DEFAULT_USER}/tiny-rte-soup",
         env={"HF_TOKEN": hub_server.token},
     )
     assert "greedy" in out and "pushed: " in out

@@ -37,8 +37,12 @@ def hand_fisher(model: TwoLayers, rows: np.ndarray) -> dict[str, np.ndarray]:
             terms = [(p[y], np.eye(len(z))[y] - p) for y in range(len(z))]  # ∂ log p_y / ∂z = e_y − p
         for weight, dz in terms:
             da = (w2.T @ dz) * (1 - h**2)
-            grads = {"first.weight": np.outer(da, x), "first.bias": da, "second.weight": np.outer(dz, h),
-                     "second.bias": dz}
+            grads = {
+                "first.weight": np.outer(da, x),
+                "first.bias": da,
+                "second.weight": np.outer(dz, h),
+                "second.bias": dz,
+            }
             for name, grad in grads.items():
                 total[name] = total[name] + weight * grad**2
     return {name: value / len(rows) for name, value in total.items()}
@@ -73,9 +77,10 @@ def test_the_weighted_average_is_the_one_computed_by_hand(make_ingredients, tmp_
     plan = validate_ingredients(ingredients)
     weights = [load_file(i.path / "model.safetensors") for i in ingredients]
     generator = torch.Generator().manual_seed(0)
-    fishers = [{name: torch.rand(plan.shapes[name], generator=generator) for name in ("classifier.weight",
-                                                                                       "classifier.bias")}
-               for _ in ingredients]
+    fishers = [
+        {name: torch.rand(plan.shapes[name], generator=generator) for name in ("classifier.weight", "classifier.bias")}
+        for _ in ingredients
+    ]
     fishers[0]["classifier.bias"][0] = fishers[1]["classifier.bias"][0] = 0.0  # no information on one element
     pooler = "bert.pooler.dense.bias"
     fishers[0][pooler] = fishers[1][pooler] = torch.zeros(plan.shapes[pooler])  # none on a whole tensor
@@ -115,7 +120,11 @@ def test_fisher_soup_records_its_fishers_and_cooks_again_bit_for_bit(make_ingred
     options = report.record.recipe.options
     assert (options["statistics_rows"], options["fisher_over"], options["fisher"]) == (6, "all", "exact")
     assert [r.name for r in report.record.results] == [
-        "best individual", "fisher", "uniform", "ensemble", "ensemble (greedy)"
+        "best individual",
+        "fisher",
+        "uniform",
+        "ensemble",
+        "ensemble (greedy)",
     ]
     recipe = yaml.safe_load((tmp_path / "soup" / "recipe.yaml").read_text())
     assert recipe["recipe"] == "fisher" and recipe["options"] == {"statistics_rows": 6, "fisher_over": "all"}
@@ -129,8 +138,13 @@ def test_fisher_soup_records_its_fishers_and_cooks_again_bit_for_bit(make_ingred
         raise AssertionError("estimated again")
 
     monkeypatch.setattr(hf_soups.recipes.fisher, "fisher_diagonal", never)
-    again = run_in_kitchen(kitchen, "fisher", tmp_path / "other", ensemble=False, options={
-        "statistics_rows": 6, "state_dir": tmp_path / "soup.fisher-state"})  # the same Fishers, from the cache
+    again = run_in_kitchen(
+        kitchen,
+        "fisher",
+        tmp_path / "other",
+        ensemble=False,
+        options={"statistics_rows": 6, "state_dir": tmp_path / "soup.fisher-state"},
+    )  # the same Fishers, from the cache
     assert sha(tmp_path / "other") == sha(tmp_path / "soup")
     assert again.record.recipe.options["statistics"] == options["statistics"]
 
@@ -149,8 +163,16 @@ def test_fisher_over_greedy_merges_the_greedy_soups_members(make_ingredients, tm
 @pytest.mark.slow
 def test_cooking_refuses_a_changed_or_missing_fisher(make_ingredients, tmp_path, monkeypatch, capsys):
     folders, glue = make_ingredients(2), small_glue(tmp_path)
-    run_recipe("fisher", folders, "rte", tmp_path / "soup", glue_dir=glue, options={"statistics_rows": 4},
-               ensemble=False, progress=False)
+    run_recipe(
+        "fisher",
+        folders,
+        "rte",
+        tmp_path / "soup",
+        glue_dir=glue,
+        options={"statistics_rows": 4},
+        ensemble=False,
+        progress=False,
+    )
     state = tmp_path / "soup.fisher-state"
     first = sorted(state.iterdir())[0]
     monkeypatch.chdir(tmp_path)
@@ -179,11 +201,14 @@ def test_fisher_does_not_apply_where_the_judge_gives_no_logits_of_one_label_a_ro
         run_in_kitchen(Kitchen(make_ingredients(2), judge, progress=False), "fisher")
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"statistics_rows": 11}, "statistics_rows: 11 is more than the 10 rows of the selection split train:heldout"),
-    ({"statistics_rows": 0}, "statistics_rows: must be a whole number ≥ 1"),
-    ({"fisher_over": "some"}, "fisher_over: 'some' is not one of all, greedy"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"statistics_rows": 11}, "statistics_rows: 11 is more than the 10 rows of the selection split train:heldout"),
+        ({"statistics_rows": 0}, "statistics_rows: must be a whole number ≥ 1"),
+        ({"fisher_over": "some"}, "fisher_over: 'some' is not one of all, greedy"),
+    ],
+)
 def test_fisher_refuses_bad_options_before_any_scoring(make_ingredients, tmp_path, options, message):
     kitchen = make_kitchen(make_ingredients(2), "rte", glue_dir=small_glue(tmp_path), progress=False)
     with pytest.raises(SoupError, match=message):

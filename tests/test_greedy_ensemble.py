@@ -41,8 +41,17 @@ class TableJudge:
 
     def _result(self, split, logits):
         predictions, labels = logits.argmax(-1), np.ones(ROWS, dtype=int)
-        return EvalResult("toy", split, {"accuracy": self.main_metric(predictions, labels)}, "accuracy", ROWS, {},
-                          predictions, logits, labels)
+        return EvalResult(
+            "toy",
+            split,
+            {"accuracy": self.main_metric(predictions, labels)},
+            "accuracy",
+            ROWS,
+            {},
+            predictions,
+            logits,
+            labels,
+        )
 
     def main_metric(self, predictions, labels):
         return float(np.mean(predictions == labels))
@@ -72,9 +81,15 @@ def names(members):
 def test_greedy_ensemble_keeps_members_that_raise_the_ensembles_score(make_ingredients, tmp_path):
     # ing1 (0.8) first; with ing0 (0.7, wrong only where ing1 is unsure) the mean probabilities are right
     # everywhere: 1.0; ing2 is confidently wrong on most rows and lowers it; ing3 is a copy of ing1 (no change)
-    folders, judge = ingredients(make_ingredients, [
-        right(range(3, 10)), right(range(8)), right(range(3), unsure=0.05), right(range(8)),
-    ])
+    folders, judge = ingredients(
+        make_ingredients,
+        [
+            right(range(3, 10)),
+            right(range(8)),
+            right(range(3), unsure=0.05),
+            right(range(8)),
+        ],
+    )
     report = greedy_soup(folders, judge=judge, output_dir=tmp_path / "soup", progress=False)
     greedy = row(report)
     assert names(greedy.members) == ["ing1", "ing0"]

@@ -40,8 +40,11 @@ def upload(api: HfApi, folder: Path, repo_id: str, revision: str | None = None, 
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -69,11 +72,22 @@ def test_soup_of_hub_ingredients_is_pushed_in_one_commit_and_loads_back(
 
     record = SoupRecord.load(folder)
     assert [i.revision for i in record.ingredients][2] == pinned
-    record.recipe = RecipeRecord(name="uniform", task="rte", metric="accuracy", select_split="validation:select",
-                                 report_split="validation:report", split_rule={"rows": {"select": 8, "report": 9}})
-    record.results = [SoupResult("best individual", {"select": {"accuracy": 0.5}, "report": {"accuracy": 5 / 9}}),
-                      SoupResult("uniform", {"select": {"accuracy": 0.625}, "report": {"accuracy": 6 / 9}},
-                                 {"delta": 0.111, "low": -0.111, "high": 0.333, "resamples": 1000})]
+    record.recipe = RecipeRecord(
+        name="uniform",
+        task="rte",
+        metric="accuracy",
+        select_split="validation:select",
+        report_split="validation:report",
+        split_rule={"rows": {"select": 8, "report": 9}},
+    )
+    record.results = [
+        SoupResult("best individual", {"select": {"accuracy": 0.5}, "report": {"accuracy": 5 / 9}}),
+        SoupResult(
+            "uniform",
+            {"select": {"accuracy": 0.625}, "report": {"accuracy": 6 / 9}},
+            {"delta": 0.111, "low": -0.111, "high": 0.333, "resamples": 1000},
+        ),
+    ]
     record.save(folder)
     before = snapshot(folder)
 
@@ -214,8 +228,9 @@ def test_a_push_leaves_the_repo_serving_the_soup_and_keeps_the_users_other_files
     before = set(api.list_repo_files(SOUP_REPO))
     assert ({"model.safetensors"} if sharded_soup else {"model.safetensors.index.json"}) <= before
 
-    soup = merge_models(make_ingredients(2), tmp_path / "soup", max_shard_size="20KB" if sharded_soup else "5GB",
-                        progress=False)
+    soup = merge_models(
+        make_ingredients(2), tmp_path / "soup", max_shard_size="20KB" if sharded_soup else "5GB", progress=False
+    )
     assert (soup / "model.safetensors.index.json").is_file() is sharded_soup
     push_soup(soup, SOUP_REPO, token=hub_server.token)
 
@@ -233,8 +248,10 @@ def test_stale_files_knows_every_file_a_soup_folder_may_hold():
     assert all(any(fnmatch.fnmatch(name, kind) for kind in kinds) for name in names)
     assert TOKENIZER_FILES == tuple(INGREDIENT_TOKENIZER_FILES)
     repo = ["config.json", "vocab.txt", "notes.txt", "adapter_config.json", "adapter_model.safetensors"]
-    assert stale_files(repo, ["config.json", "model.safetensors"]) == ["adapter_config.json",
-                                                                       "adapter_model.safetensors"]
+    assert stale_files(repo, ["config.json", "model.safetensors"]) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
     assert stale_files(repo, ["config.json", "tokenizer.json"])[-1] == "vocab.txt"  # the soup's tokenizer replaces
 
 

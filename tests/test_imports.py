@@ -19,12 +19,23 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hf_soups"
 # submodules (their package's ``__init__`` can sit higher). The most specific entry wins.
 LAYERS: dict[str, list[str]] = {
     "foundations": [
-        "hf_soups.errors", "hf_soups.version", "hf_soups.dtypes", "hf_soups.hashing", "hf_soups.record",
-        "hf_soups.stats", "hf_soups.validation", "hf_soups.options", "hf_soups.tensorfile", "hf_soups.threads",
+        "hf_soups.errors",
+        "hf_soups.version",
+        "hf_soups.dtypes",
+        "hf_soups.hashing",
+        "hf_soups.record",
+        "hf_soups.stats",
+        "hf_soups.validation",
+        "hf_soups.options",
+        "hf_soups.tensorfile",
+        "hf_soups.threads",
     ],
     "ingredients": ["hf_soups.ingredient", "hf_soups.adapters", "hf_soups.ingredients", "hf_soups.recipe_data"],
     "merge": [
-        "hf_soups.mean", "hf_soups.atomic_folder", "hf_soups.model_folder", "hf_soups.adapter_soup",
+        "hf_soups.mean",
+        "hf_soups.atomic_folder",
+        "hf_soups.model_folder",
+        "hf_soups.adapter_soup",
         "hf_soups.soup_record",
     ],
     "evaluation": ["hf_soups.evaluation"],
@@ -32,8 +43,15 @@ LAYERS: dict[str, list[str]] = {
     "outputs": ["hf_soups.plots", "hf_soups.card", "hf_soups.recipe_file", "hf_soups.soup_folder", "hf_soups.hub"],
     # merge_models, and the pantry whose run averages it writes, come after the soup folder's writer
     "fronts": [
-        "hf_soups", "hf_soups.merge", "hf_soups.pantry", "hf_soups.replay", "hf_soups.soups", "hf_soups.callback",
-        "hf_soups.cli", "hf_soups.commands", "hf_soups.testing",
+        "hf_soups",
+        "hf_soups.merge",
+        "hf_soups.pantry",
+        "hf_soups.replay",
+        "hf_soups.soups",
+        "hf_soups.callback",
+        "hf_soups.cli",
+        "hf_soups.commands",
+        "hf_soups.testing",
     ],
 }
 
@@ -166,15 +184,18 @@ def write_package(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_checks_see_function_level_and_relative_imports(tmp_path):
-    package = write_package(tmp_path, {
-        "__init__.py": "",
-        "errors.py": "def f():\n    from hf_soups.merge import merge_models\n",
-        "merge.py": "from .errors import SoupError\nfrom hf_soups import __version__\n",
-        "recipes/__init__.py": "",
-        "recipes/greedy.py": "from hf_soups.recipes import kitchen\n",
-        "recipes/kitchen.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import greedy\n",
-        "plots.py": "from hf_soups.recipes.kitchen import Kitchen\n",
-    })
+    package = write_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "errors.py": "def f():\n    from hf_soups.merge import merge_models\n",
+            "merge.py": "from .errors import SoupError\nfrom hf_soups import __version__\n",
+            "recipes/__init__.py": "",
+            "recipes/greedy.py": "from hf_soups.recipes import kitchen\n",
+            "recipes/kitchen.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import greedy\n",
+            "plots.py": "from hf_soups.recipes.kitchen import Kitchen\n",
+        },
+    )
     modules = module_names(package)
     graph = {name: imports(name, path, set(modules)) for name, path in modules.items()}
     assert graph["hf_soups.errors"] == {"hf_soups.merge"}
@@ -182,7 +203,8 @@ def test_the_checks_see_function_level_and_relative_imports(tmp_path):
     assert graph["hf_soups.recipes.greedy"] == {"hf_soups.recipes.kitchen"}
     assert graph["hf_soups.plots"] == {"hf_soups.recipes.kitchen", "hf_soups.recipes"}  # its package's __init__ too
     assert cycles(graph) == [
-        ["hf_soups.errors", "hf_soups.merge"], ["hf_soups.recipes.greedy", "hf_soups.recipes.kitchen"]
+        ["hf_soups.errors", "hf_soups.merge"],
+        ["hf_soups.recipes.greedy", "hf_soups.recipes.kitchen"],
     ]
     assert upward_imports(graph) == ["hf_soups.errors → hf_soups.merge", "hf_soups.merge → hf_soups"]
 
@@ -190,9 +212,13 @@ def test_the_checks_see_function_level_and_relative_imports(tmp_path):
 @pytest.mark.parametrize(
     ("module", "layer"),
     [
-        ("hf_soups.recipes", "recipes"), ("hf_soups.recipes.greedy", "recipes"), ("hf_soups.soups", "fronts"),
-        ("hf_soups.evaluation.data", "evaluation"), ("hf_soups.diagnostics.report", "recipes"),
-        ("hf_soups.evaluation.dataset", "evaluation"), ("hf_soups.recipes.dataset_judge", "recipes"),
+        ("hf_soups.recipes", "recipes"),
+        ("hf_soups.recipes.greedy", "recipes"),
+        ("hf_soups.soups", "fronts"),
+        ("hf_soups.evaluation.data", "evaluation"),
+        ("hf_soups.diagnostics.report", "recipes"),
+        ("hf_soups.evaluation.dataset", "evaluation"),
+        ("hf_soups.recipes.dataset_judge", "recipes"),
     ],
 )
 def test_the_most_specific_entry_places_a_module(module, layer):

@@ -31,16 +31,19 @@ def defaults(function):
     return {n: p.default for n, p in inspect.signature(function).parameters.items() if p.default is not p.empty}
 
 
-@pytest.mark.parametrize(("command", "options", "function"), [
-    ("merge", MergeOptions, merge_models),
-    ("soup", JudgeOptions, make_kitchen),
-    ("soup", LearnedOptions, cook_learned),
-    ("soup", LearnedOptions, learned_soup),
-    ("soup", StatisticsOptions, cook_fisher),
-    ("soup", FisherOptions, cook_fisher),
-    ("soup", StatisticsOptions, cook_regmean),
-    ("soup", RegMeanOptions, cook_regmean),
-])
+@pytest.mark.parametrize(
+    ("command", "options", "function"),
+    [
+        ("merge", MergeOptions, merge_models),
+        ("soup", JudgeOptions, make_kitchen),
+        ("soup", LearnedOptions, cook_learned),
+        ("soup", LearnedOptions, learned_soup),
+        ("soup", StatisticsOptions, cook_fisher),
+        ("soup", FisherOptions, cook_fisher),
+        ("soup", StatisticsOptions, cook_regmean),
+        ("soup", RegMeanOptions, cook_regmean),
+    ],
+)
 def test_flags_and_python_api_share_the_defaults(command, options, function, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = build_parser().parse_args(ARGV[command])
@@ -78,16 +81,19 @@ def subcommand(name):
     return build_parser()._subparsers._group_actions[0].choices[name]
 
 
-@pytest.mark.parametrize(("command", "options", "names"), [
-    ("merge", SoupFolderOptions, ("output",)),
-    ("soup", SoupFolderOptions, ("output",)),
-    ("cook", SoupFolderOptions, ("output",)),
-    ("cook", MergeOptions, ("overwrite",)),
-    ("evaluate", JudgeOptions, ("glue_dir", "batch_size")),
-    ("evaluate", ReportFileOptions, ("output",)),
-    ("diagnose", JudgeOptions, ("glue_dir", "batch_size")),
-    ("diagnose", ReportFileOptions, ("output",)),
-])
+@pytest.mark.parametrize(
+    ("command", "options", "names"),
+    [
+        ("merge", SoupFolderOptions, ("output",)),
+        ("soup", SoupFolderOptions, ("output",)),
+        ("cook", SoupFolderOptions, ("output",)),
+        ("cook", MergeOptions, ("overwrite",)),
+        ("evaluate", JudgeOptions, ("glue_dir", "batch_size")),
+        ("evaluate", ReportFileOptions, ("output",)),
+        ("diagnose", JudgeOptions, ("glue_dir", "batch_size")),
+        ("diagnose", ReportFileOptions, ("output",)),
+    ],
+)
 def test_shared_flags_come_from_one_declaration(command, options, names):
     actions = {action.dest: action for action in subcommand(command)._actions}
     for field in dataclasses.fields(options):

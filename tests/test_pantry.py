@@ -16,8 +16,17 @@ from hf_soups.errors import SoupError
 from hf_soups.pantry import ENTRY_FILE, HEAD_FILE, Pantry, fingerprint
 
 START = {"weights": "a" * 64, "body": "b" * 64, "head": "c" * 64}
-INFO = {"run_name": "lr2e-05", "kind": "final", "step": 4, "epoch": 1.0, "created": 1.0, "training_args": {},
-        "start": START, "start_model": "base", "heldout": None}
+INFO = {
+    "run_name": "lr2e-05",
+    "kind": "final",
+    "step": 4,
+    "epoch": 1.0,
+    "created": 1.0,
+    "training_args": {},
+    "start": START,
+    "start_model": "base",
+    "heldout": None,
+}
 
 
 def write_entry(pantry, name, content):
@@ -45,8 +54,17 @@ def test_a_whole_entry_is_read(tmp_path):
         (INFO | {"start": {"weights": "a"}}, "lacks 'start.body'"),
         (INFO | {"start_model": ["base"]}, "'start_model' must be a string or null"),
     ],
-    ids=["invalid JSON", "not UTF-8", "a list", "missing key", "string step", "bool step", "list args",
-         "partial start", "list start model"],
+    ids=[
+        "invalid JSON",
+        "not UTF-8",
+        "a list",
+        "missing key",
+        "string step",
+        "bool step",
+        "list args",
+        "partial start",
+        "list start model",
+    ],
 )
 def test_a_damaged_entry_is_one_message_naming_its_file(tmp_path, content, message):
     write_entry(tmp_path, "good", INFO)
@@ -94,8 +112,11 @@ def test_only_the_temporaries_of_writers_that_are_gone_are_removed(tmp_path):
     old = [tmp_path / f".tmp-{'0' * 8}-1-{hexes}", tmp_path / f".tmp-{hexes}"]  # another machine's; an older name
     kept = [
         tmp_path / f".tmp-{host}-{os.getpid()}-{hexes}",  # a writer still running here
-        tmp_path / f".tmp-{'0' * 8}-1-{'1' * 32}", tmp_path / f".tmp-{'1' * 32}",  # recent: their writers may run
-        tmp_path / ".tmp-notes", tmp_path / f".tmp-{hexes}.bak", tmp_path / "lr2e-05",  # not ours
+        tmp_path / f".tmp-{'0' * 8}-1-{'1' * 32}",
+        tmp_path / f".tmp-{'1' * 32}",  # recent: their writers may run
+        tmp_path / ".tmp-notes",
+        tmp_path / f".tmp-{hexes}.bak",
+        tmp_path / "lr2e-05",  # not ours
     ]
     for path in ended + old + kept:
         if path.name.endswith(".safetensors") or path.name.endswith(".bak"):

@@ -31,8 +31,13 @@ print(matplotlib.get_backend())
 
 
 def test_recipes_and_plots_leave_the_matplotlib_backend_alone(tmp_path):
-    done = subprocess.run([sys.executable, "-c", SCRIPT.format(folder=tmp_path)], capture_output=True, text=True,
-                          cwd=Path(__file__).parents[1], check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(folder=tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+        check=True,
+    )
     assert done.stdout.strip() == "svg"
     assert (tmp_path / "ingredients_vs_soups.png").stat().st_size > 0
     assert (tmp_path / "greedy_trajectory.png").stat().st_size > 0
@@ -42,8 +47,9 @@ INGREDIENTS = "ingredients (numbered as in the card)"
 
 
 def scores(select: float, report: float, name: str = "run") -> SimpleNamespace:
-    return SimpleNamespace(name=name, select=SimpleNamespace(main=select, main_metric="accuracy"),
-                           report=SimpleNamespace(main=report))
+    return SimpleNamespace(
+        name=name, select=SimpleNamespace(main=select, main_metric="accuracy"), report=SimpleNamespace(main=report)
+    )
 
 
 @pytest.mark.parametrize(
@@ -69,8 +75,10 @@ def test_every_ingredient_shows_and_a_soup_on_one_is_marked_a_tie(soups, labels)
 
 
 def test_the_greedy_trajectory_is_in_points():
-    trajectory = [dict(soup_score=0.6, score=0.6, ingredient_score=0.6, kept=True),
-                  dict(soup_score=0.6, score=0.55, ingredient_score=0.5, kept=False)]
+    trajectory = [
+        dict(soup_score=0.6, score=0.6, ingredient_score=0.6, kept=True),
+        dict(soup_score=0.6, score=0.55, ingredient_score=0.5, kept=False),
+    ]
     ax = trajectory_figure(trajectory, "accuracy").axes[0]
     assert ax.lines[0].get_ydata().tolist() == pytest.approx([60, 60])
     assert sorted(y for c in ax.collections for _, y in c.get_offsets().tolist()) == pytest.approx([50, 55, 60, 60])

@@ -82,8 +82,9 @@ def test_greedy_resumes_only_under_the_rule_it_started_with(make_ingredients, tm
     with pytest.raises(KeyboardInterrupt):
         greedy_soup(folders, judge=BiasJudge(interrupt_after=6), output_dir=tmp_path / "soup", progress=False)
     with pytest.raises(SoupError, match="made with the greedy rule .*'strict'.*, not .*'ties'"):
-        greedy_soup(folders, judge=BiasJudge(), output_dir=tmp_path / "soup", resume=True, greedy_rule="ties",
-                    progress=False)
+        greedy_soup(
+            folders, judge=BiasJudge(), output_dir=tmp_path / "soup", resume=True, greedy_rule="ties", progress=False
+        )
 
 
 def test_bagged_greedy_keeps_what_most_bags_keep_for_the_cost_of_one_greedy_pass(make_ingredients, tmp_path):
@@ -92,19 +93,32 @@ def test_bagged_greedy_keeps_what_most_bags_keep_for_the_cost_of_one_greedy_pass
     folders = with_bias(make_ingredients(4), [[0.3, 0.0], [5.0, 5.0], [0.0, -0.32], [0.0, 0.2]])
     greedy_judge, bagged_judge = BiasJudge(), BiasJudge()
     greedy = greedy_soup(folders, judge=greedy_judge, progress=False)
-    bagged = bagged_soup(folders, judge=bagged_judge, output_dir=tmp_path / "soup", bags=8, bag_seed=3,
-                         progress=False)
+    bagged = bagged_soup(folders, judge=bagged_judge, output_dir=tmp_path / "soup", bags=8, bag_seed=3, progress=False)
     assert kept(bagged) == kept(greedy) == ["ing2", "ing3"]
     options = bagged.record.recipe.options
-    assert options == {"greedy_rule": "strict", "min_gain": 0.0, "bags": 8, "bag_seed": 3, "votes": [0, 0, 8, 8],
-                       "evaluations": 3}
+    assert options == {
+        "greedy_rule": "strict",
+        "min_gain": 0.0,
+        "bags": 8,
+        "bag_seed": 3,
+        "votes": [0, 0, 8, 8],
+        "evaluations": 3,
+    }
     assert bagged_judge.calls == greedy_judge.calls  # cached predictions: not 8 greedy passes
     assert [r.name for r in bagged.record.results] == [
-        "best individual", "bagged", "uniform", "ensemble", "ensemble (greedy)"
+        "best individual",
+        "bagged",
+        "uniform",
+        "ensemble",
+        "ensemble (greedy)",
     ]
     recipe = yaml.safe_load((tmp_path / "soup" / "recipe.yaml").read_text())
-    assert recipe["recipe"] == "bagged" and recipe["options"] == {"greedy_rule": "strict", "min_gain": 0.0,
-                                                                   "bags": 8, "bag_seed": 3}
+    assert recipe["recipe"] == "bagged" and recipe["options"] == {
+        "greedy_rule": "strict",
+        "min_gain": 0.0,
+        "bags": 8,
+        "bag_seed": 3,
+    }
     again = replay_recipe(tmp_path / "soup" / "recipe.yaml", tmp_path / "again")
     assert sha(again) == sha(tmp_path / "soup")
     assert SoupRecord.load(again).recipe.options["bags"] == 8
@@ -125,8 +139,9 @@ def test_recipes_cooked_in_one_kitchen_taste_the_ingredients_once(make_ingredien
     ]
 
 
-@pytest.mark.parametrize("options", [{"bags": 0}, {"bags": 2.5}, {"min_gain": -0.1}, {"min_gain": float("nan")},
-                                     {"greedy_rule": "loose"}])
+@pytest.mark.parametrize(
+    "options", [{"bags": 0}, {"bags": 2.5}, {"min_gain": -0.1}, {"min_gain": float("nan")}, {"greedy_rule": "loose"}]
+)
 def test_bagged_refuses_bad_options(make_ingredients, options):
     from hf_soups.soups import run_recipe
 
@@ -180,8 +195,15 @@ def test_greedy_moves_no_whole_model_between_host_and_device(make_ingredients, t
             return original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.nn.Module, method, counted)
-    report = greedy_soup(folders, "rte", glue_dir=tmp_path / "glue", select_split="validation:select",
-                         report_split="validation:report", batch_size=4, progress=False)
+    report = greedy_soup(
+        folders,
+        "rte",
+        glue_dir=tmp_path / "glue",
+        select_split="validation:select",
+        report_split="validation:report",
+        batch_size=4,
+        progress=False,
+    )
     assert len(report.record.recipe.trajectory) == 4
     assert len(moves) <= 1, moves
 
@@ -238,8 +260,7 @@ def test_a_fresh_run_never_reuses_an_older_state(make_ingredients, tmp_path):
     for judge in (BiasJudge(interrupt_after=6), HalfJudge(interrupt_after=6)):  # the second run is not resumed
         with pytest.raises(KeyboardInterrupt):
             greedy_soup(folders, judge=judge, output_dir=tmp_path / "soup", progress=False)
-    resumed = greedy_soup(folders, judge=HalfJudge(), output_dir=tmp_path / "soup", resume=True,
-                          progress=False)
+    resumed = greedy_soup(folders, judge=HalfJudge(), output_dir=tmp_path / "soup", resume=True, progress=False)
     assert resumed.record.results == clean.record.results
     assert [i.scores for i in resumed.record.ingredients] == [i.scores for i in clean.record.ingredients]
     assert sha(tmp_path / "soup") == sha(tmp_path / "clean")
@@ -415,8 +436,17 @@ class AgreementJudge(BiasJudge):
         with torch.no_grad():
             logits = model.eval()(**self.inputs).logits
         predictions, labels = logits.argmax(-1).numpy(), self.labels.numpy()
-        return EvalResult("toy", split, {"accuracy": self.main_metric(predictions, labels)}, "accuracy", len(labels),
-                          {}, predictions, logits.numpy(), labels)
+        return EvalResult(
+            "toy",
+            split,
+            {"accuracy": self.main_metric(predictions, labels)},
+            "accuracy",
+            len(labels),
+            {},
+            predictions,
+            logits.numpy(),
+            labels,
+        )
 
     def train_batches(self, model):
         yield self.inputs, self.labels
@@ -460,8 +490,21 @@ def test_learned_soup_fails_clearly_when_it_cannot_fit(make_ingredients, monkeyp
 def test_soup_command_on_rte_end_to_end(make_ingredients, tmp_path, capsys):
     folders = make_ingredients(3)
     out = tmp_path / "soup"
-    argv = ["soup", "--recipe", "greedy", "--task", "rte", *map(str, folders), "-o", str(out),
-            "--glue-dir", str(GLUE_DIR), "--ensemble", "--batch-size", "64"]
+    argv = [
+        "soup",
+        "--recipe",
+        "greedy",
+        "--task",
+        "rte",
+        *map(str, folders),
+        "-o",
+        str(out),
+        "--glue-dir",
+        str(GLUE_DIR),
+        "--ensemble",
+        "--batch-size",
+        "64",
+    ]
     assert main(argv) == 0
     table = capsys.readouterr().out
     for row in ["best individual", "greedy", "uniform", "ensemble", "95% CI"]:
@@ -477,7 +520,11 @@ def test_soup_command_on_rte_end_to_end(make_ingredients, tmp_path, capsys):
         "train:heldout"
     )
     assert {r["name"] for r in record["results"]} == {
-        "best individual", "greedy", "uniform", "ensemble", "ensemble (greedy)"
+        "best individual",
+        "greedy",
+        "uniform",
+        "ensemble",
+        "ensemble (greedy)",
     }
     assert all(r["gain"] is None or r["gain"]["resamples"] >= 1000 for r in record["results"])
     for name in ["recipe.yaml", "README.md", "greedy_trajectory.png", "ingredients_vs_soups.png", "model.safetensors"]:
@@ -488,13 +535,19 @@ def test_soup_command_on_rte_end_to_end(make_ingredients, tmp_path, capsys):
 @needs_glue
 @pytest.mark.parametrize(
     ("select", "report"),
-    [("validation", "validation"), ("validation:select", "validation"), ("train:heldout", "train"),
-     ("train:heldout", "train:heldout"), ("validation:report", "validation:report")],
+    [
+        ("validation", "validation"),
+        ("validation:select", "validation"),
+        ("train:heldout", "train"),
+        ("train:heldout", "train:heldout"),
+        ("validation:report", "validation:report"),
+    ],
 )
 def test_a_selection_split_that_overlaps_the_report_split_is_refused(make_ingredients, select, report):
     with pytest.raises(SoupError, match=f"select_split '{select}' overlaps report_split '{report}'"):
-        uniform_soup(make_ingredients(2), "rte", glue_dir=GLUE_DIR, select_split=select, report_split=report,
-                     progress=False)
+        uniform_soup(
+            make_ingredients(2), "rte", glue_dir=GLUE_DIR, select_split=select, report_split=report, progress=False
+        )
 
 
 @pytest.mark.slow
@@ -512,8 +565,9 @@ def test_two_process_greedy_equals_one_process(make_ingredients, tmp_path):
     assert main([*args, "-o", str(tmp_path / "one")]) == 0
     launch, env = accelerate_launch(2)
     launch = [*launch, hf_soups.cli.__file__]
-    done = subprocess.run([*launch, *args, "-o", str(tmp_path / "two")], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [*launch, *args, "-o", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("soup written to") == 1  # only the main process writes and prints
     for bar in ("tasting ingredients", "greedy soup"):  # and draws the progress bars
@@ -537,8 +591,17 @@ def test_greedy_killed_mid_run_resumes_from_its_state(make_ingredients, tmp_path
     write_rte(tmp_path / "glue", 40)
     write_rte(tmp_path / "glue", 100, seed=1, file="train.tsv")
     folders = make_ingredients(4)
-    args = [sys.executable, "-m", "hf_soups.cli", "soup", "--task", "rte", *map(str, folders),
-            "--glue-dir", str(tmp_path / "glue")]
+    args = [
+        sys.executable,
+        "-m",
+        "hf_soups.cli",
+        "soup",
+        "--task",
+        "rte",
+        *map(str, folders),
+        "--glue-dir",
+        str(tmp_path / "glue"),
+    ]
     assert subprocess.run([*args, "-o", str(tmp_path / "clean")], capture_output=True).returncode == 0
     process = subprocess.Popen([*args, "-o", str(tmp_path / "soup")], stderr=subprocess.DEVNULL)
     state_file = tmp_path / "soup.greedy-state" / "state.json"

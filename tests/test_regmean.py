@@ -62,8 +62,9 @@ def test_the_closed_form_is_the_least_squares_fit_to_every_ingredients_outputs()
     grams = [torch.tensor(x.T @ x) for x in inputs]
     products = sum(g @ torch.tensor(w).T for g, w in zip(grams, weights, strict=True))
     merged = regmean_weight(sum(grams), products, torch.zeros(2, 3), "layer.weight")
-    fit = np.linalg.lstsq(np.vstack(inputs), np.vstack([x @ w.T for x, w in zip(inputs, weights, strict=True)]),
-                          rcond=None)[0].T  # min Σᵢ ‖Xᵢ W*ᵀ − Xᵢ Wᵢᵀ‖²
+    fit = np.linalg.lstsq(
+        np.vstack(inputs), np.vstack([x @ w.T for x, w in zip(inputs, weights, strict=True)]), rcond=None
+    )[0].T  # min Σᵢ ‖Xᵢ W*ᵀ − Xᵢ Wᵢᵀ‖²
     np.testing.assert_allclose(merged.numpy(), fit, rtol=1e-8)
 
 
@@ -114,8 +115,16 @@ def sha(folder):
 def test_regmean_soup_records_its_gram_matrices_and_cooks_again_bit_for_bit(make_ingredients, tmp_path):
     write_rte(tmp_path / "glue", 40)
     write_rte(tmp_path / "glue", 100, seed=1, file="train.tsv")
-    report = run_recipe("regmean", make_ingredients(3), "rte", tmp_path / "soup", glue_dir=tmp_path / "glue",
-                        options={"regmean_alpha": 0.5}, ensemble=False, progress=False)
+    report = run_recipe(
+        "regmean",
+        make_ingredients(3),
+        "rte",
+        tmp_path / "soup",
+        glue_dir=tmp_path / "glue",
+        options={"regmean_alpha": 0.5},
+        ensemble=False,
+        progress=False,
+    )
     options = report.record.recipe.options
     assert (options["statistics_rows"], options["regmean_alpha"]) == (10, 0.5)  # all 10 held-out rows
     assert "bert.encoder.layer.1.output.dense.weight" in options["regmean_layers"]
@@ -127,7 +136,8 @@ def test_regmean_soup_records_its_gram_matrices_and_cooks_again_bit_for_bit(make
 
 def test_regmean_refuses_a_bad_alpha_and_what_gives_no_inputs(make_ingredients):
     with pytest.raises(SoupError, match=r"regmean_alpha: must be in \[0, 1\], got 1.5"):
-        run_in_kitchen(Kitchen(make_ingredients(2), BiasJudge(), progress=False), "regmean",
-                       options={"regmean_alpha": 1.5})
+        run_in_kitchen(
+            Kitchen(make_ingredients(2), BiasJudge(), progress=False), "regmean", options={"regmean_alpha": 1.5}
+        )
     with pytest.raises(SoupError, match="regmean soup: needs the inputs, logits and gradients .* text-to-text model"):
         run_in_kitchen(Kitchen(make_ingredients(2, arch="t5", name="t"), BiasJudge(), progress=False), "regmean")

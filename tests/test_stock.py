@@ -27,7 +27,8 @@ def hand_cosine(thetas: list[torch.Tensor], theta0: torch.Tensor) -> float:
     offsets = [(w - theta0).reshape(-1).double() for w in thetas]
     cosines = [
         (a @ b / (a.norm() * b.norm()).clamp(min=1e-6)).clamp(-1, 1)
-        for i, a in enumerate(offsets) for b in offsets[i + 1 :]
+        for i, a in enumerate(offsets)
+        for b in offsets[i + 1 :]
     ]
     return float(torch.stack(cosines).mean())
 
@@ -164,7 +165,11 @@ def test_stock_recipe_scores_records_and_recooks_bit_for_bit(make_ingredients, b
         Kitchen(folders, BiasJudge(), progress=False), "stock", tmp_path / "soup", options={"base": bert_base}
     )
     assert [r.name for r in report.record.results] == [
-        "best individual", "stock", "uniform", "ensemble", "ensemble (greedy)"
+        "best individual",
+        "stock",
+        "uniform",
+        "ensemble",
+        "ensemble (greedy)",
     ]
     options = report.record.recipe.options
     assert options["base"]["ingredient"] == str(bert_base) and options["uniform_tensors"] == []
@@ -261,8 +266,9 @@ def test_a_base_with_nan_or_inf_is_refused_by_name(make_ingredients, bert_base, 
     else:
         save_file({"classifier.bias": torch.tensor([0.0, value])}, head)
     with pytest.raises(SoupError, match=message):
-        stock_soup(folders, output_dir=tmp_path / "soup", base=bert_base, start_head=head, judge=BiasJudge(),
-                   progress=False)
+        stock_soup(
+            folders, output_dir=tmp_path / "soup", base=bert_base, start_head=head, judge=BiasJudge(), progress=False
+        )
     assert not (tmp_path / "soup").exists()
 
 

@@ -34,8 +34,9 @@ def test_ranges_are_the_tensors_elements(tmp_path, dtype):
     flat = tensors["b"].reshape(-1)
     with open(tmp_path / "x.safetensors", "rb") as f:
         for start, count in [(0, 63), (0, 1), (62, 1), (10, 20), (63, 0)]:
-            torch.testing.assert_close(read_tensor_range(f, header["b"], start, count), flat[start : start + count],
-                                       rtol=0, atol=0)
+            torch.testing.assert_close(
+                read_tensor_range(f, header["b"], start, count), flat[start : start + count], rtol=0, atol=0
+            )
         chunks = [read_tensor_range(f, header["b"], start, min(8, 63 - start)) for start in range(0, 63, 8)]
         assert torch.equal(torch.cat(chunks), flat)  # reads in any order from one open file
         assert torch.equal(read_tensor_range(f, header["c"], 1, 2), tensors["c"][1:])
@@ -73,8 +74,10 @@ def test_range_reader_hashes_the_whole_file_whatever_the_read_order(tmp_path, or
     names = {"forward": list(header), "forward with gaps": list(header)[1:5:2], "backward": list(header)[::-1]}[order]
     with BackgroundHasher(depth=2) as background, RangeReader(path, hashlib.sha256(), background) as reader:
         for name in names:
-            pieces = [reader.read(header[name], start, min(7, header[name].shape[0] - start)).clone()
-                      for start in range(0, header[name].shape[0], 7)]
+            pieces = [
+                reader.read(header[name], start, min(7, header[name].shape[0] - start)).clone()
+                for start in range(0, header[name].shape[0], 7)
+            ]
             assert torch.equal(torch.cat(pieces), tensors[name])
         assert reader.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -114,8 +117,12 @@ def test_hasher_threads_give_hashlibs_digests_for_several_files(tmp_path, worker
         paths.append(tmp_path / f"x{f}.safetensors")
         save_file({f"t{i}": torch.randn(40 + 3 * i + f) for i in range(5)}, paths[-1])
     headers = [read_header(path) for path in paths]
-    pieces = [(f, name, start) for f, header in enumerate(headers) for name in header
-              for start in range(0, header[name].shape[0], 9)]
+    pieces = [
+        (f, name, start)
+        for f, header in enumerate(headers)
+        for name in header
+        for start in range(0, header[name].shape[0], 9)
+    ]
     if order == "interleaved":  # the way add_all reads: the same piece of every file in turn
         pieces.sort(key=lambda piece: (piece[1], piece[2], piece[0]))
     elif order == "backward":

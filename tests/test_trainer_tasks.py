@@ -34,8 +34,15 @@ seqeval = pytest.importorskip("seqeval.metrics")
 
 TAGS = {0: "O", 1: "B-ANIMAL"}
 ANIMALS = {"cat", "dog"}
-SETTINGS = {"num_train_epochs": 1, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8,
-            "save_strategy": "no", "report_to": "none", "use_cpu": True, "disable_tqdm": True}
+SETTINGS = {
+    "num_train_epochs": 1,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 8,
+    "save_strategy": "no",
+    "report_to": "none",
+    "use_cpu": True,
+    "disable_tqdm": True,
+}
 GRID = [("lr5e-2", 5e-2, 0), ("lr1e-1", 1e-1, 1), ("lr2e-1", 2e-1, 2)]
 
 
@@ -79,8 +86,16 @@ def test_a_token_classification_sweep_cooks_on_entity_f1(tmp_path, tiny_tokenize
         set_seed(seed)
         model = BertForTokenClassification.from_pretrained(base, num_labels=2, id2label=TAGS)
         args = TrainingArguments(str(tmp_path / "runs" / name), learning_rate=lr, seed=seed, **SETTINGS)
-        trainer = Trainer(model, args, train_dataset=train, eval_dataset=dev, data_collator=collator,
-                          processing_class=tiny_tokenizer, compute_metrics=entity_f1, callbacks=[soup])
+        trainer = Trainer(
+            model,
+            args,
+            train_dataset=train,
+            eval_dataset=dev,
+            data_collator=collator,
+            processing_class=tiny_tokenizer,
+            compute_metrics=entity_f1,
+            callbacks=[soup],
+        )
         trainer.train()
 
     report = soup.make_soup(trainer, output_dir=tmp_path / "greedy")
@@ -90,17 +105,23 @@ def test_a_token_classification_sweep_cooks_on_entity_f1(tmp_path, tiny_tokenize
     assert names[:3] == ["best individual", "greedy", "uniform"] and "ensemble" in names  # logits: an ensemble
     greedy = next(r for r in record.results if r.name == "greedy")
     souped = AutoModelForTokenClassification.from_pretrained(report.output_dir)
-    evaluated = Trainer(souped, trainer.args, eval_dataset=dev, data_collator=collator,
-                        compute_metrics=entity_f1).evaluate()
-    assert greedy.scores["report"] == {"f1": pytest.approx(evaluated["eval_f1"]),
-                                       "accuracy": pytest.approx(evaluated["eval_accuracy"])}
+    evaluated = Trainer(
+        souped, trainer.args, eval_dataset=dev, data_collator=collator, compute_metrics=entity_f1
+    ).evaluate()
+    assert greedy.scores["report"] == {
+        "f1": pytest.approx(evaluated["eval_f1"]),
+        "accuracy": pytest.approx(evaluated["eval_accuracy"]),
+    }
     card = ModelCard.load(report.output_dir / "README.md")
     assert card.data.pipeline_tag == "token-classification" and "f1 (report)" in card.text
 
     uniform = soup.make_soup(trainer, recipe="uniform", output_dir=tmp_path / "uniform")
     assert [r.name for r in uniform.record.results][:2] == ["best individual", "uniform"]
-    with pytest.raises(SoupError, match="recipe 'learned' does not apply here: it needs .* one label a row .* the "
-                       "judge scores from logits of many labels a row"):
+    with pytest.raises(
+        SoupError,
+        match="recipe 'learned' does not apply here: it needs .* one label a row .* the "
+        "judge scores from logits of many labels a row",
+    ):
         soup.make_soup(trainer, recipe="learned", output_dir=tmp_path / "learned")
     assert not (tmp_path / "learned").exists()
 
@@ -121,8 +142,13 @@ def test_two_processes_judge_a_token_classifier_as_one(tmp_path, tiny_tokenizer)
     script = str(Path(__file__).parent / "scripts" / "trainer_judge_processes.py")
     launch, env = accelerate_launch(2)
     for command, out in (([sys.executable], "one"), (launch, "two")):
-        done = subprocess.run([*command, script, str(tmp_path), str(tmp_path / out)], env=env, capture_output=True,
-                              text=True, timeout=600)
+        done = subprocess.run(
+            [*command, script, str(tmp_path), str(tmp_path / out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = (SoupRecord.load(tmp_path / name) for name in ("one", "two"))
     assert one.recipe.split_rule["rows"] == {"select": 11, "report": 11}
@@ -163,11 +189,24 @@ def test_a_t5_sweep_cooks_on_generated_text(tmp_path, caplog):
     for name, lr, seed in GRID:
         set_seed(seed)
         model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "base")
-        args = Seq2SeqTrainingArguments(str(tmp_path / "runs" / name), learning_rate=lr, seed=seed,
-                                        predict_with_generate=True, generation_max_length=4, **SETTINGS)
-        trainer = Seq2SeqTrainer(model, args, train_dataset=train, eval_dataset=dev,
-                                 data_collator=DataCollatorForSeq2Seq(tokenizer, model), processing_class=tokenizer,
-                                 compute_metrics=exact_match(tokenizer), callbacks=[soup])
+        args = Seq2SeqTrainingArguments(
+            str(tmp_path / "runs" / name),
+            learning_rate=lr,
+            seed=seed,
+            predict_with_generate=True,
+            generation_max_length=4,
+            **SETTINGS,
+        )
+        trainer = Seq2SeqTrainer(
+            model,
+            args,
+            train_dataset=train,
+            eval_dataset=dev,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, model),
+            processing_class=tokenizer,
+            compute_metrics=exact_match(tokenizer),
+            callbacks=[soup],
+        )
         trainer.train()
 
     with caplog.at_level(logging.WARNING, logger="hf_soups.recipes"):
@@ -178,14 +217,21 @@ def test_a_t5_sweep_cooks_on_generated_text(tmp_path, caplog):
     assert record.recipe.metric == "exact_match" and "report exact_match" in report.table
     greedy = next(r for r in record.results if r.name == "greedy")
     souped = AutoModelForSeq2SeqLM.from_pretrained(report.output_dir)
-    evaluated = Seq2SeqTrainer(souped, trainer.args, eval_dataset=dev,
-                               data_collator=DataCollatorForSeq2Seq(tokenizer, souped),
-                               compute_metrics=exact_match(tokenizer)).evaluate()
+    evaluated = Seq2SeqTrainer(
+        souped,
+        trainer.args,
+        eval_dataset=dev,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, souped),
+        compute_metrics=exact_match(tokenizer),
+    ).evaluate()
     assert greedy.scores["report"]["exact_match"] == pytest.approx(evaluated["eval_exact_match"])
     assert "exact_match (report)" in (report.output_dir / "README.md").read_text()
 
     uniform = soup.make_soup(trainer, recipe="uniform", output_dir=tmp_path / "uniform")
     assert [r.name for r in uniform.record.results] == ["best individual", "uniform"]
-    with pytest.raises(SoupError, match="recipe 'learned' does not apply here: it needs the model's logits .* the "
-                       "judge scores from generated ids"):
+    with pytest.raises(
+        SoupError,
+        match="recipe 'learned' does not apply here: it needs the model's logits .* the "
+        "judge scores from generated ids",
+    ):
         soup.make_soup(trainer, recipe="learned", output_dir=tmp_path / "learned")

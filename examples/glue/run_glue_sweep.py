@@ -46,7 +46,8 @@ SELECTIONS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # --learning-rate is not --learning-rates
     )
     parser.add_argument(
@@ -65,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="per process, training and scoring (default 32)")
     parser.add_argument("--recipe", default="greedy", choices=RECIPE_NAMES, help="default: greedy")
     parser.add_argument(
-        "--selection", choices=["heldout", "validation"], default="heldout",
+        "--selection",
+        choices=["heldout", "validation"],
+        default="heldout",
         help="heldout (default): train on train:rest, select on train:heldout, report on all of validation; "
         "validation: train on all of train, select on validation:select, report on validation:report",
     )
@@ -79,11 +82,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="every run's start head: a linear probe fitted on the frozen encoder's features (default), "
         "the first run's random head, or none (each run draws its own: no soup across seeds)",
     )
-    parser.add_argument("--checkpoints", action="store_true",
-                        help="also add each epoch's checkpoint to the pantry (hard links to the Trainer's files)")
-    parser.add_argument("--ema", type=float, nargs="+", default=[], metavar="DECAY",
-                        help="keep an EMA of every run's weights per decay (e.g. 0.99 0.999: about the last 100 and "
-                        "1,000 steps), each added to the pantry beside the run's model")
+    parser.add_argument(
+        "--checkpoints",
+        action="store_true",
+        help="also add each epoch's checkpoint to the pantry (hard links to the Trainer's files)",
+    )
+    parser.add_argument(
+        "--ema",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="DECAY",
+        help="keep an EMA of every run's weights per decay (e.g. 0.99 0.999: about the last 100 and "
+        "1,000 steps), each added to the pantry beside the run's model",
+    )
     parser.add_argument(
         "--entries",
         help="which pantry entries to cook: final, all (every checkpoint), last:K, "
@@ -131,9 +143,14 @@ def main(argv: list[str] | None = None) -> None:
         push_to_hub=args.push_to_hub,
         hub_model_id=args.hub_model_id or f"{output.resolve().name}-soup",
     )
-    label_maps = {} if spec.is_regression else {
-        "id2label": dict(enumerate(spec.label_names)), "label2id": {n: i for i, n in enumerate(spec.label_names)}
-    }
+    label_maps = (
+        {}
+        if spec.is_regression
+        else {
+            "id2label": dict(enumerate(spec.label_names)),
+            "label2id": {n: i for i, n in enumerate(spec.label_names)},
+        }
+    )
     grid = list(itertools.product(args.learning_rates, args.epochs, args.seeds))
     for run, (lr, epochs, seed) in enumerate(grid if not args.cook_only else []):
         name = f"lr{lr:g}-ep{epochs:g}-seed{seed}"
@@ -144,14 +161,30 @@ def main(argv: list[str] | None = None) -> None:
             args.model_name_or_path, num_labels=spec.num_labels, **label_maps
         )
         training_args = TrainingArguments(
-            output_dir=str(output / "runs" / name), run_name=name, learning_rate=lr, num_train_epochs=epochs,
-            seed=seed, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
-            eval_strategy="epoch", save_strategy="epoch" if args.checkpoints else "no", save_only_model=True,
-            logging_steps=10, report_to="none", warmup_steps=0.1, train_sampling_strategy="group_by_length",
+            output_dir=str(output / "runs" / name),
+            run_name=name,
+            learning_rate=lr,
+            num_train_epochs=epochs,
+            seed=seed,
+            per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=args.batch_size,
+            eval_strategy="epoch",
+            save_strategy="epoch" if args.checkpoints else "no",
+            save_only_model=True,
+            logging_steps=10,
+            report_to="none",
+            warmup_steps=0.1,
+            train_sampling_strategy="group_by_length",
         )
         trainer = Trainer(
-            model, training_args, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics(spec), callbacks=[soup],
+            model,
+            training_args,
+            train_dataset=train,
+            eval_dataset=validation,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=compute_metrics(spec),
+            callbacks=[soup],
         )
         trainer.train()
     cook_args = TrainingArguments(output_dir=str(output), per_device_eval_batch_size=args.batch_size, report_to="none")

@@ -23,7 +23,8 @@ from hf_soups.soups import run_recipe
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # --learning-rate is not --learning-rates
     )
     parser.add_argument(
@@ -46,8 +47,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = run_recipe(
-        args.recipe, args.ingredients, args.task, args.output_dir, ensemble=True, overwrite=args.overwrite,
-        glue_dir=args.glue_dir, batch_size=args.batch_size, token=args.token,
+        args.recipe,
+        args.ingredients,
+        args.task,
+        args.output_dir,
+        ensemble=True,
+        overwrite=args.overwrite,
+        glue_dir=args.glue_dir,
+        batch_size=args.batch_size,
+        token=args.token,
     )
     if PartialState().is_main_process:
         print(f"\n{report.table}\n\nsoup, card and plots written to {report.output_dir}")

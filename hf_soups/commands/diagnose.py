@@ -22,14 +22,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "ingredients", nargs="+", metavar="ING", help="Hub repo (owner/name[@revision]) or local folder"
     )
-    parser.add_argument("--base", help="the pretrained model the ingredients were fine-tuned from (default: use "
-                        "their mean as centre)")
+    parser.add_argument(
+        "--base", help="the pretrained model the ingredients were fine-tuned from (default: use their mean as centre)"
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--task", help="GLUE task for the loss-landscape view (cola, sst2, mrpc, stsb, rte, ...)")
     add_flags(source, DatasetOptions, only=("dataset",))
     add_flags(parser, DatasetOptions, exclude=("dataset",))
-    parser.add_argument("--split", default="validation:select",
-                        help="split the landscape is scored on (default validation:select)")
+    parser.add_argument(
+        "--split", default="validation:select", help="split the landscape is scored on (default validation:select)"
+    )
     add_flags(parser, JudgeOptions, only=("glue_dir", "batch_size"))
     add_flags(parser, ReportFileOptions)
     parser.add_argument(
@@ -52,7 +54,11 @@ def run(args: argparse.Namespace) -> int:
 
     data = text_dataset(**values(args, DatasetOptions))
     diagnosis = diagnose(
-        args.ingredients, base=args.base, task=data or args.task, glue_dir=args.glue_dir, split=args.split,
+        args.ingredients,
+        base=args.base,
+        task=data or args.task,
+        glue_dir=args.glue_dir,
+        split=args.split,
         batch_size=args.batch_size,
     )
     print(f"\n{format_report(diagnosis)}")  # after the progress bars' unended line

@@ -28,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
     add_flags(source, DatasetOptions, only=("dataset",))
     add_flags(parser, DatasetOptions, exclude=("dataset",))
-    parser.add_argument("--split", help="split to score (default: the task's validation split; a dataset's "
-                        "validation split)")
+    parser.add_argument(
+        "--split", help="split to score (default: the task's validation split; a dataset's validation split)"
+    )
     parser.add_argument("--revision", help="Hub revision of MODEL")
     add_flags(parser, JudgeOptions, only=("glue_dir", "batch_size"))
     add_flags(parser, ReportFileOptions)
@@ -77,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
     accelerator = Accelerator()
     if data is None:
         result = evaluate_glue(
-            model, tokenizer, task, args.split, accelerator=accelerator, batch_size=args.batch_size,
+            model,
+            tokenizer,
+            task,
+            args.split,
+            accelerator=accelerator,
+            batch_size=args.batch_size,
             glue_dir=args.glue_dir,
         )
     else:

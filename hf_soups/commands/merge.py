@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "about one model whatever the number of ingredients.",
     )
     parser.add_argument(
-        "ingredients", nargs="+", metavar="ING",
+        "ingredients",
+        nargs="+",
+        metavar="ING",
         help="Hub repo (owner/name or owner/name@revision), local save_pretrained folder, or Trainer output folder",
     )
     add_flags(parser, SoupFolderOptions)
@@ -70,4 +72,3 @@ def _hidden(module: str) -> Iterator[None]:
     finally:
         if sys.modules.get(module, True) is None:
             del sys.modules[module]
-

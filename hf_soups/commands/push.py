@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     parser.add_argument("-m", "--commit-message", help="the commit message")
     parser.add_argument(
-        "--token", help="Hub token with write access (default: HF_TOKEN, then `hf auth login`; prefer those: a "
+        "--token",
+        help="Hub token with write access (default: HF_TOKEN, then `hf auth login`; prefer those: a "
         "token on the command line shows in the process list)",
     )
     add_flags(parser, CardOptions)
@@ -35,8 +36,14 @@ def run(args: argparse.Namespace) -> int:
     from hf_soups.hub import push_soup
 
     url = push_soup(
-        args.soup_dir, args.repo_id, token=args.token, private=args.private, revision=args.revision,
-        create_pr=args.create_pr, commit_message=args.commit_message, **values(args, CardOptions),
+        args.soup_dir,
+        args.repo_id,
+        token=args.token,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        commit_message=args.commit_message,
+        **values(args, CardOptions),
     )
     print(f"pushed {args.soup_dir}: {url}")  # the commit URL names the repo (a bare name's namespace too)
     return 0

@@ -30,7 +30,13 @@ from hf_soups.options import (
 
 # The options of one recipe or another (hf_soups.recipes.RECIPES says whose).
 RECIPE_OPTIONS = (
-    GreedyOptions, ResumeOptions, BaggedOptions, LearnedOptions, StockOptions, StatisticsOptions, FisherOptions,
+    GreedyOptions,
+    ResumeOptions,
+    BaggedOptions,
+    LearnedOptions,
+    StockOptions,
+    StatisticsOptions,
+    FisherOptions,
     RegMeanOptions,
 )
 
@@ -77,8 +83,14 @@ def run(args: argparse.Namespace) -> int:
             )
     options = {name: getattr(args, name) for name in RECIPES[args.recipe].options}
     report = run_recipe(
-        args.recipe, args.ingredients, args.task, args.output, options=options,
-        **values(args, CookOptions), **values(args, JudgeOptions), **values(args, DatasetOptions),
+        args.recipe,
+        args.ingredients,
+        args.task,
+        args.output,
+        options=options,
+        **values(args, CookOptions),
+        **values(args, JudgeOptions),
+        **values(args, DatasetOptions),
         **values(args, MergeOptions, only=("dtype", "checkpoints", "overwrite")),
         repo_id=args.push_to_hub,  # the card names the repo it will live in
     )

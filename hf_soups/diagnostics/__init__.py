@@ -24,7 +24,22 @@ from hf_soups.diagnostics.task_vectors import GroupSums, WeightSpace, layer_grou
 from hf_soups.diagnostics.verdicts import HEAD_COSINE, OFF_BASE_RATIO, VERDICTS, Diagnosis, Verdict, diagnose
 
 __all__ = [
-    "ALPHAS", "BARRIER_THRESHOLD", "HEAD_COSINE", "OFF_BASE_RATIO", "VERDICTS", "Curve", "Diagnosis", "GroupSums",
-    "Landscape", "Verdict", "WeightSpace", "diagnose", "format_report", "layer_group", "loss_landscape",
-    "plot_cosines", "plot_interpolation", "weight_space",
+    "ALPHAS",
+    "BARRIER_THRESHOLD",
+    "HEAD_COSINE",
+    "OFF_BASE_RATIO",
+    "VERDICTS",
+    "Curve",
+    "Diagnosis",
+    "GroupSums",
+    "Landscape",
+    "Verdict",
+    "WeightSpace",
+    "diagnose",
+    "format_report",
+    "layer_group",
+    "loss_landscape",
+    "plot_cosines",
+    "plot_interpolation",
+    "weight_space",
 ]

@@ -65,8 +65,13 @@ class Landscape:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "task": self.task, "split": self.split, "metric": self.metric, "scores": self.scores, "best": self.best,
-            "barrier_threshold": BARRIER_THRESHOLD, "curves": [c.to_dict() for c in self.curves],
+            "task": self.task,
+            "split": self.split,
+            "metric": self.metric,
+            "scores": self.scores,
+            "best": self.best,
+            "barrier_threshold": BARRIER_THRESHOLD,
+            "curves": [c.to_dict() for c in self.curves],
         }
 
 

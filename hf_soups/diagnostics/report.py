@@ -24,8 +24,10 @@ def format_report(diagnosis: Diagnosis) -> str:
     if diagnosis.weights is not None:
         lines.append(f"centre: {diagnosis.weights.centre}")
         if diagnosis.weights.base is None:
-            lines.append("  (task vectors from the mean sum to zero: their cosines show which ingredients deviate "
-                         "together, -1 for two; give --base for cosines of true task vectors)")
+            lines.append(
+                "  (task vectors from the mean sum to zero: their cosines show which ingredients deviate "
+                "together, -1 for two; give --base for cosines of true task vectors)"
+            )
     width = max(len("ingredient"), *(len(v.spec) for v in diagnosis.verdicts)) + 2
     lines += ["", f"{'ingredient':<{width}}verdict"]
     for verdict in diagnosis.verdicts:
@@ -66,7 +68,7 @@ def plot_cosines(weights: WeightSpace, path: str | Path) -> Path:
         ax.set_title(name, fontsize=9)
         ax.set_xticks(range(n), [str(i) for i in range(n)], fontsize=7)
         ax.set_yticks(range(n), [str(i) for i in range(n)], fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_axis_off()
     figure.colorbar(image, ax=axes, shrink=0.8, label="task-vector cosine")
     figure.suptitle(

@@ -97,8 +97,11 @@ class GroupSums:
 
     def __add__(self, other: GroupSums) -> GroupSums:
         return GroupSums(
-            self.gram + other.gram, self.centre_dot + other.centre_dot, self.centre_sq + other.centre_sq,
-            self.size + other.size, self.tensors + other.tensors,
+            self.gram + other.gram,
+            self.centre_dot + other.centre_dot,
+            self.centre_sq + other.centre_sq,
+            self.size + other.size,
+            self.tensors + other.tensors,
         )
 
     @property

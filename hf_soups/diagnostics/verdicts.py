@@ -86,8 +86,12 @@ class Diagnosis:
         return {
             "ingredients": self.specs,
             "centre": self.weights.centre if self.weights else None,
-            "thresholds": {"barrier": BARRIER_THRESHOLD, "off_base_ratio": OFF_BASE_RATIO, "head_cosine": HEAD_COSINE,
-                           "body_cosine": BODY_COSINE},
+            "thresholds": {
+                "barrier": BARRIER_THRESHOLD,
+                "off_base_ratio": OFF_BASE_RATIO,
+                "head_cosine": HEAD_COSINE,
+                "body_cosine": BODY_COSINE,
+            },
             "verdicts": [v.to_dict() for v in self.verdicts],
             "findings": self.findings,
             "weight_space": self.weights.to_dict() if self.weights else None,
@@ -143,8 +147,10 @@ def diagnose(
             landscape = loss_landscape(usable, plan, task, split, glue_dir, batch_size)
             findings += _judge_landscape(landscape, verdicts)
     if all(v.verdict == "soup-compatible" for v in verdicts.values()):
-        findings.append("all ingredients look soup-compatible" + ("" if task else " in weight space (give --task or "
-                        "--dataset to check for loss barriers)"))
+        findings.append(
+            "all ingredients look soup-compatible"
+            + ("" if task else " in weight space (give --task or --dataset to check for loss barriers)")
+        )
     return Diagnosis([i.spec for i in resolved], weights, landscape, [verdicts[i.spec] for i in resolved], findings)
 
 
@@ -176,25 +182,41 @@ def _judge_bodies(specs: list[str], cosines: np.ndarray | None, verdicts: dict[s
     shared = max(sorted(groups, key=min), key=len)
     if len(shared) == 1:
         for i, spec in enumerate(specs):
-            verdicts[spec] = Verdict(spec, "off-base", [
-                f"its body is unrelated to every other ingredient's (body weight cosine at most "
-                f"{max(cosines[i, k] for k in range(len(specs)) if k != i):.2f}; fine-tunes of one base model are "
-                f"near 1): fine-tuned from another base model, or from a random init"
-            ])
-        return [(f"the ingredients' bodies are unrelated: no two share a base model (body weight cosines below "
-                 f"{BODY_COSINE}; fine-tunes of one base are near 1), so a soup of them averages unrelated weights; "
-                 "fine-tune every run from one pretrained base model")]
+            verdicts[spec] = Verdict(
+                spec,
+                "off-base",
+                [
+                    f"its body is unrelated to every other ingredient's (body weight cosine at most "
+                    f"{max(cosines[i, k] for k in range(len(specs)) if k != i):.2f}; fine-tunes of one base model are "
+                    f"near 1): fine-tuned from another base model, or from a random init"
+                ],
+            )
+        return [
+            (
+                f"the ingredients' bodies are unrelated: no two share a base model (body weight cosines below "
+                f"{BODY_COSINE}; fine-tunes of one base are near 1), so a soup of them averages unrelated weights; "
+                "fine-tune every run from one pretrained base model"
+            )
+        ]
     strangers = [i for i in range(len(specs)) if i not in shared]
     for i in strangers:
-        verdicts[specs[i]] = Verdict(specs[i], "off-base", [
-            f"its body is unrelated to the {len(shared)} ingredients that share one (body weight cosine at most "
-            f"{max(cosines[i, k] for k in shared):.2f}; fine-tunes of one base model are near 1): fine-tuned from "
-            "another base model, or from a random init"
-        ])
+        verdicts[specs[i]] = Verdict(
+            specs[i],
+            "off-base",
+            [
+                f"its body is unrelated to the {len(shared)} ingredients that share one (body weight cosine at most "
+                f"{max(cosines[i, k] for k in shared):.2f}; fine-tunes of one base model are near 1): fine-tuned from "
+                "another base model, or from a random init"
+            ],
+        )
     if not strangers:
         return []
-    return [(f"{', '.join(specs[i] for i in strangers)}: body unrelated to the other ingredients' (body weight cosine "
-             f"below {BODY_COSINE}): not fine-tuned from their base model")]
+    return [
+        (
+            f"{', '.join(specs[i] for i in strangers)}: body unrelated to the other ingredients' (body weight cosine "
+            f"below {BODY_COSINE}): not fine-tuned from their base model"
+        )
+    ]
 
 
 def _judge_weights(weights: WeightSpace, verdicts: dict[str, Verdict]) -> list[str]:
@@ -214,11 +236,17 @@ def _judge_weights(weights: WeightSpace, verdicts: dict[str, Verdict]) -> list[s
         among = [points[a, b] for a in others for b in others if a < b]
         scale = float(np.median(among)) if among else 0.0
         if scale > 0 and nearest > OFF_BASE_RATIO * scale:
-            verdicts[spec] = Verdict(spec, "off-base", [
-                (f"its nearest distance to the {'others and the base' if weights.base else 'others'} is "
-                f"{nearest / scale:.0f}× their typical distance (body task-vector norm {body.norms[i]:.3g}): "
-                "fine-tuned from another base model?")
-            ])
+            verdicts[spec] = Verdict(
+                spec,
+                "off-base",
+                [
+                    (
+                        f"its nearest distance to the {'others and the base' if weights.base else 'others'} is "
+                        f"{nearest / scale:.0f}× their typical distance (body task-vector norm {body.norms[i]:.3g}): "
+                        "fine-tuned from another base model?"
+                    )
+                ],
+            )
     head = weights.groups.get("head")
     on_base = [i for i, spec in enumerate(specs) if verdicts[spec].verdict != "off-base"]
     if head is None or len(on_base) < 2:
@@ -231,10 +259,17 @@ def _judge_weights(weights: WeightSpace, verdicts: dict[str, Verdict]) -> list[s
         typical = float(np.median(others))
         if typical < HEAD_COSINE:
             differing.append(specs[i])
-            verdicts[specs[i]] = Verdict(specs[i], "different head", [
-                (f"head weight cosine {typical:.2f} with the others (below {HEAD_COSINE}) while the body is shared: "
-                "the heads started from different random inits (or training moved them far from a shared one)")
-            ])
+            verdicts[specs[i]] = Verdict(
+                specs[i],
+                "different head",
+                [
+                    (
+                        f"head weight cosine {typical:.2f} with the others (below {HEAD_COSINE}) while the body is "
+                        "shared: the heads started from different random inits (or training moved them far from a "
+                        "shared one)"
+                    )
+                ],
+            )
     if differing:
         findings.append(
             f"classifier heads start from different random inits: the head ({head_names}) of "
@@ -278,5 +313,9 @@ def _judge_landscape(landscape: Landscape, verdicts: dict[str, Verdict]) -> list
                 verdicts[curve.partner].reasons.append(reason)
     if not barred:
         return []
-    return [(f"{len(barred)} of {len(landscape.curves)} ingredients lie behind a loss barrier from the best one "
-            f"({landscape.best}): averaging them with it will hurt")]
+    return [
+        (
+            f"{len(barred)} of {len(landscape.curves)} ingredients lie behind a loss barrier from the best one "
+            f"({landscape.best}): averaging them with it will hurt"
+        )
+    ]

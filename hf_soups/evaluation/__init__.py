@@ -18,7 +18,25 @@ from hf_soups.evaluation.scoring import EvalResult, GlueScorer, evaluate_glue
 from hf_soups.evaluation.tasks import GLUE_TASKS, TaskSpec, get_task
 
 __all__ = [
-    "GLUE_TASKS", "EvalResult", "GlueScorer", "GlueSplit", "SplitRule", "TaskSpec", "TextDataset", "check_head",
-    "compute_metrics", "evaluate_glue", "get_task", "glue_metrics", "heldout_rule", "hold_out", "is_text_to_text",
-    "load_glue_model", "load_glue_split", "predictions_from_logits", "read_glue_tsv", "rows_digest", "split_names",
+    "GLUE_TASKS",
+    "EvalResult",
+    "GlueScorer",
+    "GlueSplit",
+    "SplitRule",
+    "TaskSpec",
+    "TextDataset",
+    "check_head",
+    "compute_metrics",
+    "evaluate_glue",
+    "get_task",
+    "glue_metrics",
+    "heldout_rule",
+    "hold_out",
+    "is_text_to_text",
+    "load_glue_model",
+    "load_glue_split",
+    "predictions_from_logits",
+    "read_glue_tsv",
+    "rows_digest",
+    "split_names",
 ]

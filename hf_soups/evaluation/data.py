@@ -106,8 +106,11 @@ def glue_features(task: str | TaskSpec) -> datasets.Features:
     spec = get_task(task)
     label = datasets.Value("float32") if spec.is_regression else datasets.ClassLabel(names=list(spec.label_names))
     return datasets.Features(
-        {**{column: datasets.Value("string") for column in spec.text_columns}, "label": label,
-         "idx": datasets.Value("int32")}
+        {
+            **{column: datasets.Value("string") for column in spec.text_columns},
+            "label": label,
+            "idx": datasets.Value("int32"),
+        }
     )
 
 
@@ -262,11 +265,15 @@ def input_keys(dataset: datasets.Dataset) -> list[tuple[Any, ...]]:
         ids = plain["input_ids"]
         if "attention_mask" not in dataset.column_names:
             return [tuple(row) for row in ids]
-        return [tuple(i for i, kept in zip(row, mask, strict=True) if kept)
-                for row, mask in zip(ids, plain["attention_mask"], strict=True)]
+        return [
+            tuple(i for i, kept in zip(row, mask, strict=True) if kept)
+            for row, mask in zip(ids, plain["attention_mask"], strict=True)
+        ]
     columns = [column for column in dataset.column_names if column not in ("idx", *LABEL_COLUMNS)]
-    return [tuple(json.dumps(value, default=str) for value in row)
-            for row in zip(*(plain[column] for column in columns), strict=True)]
+    return [
+        tuple(json.dumps(value, default=str) for value in row)
+        for row in zip(*(plain[column] for column in columns), strict=True)
+    ]
 
 
 TOKENIZE_ROWS = 10_000  # rows tokenized at once by trained_heldout_rows
@@ -324,7 +331,8 @@ def heldout_record(split: GlueSplit) -> dict[str, Any]:
     """The held-out rule of a loaded part split (what :func:`heldout_rule` returns for ``train:heldout``)."""
     columns = [*split.task.text_columns, "label"]
     return {key: split.rule[key] for key in HELDOUT_KEYS} | {
-        "columns": columns, "content": content_digest(split.dataset, columns)
+        "columns": columns,
+        "content": content_digest(split.dataset, columns),
     }
 
 
@@ -363,8 +371,16 @@ def hold_out(
     rows = dataset.select(held)
     ids = rows["idx"] if "idx" in dataset.column_names else held
     columns = [column for column in dataset.column_names if column != "idx"]
-    rule = {"task": None, "split": "train:heldout", "seed": seed, "fraction": fraction, "rows": len(held),
-            "digest": rows_digest(ids), "columns": columns, "content": content_digest(rows, columns)}
+    rule = {
+        "task": None,
+        "split": "train:heldout",
+        "seed": seed,
+        "fraction": fraction,
+        "rows": len(held),
+        "digest": rows_digest(ids),
+        "columns": columns,
+        "content": content_digest(rows, columns),
+    }
     return dataset.select([i for i in kept if keys[i] not in held_keys]), rows, rule
 
 
@@ -386,7 +402,9 @@ def check_splits_apart(select_split: str, report_split: str) -> None:
         split.partition(":") for split in (select_split, report_split)
     )
     apart = select_base != report_base or (
-        select_part in PARTS and report_part in PARTS and select_part != report_part
+        select_part in PARTS
+        and report_part in PARTS
+        and select_part != report_part
         and PARTS[select_part][0] == PARTS[report_part][0]
     )
     if not apart:
@@ -452,8 +470,13 @@ def part_split(
     rule = rule or SplitRule()
     base, _, part = split.partition(":")
     dataset = base_rows
-    record: dict[str, Any] = {"task": spec.name, "split": split, "base": base, "source": source,
-                              "base_rows": dataset.num_rows}
+    record: dict[str, Any] = {
+        "task": spec.name,
+        "split": split,
+        "base": base,
+        "source": source,
+        "base_rows": dataset.num_rows,
+    }
     if part:
         fraction_field, first = PARTS[part]
         fraction = getattr(rule, fraction_field)

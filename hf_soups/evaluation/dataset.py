@@ -101,8 +101,15 @@ class TextDataset:
             raise SoupError(f"metric 'f1' is binary F1 (of class 1): for {len(id2label)} classes use f1_macro")
         labels = () if regression else tuple(id2label[i].lower() for i in range(len(id2label)))
         return TaskSpec(
-            name=self.name, folder="", text_columns=self.columns, label_names=labels, metrics=(metric,),
-            main_metric=metric, splits=tuple(splits), tsv=TsvLayout({}, ""), t5_prefix="",
+            name=self.name,
+            folder="",
+            text_columns=self.columns,
+            label_names=labels,
+            metrics=(metric,),
+            main_metric=metric,
+            splits=tuple(splits),
+            tsv=TsvLayout({}, ""),
+            t5_prefix="",
             t5_input_keys=self.columns,
         )
 
@@ -131,9 +138,7 @@ class TextDataset:
         valid = split_names(spec)
         missing = [name for name in names if name not in valid]
         if missing:
-            raise SoupError(
-                f"dataset {self.name!r} has no split {missing[0]!r}; its splits: {', '.join(valid)}"
-            )
+            raise SoupError(f"dataset {self.name!r} has no split {missing[0]!r}; its splits: {', '.join(valid)}")
         bases: dict[str, datasets.Dataset] = {}
         for name in names:
             base = name.partition(":")[0]
@@ -171,8 +176,12 @@ class TextDataset:
     def record(self) -> dict[str, Any]:
         """What ``soup.json`` and the card say of the dataset (local paths left out: ``source`` of each split's
         rule has them)."""
-        return {"name": self.name, "config": self.dataset_config, "text_columns": list(self.columns),
-                "label_column": self.label_column}
+        return {
+            "name": self.name,
+            "config": self.dataset_config,
+            "text_columns": list(self.columns),
+            "label_column": self.label_column,
+        }
 
     # -- reading
 
@@ -250,11 +259,16 @@ class TextDataset:
                     f"dataset {self.name!r} split {split!r} row {bad}: column {column!r} holds {values[bad]!r}, "
                     "not text"
                 )
-        labels = label_ids(rows[self.label_column], rows.features[self.label_column], id2label,
-                           f"dataset {self.name!r} split {split!r} column {self.label_column!r}")
+        labels = label_ids(
+            rows[self.label_column],
+            rows.features[self.label_column],
+            id2label,
+            f"dataset {self.name!r} split {split!r} column {self.label_column!r}",
+        )
         label = datasets.Value("float32") if len(id2label) == 1 else datasets.Value("int64")
-        features = datasets.Features({**{c: rows.features[c] for c in self.columns}, "label": label,
-                                      "idx": datasets.Value("int32")})
+        features = datasets.Features(
+            {**{c: rows.features[c] for c in self.columns}, "label": label, "idx": datasets.Value("int32")}
+        )
         return datasets.Dataset.from_dict(
             {**{c: rows[c] for c in self.columns}, "label": labels, "idx": list(range(rows.num_rows))},
             features=features,
@@ -281,9 +295,7 @@ def text_dataset(dataset: str | None, **options: Any) -> TextDataset | None:
     return TextDataset(dataset, **options)
 
 
-def label_ids(
-    values: Sequence[Any], feature: Any, id2label: Mapping[int, str], where: str
-) -> list[int] | list[float]:
+def label_ids(values: Sequence[Any], feature: Any, id2label: Mapping[int, str], where: str) -> list[int] | list[float]:
     """Labels as the models read them: class ids of ``id2label`` (names matched by name, exactly or else
     case-insensitively when that is unambiguous; integers as ids), or floats for a regressor (one entry).
 
@@ -312,8 +324,7 @@ def label_ids(
         folded[name.lower()] = None if name.lower() in folded else i
     known = ", ".join(f"{i}: {id2label[i]}" for i in sorted(id2label))
     generic = all(_GENERIC_LABEL.fullmatch(name) for name in ids)
-    hint = (" (their config.json names no classes: give ids, or set id2label and label2id there)"
-            if generic else "")
+    hint = " (their config.json names no classes: give ids, or set id2label and label2id there)" if generic else ""
     converted = []
     for value in values:
         if isinstance(value, str):

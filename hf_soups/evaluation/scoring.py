@@ -90,8 +90,12 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-friendly part: everything but the arrays."""
         return {
-            "task": self.task, "split": self.split, "num_examples": self.num_examples,
-            "main_metric": self.main_metric, "metrics": self.metrics, "split_rule": self.split_rule,
+            "task": self.task,
+            "split": self.split,
+            "num_examples": self.num_examples,
+            "main_metric": self.main_metric,
+            "metrics": self.metrics,
+            "split_rule": self.split_rule,
         }
 
 
@@ -419,7 +423,9 @@ class GlueScorer:
         (the learned recipe) and for bare loops over the scorer's batches; :meth:`score` uses :meth:`shard`."""
         if (kind, max_length) not in self._loaders:
             loader = DataLoader(
-                self.features(kind, max_length), batch_size=self.batch_size or DEFAULT_BATCH_SIZE, shuffle=False,
+                self.features(kind, max_length),
+                batch_size=self.batch_size or DEFAULT_BATCH_SIZE,
+                shuffle=False,
                 collate_fn=DataCollatorWithPadding(self.tokenizer),
             )
             self._loaders[kind, max_length] = self.accelerator.prepare(loader)
@@ -513,15 +519,20 @@ class GlueScorer:
             scoring_model(model, device, precision.dtype) as scored,
             tqdm(total=len(shard.batches), desc=desc, leave=False, disable=not show) as bar,
         ):
-            local = shard.run(scored, lambda m, batch: fmt.forward(m, batch, targets), device, width,
-                              precision.autocast, bar)
+            local = shard.run(
+                scored, lambda m, batch: fmt.forward(m, batch, targets), device, width, precision.autocast, bar
+            )
         logits = np.empty((len(self.labels), width), dtype=np.float32)
         rows = [feature["row"] for feature in self.features(kind, max_length)]
         logits[rows] = shard.gather(self.accelerator, local).numpy()
         predictions = fmt.predict(self.task, logits)
         result = EvalResult(
-            task=self.task.name, split=self.split, metrics=glue_metrics(self.task, predictions, self.labels),
-            main_metric=self.task.main_metric, num_examples=len(self.labels), split_rule=self.data.rule,
+            task=self.task.name,
+            split=self.split,
+            metrics=glue_metrics(self.task, predictions, self.labels),
+            main_metric=self.task.main_metric,
+            num_examples=len(self.labels),
+            split_rule=self.data.rule,
         )
         if return_predictions:
             result.predictions, result.logits, result.labels = predictions, logits, self.labels

@@ -105,8 +105,11 @@ def judge_fits(recipe: str, judge: Judge, ensemble: bool) -> bool:
             f"{getattr(judge, 'scores_from', 'other outputs')}; cook greedy, bagged or uniform"
         )
     if ensemble and "logits" not in provided:
-        logger.warning("the logit-ensemble rows are left out: they need %s, and the judge scores from %s",
-                       NEEDS["logits"], getattr(judge, "scores_from", "other outputs"))
+        logger.warning(
+            "the logit-ensemble rows are left out: they need %s, and the judge scores from %s",
+            NEEDS["logits"],
+            getattr(judge, "scores_from", "other outputs"),
+        )
         return False
     return ensemble
 
@@ -147,8 +150,9 @@ def make_kitchen(
             "hf-soups merge --allow-single)"
         )
     plan = validate_ingredients(resolved)
-    data = text_dataset(dataset, dataset_config=dataset_config, text_columns=text_columns, label_column=label_column,
-                        metric=metric)
+    data = text_dataset(
+        dataset, dataset_config=dataset_config, text_columns=text_columns, label_column=label_column, metric=metric
+    )
     if task is not None and data is not None:
         raise SoupError(f"give a GLUE task or a dataset, not both (task={task!r}, dataset={dataset!r})")
     if judge is None:
@@ -159,13 +163,27 @@ def make_kitchen(
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolved[0].tokenizer_path)
         if data is not None:
             judge = DatasetJudge(
-                data, tokenizer, label_map(resolved[0].config), select_split=select_split, report_split=report_split,
-                heldout_fraction=heldout_fraction, batch_size=batch_size, accelerator=accelerator, progress=progress,
+                data,
+                tokenizer,
+                label_map(resolved[0].config),
+                select_split=select_split,
+                report_split=report_split,
+                heldout_fraction=heldout_fraction,
+                batch_size=batch_size,
+                accelerator=accelerator,
+                progress=progress,
             )
         else:
             judge = GlueJudge(
-                task, tokenizer, select_split, report_split, glue_dir, batch_size, accelerator,
-                rule=SplitRule(heldout_fraction=heldout_fraction), progress=progress,
+                task,
+                tokenizer,
+                select_split,
+                report_split,
+                glue_dir,
+                batch_size,
+                accelerator,
+                rule=SplitRule(heldout_fraction=heldout_fraction),
+                progress=progress,
             )
     return Kitchen(resolved, judge, progress=progress, plan=plan)
 
@@ -186,6 +204,14 @@ def ensemble_scores(ingredients, task=None, **kwargs: Any):
 
 
 __all__ = [
-    "RECIPES", "DatasetJudge", "GlueJudge", "Judge", "Kitchen", "Recipe", "SoupReport", "ensemble_scores",
-    "judge_fits", "make_kitchen",
+    "RECIPES",
+    "DatasetJudge",
+    "GlueJudge",
+    "Judge",
+    "Kitchen",
+    "Recipe",
+    "SoupReport",
+    "ensemble_scores",
+    "judge_fits",
+    "make_kitchen",
 ]

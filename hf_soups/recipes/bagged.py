@@ -87,7 +87,8 @@ def cook_bagged(
             predictions[candidate] = kitchen.judge.score(kitchen.model, "select", return_predictions=True).predictions
             evaluations += 1
             takers = [
-                bag for bag, at in enumerate(standing)
+                bag
+                for bag, at in enumerate(standing)
                 if at == members and joins(score(candidate, resamples[bag]), score(members, resamples[bag]), **rule)
             ]
             if takers:

@@ -68,16 +68,24 @@ class DatasetJudge(GlueJudge):
         accelerator: Any = None,
         progress: bool = True,
     ) -> None:
-        data = dataset if isinstance(dataset, TextDataset) else TextDataset(
-            dataset, dataset_config=dataset_config, text_columns=text_columns, label_column=label_column,
-            metric=metric,
+        data = (
+            dataset
+            if isinstance(dataset, TextDataset)
+            else TextDataset(
+                dataset,
+                dataset_config=dataset_config,
+                text_columns=text_columns,
+                label_column=label_column,
+                metric=metric,
+            )
         )
         check_splits_apart(select_split, report_split)  # before any data is read
         select, report = data.splits(
             [select_split, report_split], id2label, SplitRule(heldout_fraction=heldout_fraction)
         )
-        super().__init__(select.task, tokenizer, select, report, batch_size=batch_size, accelerator=accelerator,
-                         progress=progress)
+        super().__init__(
+            select.task, tokenizer, select, report, batch_size=batch_size, accelerator=accelerator, progress=progress
+        )
         self.task = None  # not a GLUE task: the record and the card name the dataset instead
         self.data = data
         self.split_rule["dataset"] = data.record()

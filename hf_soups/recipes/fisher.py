@@ -183,8 +183,11 @@ def _rows(batches: Iterable[dict[str, torch.Tensor]], device: torch.device | str
         for index in range(len(next(iter(batch.values())))):
             length = int(mask[index].nonzero().max()) + 1 if mask is not None else None
             yield {
-                name: (value[index : index + 1, :length] if length is not None and value.dim() > 1
-                       and value.shape[1] == mask.shape[1] else value[index : index + 1]).to(device)
+                name: (
+                    value[index : index + 1, :length]
+                    if length is not None and value.dim() > 1 and value.shape[1] == mask.shape[1]
+                    else value[index : index + 1]
+                ).to(device)
                 for name, value in batch.items()
             }
 

@@ -151,9 +151,15 @@ class GreedyState:
         data = {
             "run": self.run,
             "ingredients": [{"spec": i.spec, "sha256": dict(i.sha256)} for i in kitchen.ingredients],
-            "splits": kitchen.judge.split_names, "task": kitchen.judge.task, "files": files,
+            "splits": kitchen.judge.split_names,
+            "task": kitchen.judge.task,
+            "files": files,
             "sha256": {name: self.hashes[name] for name in files.values()},
-            "rule": self.rule, "order": self.order, "step": self.step, "members": self.members, "score": self.score,
+            "rule": self.rule,
+            "order": self.order,
+            "step": self.step,
+            "members": self.members,
+            "score": self.score,
             "trajectory": self.trajectory,
             "tastings": [{"name": t.name, **{s: getattr(t, s).to_dict() for s in SPLITS}} for t in tastings],
         }
@@ -177,8 +183,9 @@ class GreedyState:
         except SoupError:
             raise
         except Exception as err:  # noqa: BLE001 (a hand-broken or half-copied state: any of JSON, numpy, safetensors may object)
-            raise SoupError(f"--resume: the state in {folder} is damaged ({type(err).__name__}: {err}); remove it "
-                            "to start afresh") from None
+            raise SoupError(
+                f"--resume: the state in {folder} is damaged ({type(err).__name__}: {err}); remove it to start afresh"
+            ) from None
 
     @classmethod
     def _load(cls, folder: Path, kitchen: Kitchen, rule: dict[str, Any]) -> GreedyState:
@@ -192,8 +199,9 @@ class GreedyState:
         if data["splits"] != kitchen.judge.split_names or data["task"] != kitchen.judge.task:
             raise SoupError(f"--resume: the state in {folder} was made on {data['task']} {data['splits']}")
         if data.get("rule") != rule:
-            raise SoupError(f"--resume: the state in {folder} was made with the greedy rule {data.get('rule')}, "
-                            f"not {rule}")
+            raise SoupError(
+                f"--resume: the state in {folder} was made with the greedy rule {data.get('rule')}, not {rule}"
+            )
         for name in data["files"].values():
             if Path(name).name != name or _sha256(folder / name) != data["sha256"][name]:
                 raise SoupError(f"--resume: {folder / name} is not the file the state in {folder} saved (sha256)")
@@ -242,8 +250,12 @@ def _arrays(tastings: list[ModelScores]) -> dict[str, np.ndarray]:
 
 def _result(data: dict[str, Any], arrays: Any, index: int, split: str) -> EvalResult:
     result = EvalResult(
-        task=data["task"], split=data["split"], metrics=data["metrics"], main_metric=data["main_metric"],
-        num_examples=data["num_examples"], split_rule=data["split_rule"],
+        task=data["task"],
+        split=data["split"],
+        metrics=data["metrics"],
+        main_metric=data["main_metric"],
+        num_examples=data["num_examples"],
+        split_rule=data["split_rule"],
     )
     for kind in ("predictions", "logits", "labels"):
         setattr(result, kind, arrays[f"{index}.{split}.{kind}"])

@@ -108,9 +108,9 @@ class GlueJudge:
             for part, split in splits.items()
         }
         self.accelerator = accelerator
-        self.split_rule = {
-            part: scorer.data.rule for part, scorer in self.scorers.items()
-        } | {"rows": {part: scorer.data.dataset.num_rows for part, scorer in self.scorers.items()}}
+        self.split_rule = {part: scorer.data.rule for part, scorer in self.scorers.items()} | {
+            "rows": {part: scorer.data.dataset.num_rows for part, scorer in self.scorers.items()}
+        }
 
     def score(self, model: PreTrainedModel, split: str, return_predictions: bool = False) -> EvalResult:
         return self.scorers[split].score(model, return_predictions=return_predictions)
@@ -127,11 +127,15 @@ class GlueJudge:
         first = results[0]
         predictions = ensemble_predictions(self.spec, [r.logits for r in results])
         return EvalResult(
-            task=first.task, split=first.split, metrics=glue_metrics(self.spec, predictions, first.labels),
-            main_metric=first.main_metric, num_examples=first.num_examples, split_rule=first.split_rule,
-            predictions=predictions, labels=first.labels,
+            task=first.task,
+            split=first.split,
+            metrics=glue_metrics(self.spec, predictions, first.labels),
+            main_metric=first.main_metric,
+            num_examples=first.num_examples,
+            split_rule=first.split_rule,
+            predictions=predictions,
+            labels=first.labels,
         )
-
 
     def train_batches(self, model: PreTrainedModel) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         if is_text_to_text(model):

@@ -295,4 +295,4 @@ def format_table(
 
 
 def _short(name: str, width: int = 44) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+    return name if len(name) <= width else "…" + name[-(width - 1) :]

@@ -128,7 +128,8 @@ def gram_matrices(
     """
     model.to(device).eval()
     linears = {
-        f"{prefix}.weight": module for prefix, module in model.named_modules()
+        f"{prefix}.weight": module
+        for prefix, module in model.named_modules()
         if isinstance(module, torch.nn.Linear) and f"{prefix}.weight" in names
     }
     sums: dict[str, torch.Tensor] = {}

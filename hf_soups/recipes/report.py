@@ -80,8 +80,13 @@ def soup_report(
     for ingredient, tasting in zip(record.ingredients, tastings, strict=True):
         ingredient.scores = tasting.scores()
     record.recipe = RecipeRecord(
-        name=recipe, task=judge.task, metric=judge.metric, select_split=judge.split_names["select"],
-        report_split=judge.split_names["report"], split_rule=judge.split_rule, trajectory=trajectory or [],
+        name=recipe,
+        task=judge.task,
+        metric=judge.metric,
+        select_split=judge.split_names["select"],
+        report_split=judge.split_names["report"],
+        split_rule=judge.split_rule,
+        trajectory=trajectory or [],
         options=options or {},
     )
     record.results = rows

@@ -49,8 +49,10 @@ def check_applies(kitchen: Kitchen, recipe: str) -> None:
     """
     judge = kitchen.judge
     if kitchen.text_to_text or not callable(getattr(judge, "train_batches", None)):
-        cannot = f"a text-to-text model ({type(kitchen.model).__name__})" if kitchen.text_to_text else (
-            f"the judge {type(judge).__name__}, which gives no batches of the selection split"
+        cannot = (
+            f"a text-to-text model ({type(kitchen.model).__name__})"
+            if kitchen.text_to_text
+            else (f"the judge {type(judge).__name__}, which gives no batches of the selection split")
         )
         raise SoupError(
             f"{recipe} soup: needs the inputs, logits and gradients of an encoder classifier or regressor on the "
@@ -167,6 +169,12 @@ def statistics_record(paths: list[Path]) -> list[dict[str, str]]:
 
 
 __all__ = [
-    "StatisticsCache", "check_applies", "estimation_rows", "file_sha256", "judge_device", "selected_batches",
-    "statistics_folder", "statistics_record",
+    "StatisticsCache",
+    "check_applies",
+    "estimation_rows",
+    "file_sha256",
+    "judge_device",
+    "selected_batches",
+    "statistics_folder",
+    "statistics_record",
 ]

@@ -75,8 +75,10 @@ class StockBase:
     def to_dict(self) -> BaseEntry:
         """What ``soup.json`` and ``recipe.yaml`` record of the base (sha256 as far as read)."""
         return {
-            "ingredient": pinned_spec(self.ingredient), "sha256": dict(self.ingredient.sha256),
-            "head": None if self.head is None else str(self.head), "head_sha256": self.head_sha256(),
+            "ingredient": pinned_spec(self.ingredient),
+            "sha256": dict(self.ingredient.sha256),
+            "head": None if self.head is None else str(self.head),
+            "head_sha256": self.head_sha256(),
         }
 
 

@@ -107,8 +107,11 @@ class TrainerJudge:
             self.parts = {"select": _subset(dataset, select), "report": _subset(dataset, report)}
             self.split_names = {split: f"eval_dataset:{split}" for split in self.parts}
             self.split_rule = {
-                "source": "Trainer eval_dataset", "base_rows": len(dataset), "seed": seed,
-                "select_fraction": select_fraction, "method": SPLIT_METHOD,
+                "source": "Trainer eval_dataset",
+                "base_rows": len(dataset),
+                "seed": seed,
+                "select_fraction": select_fraction,
+                "method": SPLIT_METHOD,
             }
         self.split_rule["rows"] = {split: len(part) for split, part in self.parts.items()}
         wanted = trainer.args.metric_for_best_model
@@ -122,9 +125,13 @@ class TrainerJudge:
             set() if generates or processed else {"logits"} if not per_row else {"logits", "loss"}
         )
         self.scores_from = (
-            "generated ids (a Seq2SeqTrainer with predict_with_generate)" if generates
-            else "what preprocess_logits_for_metrics makes of the logits" if processed
-            else "logits of many labels a row" if not per_row else "logits of one label a row"
+            "generated ids (a Seq2SeqTrainer with predict_with_generate)"
+            if generates
+            else "what preprocess_logits_for_metrics makes of the logits"
+            if processed
+            else "logits of many labels a row"
+            if not per_row
+            else "logits of one label a row"
         )
         self._shards: dict[str, tuple[Shard, np.ndarray]] = {}
 
@@ -135,8 +142,9 @@ class TrainerJudge:
         ``trainer.evaluate()`` scores, with the model's tensors left where the kitchen writes the weights."""
         if self.trainer_loop:
             args = self.trainer.args
-            return Precision(torch.bfloat16 if args.bf16_full_eval else torch.float16 if args.fp16_full_eval else
-                             torch.float32)
+            return Precision(
+                torch.bfloat16 if args.bf16_full_eval else torch.float16 if args.fp16_full_eval else torch.float32
+            )
         if self.trainer.args.bf16:
             return Precision(torch.bfloat16)
         return Precision(torch.float32, torch.float16 if self.trainer.args.fp16 else None)
@@ -163,8 +171,9 @@ class TrainerJudge:
             scoring_model(model, device, precision.dtype) as scored,
             tqdm(total=len(shard.batches), desc=f"eval_dataset:{split}", leave=False, disable=not show) as bar,
         ):
-            local = shard.run(scored, lambda m, batch: m(**batch).logits, device, model.config.num_labels,
-                              precision.autocast, bar)
+            local = shard.run(
+                scored, lambda m, batch: m(**batch).logits, device, model.config.num_labels, precision.autocast, bar
+            )
         return shard.gather(self.accelerator, local).numpy(), labels
 
     def predict(self, model: PreTrainedModel, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -227,8 +236,14 @@ class TrainerJudge:
     def _result(self, split: str, predictions: np.ndarray, labels: np.ndarray) -> EvalResult:
         metrics = self.metrics(predictions, labels)
         return EvalResult(
-            task=self.task, split=self.split_names[split], metrics=metrics, main_metric=self.metric,
-            num_examples=len(labels), split_rule=self.split_rule, predictions=predictions, logits=predictions,
+            task=self.task,
+            split=self.split_names[split],
+            metrics=metrics,
+            main_metric=self.metric,
+            num_examples=len(labels),
+            split_rule=self.split_rule,
+            predictions=predictions,
+            logits=predictions,
             labels=labels,
         )
 

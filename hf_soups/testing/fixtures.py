@@ -49,8 +49,13 @@ def hub_server(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
         }
         for name, value in settings.items():
             monkeypatch.setattr(constants, name, value)
-        for name, value in {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"),
-                            "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0"}.items():
+        for name, value in {
+            "HF_ENDPOINT": hub.endpoint,
+            "HF_HOME": str(home),
+            "HF_HUB_CACHE": str(home / "hub"),
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_OFFLINE": "0",
+        }.items():
             monkeypatch.setenv(name, value)
         for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "TRANSFORMERS_OFFLINE", "HF_TOKEN_PATH"):
             monkeypatch.delenv(name, raising=False)

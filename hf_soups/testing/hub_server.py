@@ -51,8 +51,23 @@ import yaml
 API_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 # Files the Hub stores with LFS: the patterns of its default ``.gitattributes``, or anything of 10 MiB and more.
-LFS_PATTERNS = ("*.bin", "*.ckpt", "*.gz", "*.h5", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.pkl", "*.png",
-                "*.pt", "*.pth", "*.safetensors", "*.tar", "*.zip")
+LFS_PATTERNS = (
+    "*.bin",
+    "*.ckpt",
+    "*.gz",
+    "*.h5",
+    "*.msgpack",
+    "*.npy",
+    "*.npz",
+    "*.onnx",
+    "*.pkl",
+    "*.png",
+    "*.pt",
+    "*.pth",
+    "*.safetensors",
+    "*.tar",
+    "*.zip",
+)
 LFS_MIN_SIZE = 10 * 1024 * 1024
 GITATTRIBUTES = "".join(f"{pattern} filter=lfs diff=lfs merge=lfs -text\n" for pattern in LFS_PATTERNS)
 DEFAULT_USER = "soup-tester"
@@ -61,8 +76,14 @@ DEFAULT_USER = "soup-tester"
 class HubHTTPError(Exception):
     """An error answer: status, message, the Hub's ``X-Error-Code``, extra headers and extra JSON body fields."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None,
-                 body: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
         self.headers, self.body = headers or {}, body or {}
@@ -116,7 +137,7 @@ class Repo:
             return self.tags[revision]
         for prefix, refs in (("refs/heads/", self.branches), ("refs/tags/", self.tags)):
             if revision.startswith(prefix):
-                return refs.get(revision[len(prefix):])
+                return refs.get(revision[len(prefix) :])
         if match := re.fullmatch(r"refs/pr/(\d+)", revision):
             return self.pulls.get(int(match[1]))
         if re.fullmatch(r"[0-9a-f]{7,40}", revision):
@@ -245,8 +266,9 @@ class HubServer:
     def read(self, blob: Blob) -> bytes:
         return self._object_path(blob.sha256).read_bytes()
 
-    def _new_commit(self, repo: Repo, parent: str | None, files: dict[str, Blob], title: str, message: str,
-                    author: str) -> Commit:
+    def _new_commit(
+        self, repo: Repo, parent: str | None, files: dict[str, Blob], title: str, message: str, author: str
+    ) -> Commit:
         date = _now()
         tree = sorted((path, blob.oid) for path, blob in files.items())
         payload = json.dumps([repo.repo_id, parent, tree, title, message, author, date, next(self._counter)])
@@ -303,8 +325,9 @@ class HubServer:
         private = body.get("visibility", "private" if body.get("private") else "public") != "public"
         repo = Repo(repo_type, repo_id, private, _now())
         gitattributes = self._store(GITATTRIBUTES.encode(), lfs=False)
-        repo.branches["main"] = self._new_commit(repo, None, {".gitattributes": gitattributes}, "initial commit",
-                                                 "", user).sha
+        repo.branches["main"] = self._new_commit(
+            repo, None, {".gitattributes": gitattributes}, "initial commit", "", user
+        ).sha
         self._repos[(repo_type, repo_id)] = repo
         return {"url": url, "name": repo_id, "id": repo_id}
 
@@ -312,8 +335,14 @@ class HubServer:
         if user is None:
             raise HubHTTPError(401, "Invalid credentials in Authorization header")
         orgs = [{"name": org, "type": "org"} for org, members in sorted(self._orgs.items()) if user in members]
-        return {"type": "user", "id": user, "name": user, "fullname": user, "orgs": orgs,
-                "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}}}
+        return {
+            "type": "user",
+            "id": user,
+            "name": user,
+            "fullname": user,
+            "orgs": orgs,
+            "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}},
+        }
 
     def repo_info(self, repo: Repo, revision: str, blobs: bool) -> dict[str, Any]:
         commit = self.get_commit(repo, revision)
@@ -331,10 +360,19 @@ class HubServer:
                     sibling["lfs"] = {"size": blob.size, "sha256": blob.sha256, "pointerSize": len(blob.pointer)}
             siblings.append(sibling)
         info: dict[str, Any] = {
-            "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id,
-            "author": repo.repo_id.split("/")[0], "sha": commit.sha, "lastModified": commit.date,
-            "createdAt": repo.created_at, "private": repo.private, "disabled": False, "gated": False,
-            "downloads": 0, "likes": 0, "tags": list(card.get("tags") or []), "cardData": card or None,
+            "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24],
+            "id": repo.repo_id,
+            "author": repo.repo_id.split("/")[0],
+            "sha": commit.sha,
+            "lastModified": commit.date,
+            "createdAt": repo.created_at,
+            "private": repo.private,
+            "disabled": False,
+            "gated": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": list(card.get("tags") or []),
+            "cardData": card or None,
             "siblings": siblings,
         }
         if repo.repo_type == "model":
@@ -344,7 +382,7 @@ class HubServer:
     def tree(self, repo: Repo, revision: str, path: str, recursive: bool) -> list[dict[str, Any]]:
         commit = self.get_commit(repo, revision)
         prefix = f"{path.strip('/')}/" if path.strip("/") else ""
-        below = {p[len(prefix):]: blob for p, blob in commit.files.items() if p.startswith(prefix)}
+        below = {p[len(prefix) :]: blob for p, blob in commit.files.items() if p.startswith(prefix)}
         if prefix and not below:
             raise HubHTTPError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": commit.sha})
         folders: dict[str, list[str]] = {}
@@ -366,8 +404,10 @@ class HubServer:
 
     def refs(self, repo: Repo, include_prs: bool) -> dict[str, Any]:
         def ref_list(kind: str, refs: dict[Any, str]) -> list[dict[str, str]]:
-            return [{"name": str(name), "ref": f"refs/{kind}/{name}", "targetCommit": sha}
-                    for name, sha in sorted(refs.items())]
+            return [
+                {"name": str(name), "ref": f"refs/{kind}/{name}", "targetCommit": sha}
+                for name, sha in sorted(refs.items())
+            ]
 
         answer = {"branches": ref_list("heads", repo.branches), "tags": ref_list("tags", repo.tags), "converts": []}
         if include_prs:
@@ -378,8 +418,15 @@ class HubServer:
         commit: Commit | None = self.get_commit(repo, revision)
         history = []
         while commit is not None:
-            history.append({"id": commit.sha, "title": commit.title, "message": commit.message,
-                            "authors": [{"user": commit.author}], "date": commit.date})
+            history.append(
+                {
+                    "id": commit.sha,
+                    "title": commit.title,
+                    "message": commit.message,
+                    "authors": [{"user": commit.author}],
+                    "date": commit.date,
+                }
+            )
             commit = repo.commits.get(commit.parent) if commit.parent else None
         return history
 
@@ -401,8 +448,7 @@ class HubServer:
             lfs = file["size"] >= LFS_MIN_SIZE or any(fnmatch.fnmatch(path, p) for p in LFS_PATTERNS)
             blob = current.get(path)
             oid = None if blob is None else (blob.sha256 if blob.lfs else blob.oid)
-            answer.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
-                           "oid": oid})
+            answer.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
         return {"files": answer, "commitOid": self.get_commit(repo, revision).sha}
 
     def lfs_batch(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -426,15 +472,19 @@ class HubServer:
             raise HubHTTPError(400, f"Uploaded content does not match its sha256 {oid}")
         self._store(content, lfs=True)
 
-    def commit(self, repo: Repo, revision: str, user: str, lines: list[dict[str, Any]], create_pr: bool
-               ) -> dict[str, Any]:
+    def commit(
+        self, repo: Repo, revision: str, user: str, lines: list[dict[str, Any]], create_pr: bool
+    ) -> dict[str, Any]:
         header = next((line["value"] for line in lines if line["key"] == "header"), None)
         if header is None or not header.get("summary"):
             raise HubHTTPError(400, "The commit needs a header with a summary")
         pr_match = re.fullmatch(r"refs/pr/(\d+)", revision)
         if revision not in repo.branches and not pr_match:
-            raise HubHTTPError(400, f"Invalid rev id: {revision}: commits go to a branch or a pull request",
-                               None if repo.resolve(revision) else "RevisionNotFound")
+            raise HubHTTPError(
+                400,
+                f"Invalid rev id: {revision}: commits go to a branch or a pull request",
+                None if repo.resolve(revision) else "RevisionNotFound",
+            )
         head = self.get_commit(repo, revision)
         if header.get("parentCommit") and not head.sha.startswith(header["parentCommit"]):
             raise HubHTTPError(412, "A commit has happened since. Please refresh and try again.")
@@ -466,8 +516,13 @@ class HubServer:
             repo.pulls[int(pr_match[1])] = commit.sha
         else:
             repo.branches[revision] = commit.sha
-        return {"success": True, "commitOid": commit.sha, "commitUrl": f"{self.endpoint}/{repo.url_path}/commit/"
-                f"{commit.sha}", "hookOutput": "", "pullRequestUrl": pr_url}
+        return {
+            "success": True,
+            "commitOid": commit.sha,
+            "commitUrl": f"{self.endpoint}/{repo.url_path}/commit/{commit.sha}",
+            "hookOutput": "",
+            "pullRequestUrl": pr_url,
+        }
 
 
 # Routes: (method, path regex, handler method name). ``{type}`` and ``{repo}`` are expanded below.
@@ -488,10 +543,15 @@ _ROUTES = [
     ("GET", r"/{prefix}{repo}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
     ("HEAD", r"/{prefix}{repo}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
 ]
-_PATTERNS = {"type": r"(?P<type>models|datasets|spaces)", "repo": r"(?P<repo>[^/]+/[^/]+)",
-             "prefix": r"(?:(?P<prefix>datasets|spaces)/)?"}
-_COMPILED = [(method, re.compile(re.sub(r"\{(type|repo|prefix)\}", lambda m: _PATTERNS[m[1]], regex)), name)
-             for method, regex, name in _ROUTES]
+_PATTERNS = {
+    "type": r"(?P<type>models|datasets|spaces)",
+    "repo": r"(?P<repo>[^/]+/[^/]+)",
+    "prefix": r"(?:(?P<prefix>datasets|spaces)/)?",
+}
+_COMPILED = [
+    (method, re.compile(re.sub(r"\{(type|repo|prefix)\}", lambda m: _PATTERNS[m[1]], regex)), name)
+    for method, regex, name in _ROUTES
+]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -542,8 +602,14 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["X-Error-Code"] = err.code
             self._send(err.status, {"error": err.message, **err.body}, headers)
 
-    def _send(self, status: int, data: Any = None, headers: dict[str, str] | None = None,
-              raw: bytes | None = None, size: int | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        size: int | None = None,
+    ) -> None:
         """Answer JSON ``data``, or the bytes ``raw``; a HEAD answer gives only the ``size`` of what GET sends."""
         body = raw if raw is not None else json.dumps(data).encode()
         self.send_response(status)
@@ -630,9 +696,9 @@ class _Handler(BaseHTTPRequestHandler):
         if blob is None:
             raise HubHTTPError(404, f"Entry not found: {path}", "EntryNotFound", headers)
         if blob.lfs:
-            headers.update({"ETag": f'"{blob.sha256}"', "X-Linked-Etag": f'"{blob.sha256}"',
-                            "X-Linked-Size": str(blob.size)})
+            headers.update(
+                {"ETag": f'"{blob.sha256}"', "X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(blob.size)}
+            )
         else:
             headers["ETag"] = f'"{blob.oid}"'
         self._send(200, headers=headers, raw=hub.read(blob) if self.command == "GET" else b"", size=blob.size)
-

@@ -17,5 +17,11 @@ model = AutoModelForSequenceClassification.from_pretrained(model_dir)
 scorer = GlueScorer(task, AutoTokenizer.from_pretrained(model_dir), split, glue_dir, int(batch_size), accelerator)
 result = scorer.score(model, return_predictions=True)
 if accelerator.is_main_process:
-    np.savez(out, processes=accelerator.num_processes, main=result.main, num_examples=result.num_examples,
-             predictions=result.predictions, logits=result.logits)
+    np.savez(
+        out,
+        processes=accelerator.num_processes,
+        main=result.main,
+        num_examples=result.num_examples,
+        predictions=result.predictions,
+        logits=result.logits,
+    )

@@ -50,8 +50,9 @@ def wrap(model: BertForSequenceClassification, flavour: str) -> torch.nn.Module:
     """The model sharded the way accelerate shards it: each BertLayer its own unit, then the whole."""
     if flavour == "fsdp1":
         policy = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={BertLayer})
-        return FullyShardedDataParallel(model, auto_wrap_policy=policy, device_id=torch.device("cpu"),
-                                        use_orig_params=True)
+        return FullyShardedDataParallel(
+            model, auto_wrap_policy=policy, device_id=torch.device("cpu"), use_orig_params=True
+        )
     for layer in model.bert.encoder.layer:
         fully_shard(layer)
     return fully_shard(model)
@@ -85,9 +86,17 @@ def main(work: Path) -> None:
             refs = work / "refs" / sweep
             refs.mkdir(parents=True, exist_ok=True)
             callback = SoupCallback(
-                work / sweep / "pantry", checkpoints=True, pin_head=pin, cook_on_end=True, sweep_size=2, task="rte",
-                glue_dir=work / "glue", select_split="validation:select", report_split="validation:report",
-                batch_size=4, output_dir=work / sweep / "soup",
+                work / sweep / "pantry",
+                checkpoints=True,
+                pin_head=pin,
+                cook_on_end=True,
+                sweep_size=2,
+                task="rte",
+                glue_dir=work / "glue",
+                select_split="validation:select",
+                report_split="validation:report",
+                batch_size=4,
+                output_dir=work / sweep / "soup",
             )
             starts = {}
             for seed in (0, 1):
@@ -99,16 +108,23 @@ def main(work: Path) -> None:
                     save_file(probe_head(copy.deepcopy(model), loader), refs / "probe-head.safetensors")
                 wrapped = wrap(model, flavour)
                 args = TrainingArguments(
-                    str(work / sweep / "runs" / name), run_name=name, seed=seed, per_device_train_batch_size=4,
-                    per_device_eval_batch_size=4, use_cpu=True, report_to="none", save_strategy="steps",
+                    str(work / sweep / "runs" / name),
+                    run_name=name,
+                    seed=seed,
+                    per_device_train_batch_size=4,
+                    per_device_eval_batch_size=4,
+                    use_cpu=True,
+                    report_to="none",
+                    save_strategy="steps",
                 )
                 if flavour == "fsdp1":
                     SoupTrainer(wrapped, args, soup_callback=callback)  # the callback gets the Trainer's wrapper
                 state = TrainerState()
                 state.is_world_process_zero = main_process
                 hooked = wrapped.module if flavour == "fsdp1" else wrapped  # what the Trainer gives callbacks
-                callback.on_train_begin(args, state, control, model=hooked, train_dataloader=loader,
-                                        processing_class=tokenizer)
+                callback.on_train_begin(
+                    args, state, control, model=hooked, train_dataloader=loader, processing_class=tokenizer
+                )
                 Pantry(callback.pantry.path).pin_head(replica)  # the unsharded start: the same pinned head
                 starts[name] = {
                     "processes": gather_object([callback._start]),
@@ -131,8 +147,9 @@ def main(work: Path) -> None:
                     callback.on_save(args, state, control, model=hooked, processing_class=tokenizer)
                 if main_process:
                     save_file(replica.state_dict(), refs / f"{name}.safetensors")
-                callback.on_train_end(args, state, control, model=hooked, processing_class=tokenizer,
-                                      optimizer=optimizer)
+                callback.on_train_end(
+                    args, state, control, model=hooked, processing_class=tokenizer, optimizer=optimizer
+                )
             if main_process:
                 (refs / "starts.json").write_text(json.dumps(starts, indent=2))
 
@@ -140,8 +157,10 @@ def main(work: Path) -> None:
     # by the main process alone) a pantry whose start head does not fit the model
     if main_process:  # three labels' head
         (work / "refused" / "head-pantry").mkdir(parents=True)
-        save_file({"classifier.weight": torch.zeros(3, 16), "classifier.bias": torch.zeros(3)},
-                  work / "refused" / "head-pantry" / "start-head.safetensors")
+        save_file(
+            {"classifier.weight": torch.zeros(3, 16), "classifier.bias": torch.zeros(3)},
+            work / "refused" / "head-pantry" / "start-head.safetensors",
+        )
     PartialState().wait_for_everyone()
     refused = {}
     for case in ("fsdp1-bare-callback", "fsdp2-peft", "fsdp2-head"):
