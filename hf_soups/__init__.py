@@ -5,7 +5,10 @@ accelerate load only when a function that needs them is asked for).
 
 Example:
     >>> from hf_soups import merge_models
-    >>> merge_models(["runs/lr2e-5", "runs/lr3e-5"], output_dir="soup")  # doctest: +SKIP
+    >>> merge_models(["runs/lr2e-5", "runs/lr3e-5"], output_dir="soup")  # two fine-tuned runs  # doctest: +SKIP
+    PosixPath('soup')
+
+    :mod:`hf_soups.merge` shows the same with two tiny runs built from a config.
 """
 
 from __future__ import annotations

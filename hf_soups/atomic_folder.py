@@ -6,8 +6,12 @@ claims the target only when the block finishes, so an interrupted write leaves n
 behind; :func:`remove_stale_temporaries` removes the temporary folders of killed runs.
 
 Example:
-    >>> with atomic_folder(Path("soup"), overwrite=True) as tmp:  # doctest: +SKIP
-    ...     (tmp / "config.json").write_text("{}")
+    >>> with atomic_folder(Path("soup"), overwrite=True) as tmp:
+    ...     _ = (tmp / "config.json").write_text("{}")
+    ...     Path("soup").exists()
+    False
+    >>> [path.name for path in Path("soup").iterdir()]
+    ['config.json']
 """
 
 from __future__ import annotations

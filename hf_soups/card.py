@@ -193,7 +193,7 @@ def is_generated(text: str) -> bool:
     """Whether a ``README.md`` is a card hf_soups wrote and nobody has edited since (its stamp still matches).
 
     Example:
-        >>> is_generated("# My own card\n")
+        >>> is_generated("# My own card\\n")
         False
     """
     match = STAMP.search(text)

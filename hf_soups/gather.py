@@ -13,8 +13,8 @@ CPU where the model is not on it already): the call ``Accelerator.get_state_dict
 ``deepspeed.zero.GatheredParameters``, as DeepSpeed's own 16-bit consolidation does.
 
 Example:
-    >>> tensors = whole_state(model)  # doctest: +SKIP  (every process; the main one gets the tensors)
-    >>> digest = on_main(lambda: fingerprint(model, tensors))  # doctest: +SKIP  (the same on every process)
+    >>> tensors = whole_state(model)  # every process; the main one gets the tensors  # doctest: +SKIP
+    >>> digest = on_main(lambda: fingerprint(model, tensors))  # the same on every process  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -10,9 +10,20 @@ cook`` re-cooks, the card), or a soup of LoRA adapters as an adapter
 function; neither imports the evaluation stack.
 
 Example:
+    >>> import torch
+    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> config = BertConfig(
+    ...     vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+    ... )
+    >>> model = BertForSequenceClassification(config)  # two "fine-tuned runs" of one base, tiny, built from a config
+    >>> model.save_pretrained("runs/lr2e-5")
+    >>> _ = torch.nn.init.normal_(model.classifier.weight)
+    >>> model.save_pretrained("runs/lr3e-5")
     >>> from hf_soups import merge_models
-    >>> merge_models(["runs/lr2e-5", "runs/lr3e-5", "runs/lr5e-5"], output_dir="soup")  # doctest: +SKIP
+    >>> merge_models(["runs/lr2e-5", "runs/lr3e-5"], output_dir="soup")
     PosixPath('soup')
+    >>> sorted(path.name for path in Path("soup").iterdir())
+    ['README.md', 'config.json', 'model.safetensors', 'recipe.yaml', 'soup.json']
 """
 
 from __future__ import annotations

@@ -5,9 +5,21 @@ mix with the arithmetic that made it (the running mean; Model Stock, Fisher or R
 weights come out with the same sha256, and writes the folder as every soup's is written.
 
 Example:
-    >>> from hf_soups import replay_recipe
-    >>> replay_recipe("soup/recipe.yaml", "soup-again")  # doctest: +SKIP
+    >>> import torch
+    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> config = BertConfig(
+    ...     vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+    ... )
+    >>> model = BertForSequenceClassification(config)  # two "fine-tuned runs" of one base, tiny, built from a config
+    >>> model.save_pretrained("runs/lr2e-5")
+    >>> _ = torch.nn.init.normal_(model.classifier.weight)
+    >>> model.save_pretrained("runs/lr3e-5")
+    >>> from hf_soups import merge_models, replay_recipe
+    >>> soup = merge_models(["runs/lr2e-5", "runs/lr3e-5"], output_dir="soup", dtype="bf16")
+    >>> replay_recipe("soup/recipe.yaml", "soup-again")
     PosixPath('soup-again')
+    >>> Path("soup-again/model.safetensors").read_bytes() == Path("soup/model.safetensors").read_bytes()
+    True
 """
 
 from __future__ import annotations
@@ -18,13 +30,13 @@ from typing import Any
 
 from hf_soups.atomic_folder import check_output
 from hf_soups.errors import SoupError
-from hf_soups.hashing import HashCache
+from hf_soups.hashing import HashCache, file_sha256
 from hf_soups.ingredients import Ingredient, MergePlan, check_distinct, resolve_ingredients, validate_ingredients
 from hf_soups.mean import RunningMean, SoupWeights
 from hf_soups.recipe_file import RECIPE_FILE, STATISTICS_RECIPES, local_spec, read_recipe
 from hf_soups.recipes.fisher import fisher_merge
 from hf_soups.recipes.regmean import regmean_merge
-from hf_soups.recipes.statistics import file_sha256, statistics_record
+from hf_soups.recipes.statistics import statistics_record
 from hf_soups.recipes.stock import StockBase, stock_soup_tensors
 from hf_soups.record import RecipeRecord
 from hf_soups.soup_folder import write_soup_folder

@@ -8,9 +8,13 @@ the soup streams out tensor by tensor too. ``pytorch_model.bin`` files are only 
 ``torch.load(weights_only=True)``: no pickled code runs.
 
 Example:
-    >>> header = read_header("model.safetensors")  # doctest: +SKIP
-    >>> for name, tensor in stream_tensors("model.safetensors", hashlib.sha256()):  # doctest: +SKIP
-    ...     print(name, tensor.shape)
+    >>> from safetensors.torch import save_file
+    >>> save_file({"bias": torch.zeros(2), "weight": torch.ones(2, 3)}, "model.safetensors")
+    >>> header = read_header(Path("model.safetensors"))
+    >>> for name, tensor in stream_tensors(Path("model.safetensors"), header, hashlib.sha256()):
+    ...     print(name, tuple(tensor.shape), header[name].dtype)
+    bias (2,) torch.float32
+    weight (2, 3) torch.float32
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ B separate greedy passes would cost B times greedy's).
 Memory: one fp32 mean per distinct member set the bags stand at.
 
 Example:
-    >>> from hf_soups.recipes import run_recipe
+    >>> from hf_soups.soups import run_recipe
     >>> report = run_recipe(  # doctest: +SKIP
     ...     "bagged", ["runs/a", "runs/b", "runs/c"], "rte", "soup", glue_dir="glue_data", options={"bags": 20}
     ... )
