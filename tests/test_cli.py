@@ -47,7 +47,8 @@ def test_bad_input_is_one_line_and_exit_2(make_ingredients, tmp_path):
 
 
 def test_help_explains_every_option():
-    result = subprocess.run(["hf-soups", "merge", "--help"], capture_output=True, text=True)
+    # `python -m hf_soups`, the command as `hf-soups` runs it, whatever is on PATH
+    result = subprocess.run([sys.executable, "-m", "hf_soups", "merge", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     for option in [
         "--output",
