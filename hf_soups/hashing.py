@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -26,6 +27,12 @@ def default_cache_path() -> Path:
     from huggingface_hub import constants
 
     return Path(os.environ.get("HF_SOUPS_HASH_CACHE") or Path(constants.HF_HOME) / "hf_soups" / "sha256.json")
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read now (no cache)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class HashCache:

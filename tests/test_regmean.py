@@ -134,6 +134,17 @@ def test_regmean_soup_records_its_gram_matrices_and_cooks_again_bit_for_bit(make
     assert sha(replay_recipe(tmp_path / "soup", tmp_path / "again")) == sha(tmp_path / "soup")
 
 
+@pytest.mark.slow
+def test_regmean_without_a_soup_folder_keeps_its_gram_matrices_in_a_temporary_folder(make_ingredients, tmp_path):
+    write_rte(tmp_path / "glue", 40)
+    write_rte(tmp_path / "glue", 100, seed=1, file="train.tsv")
+    report = run_recipe(
+        "regmean", make_ingredients(2), "rte", None, glue_dir=tmp_path / "glue", ensemble=False, progress=False
+    )
+    options = report.record.recipe.options
+    assert "classifier.weight" in options["regmean_layers"] and "statistics" not in options  # no files to name
+
+
 def test_regmean_refuses_a_bad_alpha_and_what_gives_no_inputs(make_ingredients):
     with pytest.raises(SoupError, match=r"regmean_alpha: must be in \[0, 1\], got 1.5"):
         run_in_kitchen(

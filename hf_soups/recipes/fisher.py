@@ -36,27 +36,18 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan
-from hf_soups.mean import RunningMean, SoupWeights
+from hf_soups.mean import SoupWeights
 from hf_soups.options import FISHER_OVER, CookOptions, FisherOptions, GreedyOptions, StatisticsOptions
 from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.greedy import cook_greedy
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
 from hf_soups.recipes.selection import selection_rule
-from hf_soups.recipes.statistics import (
-    StatisticsCache,
-    check_applies,
-    estimation_rows,
-    judge_device,
-    statistics_folder,
-    statistics_record,
-)
+from hf_soups.recipes.statistics import check_applies, estimation_rows, statistics_soup, tapped_mean
 from hf_soups.threads import compute_threads
 
 FISHER_FLOOR = 1e-8  # ε = FISHER_FLOOR · mean(Σ Fᵢ) / N, per tensor
@@ -99,25 +90,23 @@ def cook_fisher(
         greedy = cook_greedy(kitchen, ensemble=False, greedy_rule=greedy_rule, min_gain=min_gain)
         members = [kitchen.ingredients.index(ingredient) for ingredient in greedy.weights.members]
     ingredients = [kitchen.ingredients[i] for i in members]
-    names = [name for name in kitchen.plan.shapes if kitchen.plan.is_float(name)]
-    with statistics_folder(state_dir) as folder:
-        cache = StatisticsCache(folder, "fisher", kitchen, rows)
-        device = judge_device(kitchen)
-        paths = [
-            cache.get(ingredient, lambda: fisher_diagonal(kitchen.model, cache.batches(), names, device))
-            for ingredient in tqdm(ingredients, desc="Fisher information", disable=not kitchen.progress)
-        ]
-        soup = fisher_merge(ingredients, paths, kitchen.plan, kitchen.hash_cache)
-        record = statistics_record(paths) if state_dir is not None else None
+    soup, record = statistics_soup(
+        kitchen,
+        ingredients,
+        "fisher",
+        rows,
+        state_dir,
+        fisher_diagonal,
+        lambda paths: fisher_merge(ingredients, paths, kitchen.plan, kitchen.hash_cache),
+        desc="Fisher information",
+    )
     soups = [kitchen.score_soup(soup, "fisher"), uniform]
     if ensemble:
         soups.extend(baselines(kitchen, tastings, rule))
     options = {"statistics_rows": rows, "fisher_over": fisher_over, "fisher": "exact", "fisher_floor": FISHER_FLOOR}
     if fisher_over == "greedy":
         options |= rule
-    if record is not None:
-        options["statistics"] = record
-    return soup_report(kitchen, "fisher", soup, tastings, soups, options=options)
+    return soup_report(kitchen, "fisher", soup, tastings, soups, options=options | record)
 
 
 def fisher_diagonal(
@@ -204,29 +193,21 @@ def fisher_merge(
         The soup's :class:`~hf_soups.mean.SoupWeights` (the uniform mean, where a tensor has Fishers replaced by
         the Fisher-weighted one).
     """
-    mean = RunningMean(plan, hash_cache)
     weighted: dict[str, torch.Tensor] = {}
     totals: dict[str, torch.Tensor] = {}
+
+    def take(name: str, tensor: torch.Tensor, fisher: torch.Tensor) -> None:
+        if not plan.is_float(name):
+            return
+        information, theta = fisher.double(), tensor.double()
+        if name in totals:
+            weighted[name].addcmul_(information, theta)
+            totals[name].add_(information)
+        else:
+            weighted[name], totals[name] = information * theta, information
+
     with compute_threads():
-        for ingredient, path in zip(ingredients, fishers, strict=True):
-            with safe_open(str(path), "pt") as fisher:
-                known = set(fisher.keys())
-
-                def tapped(
-                    stream: Iterable[tuple[str, torch.Tensor]], fisher=fisher, known=known
-                ) -> Iterator[tuple[str, torch.Tensor]]:
-                    for name, tensor in stream:
-                        if plan.is_float(name) and name in known:
-                            information, theta = fisher.get_tensor(name).double(), tensor.double()
-                            if name in totals:
-                                weighted[name].addcmul_(information, theta)
-                                totals[name].add_(information)
-                            else:
-                                weighted[name], totals[name] = information * theta, information
-                        yield name, tensor
-
-                mean.add_tensors(tapped(ingredient.tensors(hash_cache)), ingredient)
-        soup = mean.soup()
+        soup = tapped_mean(ingredients, fishers, plan, hash_cache, take)
         for name, total in totals.items():
             floor = FISHER_FLOOR * float(total.mean())
             if floor > 0:  # else no information anywhere: the uniform average stays

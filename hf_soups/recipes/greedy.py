@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
+from hf_soups.hashing import file_sha256
 from hf_soups.options import CookOptions, GreedyOptions, ResumeOptions
 from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.judge import SPLITS
@@ -147,7 +147,7 @@ class GreedyState:
         tastings = [*self.tastings, self.uniform]
         if files["arrays"] not in self.hashes:
             _atomic(folder / files["arrays"], lambda p: np.savez(p, **_arrays(tastings)), suffix=".npz")
-            self.hashes = {files["arrays"]: _sha256(folder / files["arrays"])}
+            self.hashes = {files["arrays"]: file_sha256(folder / files["arrays"])}
         data = {
             "run": self.run,
             "ingredients": [{"spec": i.spec, "sha256": dict(i.sha256)} for i in kitchen.ingredients],
@@ -203,7 +203,7 @@ class GreedyState:
                 f"--resume: the state in {folder} was made with the greedy rule {data.get('rule')}, not {rule}"
             )
         for name in data["files"].values():
-            if Path(name).name != name or _sha256(folder / name) != data["sha256"][name]:
+            if Path(name).name != name or file_sha256(folder / name) != data["sha256"][name]:
                 raise SoupError(f"--resume: {folder / name} is not the file the state in {folder} saved (sha256)")
         count, step, members = len(kitchen.ingredients), data["step"], data["members"]
         if sorted(data["order"]) != list(range(count)) or not 0 <= step <= count or len(data["trajectory"]) != step:
@@ -222,18 +222,13 @@ class GreedyState:
         return state
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _file_hashes(ingredient: Any, kitchen: Kitchen) -> dict[str, str]:
     """sha256 of the ingredient's weight files: known ones from the Hub or the hash cache, the others hashed now."""
     for file in ingredient.weight_files:
         if file.name not in ingredient.sha256:
             known = kitchen.hash_cache.get(file)
             if known is None:
-                known = _sha256(file)
+                known = file_sha256(file)
             ingredient.sha256[file.name] = known
     return dict(ingredient.sha256)
 

@@ -31,29 +31,21 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
 from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan
-from hf_soups.mean import RunningMean, SoupWeights
+from hf_soups.mean import SoupWeights
 from hf_soups.options import CookOptions, RegMeanOptions, StatisticsOptions
 from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
-from hf_soups.recipes.statistics import (
-    StatisticsCache,
-    check_applies,
-    estimation_rows,
-    judge_device,
-    statistics_folder,
-    statistics_record,
-)
+from hf_soups.recipes.statistics import check_applies, estimation_rows, statistics_soup, tapped_mean
 from hf_soups.threads import compute_threads
 from hf_soups.validation import unit_interval
 
@@ -84,28 +76,20 @@ def cook_regmean(
     check_applies(kitchen, "regmean")
     rows = estimation_rows(kitchen, statistics_rows)
     tastings, uniform = kitchen.tastings()
-    names = [name for name in kitchen.plan.shapes if kitchen.plan.is_float(name)]
-    with statistics_folder(state_dir) as folder:
-        cache = StatisticsCache(folder, "gram", kitchen, rows)
-        device = judge_device(kitchen)
-        paths = [
-            cache.get(ingredient, lambda: gram_matrices(kitchen.model, cache.batches(), names, device))
-            for ingredient in tqdm(kitchen.ingredients, desc="RegMean Gram matrices", disable=not kitchen.progress)
-        ]
-        soup = regmean_merge(kitchen.ingredients, paths, kitchen.plan, alpha, kitchen.hash_cache)
-        record = statistics_record(paths) if state_dir is not None else None
+
+    def merge(paths: list[Path]) -> tuple[SoupWeights, list[str]]:
+        with safe_open(str(paths[0]), "pt") as grams:  # the layers the forward passes reached
+            layers = sorted(grams.keys())
+        return regmean_merge(kitchen.ingredients, paths, kitchen.plan, alpha, kitchen.hash_cache), layers
+
+    (soup, layers), record = statistics_soup(
+        kitchen, kitchen.ingredients, "gram", rows, state_dir, gram_matrices, merge, desc="RegMean Gram matrices"
+    )
     soups = [kitchen.score_soup(soup, "regmean"), uniform]
     if ensemble:
         soups.extend(baselines(kitchen, tastings))
-    options = {"statistics_rows": rows, "regmean_alpha": alpha, "regmean_layers": sorted(_layers(paths[0]))}
-    if record is not None:
-        options["statistics"] = record
-    return soup_report(kitchen, "regmean", soup, tastings, soups, options=options)
-
-
-def _layers(path: Path) -> set[str]:
-    with safe_open(str(path), "pt") as grams:
-        return set(grams.keys())
+    options = {"statistics_rows": rows, "regmean_alpha": alpha, "regmean_layers": layers}
+    return soup_report(kitchen, "regmean", soup, tastings, soups, options=options | record)
 
 
 def gram_matrices(
@@ -178,30 +162,20 @@ def regmean_merge(
     Raises:
         SoupError: a layer whose Σ Gᵢ is singular (possible only with α = 1).
     """
-    mean = RunningMean(plan, hash_cache)
     gram_sums: dict[str, torch.Tensor] = {}
     products: dict[str, torch.Tensor] = {}
+
+    def take(name: str, tensor: torch.Tensor, gram: torch.Tensor) -> None:
+        gram = reduced(gram.double(), alpha)
+        product = gram @ tensor.double().T
+        if name in gram_sums:
+            gram_sums[name].add_(gram)
+            products[name].add_(product)
+        else:
+            gram_sums[name], products[name] = gram, product
+
     with compute_threads():
-        for ingredient, path in zip(ingredients, grams, strict=True):
-            with safe_open(str(path), "pt") as layers:
-                known = set(layers.keys())
-
-                def tapped(
-                    stream: Iterable[tuple[str, torch.Tensor]], layers=layers, known=known
-                ) -> Iterator[tuple[str, torch.Tensor]]:
-                    for name, tensor in stream:
-                        if name in known:
-                            gram = reduced(layers.get_tensor(name).double(), alpha)
-                            product = gram @ tensor.double().T
-                            if name in gram_sums:
-                                gram_sums[name].add_(gram)
-                                products[name].add_(product)
-                            else:
-                                gram_sums[name], products[name] = gram, product
-                        yield name, tensor
-
-                mean.add_tensors(tapped(ingredient.tensors(hash_cache)), ingredient)
-        soup = mean.soup()
+        soup = tapped_mean(ingredients, grams, plan, hash_cache, take)
         for name, gram in gram_sums.items():
             soup.tensors[name] = regmean_weight(gram, products[name], soup.tensors[name], name).float()
     return soup

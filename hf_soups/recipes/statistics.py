@@ -8,7 +8,9 @@ use. A statistic is written to ``<kind>-<key>.safetensors`` in the recipe's stat
 beside the soup folder), ``key`` being the sha256 of everything it depends on: the ingredient's weight files'
 sha256, the inputs of the rows (their sha256) and the estimator's settings. A later soup over the same ingredients,
 rows and settings reads it instead of estimating it again, and ``recipe.yaml`` names the files (with their sha256)
-that ``hf-soups cook`` re-cooks the soup from, bit for bit.
+that ``hf-soups cook`` re-cooks the soup from, bit for bit. :func:`statistics_soup` runs those steps for a recipe,
+and :func:`tapped_mean` streams the ingredients into their uniform mean while handing each one's statistic to the
+recipe's own sums.
 
 Example:
     >>> cache = StatisticsCache(Path("soup.fisher-state"), "fisher", kitchen, rows=249)  # doctest: +SKIP
@@ -23,18 +25,29 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
-from hf_soups.ingredients import Ingredient
+from hf_soups.hashing import HashCache, file_sha256
+from hf_soups.ingredients import Ingredient, MergePlan
+from hf_soups.mean import RunningMean, SoupWeights
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.validation import positive_int
+
+Merged = TypeVar("Merged")
+# an estimator: (model, the rows' batches, the float tensor names, device) → tensor name → statistic
+Estimator = Callable[
+    [torch.nn.Module, Iterable[dict[str, torch.Tensor]], Collection[str], torch.device], dict[str, torch.Tensor]
+]
+Take = Callable[[str, torch.Tensor, torch.Tensor], None]  # (tensor name, an ingredient's tensor, its statistic)
 
 ROW_SEED = 0  # the seed of the rows' choice when K is less than the selection split
 VERSION = "1"  # of the estimators: a change of what a statistic holds changes its key
@@ -98,12 +111,6 @@ def selected_batches(kitchen: Kitchen, rows: int) -> Iterator[dict[str, torch.Te
             yield {name: value[keep.to(value.device)] for name, value in inputs.items()}
 
 
-def judge_device(kitchen: Kitchen) -> torch.device:
-    """Where the judge runs models (its accelerator's device), where the statistics are estimated."""
-    accelerator = getattr(kitchen.judge, "accelerator", None)
-    return accelerator.device if accelerator is not None else torch.device("cpu")
-
-
 class StatisticsCache:
     """One statistic per ingredient, as ``<folder>/<kind>-<key>.safetensors`` (see the module docstring).
 
@@ -158,23 +165,86 @@ def statistics_folder(state_dir: str | Path | None) -> Iterator[Path]:
         yield Path(folder)
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def statistics_record(paths: list[Path]) -> list[dict[str, str]]:
     """What ``soup.json`` records of the statistics files, one per mix entry (``recipe.yaml`` names them)."""
     return [{"file": str(path.resolve()), "sha256": file_sha256(path)} for path in paths]
+
+
+def statistics_soup(
+    kitchen: Kitchen,
+    ingredients: Sequence[Ingredient],
+    kind: str,
+    rows: int,
+    state_dir: str | Path | None,
+    estimate: Estimator,
+    merge: Callable[[list[Path]], Merged],
+    desc: str,
+) -> tuple[Merged, dict[str, Any]]:
+    """Each ingredient's statistic, taken from the cache or estimated on the kitchen's device (the judge's), then
+    ``merge(paths)`` while the files exist.
+
+    Args:
+        kitchen: gives the rows, the model and the device.
+        ingredients: the ingredients to estimate it for, in the mix's order.
+        kind / rows: see :class:`StatisticsCache`.
+        state_dir: where the files are kept (``None``: a temporary folder, removed after ``merge``).
+        estimate: ``estimate(model, batches, names, device)`` → tensor name → statistic, over the float tensors.
+        merge: the recipe's merge, given the files in ingredient order.
+        desc: the progress bar's label.
+
+    Returns:
+        ``merge``'s result, and the options the record adds: the files with their sha256 as ``statistics``, when
+        they are kept (none for a temporary folder).
+    """
+    names = [name for name in kitchen.plan.shapes if kitchen.plan.is_float(name)]
+    with statistics_folder(state_dir) as folder:
+        cache = StatisticsCache(folder, kind, kitchen, rows)
+        paths = [
+            cache.get(ingredient, lambda: estimate(kitchen.model, cache.batches(), names, kitchen.device))
+            for ingredient in tqdm(ingredients, desc=desc, disable=not kitchen.progress)
+        ]
+        merged = merge(paths)
+        record = {"statistics": statistics_record(paths)} if state_dir is not None else {}
+    return merged, record
+
+
+def tapped_mean(
+    ingredients: Sequence[Ingredient],
+    files: Sequence[Path],
+    plan: MergePlan,
+    hash_cache: HashCache | None,
+    take: Take,
+) -> SoupWeights:
+    """The uniform mean of ``ingredients``, streamed one at a time; on the way, ``take(name, tensor, statistic)``
+    gets each tensor that the ingredient's statistics file (in ``files``, in the same order) holds, with it.
+
+    The mean is on the host, as ``hf-soups cook`` computes it, so a re-cooked soup has the same bits.
+    """
+    mean = RunningMean(plan, hash_cache)
+    for ingredient, path in zip(ingredients, files, strict=True):
+        with safe_open(str(path), "pt") as statistics:
+            mean.add_tensors(_tapped(ingredient.tensors(hash_cache), statistics, take), ingredient)
+    return mean.soup()
+
+
+def _tapped(
+    stream: Iterable[tuple[str, torch.Tensor]], statistics: Any, take: Take
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """``stream`` as it is, calling ``take`` on the tensors the open statistics file holds."""
+    known = set(statistics.keys())
+    for name, tensor in stream:
+        if name in known:
+            take(name, tensor, statistics.get_tensor(name))
+        yield name, tensor
 
 
 __all__ = [
     "StatisticsCache",
     "check_applies",
     "estimation_rows",
-    "file_sha256",
-    "judge_device",
     "selected_batches",
     "statistics_folder",
     "statistics_record",
+    "statistics_soup",
+    "tapped_mean",
 ]
