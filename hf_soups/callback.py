@@ -381,7 +381,7 @@ class SoupCallback(TrainerCallback):
         Returns:
             A :class:`~hf_soups.recipes.report.SoupReport`: ``.table``, ``.record``, ``.output_dir``, ``.model``;
             ``None`` (with a logged warning) while the pantry holds a single ingredient, so a script that runs one
-            training per process can call ``cook`` after every run.
+            training per process can call ``make_soup`` after every run.
 
         Raises:
             SoupError: no judge, an unknown option, an empty pantry, ingredients that started from different
