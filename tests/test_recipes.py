@@ -18,7 +18,8 @@ from hf_soups import SoupError, bagged_soup, greedy_soup, learned_soup, replay_r
 from hf_soups.cli import main
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.scoring import Precision
-from hf_soups.recipes.kitchen import Kitchen
+from hf_soups.ingredients import MergePlan
+from hf_soups.recipes.kitchen import Kitchen, mean_device
 from hf_soups.record import SoupRecord
 from hf_soups.soups import run_in_kitchen
 
@@ -478,6 +479,14 @@ def test_learned_weights_sum_to_one_and_beat_uniform(make_ingredients, tmp_path,
         per_tensor = [entry["layer_weights"] for entry in recipe["mix"]]
         assert all(sum(w[name] for w in per_tensor) == pytest.approx(1.0) for name in per_tensor[0])
     assert sha(replay_recipe(tmp_path / "soup", tmp_path / "again")) == sha(tmp_path / "soup")
+
+
+def test_a_mean_goes_beside_a_gpu_model_only_where_every_copy_a_recipe_holds_fits(monkeypatch):
+    plan = MergePlan({"w": (1000,)}, {"w": [torch.bfloat16]})  # 4,000 bytes of fp32 mean
+    monkeypatch.setattr("torch.cuda.mem_get_info", lambda device: (40_000, 80_000))  # half of it: room for 5
+    gpu = torch.device("cuda", 0)
+    assert [mean_device(gpu, plan, copies) for copies in (1, 5, 6)] == [gpu, gpu, torch.device("cpu")]
+    assert mean_device(torch.device("cpu"), plan, 100) == torch.device("cpu")
 
 
 def test_learned_soup_fails_clearly_when_it_cannot_fit(make_ingredients, monkeypatch):

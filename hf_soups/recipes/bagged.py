@@ -11,7 +11,8 @@ bag standing at the same members takes the same candidate and only recomputes th
 is one model evaluation per distinct member set the bags stand at, per step, not one per bag (the count is recorded
 as ``evaluations``; in the GLUE benchmark 12–19 for six runs against greedy's 5, 93 for twelve against 11, where
 B separate greedy passes would cost B times greedy's).
-Memory: one fp32 mean per distinct member set the bags stand at.
+Memory: one fp32 mean per distinct member set the bags stand at (and its candidate's, while a step runs: at most
+2B), beside the model where that many fit (:meth:`~hf_soups.recipes.kitchen.Kitchen.new_mean`), else on the host.
 
 Example:
     >>> from hf_soups.soups import run_recipe
@@ -28,7 +29,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
-from hf_soups.mean import RunningMean
 from hf_soups.options import BaggedOptions, CookOptions, GreedyOptions
 from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
@@ -71,7 +71,7 @@ def cook_bagged(
     # member set → the candidate soup's selection predictions (a single ingredient's are its tasting's)
     predictions: dict[Members, np.ndarray] = {frozenset([i]): t.select.predictions for i, t in enumerate(tastings)}
     first = frozenset(order[:1])
-    means = {first: RunningMean(kitchen.plan, kitchen.hash_cache)}
+    means = {first: kitchen.new_mean(copies=2 * bags)}  # the parents standing and the candidates they take
     means[first].add(kitchen.ingredients[order[0]])
     standing = [first] * bags
 
@@ -101,7 +101,7 @@ def cook_bagged(
     position = {index: rank for rank, index in enumerate(order)}
     chosen = sorted((i for i in order if 2 * votes[i] >= bags), key=lambda i: (-votes[i], position[i]))
     del means
-    mean = RunningMean(kitchen.plan, kitchen.hash_cache)
+    mean = kitchen.new_mean()
     for index in chosen:
         mean.add(kitchen.ingredients[index])
     soup = mean.soup()

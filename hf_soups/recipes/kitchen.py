@@ -135,9 +135,12 @@ class Kitchen:
         """The model's tensors the soup sets, by name, where the model is (write weights into them to score them)."""
         return self._params
 
-    def new_mean(self) -> RunningMean:
-        """An empty fp32 running mean on :attr:`mean_device`, beside the model when it fits."""
-        return RunningMean(self.plan, self.hash_cache, device=self.mean_device)
+    def new_mean(self, copies: int = 1) -> RunningMean:
+        """An empty fp32 running mean, beside the model when it fits: on :attr:`mean_device`, or, for a recipe that
+        will hold up to ``copies`` such means at once (bagged greedy's :meth:`~hf_soups.mean.RunningMean.copy`),
+        where that many fit (see :func:`mean_device`)."""
+        device = self.mean_device if copies == 1 else mean_device(self.device, self.plan, copies)
+        return RunningMean(self.plan, self.hash_cache, device=device)
 
     def load(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy ``(name, tensor)`` into the model, where it is."""
@@ -241,12 +244,12 @@ def build_model(
     return model.eval()
 
 
-def mean_device(device: torch.device, plan: MergePlan) -> torch.device:
-    """Where a kitchen keeps fp32 running means: beside its model, unless the model is on a GPU where the mean
-    would take more than :data:`MEAN_SHARE` of the free memory (then on the host)."""
+def mean_device(device: torch.device, plan: MergePlan, copies: int = 1) -> torch.device:
+    """Where a kitchen keeps fp32 running means: beside its model, unless the model is on a GPU where ``copies``
+    means would take more than :data:`MEAN_SHARE` of the free memory (then on the host)."""
     if device.type != "cuda":
         return device
-    need = sum(4 * int(np.prod(shape)) for name, shape in plan.shapes.items() if plan.is_float(name))
+    need = copies * sum(4 * int(np.prod(shape)) for name, shape in plan.shapes.items() if plan.is_float(name))
     return device if need <= MEAN_SHARE * torch.cuda.mem_get_info(device)[0] else torch.device("cpu")
 
 

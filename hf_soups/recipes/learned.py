@@ -21,7 +21,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
-from hf_soups.mean import RunningMean, Weight
+from hf_soups.mean import Weight
 from hf_soups.options import CookOptions, LearnedOptions
 from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
@@ -42,8 +42,7 @@ def cook_learned(
         raise SoupError("learned soup: needs at least two ingredients")
     if granularity not in ("ingredient", "layer"):
         raise SoupError(f"learned soup: granularity must be 'ingredient' or 'layer', not {granularity!r}")
-    device = getattr(kitchen.judge, "accelerator", None)
-    device = device.device if device is not None else torch.device("cpu")
+    device = kitchen.device
     names = [name for name in kitchen.plan.shapes if kitchen.plan.is_float(name)]
     check_memory(kitchen, names, device)
     tastings, uniform = kitchen.tastings()
@@ -64,7 +63,7 @@ def cook_learned(
         )
         for i in range(len(kitchen.ingredients))
     ]
-    mean = RunningMean(kitchen.plan)
+    mean = kitchen.new_mean()
     for i, weight in mix:
         mean.add_tensors(_tensors(kitchen, stacks, i), kitchen.ingredients[i], weight)
     del stacks
@@ -77,10 +76,11 @@ def cook_learned(
 
 
 def _tensors(kitchen: Kitchen, stacks: dict[str, torch.Tensor], index: int) -> Iterator[tuple[str, torch.Tensor]]:
-    """An ingredient's tensors from memory (float ones from the stacks, integer buffers from the kitchen's model)."""
+    """An ingredient's tensors from memory (float ones from the stacks, integer buffers from the kitchen's model),
+    where they are (the mean takes them to its device)."""
     params = kitchen.parameters()
     for name in kitchen.plan.shapes:
-        yield name, stacks[name][index].cpu() if name in stacks else params[name]
+        yield name, stacks[name][index] if name in stacks else params[name]
 
 
 def check_memory(kitchen: Kitchen, names: list[str], device: torch.device) -> None:
