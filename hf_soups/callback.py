@@ -34,19 +34,18 @@ import contextlib
 import dataclasses
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, extract_model_from_parallel
 from transformers import Trainer, TrainerCallback
 
-from hf_soups.ema import WeightEMA, check_decay
+from hf_soups.ema import WeightEMA
 from hf_soups.errors import SoupError
 from hf_soups.evaluation.data import (
     SplitRule,
@@ -57,11 +56,20 @@ from hf_soups.evaluation.data import (
     trained_heldout_rows,
 )
 from hf_soups.gather import check_gatherable, load_whole, on_main, sharding, whole_state, wrapper_of
-from hf_soups.options import RECIPE_NAMES, CardOptions, CookOptions, JudgeOptions
-from hf_soups.pantry import Pantry, PantryEntry, PinHead, check_heldout, fingerprint, holds_model
+from hf_soups.ingredients import Ingredient
+from hf_soups.options import CollectOptions, CookOptions, JudgeOptions, Options, PublishOptions
+from hf_soups.pantry import Pantry, PantryEntry, check_heldout, fingerprint, holds_model
 from hf_soups.probe import fit_head, head_names, output_layer, probe_head, shared_probe_features
 
 logger = logging.getLogger(__name__)
+
+# SoupCallback's keyword → the options object it takes (hf_soups.options: the command line's flags share them)
+OPTION_GROUPS: dict[str, type[Options]] = {
+    "collect": CollectOptions,
+    "cooking": CookOptions,
+    "judge": JudgeOptions,
+    "publish": PublishOptions,
+}
 
 # ---------------------------------------------------------------------------------------------------- callback
 
@@ -69,52 +77,68 @@ logger = logging.getLogger(__name__)
 class SoupCallback(TrainerCallback):
     """Collects every run of a sweep into a pantry and cooks a soup from it.
 
+    Its options come in four groups, each a frozen options object of :mod:`hf_soups.options` (the command line's
+    flags are made from the same declarations):
+
+    - ``collect``: :class:`~hf_soups.options.CollectOptions`, what every run adds to the pantry (``checkpoints``,
+      ``pin_head``, ``ema``);
+    - ``cooking``: :class:`~hf_soups.options.CookOptions`, which soup and when (``recipe``, ``ensemble``,
+      ``entries``, ``cook_on_end``, ``sweep_size``);
+    - ``judge``: :class:`~hf_soups.options.JudgeOptions`, how soups are judged (a GLUE ``task`` with its splits,
+      ``glue_dir`` and ``batch_size``; without a task the Trainer's ``eval_dataset``, with ``select_dataset``,
+      ``heldout``, ``seed``, ``select_fraction``);
+    - ``publish``: :class:`~hf_soups.options.PublishOptions`, where the soup goes (``output_dir``, ``push_to_hub``,
+      ``hub_model_id``, ``hub_token``, ``hub_private_repo``, ``license``).
+
+    Each field may also be given as a keyword of its own (``SoupCallback(pantry, pin_head=True, task="rte")``):
+    it builds the same object, for a group not given as an object.
+
     Args:
         pantry: the folder shared by every run of the sweep.
-        checkpoints: also add each ``checkpoint-*`` the Trainer saves (``on_save``; when is the Trainer's
-            ``save_strategy``: every epoch, every ``save_steps``), by hard links to its files (written whole where the
-            checkpoint holds no whole model: a sharded one), not only each run's final model. Cook them with
-            ``entries="all"`` or ``"last:K"``.
-        pin_head: give every run the same starting classifier head (``on_train_begin``): ``True`` saves the first
-            run's initial (random) head in the pantry and later runs load it; ``"probe"`` first fits the head on the
-            frozen model's features of the training set (:func:`hf_soups.probe.probe_head`: one process under
+        collect: ``checkpoints`` also adds each ``checkpoint-*`` the Trainer saves (``on_save``; when is the
+            Trainer's ``save_strategy``), by hard links to its files (written whole where the checkpoint holds no
+            whole model: a sharded one); cook them with ``entries="all"`` or ``"last:K"``. ``pin_head`` gives every
+            run the same starting classifier head (``on_train_begin``): ``True`` saves the first run's initial
+            (random) head in the pantry and later runs load it; ``"probe"`` first fits the head on the frozen
+            model's features of the training set (:func:`hf_soups.probe.probe_head`: one process under
             ``accelerate launch``; under sharded training every process computes the features of its share), the
-            start that makes runs soupable. Needed when the runs create their models under different seeds.
-        cook_on_end: cook at the end of a run (``on_train_end``) once the pantry holds ``sweep_size`` final models
-            (default: at the end of every run from the second on; the last run's soup is the sweep's). The main
-            process prints how many runs the pantry holds until then, and the results table and the soup's folder
-            (and Hub commit, when pushed) once it cooks. Before it cooks, the Trainer's optimizer state and gradients
-            are freed and the trained model is moved to the CPU (back after), so the soup's scoring model has the
-            device to itself (logged).
-        sweep_size: see ``cook_on_end``.
-        recipe: a recipe of :data:`hf_soups.recipes.RECIPES` (default ``"greedy"``).
-        task: judge with this GLUE task instead of the Trainer's ``eval_dataset`` and ``compute_metrics``.
-        glue_dir / select_split / report_split / heldout_fraction / batch_size: the GLUE judge's options
-            (:class:`~hf_soups.options.JudgeOptions`; ``batch_size`` defaults to the Trainer's eval batch size). By
-            default a soup is selected on ``train:heldout``, a seeded ``heldout_fraction`` of the task's train split,
-            and reported on the whole validation split: train the runs on ``train:rest``
-            (:func:`~hf_soups.evaluation.load_glue_split`). Each run's training rows are compared with the held-out
-            rows by content (:func:`glue_heldout`), every entry records the held-out rule (with a digest of the
-            rows' text and labels), and cooking refuses runs trained under another one or beside rows changed
-            since.
-        output_dir: the soup folder (default: ``soup`` beside the pantry, ``<pantry>/../soup``: the sweep's, not
-            inside the last run's output folder).
-        ensemble: add the logit-ensemble baseline to the results table (default: on, as everywhere; see
-            :class:`~hf_soups.options.CookOptions`).
-        push_to_hub / hub_model_id / hub_token / hub_private_repo: push the soup; each defaults to the Trainer's
-            setting, and the soup's repo to the Trainer's ``hub_model_id`` (or output folder name) + ``-soup``.
-        license: the licence the pushed card states (:class:`~hf_soups.options.CardOptions`; default: the base
-            model's, as its card or config states it).
-        select_dataset / heldout: without a GLUE task, select on ``select_dataset`` (rows your training data leaves
-            out, in the eval dataset's format) and report on the whole ``eval_dataset``; ``heldout`` is the rule
+            start that makes runs soupable. ``ema`` keeps an EMA of every run's weights per decay.
+        cooking: ``cook_on_end`` cooks at the end of a run (``on_train_end``) once the pantry holds ``sweep_size``
+            final models (default: at the end of every run from the second on; the last run's soup is the
+            sweep's). The main process prints how many runs the pantry holds until then, and the results table and
+            the soup's folder (and Hub commit, when pushed) once it cooks. Before it cooks, the Trainer's optimizer
+            state and gradients are freed and the trained model is moved to the CPU (back after), so the soup's
+            scoring model has the device to itself (logged). ``recipe`` is a recipe of
+            :data:`hf_soups.recipes.RECIPES`; ``ensemble`` adds the logit-ensemble baseline to the table.
+        judge: with a GLUE ``task`` a soup is selected on ``train:heldout`` by default, a seeded
+            ``heldout_fraction`` of the task's train split, and reported on the whole validation split: train the
+            runs on ``train:rest`` (:func:`~hf_soups.evaluation.load_glue_split`). Each run's training rows are
+            compared with the held-out rows by content (:func:`glue_heldout`), every entry records the held-out
+            rule (with a digest of the rows' text and labels), and cooking refuses runs trained under another one
+            or beside rows changed since. ``batch_size`` defaults to the Trainer's eval batch size. Without a task,
+            the soup is selected on ``select_dataset`` (rows your training data leaves out, in the eval dataset's
+            format) and reported on the whole ``eval_dataset``; ``heldout`` is the rule
             :func:`~hf_soups.evaluation.hold_out` returns with them, recorded by every entry and checked when
             cooking. ``select_dataset`` must hold the rows its rule names, and no run may train on a row that
             reads like one of them (same ``input_ids``). Without ``select_dataset``, ``eval_dataset`` is split into
             seeded selection and report parts (``seed``, ``select_fraction``).
+        publish: ``output_dir`` is the soup folder (default: ``soup`` beside the pantry, ``<pantry>/../soup``: the
+            sweep's, not inside the last run's output folder). Each Hub setting defaults to the Trainer's, and the
+            soup's repo to the Trainer's ``hub_model_id`` (or output folder name) + ``-soup``; ``license`` is the
+            licence the pushed card states (default: the base model's, as its card or config states it).
+        **options: the groups' fields as keywords of their own.
+
+    Raises:
+        SoupError: an unknown option, a field given both alone and in its group's object, a bad value (naming the
+            field), or a ``select_dataset`` that does not hold the rows of its ``heldout`` rule.
 
     Example:
+        >>> from hf_soups.options import CollectOptions, CookOptions, JudgeOptions
         >>> callback = SoupCallback(  # doctest: +SKIP
-        ...     "pantry", pin_head=True, cook_on_end=True, sweep_size=4, task="rte"
+        ...     "pantry",
+        ...     collect=CollectOptions(pin_head=True),
+        ...     cooking=CookOptions(cook_on_end=True, sweep_size=4),
+        ...     judge=JudgeOptions(task="rte"),
         ... )
         >>> for lr, seed in grid:  # doctest: +SKIP
         ...     Trainer(make_model(), TrainingArguments(f"runs/{lr}-{seed}", learning_rate=lr, seed=seed),
@@ -124,55 +148,21 @@ class SoupCallback(TrainerCallback):
     def __init__(
         self,
         pantry: str | Path,
-        checkpoints: bool = False,
-        pin_head: PinHead = False,
-        cook_on_end: bool = False,
-        sweep_size: int | None = None,
-        recipe: str = "greedy",
-        task: str | None = None,
-        glue_dir: str | Path | None = JudgeOptions.glue_dir,
-        select_split: str = JudgeOptions.select_split,
-        report_split: str = JudgeOptions.report_split,
-        heldout_fraction: float = JudgeOptions.heldout_fraction,
-        batch_size: int | None = None,
-        output_dir: str | Path | None = None,
-        ensemble: bool = CookOptions.ensemble,
-        push_to_hub: bool | None = None,
-        hub_model_id: str | None = None,
-        hub_token: str | None = None,
-        hub_private_repo: bool | None = None,
-        license: str | None = CardOptions.license,
-        select_dataset: Any = None,
-        heldout: dict[str, Any] | None = None,
-        seed: int = 0,
-        select_fraction: float = 0.5,
-        ema: Sequence[float] = (),
+        *,
+        collect: CollectOptions | None = None,
+        cooking: CookOptions | None = None,
+        judge: JudgeOptions | None = None,
+        publish: PublishOptions | None = None,
+        **options: Any,
     ) -> None:
-        if recipe not in RECIPE_NAMES:
-            raise SoupError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPE_NAMES)}")
-        if sweep_size is not None and not (_is_whole(sweep_size) and sweep_size >= 2):
-            raise SoupError(f"SoupCallback: sweep_size must be a whole number ≥ 2, got {sweep_size!r}")
+        groups = grouped_options({"collect": collect, "cooking": cooking, "judge": judge, "publish": publish}, options)
+        self.collect: CollectOptions = groups["collect"]
+        self.cooking: CookOptions = groups["cooking"]
+        self.judge: JudgeOptions = groups["judge"]
+        self.publish: PublishOptions = groups["publish"]
+        if self.judge.select_dataset is not None and self.judge.heldout is not None:
+            check_select_dataset(self.judge.select_dataset, self.judge.heldout)
         self.pantry = Pantry(pantry)
-        self.ema = tuple(check_decay(decay) for decay in ema)
-        if len(set(self.ema)) != len(self.ema):
-            raise SoupError(f"SoupCallback(ema={tuple(ema)}): each decay once")
-        self.checkpoints, self.pin_head = checkpoints, pin_head
-        self.cook_on_end, self.sweep_size = cook_on_end, sweep_size
-        self.recipe, self.task = recipe, task
-        self.judge_options = {
-            "glue_dir": glue_dir,
-            "select_split": select_split,
-            "report_split": report_split,
-            "heldout_fraction": heldout_fraction,
-            "batch_size": batch_size,
-        }
-        self.output_dir, self.ensemble = output_dir, ensemble
-        self.push_to_hub, self.hub_model_id, self.hub_token = push_to_hub, hub_model_id, hub_token
-        self.hub_private_repo, self.license = hub_private_repo, license
-        if select_dataset is not None and heldout is not None:
-            check_select_dataset(select_dataset, heldout)
-        self.select_dataset, self.heldout = select_dataset, heldout
-        self.seed, self.select_fraction = seed, select_fraction
         self.trainer: Trainer | None = None  # set by SoupTrainer: lets cook_on_end judge with the Trainer
         self.last_report = None
         self._start: dict[str, str] = {}
@@ -184,14 +174,16 @@ class SoupCallback(TrainerCallback):
     # -- collecting
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        if self.cook_on_end and self.task is None and self.trainer is None:
+        if self.cooking.cook_on_end and self.judge.task is None and self.trainer is None:
             raise SoupError(
                 "SoupCallback(cook_on_end=True) needs a judge: pass task= (a GLUE task), use SoupTrainer, or call "
                 "callback.make_soup(trainer) after the sweep"
             )
         target = self._target(model)
         check_gatherable(target, "SoupCallback")  # before training, on every process
-        if self.ema and (setting := sharding(target)) is not None:  # each averaged parameter whole on one process
+        if (
+            self.collect.ema and (setting := sharding(target)) is not None
+        ):  # each averaged parameter whole on one process
             raise SoupError(
                 f"SoupCallback(ema=...) keeps whole parameters on one process; under {setting} they are "
                 "sharded: train without it (DDP, or one process), or drop ema="
@@ -199,38 +191,37 @@ class SoupCallback(TrainerCallback):
         # every run's training data is checked by content, as the dataloader holds it (columns the model does not
         # read already dropped): it must hold no row the soup is selected on
         train, tokenizer = getattr(train_dataloader, "dataset", None), kwargs.get("processing_class")
-        self._heldout = self.heldout
-        if self.heldout is None and self.task is not None:
-            self._heldout = glue_heldout(self.task, self.judge_options, train, tokenizer)
-        elif self.task is None and self.select_dataset is not None:
-            check_left_out(train, self.select_dataset)
+        self._heldout = self.judge.heldout
+        if self.judge.heldout is None and self.judge.task is not None:
+            self._heldout = glue_heldout(self.judge, train, tokenizer)
+        elif self.judge.task is None and self.judge.select_dataset is not None:
+            check_left_out(train, self.judge.select_dataset)
         if sharding(target) is not None:  # every process takes part in each gather; the main one does the rest
-            if self.pin_head:
-                probe = self.pin_head == "probe"
+            if self.collect.pin_head:
+                probe = self.collect.pin_head == "probe"
                 self._pin_sharded_head(target, _unsharded(train_dataloader, args) if probe else None)
             whole = whole_state(target)
             self._start = on_main(lambda: fingerprint(model, whole))
         else:
-            if self.pin_head == "probe":
+            if self.collect.pin_head == "probe":
                 if PartialState().is_main_process:  # one process fits the probe; the others load what it saved
                     self.pantry.pin_head(model, fit=lambda: probe_head(model, _unsharded(train_dataloader, args)))
                 PartialState().wait_for_everyone()
                 self.pantry.pin_head(model)
-            elif self.pin_head:
+            elif self.collect.pin_head:
                 self.pantry.pin_head(model)
             self._start = fingerprint(model)
         self._start_model = str(model.name_or_path) if getattr(model, "name_or_path", None) else None
         self._emas = []
-        if self.ema:
-            if state.is_world_process_zero:  # the process that writes the entries keeps the averages
-                self._emas = [WeightEMA(model, decay) for decay in self.ema]
+        if self.collect.ema and state.is_world_process_zero:  # the process that writes the entries keeps them
+            self._emas = [WeightEMA(model, decay) for decay in self.collect.ema]
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         for ema in self._emas:
             ema.update(model)
 
     def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if self.checkpoints:
+        if self.collect.checkpoints:
             self._saved_step = state.global_step
             name = f"{run_name(args)}.checkpoint-{state.global_step}"
             folder = checkpoint_folder(args, state)
@@ -253,8 +244,8 @@ class SoupCallback(TrainerCallback):
         if state.is_world_process_zero:
             self._add_emas(run_name(args), "final", args, state, model, processing_class)
         PartialState().wait_for_everyone()
-        if self.cook_on_end:
-            finals, needed = len(self._shared_entries("final")), self.sweep_size or 2
+        if self.cooking.cook_on_end:
+            finals, needed = len(self._shared_entries("final")), self.cooking.sweep_size or 2
             if finals >= needed:
                 with training_state_freed(model, kwargs.get("optimizer")):
                     self.last_report = self.make_soup(self.trainer, args=args)
@@ -391,32 +382,64 @@ class SoupCallback(TrainerCallback):
             >>> report = callback.make_soup(trainer, recipe="bagged", bags=20, glue_dir="glue_data")  # doctest: +SKIP
             >>> print(report.table)  # doctest: +SKIP
         """
-        from hf_soups.hub import push_soup
-        from hf_soups.recipes import RECIPES, make_kitchen
-        from hf_soups.recipes.trainer_judge import TrainerJudge
         from hf_soups.soups import run_in_kitchen
 
-        recipe = recipe or self.recipe
-        judge_names = [f.name for f in dataclasses.fields(JudgeOptions)]
-        unknown = sorted(set(options) - set(judge_names) - set(RECIPES[recipe].options)) if recipe in RECIPES else []
-        if recipe not in RECIPES or unknown:
+        recipe = recipe or self.cooking.recipe
+        judge, recipe_options = self._split_options(recipe, task, options)
+        if judge.task is None and trainer is None:
+            raise SoupError("make_soup: give the Trainer (its eval_dataset and compute_metrics judge) or a GLUE task=")
+        args = trainer.args if trainer is not None else args
+        which = entries or self.cooking.entries or ("all" if self.collect.checkpoints else "final")
+        listed = self._shared_entries()
+        chosen = self._choose_entries(which, listed)
+        if chosen is None:
+            return None
+        self._check_heldout(chosen, judge)
+        kitchen = self._kitchen(self._ingredients(which, chosen, listed), judge, trainer, args)
+        if recipe == "stock" and recipe_options.get("base") is None:
+            recipe_options["base"], recipe_options["start_head"] = self.pantry.start_model()
+        folder = Path(output_dir or self.publish.output_dir or self.pantry.path.parent / "soup")
+        repo_id = self._repo_id(push_to_hub, args, folder)
+        report = run_in_kitchen(
+            kitchen,
+            recipe,
+            folder,
+            ensemble=self.cooking.ensemble,
+            overwrite=True,
+            repo_id=repo_id,
+            options=recipe_options,
+        )
+        self._push(folder, repo_id, args)
+        return report
+
+    def _split_options(self, recipe: str, task: str | None, options: dict[str, Any]) -> tuple[JudgeOptions, dict]:
+        """:meth:`make_soup`'s judge (the callback's, with its ``task`` and the GLUE judge's options of ``options``)
+        and the recipe's own options (the rest of ``options``).
+
+        Raises:
+            SoupError: an unknown recipe, or an option neither the judge nor the recipe takes.
+        """
+        from hf_soups.recipes import RECIPES
+
+        if recipe not in RECIPES:
+            raise SoupError(f"make_soup: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        judge_names = [name for name in self.judge.kitchen_options() if name != "task"]
+        unknown = sorted(set(options) - set(judge_names) - set(RECIPES[recipe].options))
+        if unknown:
             raise SoupError(
-                f"make_soup: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}"
-                if recipe not in RECIPES
-                else f"make_soup: unknown option {unknown[0]!r}; the judge takes {', '.join(judge_names)} and recipe "
+                f"make_soup: unknown option {unknown[0]!r}; the judge takes {', '.join(judge_names)} and recipe "
                 f"{recipe!r} takes {', '.join(RECIPES[recipe].options) or 'no options'}"
             )
-        judge_options = self.judge_options | {k: options.pop(k) for k in judge_names if k in options}
-        args = trainer.args if trainer is not None else args
-        task = task or self.task
-        if task is None and trainer is None:
-            raise SoupError("make_soup: give the Trainer (its eval_dataset and compute_metrics judge) or a GLUE task=")
-        which = entries or ("all" if self.checkpoints else "final")
-        listed = self._shared_entries()
-        averaged = which.startswith("average:")
-        k = _positive_int(which.removeprefix("average:"), which) if averaged else 0
-        chosen = self.pantry.select(f"last:{k}" if averaged else which, listed)
-        if len({e.info["run_name"] for e in chosen} if averaged else chosen) == 1:
+        overrides = {name: options[name] for name in judge_names if name in options}
+        judge = dataclasses.replace(self.judge, task=task or self.judge.task, **overrides)
+        return judge, {name: value for name, value in options.items() if name not in overrides}
+
+    def _choose_entries(self, which: str, listed: list[PantryEntry]) -> list[PantryEntry] | None:
+        """The entries ``which`` names (``average:K``: each run's last K); ``None`` (logged) while they make one
+        ingredient."""
+        k = _averaged(which)
+        chosen = self.pantry.select(which if k is None else f"last:{k}", listed)
+        if len(chosen if k is None else {e.info["run_name"] for e in chosen}) == 1:
             # e.g. the first run of a one-run-per-process sweep: not an error
             logger.warning(
                 "pantry %s holds one ingredient (%s) so far: a soup needs at least two, not cooking yet",
@@ -424,48 +447,62 @@ class SoupCallback(TrainerCallback):
                 chosen[0].name,
             )
             return None
-        heldout = glue_heldout(task, judge_options) if task is not None else self.heldout
-        if heldout is not None or (task is None and self.select_dataset is not None):
+        return chosen
+
+    def _check_heldout(self, chosen: list[PantryEntry], judge: JudgeOptions) -> None:
+        """Refuse entries trained under another held-out rule than the one ``judge`` selects on, or beside
+        held-out rows changed since (:func:`~hf_soups.pantry.check_heldout`)."""
+        heldout = glue_heldout(judge) if judge.task is not None else judge.heldout
+        if heldout is not None or (judge.task is None and judge.select_dataset is not None):
             check_heldout(chosen, heldout)
-        if averaged:
-            if PartialState().is_main_process:  # one process writes the averages; the others read them
-                self.pantry.run_averages(k, listed)
-            PartialState().wait_for_everyone()
-            ingredients = self.pantry.run_averages(k, listed)
-        else:
-            ingredients = self.pantry.ingredients(chosen)
-        output_dir = Path(output_dir or self.output_dir or self.pantry.path.parent / "soup")
-        if judge_options["batch_size"] is None:
-            judge_options["batch_size"] = getattr(args, "per_device_eval_batch_size", JudgeOptions.batch_size)
+
+    def _ingredients(self, which: str, chosen: list[PantryEntry], listed: list[PantryEntry]) -> list[Ingredient]:
+        """The chosen entries as ingredients; for ``average:K`` each run's average, written by the main process
+        and read by every other."""
+        k = _averaged(which)
+        if k is None:
+            return self.pantry.ingredients(chosen)
+        if PartialState().is_main_process:
+            self.pantry.run_averages(k, listed)
+        PartialState().wait_for_everyone()
+        return self.pantry.run_averages(k, listed)
+
+    def _kitchen(self, ingredients: list[Ingredient], judge: JudgeOptions, trainer: Trainer | None, args: Any):
+        """The kitchen: judged by the GLUE task (batch size: the Trainer's eval batch size by default), else by the
+        Trainer (:class:`~hf_soups.recipes.trainer_judge.TrainerJudge`)."""
+        from hf_soups.recipes import make_kitchen
+        from hf_soups.recipes.trainer_judge import TrainerJudge
+
+        if judge.task is None:
+            scorer = TrainerJudge(trainer, judge.seed, judge.select_fraction, judge.select_dataset)  # type: ignore[arg-type]
+            return make_kitchen(ingredients, judge=scorer)
+        if judge.batch_size is None:
+            judge = dataclasses.replace(judge, batch_size=getattr(args, "per_device_eval_batch_size", None))
         accelerator = trainer.accelerator if trainer is not None else None
-        if task is not None:
-            kitchen = make_kitchen(ingredients, task, accelerator=accelerator, **judge_options)
-        else:
-            judge = TrainerJudge(trainer, self.seed, self.select_fraction, self.select_dataset)  # type: ignore[arg-type]
-            kitchen = make_kitchen(ingredients, judge=judge)
-        if recipe == "stock" and options.get("base") is None:
-            options["base"], options["start_head"] = self.pantry.start_model()
-        push = _first(push_to_hub, self.push_to_hub, getattr(args, "push_to_hub", None), False)
-        repo_id = None
-        if push:
-            stem = (
-                getattr(args, "hub_model_id", None) or (Path(args.output_dir) if args is not None else output_dir).name
-            )
-            repo_id = self.hub_model_id or f"{stem}-soup"
-        report = run_in_kitchen(
-            kitchen, recipe, output_dir, ensemble=self.ensemble, overwrite=True, repo_id=repo_id, options=options
-        )
+        return make_kitchen(ingredients, accelerator=accelerator, **judge.kitchen_options())
+
+    def _repo_id(self, push_to_hub: bool | None, args: Any, folder: Path) -> str | None:
+        """The Hub repo the soup is pushed to, ``None`` when it is not pushed: ``publish.hub_model_id``, else the
+        Trainer's ``hub_model_id`` (or output folder name) + ``-soup``."""
+        if not _first(push_to_hub, self.publish.push_to_hub, getattr(args, "push_to_hub", None), False):
+            return None
+        stem = getattr(args, "hub_model_id", None) or (Path(args.output_dir) if args is not None else folder).name
+        return self.publish.hub_model_id or f"{stem}-soup"
+
+    def _push(self, folder: Path, repo_id: str | None, args: Any) -> None:
+        """Push the soup folder to ``repo_id`` from the main process (nothing when ``None``); every process waits."""
+        from hf_soups.hub import push_soup
+
         if repo_id is not None and PartialState().is_main_process:
             url = push_soup(
-                output_dir,
+                folder,
                 repo_id,
-                token=self.hub_token or getattr(args, "hub_token", None),
-                private=bool(_first(self.hub_private_repo, getattr(args, "hub_private_repo", None), False)),
-                license=self.license,
+                token=self.publish.hub_token or getattr(args, "hub_token", None),
+                private=bool(_first(self.publish.hub_private_repo, getattr(args, "hub_private_repo", None), False)),
+                license=self.publish.license,
             )
-            print(f"pushed {output_dir}: {url}")
+            print(f"pushed {folder}: {url}")
         PartialState().wait_for_everyone()
-        return report
 
     def cook(self, *args: Any, **kwargs: Any):
         """Deprecated name of :meth:`make_soup`."""
@@ -477,11 +514,9 @@ class SoupCallback(TrainerCallback):
         return self.make_soup(*args, **kwargs)
 
 
-def glue_heldout(
-    task: str, judge_options: dict[str, Any], train_dataset: Any = None, tokenizer: Any = None
-) -> dict[str, Any] | None:
-    """The held-out rule of a GLUE judge that selects on a part of the train split (``None`` when it selects on
-    validation), after checking that the training data leaves those rows out.
+def glue_heldout(judge: JudgeOptions, train_dataset: Any = None, tokenizer: Any = None) -> dict[str, Any] | None:
+    """The held-out rule of a GLUE judge (``judge.task``) that selects on a part of the train split (``None`` when
+    it selects on validation), after checking that the training data leaves those rows out.
 
     The training rows are compared by content (:func:`~hf_soups.evaluation.data.trained_heldout_rows`: their
     ``input_ids`` against the held-out rows tokenized by ``tokenizer``), so neither their order, their labels nor
@@ -490,14 +525,14 @@ def glue_heldout(
     Raises:
         SoupError: the training data holds a held-out row, or more rows than the rest of train.
     """
-    if not judge_options["select_split"].startswith("train:"):
+    if not judge.select_split.startswith("train:"):
         return None
-    rule = SplitRule(heldout_fraction=judge_options["heldout_fraction"])
-    split = load_glue_split(task, judge_options["select_split"], judge_options["glue_dir"], rule)
+    task, rule = judge.task, SplitRule(heldout_fraction=judge.heldout_fraction)
+    split = load_glue_split(task, judge.select_split, judge.glue_dir, rule)  # type: ignore[arg-type]
     if train_dataset is not None:
         held = 0
         if _tokenized(train_dataset, "the Trainer's training data") and tokenizer is not None:
-            held = trained_heldout_rows(train_dataset, split, tokenizer, judge_options["glue_dir"])
+            held = trained_heldout_rows(train_dataset, split, tokenizer, judge.glue_dir)
         elif tokenizer is None:
             logger.warning(
                 "SoupCallback(task=%r): the Trainer has no processing_class (tokenizer), so its training "
@@ -571,18 +606,47 @@ def _tokenized(dataset: Any, name: str) -> bool:
     return False
 
 
-def _is_whole(value: Any) -> bool:
-    """Whether ``value`` is an integer (Python's or NumPy's), not a bool, float or string."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+def grouped_options(groups: dict[str, Options | None], options: dict[str, Any]) -> dict[str, Any]:
+    """The callback's option objects (:data:`OPTION_GROUPS`): each group as given, else built from the keywords of
+    its fields in ``options`` (``pin_head=True`` is ``collect=CollectOptions(pin_head=True)``); the one place the
+    keywords become objects.
+
+    Raises:
+        SoupError: an unknown keyword, a keyword of a group also given as an object, an object of the wrong type,
+            or a bad value (naming the field).
+    """
+    owner = {f.name: group for group, kind in OPTION_GROUPS.items() for f in dataclasses.fields(kind)}
+    for name in options:
+        if name not in owner:
+            kinds = [kind.__name__ for kind in OPTION_GROUPS.values()]
+            raise SoupError(
+                f"SoupCallback: unknown option {name!r} (not a field of {', '.join(kinds[:-1])} or {kinds[-1]})"
+            )
+    built = {}
+    for group, kind in OPTION_GROUPS.items():
+        fields, given = {k: v for k, v in options.items() if owner[k] == group}, groups[group]
+        if given is not None and not isinstance(given, kind):
+            raise SoupError(f"SoupCallback({group}=...): must be a {kind.__name__}, not {type(given).__name__}")
+        if given is not None and fields:
+            raise SoupError(
+                f"SoupCallback: {next(iter(fields))}= is a field of {group}={kind.__name__}(...), given too: set it "
+                "there"
+            )
+        built[group] = given if given is not None else kind(**fields)
+    return built
 
 
 def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
 
-def _positive_int(text: str, option: str) -> int:
+def _averaged(which: str) -> int | None:
+    """K of ``entries="average:K"``, ``None`` for other entries."""
+    if not which.startswith("average:"):
+        return None
+    text = which.removeprefix("average:")
     if not text.isdigit() or int(text) < 1:
-        raise SoupError(f"entries={option!r}: K must be a whole number ≥ 1")
+        raise SoupError(f"entries={which!r}: K must be a whole number ≥ 1")
     return int(text)
 
 

@@ -34,17 +34,16 @@ from contextlib import contextmanager
 import torch
 
 from hf_soups.errors import SoupError
+from hf_soups.validation import ema_decay
 
 
 def check_decay(decay: object) -> float:
-    """``decay`` as a float in (0, 1).
+    """``decay`` as a float in (0, 1) (:func:`hf_soups.validation.ema_decay`).
 
     Raises:
         SoupError: anything else (the EMA would not average: 0 keeps the last step, 1 the first).
     """
-    if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 < decay < 1:
-        raise SoupError(f"ema decay {decay!r}: give a number in (0, 1), e.g. 0.999 (about the last 1,000 steps)")
-    return float(decay)
+    return ema_decay(decay)
 
 
 def ema_label(decay: float) -> str:

@@ -7,6 +7,12 @@ defaults from them, so a default cannot differ between the two. A field's ``meta
 flag's ``type=``). A field's flag is ``--`` and its name with ``-`` for ``_``; a ``bool`` field defaulting to ``False``
 is a switch; a field without a default is a required flag.
 
+The options a front takes as objects (:class:`CollectOptions`, :class:`CookOptions`, :class:`JudgeOptions`,
+:class:`DatasetOptions`, :class:`PublishOptions`) check their values when they are built (``__post_init__``: each
+field's ``check`` and ``choices``), so a bad value is one :class:`~hf_soups.errors.SoupError` naming the argument,
+from the command line and from Python alike. A field marked ``callback_only`` (:func:`callback_option`: a dataset
+object, a Hub token, when to cook) has no ``hf-soups`` flag; a script may still add it by naming it in ``only``.
+
 This module imports neither torch nor transformers (``hf-soups --help`` stays fast).
 
 Example:
@@ -16,6 +22,8 @@ Example:
     >>> add_flags(parser, JudgeOptions)
     >>> parser.parse_args(["--batch-size", "8"]).batch_size
     8
+    >>> JudgeOptions(task="rte", batch_size="8").batch_size
+    8
 """
 
 from __future__ import annotations
@@ -23,11 +31,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from hf_soups.dtypes import DTYPE_NAMES
+from hf_soups.errors import SoupError
 from hf_soups.validation import (
     cli_type,
+    ema_decays,
     heldout_fraction,
     non_negative_float,
     non_negative_int,
@@ -36,10 +47,12 @@ from hf_soups.validation import (
     positive_float,
     positive_int,
     shard_size,
+    sweep_size,
     unit_interval,
     weight_list,
 )
 
+T = TypeVar("T")
 CHECKPOINT_CHOICES = ("all", "last", "best")
 # The recipes of hf_soups.recipes.RECIPES, by name (here too, so `hf-soups --help` needs no torch).
 RECIPE_NAMES = ("greedy", "bagged", "uniform", "learned", "stock", "fisher", "regmean")
@@ -54,6 +67,33 @@ FISHER_OVER = ("all", "greedy")
 def option(default: Any, help: str, **metadata: Any) -> Any:
     """A dataclass field with its default and the flag's ``help`` (plus ``choices``, ``metavar``, ``check``)."""
     return field(default=default, metadata={"help": help, **metadata})
+
+
+def callback_option(default: Any, help: str, **metadata: Any) -> Any:
+    """An :func:`option` of the Python fronts only (:class:`~hf_soups.callback.SoupCallback`): no ``hf-soups``
+    flag."""
+    return option(default, help, callback_only=True, **metadata)
+
+
+class Options:
+    """Base of the options a front builds as an object: each field's ``check`` and ``choices`` run when it is built.
+
+    Raises:
+        SoupError: naming the field, e.g. ``batch_size: must be a whole number ≥ 1, got 0``.
+    """
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):  # type: ignore[arg-type]
+            value, meta = getattr(self, spec.name), spec.metadata
+            if value is None:
+                continue
+            if "check" in meta:
+                value = meta["check"](value, spec.name)
+                object.__setattr__(self, spec.name, value)  # the parsed value: "8" → 8, [0.9] → (0.9,)
+            if "choices" in meta and value not in meta["choices"]:
+                raise SoupError(
+                    f"{spec.name}: unknown value {value!r}; choose one of {', '.join(map(repr, meta['choices']))}"
+                )
 
 
 @dataclass(frozen=True)
@@ -117,9 +157,16 @@ ADAPTER_FLAGS = ("base", "adapter_output", "adapter_rank")
 
 
 @dataclass(frozen=True)
-class JudgeOptions:
-    """How a GLUE judge scores models: the two splits, the data and the batch size."""
+class JudgeOptions(Options):
+    """How a soup is judged: a GLUE task with its two splits, its data and the batch size; in the callback also
+    the Trainer's ``eval_dataset`` (``select_dataset``, ``heldout``, ``seed``, ``select_fraction``).
 
+    Example:
+        >>> JudgeOptions(task="rte", select_split="validation:select", report_split="validation:report").task
+        'rte'
+    """
+
+    task: str | None = option(None, "GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
     select_split: str = option(
         "train:heldout",
         "split the soup is chosen on (default train:heldout, a seeded slice of the train split the "
@@ -135,10 +182,30 @@ class JudgeOptions:
         "scoring batch size per process (default: 32 on the CPU; on a GPU, batches of up to 16,384 tokens)",
         check=positive_int,
     )
+    select_dataset: Any = callback_option(
+        None,
+        "without a task: rows your training data leaves out, in the eval dataset's format, to select on (the soup "
+        "is reported on the whole eval_dataset); no run may train on a row that reads like one of them",
+    )
+    heldout: dict[str, Any] | None = callback_option(
+        None,
+        "the held-out rule hf_soups.evaluation.hold_out returns with select_dataset: recorded by every entry and "
+        "checked when cooking",
+    )
+    seed: int = callback_option(
+        0, "without select_dataset: seed of the split of eval_dataset into selection and report parts"
+    )
+    select_fraction: float = callback_option(
+        0.5, "without select_dataset: the share of eval_dataset the soup is selected on, in (0, 1)"
+    )
+
+    def kitchen_options(self) -> dict[str, Any]:
+        """The options a GLUE kitchen takes (:func:`~hf_soups.recipes.make_kitchen`): the fields with a flag."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("callback_only")}
 
 
 @dataclass(frozen=True)
-class DatasetOptions:
+class DatasetOptions(Options):
     """A dataset of your own to judge on instead of a GLUE task: which one, which columns, which metric
     (:class:`~hf_soups.evaluation.dataset.TextDataset`; its splits are :class:`JudgeOptions`' ``select_split`` and
     ``report_split``)."""
@@ -171,18 +238,68 @@ class DatasetOptions:
 
 
 @dataclass(frozen=True)
-class CookOptions:
-    """What every recipe takes: the logit-ensemble baseline.
+class CookOptions(Options):
+    """Which soup is cooked: the recipe and the logit-ensemble baseline; in the callback also from which pantry
+    entries and when.
 
     ``ensemble`` is on by default everywhere (``hf-soups soup`` with ``--no-ensemble`` to leave it out,
     :func:`run_recipe`, the ``*_soup`` functions, :class:`~hf_soups.callback.SoupCallback`): it reuses the logits
     the tasting pass already has, so it costs no extra evaluation, and it is the baseline a soup should be read
-    against (it is not a soup: N× the inference cost)."""
+    against (it is not a soup: N× the inference cost).
 
+    Example:
+        >>> CookOptions(recipe="bagged", cook_on_end=True, sweep_size=4).sweep_size
+        4
+    """
+
+    recipe: str = option("greedy", "the recipe (default greedy)", choices=RECIPE_NAMES)
     ensemble: bool = option(
         True,
         "also score the logit-ensemble baselines: every ingredient's, and the greedy ensemble's (members chosen "
         "by the greedy rule on the ensemble's selection score) (--no-ensemble: leave them out)",
+    )
+    entries: str | None = callback_option(
+        None,
+        "which pantry entries to cook: final, all (every checkpoint), last:K, average:K (each run's last K "
+        "checkpoints averaged, then the recipe across runs), ema:DECAY (each run's EMA), or several joined by + "
+        "(final+ema:0.999); default: all with checkpoints, else final",
+    )
+    cook_on_end: bool = callback_option(
+        False,
+        "cook at the end of a run once the pantry holds sweep_size final models (without sweep_size: at the end "
+        "of every run from the second on)",
+    )
+    sweep_size: int | None = callback_option(
+        None, "with cook_on_end: the number of runs of the sweep, a whole number ≥ 2", check=sweep_size
+    )
+
+
+@dataclass(frozen=True)
+class CollectOptions(Options):
+    """What every run of a sweep adds to the pantry (:class:`~hf_soups.callback.SoupCallback`).
+
+    Example:
+        >>> CollectOptions(pin_head="probe", ema=[0.999]).ema
+        (0.999,)
+    """
+
+    checkpoints: bool = callback_option(
+        False,
+        "also add each checkpoint-* the Trainer saves (its save_strategy), by hard links to its files, not only "
+        "each run's final model",
+    )
+    pin_head: bool | str = callback_option(
+        False,
+        "give every run the same starting classifier head: True (the first run's random head) or 'probe' (a "
+        "linear probe fitted on the frozen model's features first); needed when runs create their models under "
+        "different seeds",
+        choices=(False, True, "probe"),
+    )
+    ema: tuple[float, ...] = callback_option(
+        (),
+        "decays, e.g. (0.99, 0.999): keep an fp32 EMA of every run's trainable weights per decay, added beside "
+        "each final model and checkpoint",
+        check=ema_decays,
     )
 
 
@@ -275,7 +392,7 @@ class RegMeanOptions:
 
 
 @dataclass(frozen=True)
-class CardOptions:
+class CardOptions(Options):
     """What the model card states that no record holds (``hf-soups push``, ``--push-to-hub``, :func:`push_soup`)."""
 
     license: str | None = option(
@@ -286,15 +403,41 @@ class CardOptions:
     )
 
 
+@dataclass(frozen=True)
+class PublishOptions(CardOptions):
+    """Where the callback's soup goes: its folder and, when pushed, its Hub repo (the card's :class:`CardOptions`
+    too). Each Hub setting left ``None`` is the Trainer's.
+
+    Example:
+        >>> PublishOptions(output_dir="sweep/soup", push_to_hub=True, license="apache-2.0").hub_model_id is None
+        True
+    """
+
+    output_dir: str | Path | None = callback_option(
+        None, "the soup folder (default: soup beside the pantry, <pantry>/../soup)"
+    )
+    push_to_hub: bool | None = callback_option(None, "push the soup (default: the Trainer's push_to_hub)")
+    hub_model_id: str | None = callback_option(
+        None, "the soup's repo (default: the Trainer's hub_model_id, or output folder name, + -soup)"
+    )
+    hub_token: str | None = callback_option(None, "the Hub token (default: the Trainer's)")
+    hub_private_repo: bool | None = callback_option(
+        None, "create the soup's repo private (default: the Trainer's hub_private_repo)"
+    )
+
+
 def add_flags(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     options: type,
     only: tuple[str, ...] | None = None,
     exclude: tuple[str, ...] = (),
+    required: tuple[str, ...] = (),
 ) -> None:
-    """Add one flag per field of the options dataclass ``options`` (``only`` those named, none of ``exclude``)."""
-    for spec in dataclasses.fields(options):
-        if (only is not None and spec.name not in only) or spec.name in exclude:
+    """Add one flag per field of the options dataclass ``options`` (``only`` those named, none of ``exclude``;
+    a ``callback_only`` field only when named in ``only``). A field without a default, or named in ``required``,
+    is a required flag."""
+    for spec in _fields(options, only):
+        if spec.name in exclude:
             continue
         flag, meta = "--" + spec.name.replace("_", "-"), spec.metadata
         flags = (meta["short"], flag) if "short" in meta else (flag,)
@@ -303,7 +446,7 @@ def add_flags(
             parser.add_argument(*flags, action=action, default=spec.default, help=meta["help"])
             continue
         kwargs: dict[str, Any] = {"help": meta["help"]}
-        if spec.default is dataclasses.MISSING:
+        if spec.default is dataclasses.MISSING or spec.name in required:
             kwargs["required"] = True
         else:
             kwargs["default"] = spec.default
@@ -318,7 +461,21 @@ def add_flags(
 
 def values(args: argparse.Namespace, options: type, only: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The parsed values of an options dataclass's flags, by field name."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(options) if only is None or f.name in only}
+    return {f.name: getattr(args, f.name) for f in _fields(options, only)}
+
+
+def from_flags(args: argparse.Namespace, options: type[T], only: tuple[str, ...] | None = None) -> T:
+    """The options object of the parsed flags (:func:`add_flags`); the fields without a flag keep their default."""
+    return options(**values(args, options, only))
+
+
+def _fields(options: type, only: tuple[str, ...] | None) -> list[dataclasses.Field]:
+    """The fields named in ``only``, else every field with a flag (not ``callback_only``)."""
+    return [
+        f
+        for f in dataclasses.fields(options)
+        if (f.name in only if only is not None else not f.metadata.get("callback_only"))
+    ]
 
 
 __all__ = [
@@ -327,6 +484,7 @@ __all__ = [
     "RECIPE_NAMES",
     "BaggedOptions",
     "CardOptions",
+    "CollectOptions",
     "CookOptions",
     "DatasetOptions",
     "FisherOptions",
@@ -334,6 +492,8 @@ __all__ = [
     "JudgeOptions",
     "LearnedOptions",
     "MergeOptions",
+    "Options",
+    "PublishOptions",
     "RegMeanOptions",
     "ReportFileOptions",
     "ResumeOptions",
@@ -341,5 +501,7 @@ __all__ = [
     "StatisticsOptions",
     "StockOptions",
     "add_flags",
+    "callback_option",
+    "from_flags",
     "values",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -112,6 +113,31 @@ def unit_interval(value: Any, name: str) -> float:
     if not 0.0 <= number <= 1.0:
         raise SoupError(f"{name}: must be in [0, 1], got {value!r}")
     return number
+
+
+def sweep_size(value: Any, name: str) -> int:
+    """The number of runs of a sweep: a whole number ≥ 2 (Python's or NumPy's integer; not a bool, float or
+    string)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 2:
+        raise SoupError(f"{name}: must be a whole number ≥ 2, got {value!r}")
+    return int(value)
+
+
+def ema_decay(value: Any, name: str = "ema decay") -> float:
+    """An EMA's decay: a number in (0, 1) (0 would keep the last step, 1 the first)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise SoupError(f"{name} {value!r}: give a number in (0, 1), e.g. 0.999 (about the last 1,000 steps)")
+    return float(value)
+
+
+def ema_decays(value: Any, name: str) -> tuple[float, ...]:
+    """EMA decays, each a number in (0, 1) (:func:`ema_decay`), each once."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise SoupError(f"{name}: give a sequence of decays, e.g. (0.999,), got {value!r}")
+    decays = tuple(ema_decay(decay, f"{name}: decay") for decay in value)
+    if len(set(decays)) != len(decays):
+        raise SoupError(f"{name}: each decay once, got {tuple(value)}")
+    return decays
 
 
 def weight_list(value: str, name: str) -> list[float]:

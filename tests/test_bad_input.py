@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import struct
 
@@ -19,8 +20,9 @@ from helpers import GLUE_DIR, BiasJudge, tiny_bert_config, write_rte, write_stsb
 from safetensors.torch import load_file, save_file
 from transformers import BertForSequenceClassification
 
-from hf_soups import uniform_soup
+from hf_soups import SoupCallback, SoupError, uniform_soup
 from hf_soups.cli import main
+from hf_soups.options import CollectOptions, CookOptions, JudgeOptions
 
 MERGE = ["merge", "ing0", "ing1", "-o", "soup"]
 PUSH = ["push", "made", "me/soup", "--token", "hf_" + "x" * 32]
@@ -720,3 +722,26 @@ def test_a_ctrl_c_that_a_library_turns_into_another_error_is_still_an_interrupt(
     monkeypatch.setattr(hf_soups.commands.merge, "run", run)
     assert main(["merge", "a", "b", "-o", "soup"]) == 130
     assert capsys.readouterr().err == "hf-soups: interrupted\n"
+
+
+# The option objects of the Python fronts (hf_soups.options): refused when built, in one SoupError naming the field;
+# SoupCallback's keywords build the same objects, so they are refused with the same message, before any folder.
+OPTION_CASES = [
+    ("pin_head", CollectOptions, {"pin_head": "random"}, "pin_head: unknown value 'random'; choose one of False"),
+    ("ema decay", CollectOptions, {"ema": (1.0,)}, "ema: decay 1.0: give a number in (0, 1)"),
+    ("ema twice", CollectOptions, {"ema": (0.9, 0.9)}, "ema: each decay once, got (0.9, 0.9)"),
+    ("ema number", CollectOptions, {"ema": 0.9}, "ema: give a sequence of decays"),
+    ("recipe", CookOptions, {"recipe": "soupy"}, "recipe: unknown value 'soupy'; choose one of 'greedy'"),
+    ("sweep_size", CookOptions, {"sweep_size": 1}, "sweep_size: must be a whole number ≥ 2, got 1"),
+    ("batch_size", JudgeOptions, {"batch_size": 0}, "batch_size: must be a whole number ≥ 1, got 0"),
+    ("heldout_fraction", JudgeOptions, {"heldout_fraction": 0.7}, "heldout_fraction: must be in (0, 0.5], got 0.7"),
+]
+
+
+@pytest.mark.parametrize(("case", "kind", "values", "message"), OPTION_CASES, ids=[c[0] for c in OPTION_CASES])
+def test_a_bad_option_is_one_error_naming_it_from_its_object_and_the_callback(tmp_path, case, kind, values, message):
+    with pytest.raises(SoupError, match="^" + re.escape(message)):
+        kind(**values)
+    with pytest.raises(SoupError, match="^" + re.escape(message)):
+        SoupCallback(tmp_path / "pantry", **values)
+    assert not (tmp_path / "pantry").exists()

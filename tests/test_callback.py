@@ -297,9 +297,9 @@ def test_cook_on_end_without_a_judge_is_refused_before_training(run, tmp_path):
 
 @pytest.mark.parametrize("size", ["2", -3, 2.5, 0, 1, True])
 def test_a_sweep_size_that_is_not_a_whole_number_of_at_least_two_is_refused(tmp_path, size):
-    with pytest.raises(SoupError, match=rf"^SoupCallback: sweep_size must be a whole number ≥ 2, got {size!r}$"):
+    with pytest.raises(SoupError, match=rf"^sweep_size: must be a whole number ≥ 2, got {size!r}$"):
         SoupCallback(tmp_path / "pantry", cook_on_end=True, sweep_size=size, task="rte")
-    assert SoupCallback(tmp_path / "pantry", sweep_size=np.int64(3)).sweep_size == 3
+    assert SoupCallback(tmp_path / "pantry", sweep_size=np.int64(3)).cooking.sweep_size == 3
 
 
 def test_checkpoints_join_the_pantry(run, tmp_path):

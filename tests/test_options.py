@@ -5,14 +5,18 @@ import inspect
 
 import pytest
 
-from hf_soups.callback import SoupCallback
+from hf_soups import SoupError
+from hf_soups.callback import OPTION_GROUPS, SoupCallback
 from hf_soups.cli import build_parser
 from hf_soups.merge import merge_models
 from hf_soups.options import (
+    CollectOptions,
+    CookOptions,
     FisherOptions,
     JudgeOptions,
     LearnedOptions,
     MergeOptions,
+    PublishOptions,
     RegMeanOptions,
     ReportFileOptions,
     SoupFolderOptions,
@@ -49,6 +53,8 @@ def test_flags_and_python_api_share_the_defaults(command, options, function, tmp
     args = build_parser().parse_args(ARGV[command])
     api = defaults(function)
     for field in dataclasses.fields(options):
+        if field.metadata.get("callback_only") or f"--{field.name}" in ARGV[command]:
+            continue
         parsed = getattr(args, field.name)
         assert api[field.name] == field.default, field.name
         # a string default goes through its check (--max-shard-size 50GB is 50 * 10**9 bytes)
@@ -60,7 +66,7 @@ def test_the_ensemble_default_is_one_value_in_the_cli_the_api_and_the_callback(t
     assert build_parser().parse_args(ARGV["soup"]).ensemble is True
     assert build_parser().parse_args([*ARGV["soup"], "--no-ensemble"]).ensemble is False
     assert defaults(run_recipe)["ensemble"] is True
-    assert SoupCallback(tmp_path / "pantry").ensemble is True
+    assert SoupCallback(tmp_path / "pantry").cooking.ensemble is True
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
@@ -101,3 +107,67 @@ def test_shared_flags_come_from_one_declaration(command, options, names):
             action = actions[field.name]
             assert action.help == field.metadata["help"], (command, field.name)
             assert action.required is (field.default is dataclasses.MISSING), (command, field.name)
+
+
+def test_the_callbacks_options_are_the_flags_declarations_or_callback_only():
+    """Every field of the callback's option objects is an ``hf-soups soup`` flag made from the same declaration
+    (same help, same default), or marked callback-only (a dataset object, a Hub token, when to cook) and so made
+    into no command's flag (``merge --checkpoints`` is MergeOptions' own field)."""
+    assert set(OPTION_GROUPS.values()) == {CollectOptions, CookOptions, JudgeOptions, PublishOptions}
+    soup = {action.dest: action for action in subcommand("soup")._actions}
+    commands = build_parser()._subparsers._group_actions[0].choices
+    every_flag = {(action.dest, action.help) for command in commands.values() for action in command._actions}
+    for options in OPTION_GROUPS.values():
+        for field in dataclasses.fields(options):
+            if field.metadata.get("callback_only"):
+                assert (field.name, field.metadata["help"]) not in every_flag, field.name
+            else:
+                assert soup[field.name].help == field.metadata["help"], field.name
+                assert soup[field.name].default == field.default, field.name
+
+
+@pytest.mark.parametrize(
+    ("flat", "grouped"),
+    [
+        ({}, {}),
+        (
+            {"checkpoints": True, "pin_head": "probe", "ema": [0.99, 0.999]},
+            {"collect": CollectOptions(checkpoints=True, pin_head="probe", ema=(0.99, 0.999))},
+        ),
+        (
+            {"recipe": "bagged", "ensemble": False, "cook_on_end": True, "sweep_size": 3, "entries": "last:2"},
+            {
+                "cooking": CookOptions(
+                    recipe="bagged", ensemble=False, cook_on_end=True, sweep_size=3, entries="last:2"
+                )
+            },
+        ),
+        (
+            {"task": "rte", "glue_dir": "glue", "select_split": "validation:select", "batch_size": 8, "seed": 2},
+            {
+                "judge": JudgeOptions(
+                    task="rte", glue_dir="glue", select_split="validation:select", batch_size=8, seed=2
+                )
+            },
+        ),
+        (
+            {"output_dir": "soup", "push_to_hub": True, "hub_model_id": "me/soup", "license": "mit"},
+            {"publish": PublishOptions(output_dir="soup", push_to_hub=True, hub_model_id="me/soup", license="mit")},
+        ),
+    ],
+)
+def test_flat_keywords_and_grouped_objects_make_the_same_callback(tmp_path, flat, grouped):
+    by_keyword, by_object = SoupCallback(tmp_path / "pantry", **flat), SoupCallback(tmp_path / "pantry", **grouped)
+    for group in OPTION_GROUPS:
+        assert getattr(by_keyword, group) == getattr(by_object, group), group
+    assert by_keyword.pantry.path == by_object.pantry.path
+
+
+def test_an_option_given_alone_and_in_its_object_is_refused(tmp_path):
+    with pytest.raises(SoupError, match=r"^SoupCallback: task= is a field of judge=JudgeOptions\(...\), given too"):
+        SoupCallback(tmp_path / "pantry", judge=JudgeOptions(glue_dir="glue"), task="rte")
+    with pytest.raises(SoupError, match=r"^SoupCallback: unknown option 'pinhead' \(not a field of CollectOptions"):
+        SoupCallback(tmp_path / "pantry", pinhead=True)
+    with pytest.raises(SoupError, match=r"^SoupCallback\(collect=...\): must be a CollectOptions, not dict$"):
+        SoupCallback(tmp_path / "pantry", collect={"pin_head": True})
+    assert not (tmp_path / "pantry").exists()

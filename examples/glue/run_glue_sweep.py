@@ -35,7 +35,16 @@ from transformers import (
 
 from hf_soups.callback import SoupCallback
 from hf_soups.evaluation import SplitRule, compute_metrics, get_task, load_glue_split
-from hf_soups.options import RECIPE_NAMES, BaggedOptions, GreedyOptions, JudgeOptions, add_flags
+from hf_soups.options import (
+    BaggedOptions,
+    CollectOptions,
+    CookOptions,
+    GreedyOptions,
+    JudgeOptions,
+    PublishOptions,
+    add_flags,
+    from_flags,
+)
 
 # --selection → (the split the runs train on, the split the soup is selected on, the split it is reported on)
 SELECTIONS = {
@@ -53,10 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model-name-or-path", required=True, help="a Hub id or local folder of an encoder (BERT, RoBERTa, ...)"
     )
-    parser.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
-    parser.add_argument(
-        "--glue-dir", help="a local GLUE folder in the original tsv layout (default: nyu-mll/glue from the Hub)"
-    )
+    add_flags(parser, JudgeOptions, only=("task", "glue_dir", "heldout_fraction"), required=("task",))
     parser.add_argument("--output-dir", required=True, help="runs/, pantry/ and soup/ go here")
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[2e-5, 5e-5], help="default: 2e-5 5e-5")
     parser.add_argument("--epochs", type=float, nargs="+", default=[1.0], help="default: 1")
@@ -64,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-train-samples", type=int, help="fine-tune on a seeded subsample of train")
     parser.add_argument("--max-length", type=int, default=128, help="truncation length (default 128)")
     parser.add_argument("--batch-size", type=int, default=32, help="per process, training and scoring (default 32)")
-    parser.add_argument("--recipe", default="greedy", choices=RECIPE_NAMES, help="default: greedy")
+    add_flags(parser, CookOptions, only=("recipe", "entries"))
     parser.add_argument(
         "--selection",
         choices=["heldout", "validation"],
@@ -72,7 +78,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="heldout (default): train on train:rest, select on train:heldout, report on all of validation; "
         "validation: train on all of train, select on validation:select, report on validation:report",
     )
-    add_flags(parser, JudgeOptions, only=("heldout_fraction",))
     add_flags(parser, GreedyOptions)
     add_flags(parser, BaggedOptions, only=("bags",))
     parser.add_argument(
@@ -82,11 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="every run's start head: a linear probe fitted on the frozen encoder's features (default), "
         "the first run's random head, or none (each run draws its own: no soup across seeds)",
     )
-    parser.add_argument(
-        "--checkpoints",
-        action="store_true",
-        help="also add each epoch's checkpoint to the pantry (hard links to the Trainer's files)",
-    )
+    add_flags(parser, CollectOptions, only=("checkpoints",))
     parser.add_argument(
         "--ema",
         type=float,
@@ -96,16 +97,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="keep an EMA of every run's weights per decay (e.g. 0.99 0.999: about the last 100 and "
         "1,000 steps), each added to the pantry beside the run's model",
     )
-    parser.add_argument(
-        "--entries",
-        help="which pantry entries to cook: final, all (every checkpoint), last:K, "
-        "average:K (each run's last K checkpoints averaged, then the recipe across runs), ema:DECAY (each run's "
-        "EMA), or several joined by + (final+ema:0.999); default: all with --checkpoints, else final",
-    )
     parser.add_argument("--cook-only", action="store_true", help="skip training; cook the pantry already there")
     parser.add_argument("--push-to-hub", action="store_true", help="push the soup to the Hub")
     parser.add_argument("--hub-model-id", help="the soup's repo (default: <output-dir name>-soup)")
     return parser.parse_args(argv)
+
+
+def soup_callback(args: argparse.Namespace) -> SoupCallback:
+    """The sweep's callback, its options objects built once from the flags."""
+    output = Path(args.output_dir)
+    _, select_split, report_split = SELECTIONS[args.selection]
+    pin_head = {"probe": "probe", "random": True, "none": False}[args.pin_head]
+    return SoupCallback(
+        output / "pantry",
+        collect=CollectOptions(checkpoints=args.checkpoints, pin_head=pin_head, ema=args.ema),
+        cooking=from_flags(args, CookOptions, only=("recipe", "entries")),
+        judge=JudgeOptions(
+            task=get_task(args.task).name,
+            glue_dir=args.glue_dir,
+            select_split=select_split,
+            report_split=report_split,
+            heldout_fraction=args.heldout_fraction,
+        ),
+        publish=PublishOptions(
+            output_dir=output / "soup",
+            push_to_hub=args.push_to_hub,
+            hub_model_id=args.hub_model_id or f"{output.resolve().name}-soup",
+        ),
+    )
 
 
 def tokenized(split, tokenizer, text_columns, max_length):
@@ -121,28 +140,14 @@ def main(argv: list[str] | None = None) -> None:
     spec = get_task(args.task)
     output = Path(args.output_dir)
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
-    train_split, select_split, report_split = SELECTIONS[args.selection]
+    train_split = SELECTIONS[args.selection][0]
     rule = SplitRule(heldout_fraction=args.heldout_fraction)
     train = load_glue_split(spec, train_split, args.glue_dir, rule).dataset
     if args.max_train_samples:
         train = train.shuffle(seed=0).select(range(min(args.max_train_samples, train.num_rows)))
     validation = load_glue_split(spec, None, args.glue_dir).dataset
     train, validation = (tokenized(s, tokenizer, spec.text_columns, args.max_length) for s in (train, validation))
-    soup = SoupCallback(
-        output / "pantry",
-        checkpoints=args.checkpoints,
-        pin_head={"probe": "probe", "random": True, "none": False}[args.pin_head],
-        recipe=args.recipe,
-        task=spec.name,
-        glue_dir=args.glue_dir,
-        select_split=select_split,
-        report_split=report_split,
-        heldout_fraction=args.heldout_fraction,
-        output_dir=output / "soup",
-        ema=args.ema,
-        push_to_hub=args.push_to_hub,
-        hub_model_id=args.hub_model_id or f"{output.resolve().name}-soup",
-    )
+    soup = soup_callback(args)
     label_maps = (
         {}
         if spec.is_regression
@@ -190,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     cook_args = TrainingArguments(output_dir=str(output), per_device_eval_batch_size=args.batch_size, report_to="none")
     recipe_options = {"greedy": ("greedy_rule", "min_gain"), "bagged": ("bags", "greedy_rule", "min_gain")}
     options = {name: getattr(args, name) for name in recipe_options.get(args.recipe, ())}
-    report = soup.make_soup(args=cook_args, entries=args.entries, **options)
+    report = soup.make_soup(args=cook_args, **options)
     if PartialState().is_main_process:
         print(f"\n{report.table}\n\nsoup, card and plots written to {report.output_dir}")
 

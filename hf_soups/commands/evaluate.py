@@ -4,11 +4,15 @@ a table."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hf_soups.options import DatasetOptions, JudgeOptions, ReportFileOptions, add_flags, values
+from hf_soups.options import DatasetOptions, JudgeOptions, ReportFileOptions, add_flags, from_flags
+
+# The JudgeOptions a single model is scored with
+JUDGE_FLAGS = ("task", "glue_dir", "batch_size")
 
 if TYPE_CHECKING:
     from hf_soups.evaluation import EvalResult
@@ -25,14 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", metavar="MODEL", help="Hub repo id or local folder (e.g. a soup)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    add_flags(source, JudgeOptions, only=("task",))
     add_flags(source, DatasetOptions, only=("dataset",))
     add_flags(parser, DatasetOptions, exclude=("dataset",))
     parser.add_argument(
         "--split", help="split to score (default: the task's validation split; a dataset's validation split)"
     )
     parser.add_argument("--revision", help="Hub revision of MODEL")
-    add_flags(parser, JudgeOptions, only=("glue_dir", "batch_size"))
+    add_flags(parser, JudgeOptions, only=JUDGE_FLAGS[1:])
     add_flags(parser, ReportFileOptions)
     parser.set_defaults(func=run)
 
@@ -66,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
     from hf_soups.ingredients import resolve_ingredients
     from hf_soups.validation import vocabulary_files
 
-    data = text_dataset(**values(args, DatasetOptions))
-    task = get_task(args.task) if data is None else None
+    judge = from_flags(args, JudgeOptions, only=JUDGE_FLAGS)
+    data = text_dataset(**dataclasses.asdict(from_flags(args, DatasetOptions)))
+    task = get_task(judge.task) if data is None else None
     spec = args.model if args.revision is None else f"{args.model}@{args.revision}"
     for ingredient in resolve_ingredients([spec]):  # a missing, mistyped or corrupt model is one message
         ingredient.layout  # noqa: B018 (reads and checks every weight file's header)
@@ -83,12 +88,12 @@ def run(args: argparse.Namespace) -> int:
             task,
             args.split,
             accelerator=accelerator,
-            batch_size=args.batch_size,
-            glue_dir=args.glue_dir,
+            batch_size=judge.batch_size,
+            glue_dir=judge.glue_dir,
         )
     else:
         data.check_model(model)
-        scorer = GlueScorer(rows.task, tokenizer, rows, batch_size=args.batch_size, accelerator=accelerator)
+        scorer = GlueScorer(rows.task, tokenizer, rows, batch_size=judge.batch_size, accelerator=accelerator)
         result = scorer.score(model)
     if not accelerator.is_main_process:
         return 0

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 
 from hf_soups.errors import SoupError
 from hf_soups.options import (
-    RECIPE_NAMES,
     BaggedOptions,
     CardOptions,
     CookOptions,
@@ -25,9 +25,12 @@ from hf_soups.options import (
     StatisticsOptions,
     StockOptions,
     add_flags,
+    from_flags,
     values,
 )
 
+# The MergeOptions of a soup: which checkpoints of a Trainer folder, and how the soup folder is written
+MERGE_FLAGS = ("dtype", "checkpoints", "overwrite")
 # The options of one recipe or another (hf_soups.recipes.RECIPES says whose).
 RECIPE_OPTIONS = (
     GreedyOptions,
@@ -53,17 +56,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with --text-columns, --label-column and --metric).",
     )
     parser.add_argument("ingredients", nargs="+", metavar="ING", help="Hub repo (owner/name[@rev]) or local folder")
-    parser.add_argument("--recipe", default="greedy", choices=RECIPE_NAMES, help="default: greedy")
+    add_flags(parser, CookOptions, only=("recipe",))
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    add_flags(source, JudgeOptions, only=("task",))
     add_flags(source, DatasetOptions, only=("dataset",))
     add_flags(parser, DatasetOptions, exclude=("dataset",))
     add_flags(parser, SoupFolderOptions)
-    add_flags(parser, JudgeOptions)
-    add_flags(parser, CookOptions)
+    add_flags(parser, JudgeOptions, exclude=("task",))
+    add_flags(parser, CookOptions, exclude=("recipe",))
     for options in RECIPE_OPTIONS:
         add_flags(parser, options)
-    add_flags(parser, MergeOptions, only=("dtype", "checkpoints", "overwrite"))
+    add_flags(parser, MergeOptions, only=MERGE_FLAGS)
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup to this Hub repo when done")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     add_flags(parser, CardOptions)
@@ -71,28 +74,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_soups.recipes import RECIPES
     from hf_soups.soups import run_recipe
 
-    for field in (field for options in RECIPE_OPTIONS for field in dataclasses.fields(options)):
-        if field.name not in RECIPES[args.recipe].options and getattr(args, field.name) != field.default:
-            owners = [name for name, recipe in RECIPES.items() if field.name in recipe.options]
-            raise SoupError(
-                f"--{field.name.replace('_', '-')}: applies to the recipe {' / '.join(owners)} only, not to "
-                f"{args.recipe!r} (it would be ignored)"
-            )
-    options = {name: getattr(args, name) for name in RECIPES[args.recipe].options}
+    cooking, judge, data, card = (
+        from_flags(args, kind) for kind in (CookOptions, JudgeOptions, DatasetOptions, CardOptions)
+    )
     report = run_recipe(
-        args.recipe,
+        cooking.recipe,
         args.ingredients,
-        args.task,
-        args.output,
-        options=options,
-        **values(args, CookOptions),
-        **values(args, JudgeOptions),
-        **values(args, DatasetOptions),
-        **values(args, MergeOptions, only=("dtype", "checkpoints", "overwrite")),
+        output_dir=args.output,
+        ensemble=cooking.ensemble,
+        options=recipe_options(args, cooking.recipe),
         repo_id=args.push_to_hub,  # the card names the repo it will live in
+        **judge.kitchen_options(),
+        **dataclasses.asdict(data),
+        **values(args, MergeOptions, only=MERGE_FLAGS),
     )
     if report.output_dir is None:  # not the main process
         return 0
@@ -101,6 +97,24 @@ def run(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         from hf_soups.hub import push_soup
 
-        url = push_soup(report.output_dir, args.push_to_hub, private=args.private, **values(args, CardOptions))
+        url = push_soup(report.output_dir, args.push_to_hub, private=args.private, license=card.license)
         print(f"pushed: {url}")
     return 0
+
+
+def recipe_options(args: argparse.Namespace, recipe: str) -> dict[str, Any]:
+    """The parsed options of ``recipe`` (:attr:`hf_soups.recipes.Recipe.options`).
+
+    Raises:
+        SoupError: a flag of another recipe set (it would be ignored).
+    """
+    from hf_soups.recipes import RECIPES
+
+    for field in (field for options in RECIPE_OPTIONS for field in dataclasses.fields(options)):
+        if field.name not in RECIPES[recipe].options and getattr(args, field.name) != field.default:
+            owners = [name for name, known in RECIPES.items() if field.name in known.options]
+            raise SoupError(
+                f"--{field.name.replace('_', '-')}: applies to the recipe {' / '.join(owners)} only, not to "
+                f"{recipe!r} (it would be ignored)"
+            )
+    return {name: getattr(args, name) for name in RECIPES[recipe].options}
