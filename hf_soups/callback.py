@@ -347,8 +347,8 @@ class SoupCallback(TrainerCallback):
         **options: Any,
     ):
         """Make a soup of the pantry's final models (and checkpoints, with ``checkpoints=True``): choose the entries,
-        run the recipe in a kitchen judged by the Trainer or a GLUE task (:func:`~hf_soups.soups.run_in_kitchen`),
-        write the soup folder and push it.
+        check they left the selection rows out, set up a kitchen judged by the Trainer or a GLUE task, run the
+        recipe and write the soup folder (:func:`~hf_soups.soups.run_in_kitchen`), and push it.
 
         Every process of a distributed run must call this; only the main one writes and pushes.
 
@@ -362,8 +362,8 @@ class SoupCallback(TrainerCallback):
             args: ``TrainingArguments`` for the defaults when no trainer is given.
             entries: which pantry entries (see :meth:`~hf_soups.pantry.Pantry.select`): ``"final"``, ``"all"``
                 (every checkpoint along each run), ``"last:K"``, or ``"average:K"`` (each run's last K checkpoints
-                averaged into one ingredient, then the recipe across runs); default ``"all"`` with
-                ``checkpoints=True``, else ``"final"``.
+                averaged into one ingredient, then the recipe across runs); default: the callback's
+                ``cooking.entries``, else ``"all"`` with ``collect.checkpoints``, else ``"final"``.
             **options: the GLUE judge's options (``glue_dir``, ``select_split``, ``report_split``,
                 ``heldout_fraction``, ``batch_size``: :class:`~hf_soups.options.JudgeOptions`), overriding the
                 callback's, and the recipe's own (:attr:`hf_soups.recipes.Recipe.options`: ``greedy_rule``,
