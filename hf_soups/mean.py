@@ -11,9 +11,23 @@ Stock, Fisher, RegMean) hands on is a :class:`SoupWeights`: the tensors and the 
 kitchen scores and :func:`hf_soups.soup_folder.write_soup_folder` writes.
 
 Example:
-    >>> mean = RunningMean(validate_ingredients(ingredients))  # doctest: +SKIP
-    >>> mean.add_all(ingredients, check_weights(None, ingredients))  # doctest: +SKIP
-    >>> mean.soup().check_finite("classifier.weight", torch.bfloat16)  # doctest: +SKIP
+    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> from hf_soups import resolve_ingredients, validate_ingredients
+    >>> config = BertConfig(
+    ...     vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+    ... )
+    >>> model = BertForSequenceClassification(config)  # two "fine-tuned runs" of one base, tiny, built from a config
+    >>> model.save_pretrained("runs/a")
+    >>> _ = torch.nn.init.normal_(model.classifier.bias)  # run a's bias is zero, run b's this
+    >>> model.save_pretrained("runs/b")
+    >>> ingredients = resolve_ingredients(["runs/a", "runs/b"])
+    >>> mean = RunningMean(validate_ingredients(ingredients))
+    >>> mean.add_all(ingredients, check_weights([3, 1], ingredients))
+    >>> soup = mean.soup()
+    >>> torch.allclose(soup.tensors["classifier.bias"], 0.25 * model.classifier.bias)
+    True
+    >>> soup.check_finite("classifier.weight", torch.bfloat16).dtype
+    torch.bfloat16
 """
 
 from __future__ import annotations

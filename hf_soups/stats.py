@@ -59,9 +59,12 @@ def paired_bootstrap(
 
     Example:
         >>> from sklearn.metrics import f1_score
-        >>> gain = paired_bootstrap(  # doctest: +SKIP
-        ...     lambda p, y: f1_score(y, p), labels, best_predictions, soup_predictions
-        ... )
+        >>> labels = np.array([0, 1, 1, 0, 1, 0, 1, 1])
+        >>> best_predictions = np.array([0, 1, 0, 0, 1, 1, 0, 1])
+        >>> soup_predictions = np.array([0, 1, 1, 0, 1, 1, 1, 1])
+        >>> gain = paired_bootstrap(lambda p, y: f1_score(y, p), labels, best_predictions, soup_predictions)
+        >>> round(gain["delta"], 3), gain["low"] <= gain["delta"] <= gain["high"], gain["resamples"]
+        (0.242, True, 1000)
     """
     return pooled_bootstrap([(metric, labels, predictions_a, predictions_b)], resamples, seed, confidence)
 

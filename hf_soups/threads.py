@@ -7,8 +7,11 @@ chose otherwise (``threads=`` / ``--threads``, ``OMP_NUM_THREADS``, ``torch.set_
 process may run on: torch cannot start 100,000 threads.
 
 Example:
-    >>> with compute_threads() as threads:  # doctest: +SKIP
-    ...     mean.lerp_(tensor, 0.5)
+    >>> mean, tensor = torch.zeros(3), torch.ones(3)
+    >>> with compute_threads() as threads:
+    ...     _ = mean.lerp_(tensor, 0.5)
+    >>> mean.tolist()  # computed on MERGE_THREADS threads (unless the user chose), the caller's setting back after
+    [0.5, 0.5, 0.5]
 """
 
 from __future__ import annotations
@@ -62,8 +65,11 @@ def compute_threads(threads: int | None = None) -> Iterator[int]:
     """Run the block with torch set to :func:`merge_threads` threads, then give the caller back their setting.
 
     Example:
-        >>> with compute_threads() as chosen:  # doctest: +SKIP
-        ...     mean.lerp_(tensor, 0.5)
+        >>> mean, tensor = torch.zeros(3), torch.ones(3)
+        >>> with compute_threads(1) as chosen:
+        ...     _ = mean.lerp_(tensor, 0.5)
+        >>> chosen, mean.tolist()
+        (1, [0.5, 0.5, 0.5])
     """
     chosen, before = merge_threads(threads), torch.get_num_threads()
     if chosen != before:
