@@ -7,9 +7,19 @@ file hashed on the way. Turning what the user named into ingredients, and checki
 :mod:`hf_soups.ingredients`; a PEFT adapter over a base is :class:`~hf_soups.adapters.AdapterIngredient`.
 
 Example:
-    >>> ingredient = Ingredient(spec="runs/lr2e-5", path=Path("runs/lr2e-5"))  # doctest: +SKIP
-    >>> for name, tensor in ingredient.tensors():  # doctest: +SKIP
-    ...     print(name, tuple(tensor.shape))
+    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> config = BertConfig(
+    ...     vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+    ... )
+    >>> BertForSequenceClassification(config).save_pretrained("runs/lr2e-5")  # a tiny run, built from a config
+    >>> ingredient = Ingredient(spec="runs/lr2e-5", path=Path("runs/lr2e-5"))
+    >>> for name, tensor in ingredient.tensors():
+    ...     if name.startswith("classifier."):
+    ...         print(name, tuple(tensor.shape))
+    classifier.bias (2,)
+    classifier.weight (2, 8)
+    >>> list(ingredient.sha256)  # hashed on the way
+    ['model.safetensors']
 """
 
 from __future__ import annotations

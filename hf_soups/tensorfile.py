@@ -273,8 +273,12 @@ class RangeReader:
         background: the thread that hashes (required with ``hasher``).
 
     Example:
-        >>> with RangeReader(path) as reader:  # doctest: +SKIP
-        ...     first_row = reader.read(header["bert.embeddings.word_embeddings.weight"], 0, 768)
+        >>> from safetensors.torch import save_file
+        >>> save_file({"weight": torch.arange(6.0).reshape(2, 3)}, "model.safetensors")
+        >>> header = read_header(Path("model.safetensors"))
+        >>> with RangeReader(Path("model.safetensors")) as reader:
+        ...     reader.read(header["weight"], 3, 3)  # the second row
+        tensor([3., 4., 5.])
     """
 
     def __init__(self, path: Path, hasher: hashlib._Hash | None = None, background: BackgroundHasher | None = None):
@@ -359,8 +363,12 @@ def read_tensor_range(f: BinaryIO, info: TensorInfo, start: int, count: int) -> 
         SoupError: the range lies outside the tensor, or the file ends before it.
 
     Example:
-        >>> with open("model.safetensors", "rb") as f:  # doctest: +SKIP
-        ...     first_row = read_tensor_range(f, header["bert.embeddings.word_embeddings.weight"], 0, 768)
+        >>> from safetensors.torch import save_file
+        >>> save_file({"weight": torch.arange(6.0).reshape(2, 3)}, "model.safetensors")
+        >>> header = read_header(Path("model.safetensors"))
+        >>> with open("model.safetensors", "rb") as f:
+        ...     read_tensor_range(f, header["weight"], 3, 3)  # the second row
+        tensor([3., 4., 5.])
     """
     numel = info.nbytes // info.dtype.itemsize
     if start < 0 or count < 0 or start + count > numel:
