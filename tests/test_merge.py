@@ -130,10 +130,30 @@ print(sorted({m.split(".")[0] for m, module in sys.modules.items() if module is 
 def test_the_merge_command_loads_no_evaluation_stack(make_ingredients, tmp_path, args):
     if args == ["soup"]:
         args = [*map(str, make_ingredients(2)), "-o", str(tmp_path / "soup")]
-    done = subprocess.run([sys.executable, "-c", LOADED, "merge", *args], check=True, capture_output=True, text=True)
+    env = {**os.environ, "HF_SOUPS_HASH_CACHE": str(tmp_path / "cache" / "sha256.json")}  # no loading rules known
+    command = [sys.executable, "-c", LOADED, "merge", *args]
+    done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     loaded = ast.literal_eval(done.stdout.splitlines()[-1])
     assert "hf_soups" in loaded and [m for m in EVALUATION_STACK if m in loaded] == []
     assert ("torch" in loaded) is (args != ["--help"])
+
+
+def test_the_merge_command_hides_scipy_only_while_it_merges(make_ingredients, tmp_path, monkeypatch):
+    import hf_soups.merge
+
+    during, merge = [], hf_soups.merge.merge_models
+    monkeypatch.setattr(
+        hf_soups.merge,
+        "merge_models",
+        lambda *a, **k: during.append(sys.modules.get("scipy", "absent")) or merge(*a, **k),
+    )
+    folders, scipy = list(map(str, make_ingredients(2))), sys.modules.get("scipy") or types.ModuleType("scipy")
+    monkeypatch.delitem(sys.modules, "scipy", raising=False)
+    assert main(["merge", *folders, "-o", str(tmp_path / "soup")]) == 0
+    assert during == [None] and "scipy" not in sys.modules  # hidden while it merged, then importable again
+    monkeypatch.setitem(sys.modules, "scipy", scipy)
+    assert main(["merge", *folders, "-o", str(tmp_path / "again")]) == 0
+    assert during[1] is scipy and sys.modules["scipy"] is scipy  # one loaded before stays
 
 
 def test_t5_ties_survive(make_ingredients, tmp_path):

@@ -4,9 +4,7 @@ and a card."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Iterator
 
 from hf_soups.options import ADAPTER_FLAGS, CardOptions, MergeOptions, SoupFolderOptions, add_flags, values
 from hf_soups.record import SoupRecord
@@ -39,8 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hf_soups.merge import merge_models
 
-    with _hidden("scipy"):
+    # transformers' modeling code, which a merge builds on the meta device to read loading rules, imports
+    # scipy.optimize (object-detection losses) whenever scipy is installed: a second of imports the merge never uses.
+    # None in sys.modules reads as "not installed" (to transformers too) until the merge ends; a loaded scipy stays.
+    hide = "scipy" not in sys.modules
+    if hide:
+        sys.modules["scipy"] = None  # type: ignore[assignment]
+    try:
         path = merge_models(args.ingredients, args.output, repo_id=args.push_to_hub, **values(args, MergeOptions))
+    finally:
+        if hide and sys.modules.get("scipy", False) is None:
+            del sys.modules["scipy"]
     print(f"soup written to {path}")
     adapter = SoupRecord.load(path).adapter
     if adapter is not None:
@@ -53,22 +60,3 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"pushed: {push_soup(path, args.push_to_hub, private=args.private, **values(args, CardOptions))}")
     return 0
-
-
-@contextlib.contextmanager
-def _hidden(module: str) -> Iterator[None]:
-    """Keep ``module`` from being imported while the merge runs, unless it is loaded already.
-
-    transformers' modeling code imports ``scipy.optimize`` (for object-detection losses) whenever scipy is installed,
-    a second or more of imports; a merge builds models on the meta device only, to read their loading rules, and
-    needs none of it. transformers then takes scipy for absent (for that process's object-detection losses only).
-    """
-    if module in sys.modules:
-        yield
-        return
-    sys.modules[module] = None  # type: ignore[assignment]  # importlib's "not importable" mark
-    try:
-        yield
-    finally:
-        if sys.modules.get(module, True) is None:
-            del sys.modules[module]
