@@ -160,7 +160,13 @@ def load_model(folder: str | Path, **kwargs) -> PreTrainedModel:
     """Load a soup (or ingredient) folder with the model class its config names.
 
     Example:
-        >>> model = load_model("soup")  # doctest: +SKIP
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> config = BertConfig(
+        ...     vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+        ... )
+        >>> BertForSequenceClassification(config).save_pretrained("run")  # a tiny run, built from a config
+        >>> type(load_model("run")).__name__
+        'BertForSequenceClassification'
     """
     import transformers
 
