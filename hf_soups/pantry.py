@@ -223,7 +223,7 @@ class Pantry:
             base.config.save_pretrained(tmp)
         info = {**info, "created": time.time(), "hf_soups_version": __version__}
         (tmp / ENTRY_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
-        base = name.replace(os.sep, "_")
+        base = fitted_name(name.replace(os.sep, "_"), len("-999"))  # a long run name fits the file system's limit
         for attempt in range(1, 1000):
             target = self.path / (base if attempt == 1 else f"{base}-{attempt}")
             try:

@@ -106,6 +106,14 @@ def test_a_run_of_the_longest_name_is_averaged(tmp_path):
     assert len(average.path.name) == NAME_MAX
 
 
+def test_an_entry_of_a_run_name_longer_than_the_name_limit_is_added_under_a_fitted_name(tmp_path):
+    pantry, model, run = Pantry(tmp_path), tiny_bert(), "é" * NAME_MAX  # 2 bytes a character
+    info = INFO | {"run_name": run, "kind": "final", "start": fingerprint(model)}
+    first, second = (pantry.add(f"{run}.checkpoint-10.ema-0.999", model, None, info) for _ in range(2))
+    assert len(second.name.encode()) <= NAME_MAX and second.name == first.name + "-2"
+    assert [e.path for e in pantry.entries("final")] == [first, second]
+
+
 def test_only_the_temporaries_of_writers_that_are_gone_are_removed(tmp_path):
     pantry, host, hexes = Pantry(tmp_path), pantry_module._HOST, uuid.uuid4().hex
     ended = [tmp_path / f".tmp-{host}-{2**22 + 1}-{hexes}", tmp_path / f".tmp-{host}-{2**22 + 1}-{hexes}.safetensors"]
