@@ -224,7 +224,7 @@ def test_a_heldout_fraction_outside_0_to_half_is_refused(tmp_path, fraction):
         ("train", "train:heldout", False),
     ],
 )
-def test_check_apart(select, report, apart):
+def test_check_splits_apart(select, report, apart):
     if apart:
         check_splits_apart(select, report)
     else:
