@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 
 from hf_soups.errors import SoupError
 from hf_soups.options import BaggedOptions, CookOptions, GreedyOptions
-from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
 from hf_soups.recipes.selection import greedy_order, joins, selection_rule
@@ -105,11 +104,10 @@ def cook_bagged(
     for index in chosen:
         mean.add(kitchen.ingredients[index])
     soup = mean.soup()
-    soups = [kitchen.score_soup(soup, "bagged"), uniform]
-    if ensemble:
-        soups.extend(baselines(kitchen, tastings, rule))
     options = rule | {"bags": bags, "bag_seed": bag_seed, "votes": votes, "evaluations": evaluations}
-    return soup_report(kitchen, "bagged", soup, tastings, soups, options=options)
+    return soup_report(
+        kitchen, "bagged", soup, tastings, uniform=uniform, ensemble=ensemble, rule=rule, options=options
+    )
 
 
 __all__ = ["cook_bagged"]

@@ -42,7 +42,6 @@ from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan
 from hf_soups.mean import SoupWeights
 from hf_soups.options import FISHER_OVER, CookOptions, FisherOptions, GreedyOptions, StatisticsOptions
-from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.greedy import cook_greedy
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
@@ -100,13 +99,12 @@ def cook_fisher(
         lambda paths: fisher_merge(ingredients, paths, kitchen.plan, kitchen.hash_cache),
         desc="Fisher information",
     )
-    soups = [kitchen.score_soup(soup, "fisher"), uniform]
-    if ensemble:
-        soups.extend(baselines(kitchen, tastings, rule))
     options = {"statistics_rows": rows, "fisher_over": fisher_over, "fisher": "exact", "fisher_floor": FISHER_FLOOR}
     if fisher_over == "greedy":
         options |= rule
-    return soup_report(kitchen, "fisher", soup, tastings, soups, options=options | record)
+    return soup_report(
+        kitchen, "fisher", soup, tastings, uniform=uniform, ensemble=ensemble, rule=rule, options=options | record
+    )
 
 
 def fisher_diagonal(

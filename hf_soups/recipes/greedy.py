@@ -32,7 +32,6 @@ from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.hashing import file_sha256
 from hf_soups.options import CookOptions, GreedyOptions, ResumeOptions
-from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.judge import SPLITS
 from hf_soups.recipes.kitchen import Kitchen, ModelScores
 from hf_soups.recipes.report import SoupReport, is_main_process, soup_report
@@ -106,10 +105,17 @@ def cook_greedy(
         steps.update()
     steps.close()
     soup = mean.soup()  # the members, in the order they joined
-    soups = [kitchen.score_soup(soup, "greedy"), state.uniform]
-    if ensemble:
-        soups.extend(baselines(kitchen, state.tastings, rule))
-    report = soup_report(kitchen, "greedy", soup, state.tastings, soups, trajectory=state.trajectory, options=rule)
+    report = soup_report(
+        kitchen,
+        "greedy",
+        soup,
+        state.tastings,
+        uniform=state.uniform,
+        ensemble=ensemble,
+        rule=rule,
+        trajectory=state.trajectory,
+        options=rule,
+    )
     report.scratch = [state_dir] if state_dir is not None else []
     return report
 

@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 from hf_soups.errors import SoupError
 from hf_soups.mean import Weight
 from hf_soups.options import CookOptions, LearnedOptions
-from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
 
@@ -68,11 +67,8 @@ def cook_learned(
         mean.add_tensors(_tensors(kitchen, stacks, i), kitchen.ingredients[i], weight)
     del stacks
     soup = mean.soup()
-    soups = [kitchen.score_soup(soup, "learned"), uniform]
-    if ensemble:
-        soups.extend(baselines(kitchen, tastings))
     options = {"granularity": granularity, "epochs": epochs, "lr": lr}
-    return soup_report(kitchen, "learned", soup, tastings, soups, options=options)
+    return soup_report(kitchen, "learned", soup, tastings, uniform=uniform, ensemble=ensemble, options=options)
 
 
 def _tensors(kitchen: Kitchen, stacks: dict[str, torch.Tensor], index: int) -> Iterator[tuple[str, torch.Tensor]]:

@@ -42,7 +42,6 @@ from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan
 from hf_soups.mean import SoupWeights
 from hf_soups.options import CookOptions, RegMeanOptions, StatisticsOptions
-from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
 from hf_soups.recipes.statistics import check_applies, estimation_rows, statistics_soup, tapped_mean
@@ -85,11 +84,8 @@ def cook_regmean(
     (soup, layers), record = statistics_soup(
         kitchen, kitchen.ingredients, "gram", rows, state_dir, gram_matrices, merge, desc="RegMean Gram matrices"
     )
-    soups = [kitchen.score_soup(soup, "regmean"), uniform]
-    if ensemble:
-        soups.extend(baselines(kitchen, tastings))
-    options = {"statistics_rows": rows, "regmean_alpha": alpha, "regmean_layers": layers}
-    return soup_report(kitchen, "regmean", soup, tastings, soups, options=options | record)
+    options = {"statistics_rows": rows, "regmean_alpha": alpha, "regmean_layers": layers} | record
+    return soup_report(kitchen, "regmean", soup, tastings, uniform=uniform, ensemble=ensemble, options=options)
 
 
 def gram_matrices(

@@ -1,11 +1,11 @@
 """What a recipe returns once its soup is chosen: the record, the results table, the soup's weights.
 
-A recipe ends with :func:`soup_report`; nothing here writes a file. The soup folder (weights, ``soup.json``,
-``recipe.yaml``, plots, card) is written afterwards by :func:`hf_soups.soup_folder.write_soup_folder`, once the
-Hub repo the card names is known.
+A recipe ends with :func:`soup_report`, which scores its soup beside the uniform soup and the logit-ensemble
+baselines; nothing here writes a file. The soup folder (weights, ``soup.json``, ``recipe.yaml``, plots, card) is
+written afterwards by :func:`hf_soups.soup_folder.write_soup_folder`, once the Hub repo the card names is known.
 
 Example:
-    >>> report = soup_report(kitchen, "uniform", mean.soup(), tastings, soups)  # doctest: +SKIP
+    >>> report = soup_report(kitchen, "greedy", soup, tastings, uniform=uniform, ensemble=True)  # doctest: +SKIP
     >>> print(report.table)  # doctest: +SKIP
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 from accelerate import PartialState
 
 from hf_soups.mean import SoupWeights
+from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen, ModelScores, format_table, results
 from hf_soups.record import RecipeRecord, SoupRecord
 from hf_soups.soup_record import soup_record
@@ -54,21 +55,29 @@ def soup_report(
     recipe: str,
     soup: SoupWeights,
     tastings: Sequence[ModelScores],
-    soups: Sequence[ModelScores],
+    *,
+    uniform: ModelScores | None,
+    ensemble: bool,
+    rule: dict[str, Any] | None = None,
     trajectory: list[dict[str, Any]] | None = None,
     options: dict[str, Any] | None = None,
 ) -> SoupReport:
-    """Build the results and the record of a finished recipe, and load the soup into the kitchen's model.
+    """Score a finished recipe's soup, build its results and record, and load the soup into the kitchen's model.
 
     Args:
         kitchen: the kitchen the recipe ran in.
         recipe: its name.
         soup: the soup's weights, mixed from the kitchen's ingredients.
         tastings: every ingredient's scores.
-        soups: this soup's tasting first, then the other soups and baselines for the table.
+        uniform: the uniform soup's scores, for the table (``None``: the soup is the uniform one).
+        ensemble: also the logit-ensemble baselines (:func:`~hf_soups.recipes.ensemble.baselines`).
+        rule: the greedy ensemble's rule (default: the default greedy rule).
         trajectory: greedy's steps.
         options: recipe options to record (learned: granularity, epochs, ...).
     """
+    soups = [kitchen.score_soup(soup, recipe), *([uniform] if uniform is not None else [])]
+    if ensemble:
+        soups.extend(baselines(kitchen, tastings, rule))
     judge = kitchen.judge
     rows = results(tastings, soups, judge)
     position = {id(ingredient): index for index, ingredient in enumerate(kitchen.ingredients)}

@@ -38,7 +38,6 @@ from hf_soups.mean import PIECE, SoupWeights, check_same_integer
 from hf_soups.options import CookOptions
 from hf_soups.probe import read_start_head
 from hf_soups.recipe_data import BaseEntry, pinned_spec
-from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
 from hf_soups.tensorfile import BackgroundHasher, spare_cores
@@ -260,11 +259,8 @@ def cook_stock(
     """
     base = StockBase.resolve(base, start_head)
     check_base(base, kitchen.ingredients, kitchen.plan)  # before any scoring
-    tastings, uniform_tasting = kitchen.tastings()
+    tastings, uniform = kitchen.tastings()
     soup, ratios, clamped = stock_soup_tensors(kitchen.ingredients, kitchen.plan, base, kitchen.hash_cache)
-    soups = [kitchen.score_soup(soup, "stock"), uniform_tasting]
-    if ensemble:
-        soups.extend(baselines(kitchen, tastings))
     assert base is not None
     options = {
         "base": base.to_dict(),
@@ -272,4 +268,4 @@ def cook_stock(
         "uniform_tensors": sorted(name for name, t in ratios.items() if t is None),
         "clamped": len(clamped),
     }
-    return soup_report(kitchen, "stock", soup, tastings, soups, options=options)
+    return soup_report(kitchen, "stock", soup, tastings, uniform=uniform, ensemble=ensemble, options=options)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from hf_soups.options import CookOptions
-from hf_soups.recipes.ensemble import baselines
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
 
@@ -14,7 +13,4 @@ def cook_uniform(kitchen: Kitchen, ensemble: bool = CookOptions.ensemble) -> Sou
     Each ingredient is read once: scored alone and added to the mean in the same pass.
     """
     tastings, soup = kitchen.taste_ingredients(uniform=True)
-    soups = [kitchen.score_soup(soup, "uniform")]
-    if ensemble:
-        soups.extend(baselines(kitchen, tastings))
-    return soup_report(kitchen, "uniform", soup, tastings, soups)
+    return soup_report(kitchen, "uniform", soup, tastings, uniform=None, ensemble=ensemble)
