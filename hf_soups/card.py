@@ -134,7 +134,7 @@ def build_card(
             version=__version__,
             record=record,
             base=base,
-            base_name=one_line(public_name(record.base_model)) if record.base_model else None,
+            base_name=code_span(public_name(record.base_model)) if record.base_model else None,
             recipe=recipe,
             dataset=public_data(dataset),
             kept=sum(i.kept for i in record.ingredients),
@@ -147,7 +147,7 @@ def build_card(
             if recipe and recipe.options
             else None,
             trajectory=[
-                step | {"spec": table_cell(public_name(step["spec"])), "score": _number(step["score"])}
+                step | {"spec": table_cell(code_span(public_name(step["spec"]))), "score": _number(step["score"])}
                 for step in recipe.trajectory
             ]
             if recipe
@@ -161,6 +161,7 @@ def build_card(
             has_tokenizer=bool(folder and any((folder / f).is_file() for f in TOKENIZER_FILES)),
             merge_command=_merge_command(record),
             local_recipe=names_local_files(record),
+            code=code_span,
             model_ref=python_string(repo_id or (named.name if named else "soup")),
             soup_dir=shell_word(named.name if named else "soup"),
         )
@@ -276,6 +277,20 @@ def _escaped(text: str, quote: str) -> str:
         return named or (f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
 
     return "".join(map(escape, text))
+
+
+def code_span(text: str) -> str:
+    """``text`` on one line as Markdown inline code that any backtick in it cannot close: fenced by one backtick more
+    than its longest run of backticks, padded by a space where it starts or ends with one (CommonMark's rule).
+
+    Example:
+        >>> print(code_span("run"), code_span("a`b"), code_span("`run`"))
+        `run` ``a`b`` `` `run` ``
+    """
+    text = one_line(text)
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def table_cell(text: str) -> str:
@@ -422,7 +437,7 @@ def _ingredient_row(ingredient: IngredientRecord, metric: str | None) -> dict[st
         tree = f"/tree/{ingredient.revision}" if ingredient.revision else ""
         name = f"[{ingredient.spec}](https://huggingface.co/{ingredient.repo_id}{tree})"
     else:
-        name = f"`{public_name(ingredient.spec)}` (local)"
+        name = f"{code_span(public_name(ingredient.spec))} (local)"
     score = ingredient.scores.get("select", {}).get(metric) if metric else None
     hyper = ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in ingredient.hyperparameters.items()
@@ -448,7 +463,7 @@ def _ordered(results: list[SoupResult]) -> list[SoupResult]:
 
 def _result_row(result: SoupResult, metrics: list[str]) -> dict[str, Any]:
     cells = [_number(result.scores.get(split, {}).get(m)) for m in metrics for split in SPLITS]
-    members = ", ".join(f"`{public_name(member)}`" for member in result.members or [])
+    members = ", ".join(code_span(public_name(member)) for member in result.members or [])
     name = table_cell(f"{result.name}: {members}" if members else result.name)
     return {"name": name, "cells": cells, "gain": format_gain(result.gain) if result.gain else "—"}
 
