@@ -209,6 +209,7 @@ def minilm_like(tmp_path_factory):
     return root / "base", adapters
 
 
+@pytest.mark.slow
 def test_buffers_transformers_ignores_on_load_are_left_out_of_adapter_soups(minilm_like, tmp_path):
     """The base's stored position_ids is neither averaged nor written nor refused as "not a parameter": merge,
     the Python API's recipes and `hf-soups soup` all cook the LoRA sweep."""

@@ -61,6 +61,7 @@ def test_help(script, capsys):
     assert "--glue-dir" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # runs the example in subprocesses
 def test_sweep_under_two_processes_cooks_the_soup_one_process_cooks(tiny_glue, tiny_model, tmp_path):
     sweep = [
         str(EXAMPLES / "run_glue_sweep.py"),
@@ -121,6 +122,7 @@ def test_sweep_under_two_processes_cooks_the_soup_one_process_cooks(tiny_glue, t
     ]
 
 
+@pytest.mark.slow  # runs the example in subprocesses
 def test_soup_from_hub_cooks_and_pushes(make_ingredients, hub_server, tmp_path):
     api = HfApi(token=hub_server.token)
     repos = []

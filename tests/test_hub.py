@@ -356,6 +356,7 @@ def test_a_bare_repo_name_goes_to_the_tokens_user(hub_server, soup, monkeypatch,
     assert f'from_pretrained("{SOUP_REPO}")' in card
 
 
+@pytest.mark.slow
 @needs_glue
 def test_soup_command_with_hub_revisions_pushes_a_card_with_the_run_numbers(
     hub_server, make_ingredients, tmp_path, monkeypatch

@@ -30,6 +30,7 @@ print(matplotlib.get_backend())
 """
 
 
+@pytest.mark.slow  # a subprocess
 def test_recipes_and_plots_leave_the_matplotlib_backend_alone(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT.format(folder=tmp_path)],

@@ -179,6 +179,7 @@ def test_greedy_soup_equals_merge_of_its_members_bit_for_bit(make_ingredients, t
     assert sha(merged) == sha(tmp_path / "soup")
 
 
+@pytest.mark.slow
 def test_greedy_moves_no_whole_model_between_host_and_device(make_ingredients, tmp_path, monkeypatch):
     """The scoring model is built where it is scored and never moved: not for a candidate, not to score it."""
     from helpers import write_rte
@@ -495,6 +496,7 @@ def test_learned_soup_fails_clearly_when_it_cannot_fit(make_ingredients, monkeyp
         learned_soup(make_ingredients(2), judge=BiasJudge(), progress=False)
 
 
+@pytest.mark.slow
 @needs_glue
 def test_soup_command_on_rte_end_to_end(make_ingredients, tmp_path, capsys):
     folders = make_ingredients(3)
