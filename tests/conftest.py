@@ -4,6 +4,13 @@ are not fixtures live in ``helpers.py``)."""
 from __future__ import annotations
 
 import os
+
+# Before anything imports huggingface_hub or datasets, which read these once, at import: the tests never reach the
+# real Hub (the test Hub fixture lifts this). Set after those imports, an in-process lookup of a name that is not a
+# local folder went to huggingface.co (23 s of connection timeouts here, where there is no network).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,9 +20,6 @@ from helpers import VOCAB, perturbed, tiny_bert_config, tiny_t5_config
 from transformers import BertForSequenceClassification, BertTokenizer, T5ForConditionalGeneration
 
 pytest_plugins = ["hf_soups.testing.fixtures"]  # the local test Hub: fixture `hub_server`
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the real Hub; the test Hub fixture lifts this
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture
