@@ -22,6 +22,7 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples write their runs and soups here
+    monkeypatch.setenv("HF_SOUPS_HASH_CACHE", str(tmp_path / "sha256.json"))  # not the user's cache
     runner = doctest.DocTestRunner(optionflags=FLAGS)
     report = io.StringIO()
     for test in doctest.DocTestFinder().find(importlib.import_module(name)):
