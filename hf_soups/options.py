@@ -42,6 +42,7 @@ from hf_soups.validation import (
     heldout_fraction,
     non_negative_float,
     non_negative_int,
+    open_unit_interval,
     output_file,
     output_folder,
     positive_float,
@@ -193,10 +194,14 @@ class JudgeOptions(Options):
         "checked when cooking",
     )
     seed: int = callback_option(
-        0, "without select_dataset: seed of the split of eval_dataset into selection and report parts"
+        0,
+        "without select_dataset: seed of the split of eval_dataset into selection and report parts",
+        check=non_negative_int,
     )
     select_fraction: float = callback_option(
-        0.5, "without select_dataset: the share of eval_dataset the soup is selected on, in (0, 1)"
+        0.5,
+        "without select_dataset: the share of eval_dataset the soup is selected on, in (0, 1)",
+        check=open_unit_interval,
     )
 
     def kitchen_options(self) -> dict[str, Any]:

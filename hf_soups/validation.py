@@ -107,6 +107,14 @@ def heldout_fraction(value: Any, name: str) -> float:
     return number
 
 
+def open_unit_interval(value: Any, name: str) -> float:
+    """A number in (0, 1), such as the share of a split that one of its two parts takes."""
+    number = finite_float(value, name)
+    if not 0.0 < number < 1.0:
+        raise SoupError(f"{name}: must be in (0, 1), got {value!r}")
+    return number
+
+
 def unit_interval(value: Any, name: str) -> float:
     """A number in [0, 1]."""
     number = finite_float(value, name)

@@ -735,6 +735,8 @@ OPTION_CASES = [
     ("sweep_size", CookOptions, {"sweep_size": 1}, "sweep_size: must be a whole number ≥ 2, got 1"),
     ("batch_size", JudgeOptions, {"batch_size": 0}, "batch_size: must be a whole number ≥ 1, got 0"),
     ("heldout_fraction", JudgeOptions, {"heldout_fraction": 0.7}, "heldout_fraction: must be in (0, 0.5], got 0.7"),
+    ("seed", JudgeOptions, {"seed": -1}, "seed: must be a whole number ≥ 0, got -1"),
+    ("select_fraction", JudgeOptions, {"select_fraction": 1.0}, "select_fraction: must be in (0, 1), got 1.0"),
 ]
 
 
