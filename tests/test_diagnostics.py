@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import json
 from pathlib import Path
 
@@ -327,8 +325,3 @@ def test_cli_needs_two_ingredients(make_ingredients, capsys):
     assert (
         capsys.readouterr().err.strip() == "hf-soups diagnose: error: diagnose needs at least two ingredients, got 1"
     )
-
-
-@pytest.mark.parametrize("module", ["", ".task_vectors", ".landscape", ".verdicts", ".report"])
-def test_docstring_examples(module):
-    assert doctest.testmod(importlib.import_module(f"hf_soups.diagnostics{module}")).failed == 0

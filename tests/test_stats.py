@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 
-from hf_soups import stats
 from hf_soups.errors import SoupError
 from hf_soups.evaluation import glue_metrics
 from hf_soups.stats import format_gain, paired_bootstrap, pooled_bootstrap, within_noise
@@ -94,10 +91,6 @@ def test_bad_input(kwargs, message):
     args = {"labels": np.zeros(4), "predictions_a": np.zeros(4), "predictions_b": np.zeros(4)} | kwargs
     with pytest.raises(SoupError, match=message):
         paired_bootstrap(accuracy, **args)
-
-
-def test_docstring_examples():
-    assert doctest.testmod(stats).failed == 0
 
 
 def test_format_gain():
