@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -417,13 +418,16 @@ def test_more_threads_than_cpus_is_one_message(make_ingredients, tmp_path, capsy
     assert not (tmp_path / "soup").exists()
 
 
-def _merge_script(folders, output, max_shard_size):
+def _merge_script(folders, output, signal_after_weights):
+    """A merge in a subprocess that sends itself ``signal_after_weights`` once its weights are in its temporary
+    folder, before the rest of the soup folder is written: interrupted mid-write without a race against its speed."""
     return [
         sys.executable,
         "-c",
-        "import sys; from hf_soups import merge_models; "
-        f"merge_models({[str(f) for f in folders]!r}, {str(output)!r}, "
-        f"max_shard_size={max_shard_size!r}, progress=False)",
+        "import os; from hf_soups import merge_models; import hf_soups.soup_folder as folder; "
+        "write = folder.write_recipe; "
+        f"folder.write_recipe = lambda *args: (os.kill(os.getpid(), {int(signal_after_weights)}), write(*args)); "
+        f"merge_models({[str(f) for f in folders]!r}, {str(output)!r}, max_shard_size='64KB', progress=False)",
     ]
 
 
@@ -432,32 +436,25 @@ def _merge_script(folders, output, max_shard_size):
 def test_interrupted_merge_leaves_no_output_and_rerun_succeeds(make_ingredients, tmp_path, sig):
     folders = make_ingredients(2, hidden_size=256, intermediate_size=1024, vocab_size=4000, num_hidden_layers=4)
     output = tmp_path / "soup"
-    process = subprocess.Popen(_merge_script(folders, output, "64KB"), stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not any(p.name.endswith(".hf-soups-tmp") and any(p.iterdir()) for p in tmp_path.iterdir()):
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    process.send_signal(sig)
-    process.wait(30)
-    assert process.returncode != 0, "the merge finished before it was interrupted"
+    process = subprocess.run(_merge_script(folders, output, sig), stderr=subprocess.PIPE, timeout=120)
+    assert process.returncode == -sig, process.stderr.decode()[-2000:]
     assert not output.exists()
-    if sig == signal.SIGINT:  # a Ctrl-C cleans up its temporary folder too
-        assert not any(p.name.endswith(".hf-soups-tmp") for p in tmp_path.iterdir())
+    temporaries = [p for p in tmp_path.iterdir() if p.name.endswith(".hf-soups-tmp")]
+    # a Ctrl-C cleans up its temporary folder; a killed merge leaves one, with its weights, to the next run
+    assert len(temporaries) == (sig == signal.SIGKILL) and all(any(t.glob("*.safetensors")) for t in temporaries)
     merge_models(folders, output, progress=False)
     AutoModelForSequenceClassification.from_pretrained(output)
     assert not any(p.name.endswith(".hf-soups-tmp") for p in tmp_path.iterdir())  # a killed run's are cleaned up
 
 
 def _paused_merge(folders, output):
-    """A merge subprocess stopped (SIGSTOP) once it has started writing its temporary folder."""
-    process = subprocess.Popen(_merge_script(folders, output, "64KB"), stderr=subprocess.PIPE, text=True)
+    """A merge subprocess that stopped itself (SIGSTOP) once its weights are in its temporary folder."""
+    process = subprocess.Popen(_merge_script(folders, output, signal.SIGSTOP), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not any(p.name.endswith(".hf-soups-tmp") and any(p.iterdir()) for p in output.parent.iterdir()):
+    while Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline
-        time.sleep(0.002)
-    process.send_signal(signal.SIGSTOP)
+        time.sleep(0.01)
     return process
 
 
