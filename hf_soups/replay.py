@@ -5,15 +5,7 @@ mix with the arithmetic that made it (the running mean; Model Stock, Fisher or R
 weights come out with the same sha256, and writes the folder as every soup's is written.
 
 Example:
-    >>> import torch
-    >>> from transformers import BertConfig, BertForSequenceClassification
-    >>> config = BertConfig(
-    ...     vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
-    ... )
-    >>> model = BertForSequenceClassification(config)  # two "fine-tuned runs" of one base, tiny, built from a config
-    >>> model.save_pretrained("runs/lr2e-5")
-    >>> _ = torch.nn.init.normal_(model.classifier.weight)
-    >>> model.save_pretrained("runs/lr3e-5")
+    >>> # runs/lr2e-5, runs/lr3e-5: two fine-tuned runs of one base (tiny ones: see hf_soups.merge's example)
     >>> from hf_soups import merge_models, replay_recipe
     >>> soup = merge_models(["runs/lr2e-5", "runs/lr3e-5"], output_dir="soup", dtype="bf16")
     >>> replay_recipe("soup/recipe.yaml", "soup-again")

@@ -2,16 +2,8 @@
 and the base model they were fine-tuned from (:func:`soup_record`).
 
 Example:
-    >>> import torch
-    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> # runs/lr2e-5, runs/lr3e-5: two fine-tuned runs of one base (tiny ones: see hf_soups.merge's example)
     >>> from hf_soups import resolve_ingredients
-    >>> config = BertConfig(
-    ...     vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
-    ... )
-    >>> model = BertForSequenceClassification(config)  # two "fine-tuned runs" of one base, tiny, built from a config
-    >>> model.save_pretrained("runs/lr2e-5")
-    >>> _ = torch.nn.init.normal_(model.classifier.weight)
-    >>> model.save_pretrained("runs/lr3e-5")
     >>> record = soup_record(resolve_ingredients(["runs/lr2e-5", "runs/lr3e-5"]), [2.0, 1.0])
     >>> [(i.spec, i.weight) for i in record.ingredients]
     [('runs/lr2e-5', 0.6666666666666666), ('runs/lr3e-5', 0.3333333333333333)]
