@@ -31,8 +31,9 @@ from typing import Any
 import torch
 
 from hf_soups.errors import SoupError
+from hf_soups.file_names import TOKENIZER_FILES
 from hf_soups.hashing import HashCache
-from hf_soups.ingredient import TOKENIZER_FILES, Ingredient, base_model_prefix
+from hf_soups.ingredient import Ingredient, base_model_prefix
 from hf_soups.record import IngredientRecord
 from hf_soups.tensorfile import TensorInfo, read_header, stream_bin_tensors, stream_tensors, torch_bin_header
 

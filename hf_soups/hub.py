@@ -29,7 +29,6 @@ from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, 
 from hf_soups.card import (
     CARD_FILE,
     CONFIG_FILE,
-    TOKENIZER_FILES,
     build_card,
     card_text,
     is_generated,
@@ -37,6 +36,7 @@ from hf_soups.card import (
     public_data,
 )
 from hf_soups.errors import SoupError
+from hf_soups.file_names import TOKENIZER_FILES
 from hf_soups.options import CardOptions
 from hf_soups.plots import SOUPS_PLOT, TRAJECTORY_PLOT
 from hf_soups.record import SOUP_FILE, WEIGHT_FILES, SoupRecord

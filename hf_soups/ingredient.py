@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from hf_soups.errors import SoupError
+from hf_soups.file_names import VOCABULARY_FILES
 from hf_soups.hashing import HashCache, default_cache_path
 from hf_soups.record import IngredientRecord
 from hf_soups.tensorfile import (
@@ -52,27 +53,6 @@ from hf_soups.tensorfile import (
     torch_bin_header,
 )
 
-TOKENIZER_FILES = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "spiece.model",
-    "chat_template.jinja",
-]
-# The tokenizer files that decide the token ids (tokenizer_config.json and chat templates do not).
-VOCABULARY_FILES = [
-    "tokenizer.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "spiece.model",
-]
 # Config keys that ingredients are compared on, and their JSON types.
 CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "model_type": str,

@@ -29,7 +29,8 @@ from huggingface_hub.serialization import split_state_dict_into_shards_factory
 from hf_soups.adapter_soup import AdapterSoup
 from hf_soups.dtypes import DTYPE_NAMES
 from hf_soups.errors import SoupError
-from hf_soups.ingredient import TOKENIZER_FILES, Ingredient
+from hf_soups.file_names import TOKENIZER_FILES
+from hf_soups.ingredient import Ingredient
 from hf_soups.ingredients import MergePlan
 from hf_soups.mean import SoupWeights
 from hf_soups.options import MergeOptions

@@ -17,11 +17,11 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import AutoModelForSequenceClassification
 
 from hf_soups.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from hf_soups.card import TOKENIZER_FILES, write_card
+from hf_soups.card import write_card
 from hf_soups.cli import main
 from hf_soups.errors import SoupError
+from hf_soups.file_names import TOKENIZER_FILES
 from hf_soups.hub import MODEL_FILES, SOUP_FILES, parse_repo_id, push_soup, stale_files
-from hf_soups.ingredient import TOKENIZER_FILES as INGREDIENT_TOKENIZER_FILES
 from hf_soups.merge import merge_models
 from hf_soups.model_folder import COPIED_FILES
 from hf_soups.recipe_file import RECIPE_FILE
@@ -246,7 +246,6 @@ def test_stale_files_knows_every_file_a_soup_folder_may_hold():
     kinds = [*MODEL_FILES, *SOUP_FILES, *TOKENIZER_FILES]
     names = [RECIPE_FILE, ADAPTER_CONFIG, *ADAPTER_WEIGHTS, *COPIED_FILES, "model-00001-of-00002.safetensors"]
     assert all(any(fnmatch.fnmatch(name, kind) for kind in kinds) for name in names)
-    assert TOKENIZER_FILES == tuple(INGREDIENT_TOKENIZER_FILES)
     repo = ["config.json", "vocab.txt", "notes.txt", "adapter_config.json", "adapter_model.safetensors"]
     assert stale_files(repo, ["config.json", "model.safetensors"]) == [
         "adapter_config.json",

@@ -22,6 +22,7 @@ LAYERS: dict[str, list[str]] = {
         "hf_soups.errors",
         "hf_soups.version",
         "hf_soups.dtypes",
+        "hf_soups.file_names",
         "hf_soups.hashing",
         "hf_soups.record",
         "hf_soups.stats",
