@@ -409,6 +409,25 @@ class CardOptions(Options):
 
 
 @dataclass(frozen=True)
+class PushOptions(CardOptions):
+    """Where a command pushes the soup it writes (``hf-soups merge``, ``soup``, ``push``), with the card's
+    :class:`CardOptions`.
+
+    Example:
+        >>> PushOptions(push_to_hub="me/minilm-rte-soup", private=True).license is None
+        True
+    """
+
+    push_to_hub: str | None = option(None, "push the soup to this Hub repo when done", metavar="REPO_ID")
+    private: bool = option(False, "create the repo private when the push creates it")
+    token: str | None = option(
+        None,
+        "Hub token, to read private ingredients and to push (default: HF_TOKEN, then `hf auth login`; prefer those: "
+        "a token on the command line shows in the process list)",
+    )
+
+
+@dataclass(frozen=True)
 class PublishOptions(CardOptions):
     """Where the callback's soup goes: its folder and, when pushed, its Hub repo (the card's :class:`CardOptions`
     too). Each Hub setting left ``None`` is the Trainer's.
@@ -489,6 +508,7 @@ __all__ = [
     "RECIPE_NAMES",
     "BaggedOptions",
     "CardOptions",
+    "PushOptions",
     "CollectOptions",
     "CookOptions",
     "DatasetOptions",

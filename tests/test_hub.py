@@ -385,9 +385,14 @@ def test_soup_command_with_hub_revisions_pushes_a_card_with_the_run_numbers(
     assert kept and all(f"{DEFAULT_USER}/bert-rte@{i.revision}" in recipe for i in kept)  # pinned to its commit
 
 
-def test_merge_command_pushes_to_the_hub(hub_server, make_ingredients, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+@pytest.mark.parametrize("token_from", ["HF_TOKEN", "--token"])
+def test_merge_command_pushes_to_the_hub(token_from, hub_server, make_ingredients, tmp_path, monkeypatch, capsys):
     argv = ["merge", *map(str, make_ingredients(2)), "-o", str(tmp_path / "soup"), "--push-to-hub", SOUP_REPO]
+    if token_from == "HF_TOKEN":
+        monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    else:
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        argv += ["--token", hub_server.token]
     assert main(argv) == 0
     assert f"{hub_server.endpoint}/{SOUP_REPO}/commit/" in capsys.readouterr().out
     assert "model-soup" in ModelCard.load(SOUP_REPO).data.tags

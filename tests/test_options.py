@@ -17,6 +17,7 @@ from hf_soups.options import (
     LearnedOptions,
     MergeOptions,
     PublishOptions,
+    PushOptions,
     RegMeanOptions,
     ReportFileOptions,
     SoupFolderOptions,
@@ -98,6 +99,10 @@ def subcommand(name):
         ("evaluate", ReportFileOptions, ("output",)),
         ("diagnose", JudgeOptions, ("glue_dir", "batch_size")),
         ("diagnose", ReportFileOptions, ("output",)),
+        ("diagnose", JudgeOptions, ("task",)),
+        ("merge", PushOptions, ("push_to_hub", "private", "token", "license")),
+        ("soup", PushOptions, ("push_to_hub", "private", "token", "license")),
+        ("push", PushOptions, ("private", "token", "license")),
     ],
 )
 def test_shared_flags_come_from_one_declaration(command, options, names):

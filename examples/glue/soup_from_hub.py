@@ -1,9 +1,10 @@
 """Cook a soup from fine-tuned checkpoints on the Hub, judged on a GLUE task, and push it back to the Hub.
 
 The checkpoints must be fine-tunings of one starting model (same architecture, labels and classifier-head start).
-The soup is chosen on ``validation:select`` and reported on ``validation:report`` beside every ingredient, the
-uniform soup and the logit ensemble. Runs as ``python`` or ``accelerate launch`` (scoring is sharded; only the main
-process writes and pushes).
+The soup is chosen on ``train:heldout`` and reported on the whole validation split beside every ingredient, the
+uniform soup and the logit ensemble, as ``hf-soups soup`` does; checkpoints that trained on all of train are judged
+with ``--select-split validation:select --report-split validation:report``. Runs as ``python`` or ``accelerate
+launch`` (scoring is sharded; only the main process writes and pushes).
 
 Example:
     python examples/glue/soup_from_hub.py me/minilm-sst2-lr5e-5 me/minilm-sst2-lr1e-4@v2 me/minilm-sst2-seed1 \\
@@ -17,7 +18,7 @@ import argparse
 from accelerate import PartialState
 
 from hf_soups.hub import push_soup
-from hf_soups.recipes import RECIPES
+from hf_soups.options import CookOptions, JudgeOptions, MergeOptions, PushOptions, add_flags, from_flags
 from hf_soups.soups import run_recipe
 
 
@@ -30,37 +31,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "ingredients", nargs="+", metavar="REPO", help="Hub repos (owner/name[@revision]) or local folders"
     )
-    parser.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
-    parser.add_argument(
-        "--glue-dir", help="a local GLUE folder in the original tsv layout (default: nyu-mll/glue from the Hub)"
-    )
+    add_flags(parser, JudgeOptions, required=("task",))
     parser.add_argument("--output-dir", required=True, help="the soup folder to write")
-    parser.add_argument("--recipe", default="greedy", choices=sorted(RECIPES), help="default: greedy")
-    parser.add_argument("--batch-size", type=int, default=32, help="scoring batch size per process (default 32)")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup to this Hub repo")
-    parser.add_argument("--private", action="store_true", help="create the pushed repo private")
-    parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    add_flags(parser, CookOptions, only=("recipe",))
+    add_flags(parser, PushOptions)
+    add_flags(parser, MergeOptions, only=("overwrite",))
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    judge, push = (
+        from_flags(args, JudgeOptions, only=("task", "glue_dir", "batch_size")),
+        from_flags(args, PushOptions),
+    )
     report = run_recipe(
         args.recipe,
         args.ingredients,
-        args.task,
-        args.output_dir,
+        output_dir=args.output_dir,
         ensemble=True,
         overwrite=args.overwrite,
-        glue_dir=args.glue_dir,
-        batch_size=args.batch_size,
-        token=args.token,
+        repo_id=push.push_to_hub,
+        token=push.token,
+        **judge.kitchen_options(),
     )
     if PartialState().is_main_process:
         print(f"\n{report.table}\n\nsoup, card and plots written to {report.output_dir}")
-        if args.push_to_hub:
-            print(f"pushed: {push_soup(report.output_dir, args.push_to_hub, token=args.token, private=args.private)}")
+        if push.push_to_hub:
+            url = push_soup(
+                report.output_dir, push.push_to_hub, token=push.token, private=push.private, license=push.license
+            )
+            print(f"pushed: {url}")
 
 
 if __name__ == "__main__":

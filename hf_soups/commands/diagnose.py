@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--base", help="the pretrained model the ingredients were fine-tuned from (default: use their mean as centre)"
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--task", help="GLUE task for the loss-landscape view (cola, sst2, mrpc, stsb, rte, ...)")
+    add_flags(source, JudgeOptions, only=("task",))
     add_flags(source, DatasetOptions, only=("dataset",))
     add_flags(parser, DatasetOptions, exclude=("dataset",))
     parser.add_argument(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hf_soups.options import ADAPTER_FLAGS, CardOptions, MergeOptions, SoupFolderOptions, add_flags, values
+from hf_soups.options import ADAPTER_FLAGS, MergeOptions, PushOptions, SoupFolderOptions, add_flags, from_flags, values
 from hf_soups.record import SoupRecord
 
 
@@ -26,9 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_flags(parser, SoupFolderOptions)
     add_flags(parser, MergeOptions, exclude=ADAPTER_FLAGS)
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup (with a generated card) when done")
-    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
-    add_flags(parser, CardOptions)
+    add_flags(parser, PushOptions)
     adapters = parser.add_argument_group("PEFT LoRA adapters (ingredients with adapter_config.json)")
     add_flags(adapters, MergeOptions, only=ADAPTER_FLAGS)
     parser.set_defaults(func=run)
@@ -37,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hf_soups.merge import merge_models
 
+    push = from_flags(args, PushOptions)
     # transformers' modeling code, which a merge builds on the meta device to read loading rules, imports
     # scipy.optimize (object-detection losses) whenever scipy is installed: a second of imports the merge never uses.
     # None in sys.modules reads as "not installed" (to transformers too) until the merge ends; a loaded scipy stays.
@@ -44,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if hide:
         sys.modules["scipy"] = None  # type: ignore[assignment]
     try:
-        path = merge_models(args.ingredients, args.output, repo_id=args.push_to_hub, **values(args, MergeOptions))
+        path = merge_models(
+            args.ingredients, args.output, repo_id=push.push_to_hub, token=push.token, **values(args, MergeOptions)
+        )
     finally:
         if hide and sys.modules.get("scipy", False) is None:
             del sys.modules["scipy"]
@@ -55,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
             f"{adapter['output']} LoRA adapter of rank {adapter['r']}: relative error {adapter['relative_error']:.4g} "
             f"(Frobenius, over all target weights; worst weight {adapter['max_module_relative_error']:.4g})"
         )
-    if args.push_to_hub:
+    if push.push_to_hub:
         from hf_soups.hub import push_soup
 
-        print(f"pushed: {push_soup(path, args.push_to_hub, private=args.private, **values(args, CardOptions))}")
+        url = push_soup(path, push.push_to_hub, token=push.token, private=push.private, license=push.license)
+        print(f"pushed: {url}")
     return 0

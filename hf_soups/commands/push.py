@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from hf_soups.options import CardOptions, add_flags, values
+from hf_soups.options import PushOptions, add_flags, from_flags
+
+PUSH_FLAGS = ("license", "private", "token")  # the repo is the second argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,31 +21,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "repo_id", metavar="REPO_ID", help="owner/name of the model repo (a bare name: under the token's user)"
     )
-    parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--revision", metavar="R", help="branch to commit to, created from main if missing")
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     parser.add_argument("-m", "--commit-message", help="the commit message")
-    parser.add_argument(
-        "--token",
-        help="Hub token with write access (default: HF_TOKEN, then `hf auth login`; prefer those: a "
-        "token on the command line shows in the process list)",
-    )
-    add_flags(parser, CardOptions)
+    add_flags(parser, PushOptions, only=PUSH_FLAGS)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from hf_soups.hub import push_soup
 
+    push = from_flags(args, PushOptions, only=PUSH_FLAGS)
     url = push_soup(
         args.soup_dir,
         args.repo_id,
-        token=args.token,
-        private=args.private,
+        token=push.token,
+        private=push.private,
         revision=args.revision,
         create_pr=args.create_pr,
         commit_message=args.commit_message,
-        **values(args, CardOptions),
+        license=push.license,
     )
     print(f"pushed {args.soup_dir}: {url}")  # the commit URL names the repo (a bare name's namespace too)
     return 0

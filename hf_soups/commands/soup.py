@@ -11,7 +11,6 @@ from typing import Any
 from hf_soups.errors import SoupError
 from hf_soups.options import (
     BaggedOptions,
-    CardOptions,
     CookOptions,
     DatasetOptions,
     FisherOptions,
@@ -19,6 +18,7 @@ from hf_soups.options import (
     JudgeOptions,
     LearnedOptions,
     MergeOptions,
+    PushOptions,
     RegMeanOptions,
     ResumeOptions,
     SoupFolderOptions,
@@ -67,17 +67,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for options in RECIPE_OPTIONS:
         add_flags(parser, options)
     add_flags(parser, MergeOptions, only=MERGE_FLAGS)
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the soup to this Hub repo when done")
-    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
-    add_flags(parser, CardOptions)
+    add_flags(parser, PushOptions)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from hf_soups.soups import run_recipe
 
-    cooking, judge, data, card = (
-        from_flags(args, kind) for kind in (CookOptions, JudgeOptions, DatasetOptions, CardOptions)
+    cooking, judge, data, push = (
+        from_flags(args, kind) for kind in (CookOptions, JudgeOptions, DatasetOptions, PushOptions)
     )
     report = run_recipe(
         cooking.recipe,
@@ -85,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         output_dir=args.output,
         ensemble=cooking.ensemble,
         options=recipe_options(args, cooking.recipe),
-        repo_id=args.push_to_hub,  # the card names the repo it will live in
+        repo_id=push.push_to_hub,  # the card names the repo it will live in
+        token=push.token,
         **judge.kitchen_options(),
         **dataclasses.asdict(data),
         **values(args, MergeOptions, only=MERGE_FLAGS),
@@ -94,10 +93,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"\n{report.table}")  # a new line first: progress bars leave theirs unended (a log file holds both)
     print(f"soup written to {report.output_dir}")
-    if args.push_to_hub:
+    if push.push_to_hub:
         from hf_soups.hub import push_soup
 
-        url = push_soup(report.output_dir, args.push_to_hub, private=args.private, license=card.license)
+        url = push_soup(
+            report.output_dir, push.push_to_hub, token=push.token, private=push.private, license=push.license
+        )
         print(f"pushed: {url}")
     return 0
 
