@@ -11,7 +11,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,20 @@ from helpers import VOCAB, perturbed, tiny_bert_config, tiny_t5_config
 from transformers import BertForSequenceClassification, BertTokenizer, T5ForConditionalGeneration
 
 pytest_plugins = ["hf_soups.testing.fixtures"]  # the local test Hub: fixture `hub_server`
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_hash_cache(tmp_path_factory) -> Iterator[Path]:
+    """The sha256 digests and loading rules the tests' merges remember go to the session's temporary folder, not
+    the user's ``$HF_HOME/hf_soups`` (subprocesses inherit it)."""
+    path = tmp_path_factory.mktemp("hash-cache") / "sha256.json"
+    before = os.environ.get("HF_SOUPS_HASH_CACHE")
+    os.environ["HF_SOUPS_HASH_CACHE"] = str(path)
+    yield path
+    if before is None:
+        del os.environ["HF_SOUPS_HASH_CACHE"]
+    else:
+        os.environ["HF_SOUPS_HASH_CACHE"] = before
 
 
 @pytest.fixture
