@@ -156,6 +156,20 @@ def test_trainer_judge_scores_like_trainer_evaluate(run):
         assert judge.main_metric(ours.predictions, ours.labels) == ours.main
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("seed", -1, "seed: must be a whole number ≥ 0"),
+        ("select_fraction", 1.0, r"select_fraction: must be in \(0, 1\)"),
+        ("select_fraction", 0, r"select_fraction: must be in \(0, 1\)"),
+    ],
+)
+def test_trainer_judge_checks_its_split_options_as_the_callback_does(run, option, value, message):
+    trainer = run("judge", train_it=False, args={"metric_for_best_model": "eval_accuracy"})
+    with pytest.raises(SoupError, match=message):
+        TrainerJudge(trainer, **{option: value})
+
+
 def test_trainer_judge_scores_in_the_trainers_precision(run):
     from hf_soups.evaluation.scoring import Precision
 

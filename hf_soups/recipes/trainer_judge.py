@@ -25,7 +25,9 @@ from hf_soups.errors import SoupError
 from hf_soups.evaluation import EvalResult
 from hf_soups.evaluation.data import SPLIT_METHOD, split_rows
 from hf_soups.evaluation.scoring import Precision, Shard, batch_spans, same_device, scoring_model
+from hf_soups.options import JudgeOptions
 from hf_soups.recipes.judge import mean_probabilities, soup_loss
+from hf_soups.validation import non_negative_int, open_unit_interval
 
 
 class TrainerJudge:
@@ -69,8 +71,8 @@ class TrainerJudge:
     def __init__(
         self,
         trainer: Trainer,
-        seed: int = 0,
-        select_fraction: float = 0.5,
+        seed: int = JudgeOptions.seed,
+        select_fraction: float = JudgeOptions.select_fraction,
         select_dataset: Any = None,
         progress: bool = True,
     ) -> None:
@@ -89,8 +91,7 @@ class TrainerJudge:
                 f"soup judged by the Trainer: recipes maximise their metric, but metric_for_best_model="
                 f"{trainer.args.metric_for_best_model!r} is lower-is-better; choose a metric to maximise"
             )
-        if not 0.0 < select_fraction < 1.0:
-            raise SoupError(f"select_fraction={select_fraction} must be strictly between 0 and 1")
+        seed, select_fraction = non_negative_int(seed, "seed"), open_unit_interval(select_fraction, "select_fraction")
         self.trainer, self.accelerator, self.progress = trainer, trainer.accelerator, progress
         self.label_name = trainer.label_names[0]
         dataset = trainer.eval_dataset
