@@ -21,14 +21,8 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
 )
 # The tokenizer files that decide the token ids (tokenizer_config.json and chat templates do not).
-VOCABULARY_FILES = (
-    "tokenizer.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "spiece.model",
+VOCABULARY_FILES = tuple(
+    name for name in TOKENIZER_FILES if name not in ("tokenizer_config.json", "chat_template.jinja")
 )
 
 __all__ = ["TOKENIZER_FILES", "VOCABULARY_FILES"]
