@@ -61,6 +61,22 @@ def test_help(script, capsys):
     assert "--glue-dir" in capsys.readouterr().out
 
 
+def test_soup_from_hub_judges_on_the_splits_its_flags_name(tmp_path):
+    main = runpy.run_path(str(EXAMPLES / "soup_from_hub.py"))["main"]
+    seen = {}
+
+    def run_recipe(name, ingredients, **options):
+        seen.update(options, name=name)
+        raise KeyboardInterrupt  # stop before anything is cooked
+
+    main.__globals__["run_recipe"] = run_recipe
+    argv = ["a", "b", "--task", "rte", "--output-dir", str(tmp_path / "soup"), "--recipe", "uniform"]
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv, "--select-split", "validation:select", "--report-split", "validation:report", "--token", "t"])
+    assert seen["name"] == "uniform" and seen["task"] == "rte" and seen["token"] == "t"
+    assert (seen["select_split"], seen["report_split"]) == ("validation:select", "validation:report")
+
+
 @pytest.mark.slow  # runs the example in subprocesses
 def test_sweep_under_two_processes_cooks_the_soup_one_process_cooks(tiny_glue, tiny_model, tmp_path):
     sweep = [

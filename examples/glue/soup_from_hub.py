@@ -41,10 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    judge, push = (
-        from_flags(args, JudgeOptions, only=("task", "glue_dir", "batch_size")),
-        from_flags(args, PushOptions),
-    )
+    judge, push = from_flags(args, JudgeOptions), from_flags(args, PushOptions)
     report = run_recipe(
         args.recipe,
         args.ingredients,
