@@ -15,12 +15,12 @@ select), greedy (strict, the authors' rule), greedy (ties, the paper's ≥), bag
 learned, Model Stock, the logit ensemble and the greedy ensemble (members chosen by the greedy rule), greedy over
 every checkpoint along the runs, greedy over each run's average of its last two checkpoints, greedy over each run's
 EMA (``--ema``: the runs keep EMAs of decay 0.99 and 0.999) and over final models and EMAs together, the
-Fisher-weighted soup (over all runs and over greedy's members) and RegMean, each reported with a paired-bootstrap 95%
-interval of its gain over the best final run (``--rows ema``: issue 29's rows only). The output starts
-with a summary over every sweep: the issue's target (a recipe chosen without the
-report split beats the best run with an interval clear of 0 on at least 2 of MRPC, RTE, STS-B, CoLA; greedy and
-bagged greedy never lose beyond noise), each target recipe's pooled mean gain over the four tasks (their report
-rows resampled together), and the verdict.
+Fisher-weighted soup (over all runs, over greedy's members and over the greedy ensemble's) and RegMean, each reported
+with a paired-bootstrap 95% interval of its gain over the best final run (``--rows ema``: issue 29's rows only). The
+output starts with a summary over every sweep: the issue's target (a recipe chosen without the report split beats
+the best run with an interval clear of 0 on at least 2 of MRPC, RTE, STS-B, CoLA; greedy and bagged greedy never
+lose beyond noise), each target recipe's pooled mean gain over the four tasks (their report rows resampled
+together), and the verdict.
 
 Resumable: a run whose final model is in the pantry is not trained again, and a recipe whose soup folder exists is
 not cooked again, so the benchmark can be stopped and continued (``--phase train`` in the background first). One
@@ -224,6 +224,7 @@ ROWS = {
     "greedy over final + EMAs": Row("final+ema:0.99+ema:0.999", "greedy"),
     "fisher": Row("final", "fisher"),
     "fisher (greedy members)": Row("final", "fisher", (("fisher_over", "greedy"),)),
+    "fisher (ensemble members)": Row("final", "fisher", (("fisher_over", "ensemble"),)),
     "regmean": Row("final", "regmean"),
 }
 # Rows whose ingredients are not the runs' final models (checkpoints, averages, EMAs): their gain is measured against
@@ -245,6 +246,7 @@ EMA_ROWS = (
     "greedy over final + EMAs",
     "fisher",
     "fisher (greedy members)",
+    "fisher (ensemble members)",
     "regmean",
 )
 TARGET_TASKS = ("mrpc", "rte", "stsb", "cola")
@@ -291,7 +293,7 @@ def cook_rows(pantry: Pantry, task: str, args: argparse.Namespace) -> dict[str, 
             else {"state_dir": pantry.path.parent / "soups" / ".fisher-state"}
             if spec.recipe == "fisher"
             else {}
-        )  # the two fisher rows share one cache of the runs' Fishers
+        )  # the fisher rows share one cache of the runs' Fishers
         started = time.perf_counter()
         report = run_in_kitchen(kitchens[spec.entries], spec.recipe, folder, ensemble=row == "greedy", options=options)
         print(f"{pantry.path.parent.name} {row}: cooked in {time.perf_counter() - started:.0f} s", flush=True)

@@ -62,7 +62,7 @@ RECIPE_NAMES = ("greedy", "bagged", "uniform", "learned", "stock", "fisher", "re
 GREEDY_RULES = ("strict", "ties")
 ADAPTER_OUTPUTS = ("full", "exact", "svd")
 GRANULARITIES = ("ingredient", "layer")
-FISHER_OVER = ("all", "greedy")
+FISHER_OVER = ("all", "greedy", "ensemble")
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:
@@ -379,8 +379,8 @@ class StatisticsOptions:
 class FisherOptions:
     fisher_over: str = option(
         "all",
-        "fisher: average all ingredients (default), or the greedy soup's members (chosen with --greedy-rule "
-        "and --min-gain)",
+        "fisher: average all ingredients (default), the greedy soup's members, or the greedy ensemble's "
+        "members (both chosen with --greedy-rule and --min-gain)",
         choices=FISHER_OVER,
     )
 

@@ -18,6 +18,7 @@ from hf_soups import SoupError, replay_recipe
 from hf_soups.cli import main
 from hf_soups.ingredients import resolve_ingredients, validate_ingredients
 from hf_soups.recipes import make_kitchen
+from hf_soups.recipes.ensemble import GREEDY_ENSEMBLE
 from hf_soups.recipes.fisher import FISHER_FLOOR, fisher_diagonal, fisher_merge
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.soups import run_in_kitchen, run_recipe
@@ -150,13 +151,19 @@ def test_fisher_soup_records_its_fishers_and_cooks_again_bit_for_bit(make_ingred
 
 
 @pytest.mark.slow
-def test_fisher_over_greedy_merges_the_greedy_soups_members(make_ingredients, tmp_path):
-    folders, glue = make_ingredients(3), small_glue(tmp_path)
+@pytest.mark.parametrize("fisher_over", ["greedy", "ensemble"])
+def test_fisher_over_greedy_or_ensemble_merges_their_members(make_ingredients, tmp_path, fisher_over):
+    folders, glue = make_ingredients(4), small_glue(tmp_path)
     kitchen = make_kitchen(folders, "rte", glue_dir=glue, progress=False)
-    options = {"fisher_over": "greedy", "greedy_rule": "ties"}
-    fisher = run_in_kitchen(kitchen, "fisher", ensemble=False, options=options)
-    ties = run_in_kitchen(kitchen, "greedy", ensemble=False, options={"greedy_rule": "ties"})
-    assert [i.kept for i in fisher.record.ingredients] == [i.kept for i in ties.record.ingredients]
+    fisher = run_in_kitchen(
+        kitchen, "fisher", ensemble=False, options={"fisher_over": fisher_over, "greedy_rule": "ties"}
+    )
+    ties = run_in_kitchen(kitchen, "greedy", options={"greedy_rule": "ties"})
+    greedy = [i.spec for i in ties.record.ingredients if i.kept]
+    ensemble = next(r for r in ties.record.results if r.name == GREEDY_ENSEMBLE).members
+    assert sorted(greedy) != sorted(ensemble)  # the case tells the two apart
+    kept = [i.spec for i in fisher.record.ingredients if i.kept]
+    assert sorted(kept) == sorted(greedy if fisher_over == "greedy" else ensemble)
     assert fisher.record.recipe.options["greedy_rule"] == "ties" and "statistics" not in fisher.record.recipe.options
 
 
@@ -206,7 +213,7 @@ def test_fisher_does_not_apply_where_the_judge_gives_no_logits_of_one_label_a_ro
     [
         ({"statistics_rows": 11}, "statistics_rows: 11 is more than the 10 rows of the selection split train:heldout"),
         ({"statistics_rows": 0}, "statistics_rows: must be a whole number ≥ 1"),
-        ({"fisher_over": "some"}, "fisher_over: 'some' is not one of all, greedy"),
+        ({"fisher_over": "some"}, "fisher_over: 'some' is not one of all, greedy, ensemble"),
     ],
 )
 def test_fisher_refuses_bad_options_before_any_scoring(make_ingredients, tmp_path, options, message):

@@ -45,16 +45,21 @@ def greedy_ensemble(kitchen: Kitchen, tastings: Sequence[ModelScores], rule: dic
         tastings: every ingredient's scores, with logits, on both splits.
         rule: a :func:`~hf_soups.recipes.selection.selection_rule`.
     """
-    order = greedy_order(list(tastings))
-    members, score = order[:1], tastings[order[0]].select.main
-    for index in order[1:]:
-        candidate = [*members, index]
-        results = [tastings[i].select for i in candidate]
-        candidate_score = kitchen.judge.ensemble(results).main
-        if joins(candidate_score, score, **rule):
-            members, score = candidate, candidate_score
+    members = greedy_ensemble_members(kitchen, tastings, rule)
     ensemble = kitchen.ensemble([tastings[i] for i in members])
     return dataclasses.replace(ensemble, name=GREEDY_ENSEMBLE, members=[tastings[i].name for i in members])
 
 
-__all__ = ["GREEDY_ENSEMBLE", "baselines", "greedy_ensemble"]
+def greedy_ensemble_members(kitchen: Kitchen, tastings: Sequence[ModelScores], rule: dict[str, Any]) -> list[int]:
+    """The greedy ensemble's members: indices into ``tastings``, in the order they joined."""
+    order = greedy_order(list(tastings))
+    members, score = order[:1], tastings[order[0]].select.main
+    for index in order[1:]:
+        candidate = [*members, index]
+        candidate_score = kitchen.judge.ensemble([tastings[i].select for i in candidate]).main
+        if joins(candidate_score, score, **rule):
+            members, score = candidate, candidate_score
+    return members
+
+
+__all__ = ["GREEDY_ENSEMBLE", "baselines", "greedy_ensemble", "greedy_ensemble_members"]

@@ -42,6 +42,7 @@ from hf_soups.hashing import HashCache
 from hf_soups.ingredients import Ingredient, MergePlan
 from hf_soups.mean import SoupWeights
 from hf_soups.options import FISHER_OVER, CookOptions, FisherOptions, GreedyOptions, StatisticsOptions
+from hf_soups.recipes.ensemble import greedy_ensemble_members
 from hf_soups.recipes.greedy import cook_greedy
 from hf_soups.recipes.kitchen import Kitchen
 from hf_soups.recipes.report import SoupReport, soup_report
@@ -67,9 +68,11 @@ def cook_fisher(
         kitchen: the ingredients, the judge and the scoring model.
         ensemble: also score the logit-ensemble baselines.
         statistics_rows: K, the selection rows each Fisher is estimated on (``None``: all of them).
-        fisher_over: ``"all"`` ingredients, or the ``"greedy"`` soup's members (greedy cooked first, with
-            ``greedy_rule`` and ``min_gain``).
-        greedy_rule / min_gain: greedy's rule, for ``fisher_over="greedy"`` and the greedy ensemble.
+        fisher_over: ``"all"`` ingredients, the ``"greedy"`` soup's members (greedy cooked first), or the greedy
+            ``"ensemble"``'s members (the models whose outputs the soup is to approximate); both chosen with
+            ``greedy_rule`` and ``min_gain``.
+        greedy_rule / min_gain: greedy's rule, for ``fisher_over="greedy"`` or ``"ensemble"`` and the greedy
+            ensemble.
         state_dir: where the Fishers are kept (``<output>.fisher-state``; ``None``: a temporary folder, and the
             record names no files to re-cook from).
 
@@ -85,6 +88,8 @@ def cook_fisher(
     tastings, uniform = kitchen.tastings()
     if fisher_over == "all":
         members = list(range(len(kitchen.ingredients)))
+    elif fisher_over == "ensemble":
+        members = greedy_ensemble_members(kitchen, tastings, rule)
     else:
         greedy = cook_greedy(kitchen, ensemble=False, greedy_rule=greedy_rule, min_gain=min_gain)
         members = [kitchen.ingredients.index(ingredient) for ingredient in greedy.weights.members]
@@ -100,7 +105,7 @@ def cook_fisher(
         desc="Fisher information",
     )
     options = {"statistics_rows": rows, "fisher_over": fisher_over, "fisher": "exact", "fisher_floor": FISHER_FLOOR}
-    if fisher_over == "greedy":
+    if fisher_over != "all":
         options |= rule
     return soup_report(
         kitchen, "fisher", soup, tastings, uniform=uniform, ensemble=ensemble, rule=rule, options=options | record
