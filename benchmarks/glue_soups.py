@@ -294,6 +294,9 @@ def cook_rows(pantry: Pantry, task: str, args: argparse.Namespace) -> dict[str, 
             if spec.recipe == "fisher"
             else {}
         )  # the fisher rows share one cache of the runs' Fishers
+        if spec.recipe in ("fisher", "regmean") and args.statistics_rows is not None:
+            available = kitchens[spec.entries].judge.split_rule["rows"]["select"]
+            options["statistics_rows"] = min(args.statistics_rows, available)
         started = time.perf_counter()
         report = run_in_kitchen(kitchens[spec.entries], spec.recipe, folder, ensemble=row == "greedy", options=options)
         print(f"{pantry.path.parent.name} {row}: cooked in {time.perf_counter() - started:.0f} s", flush=True)
@@ -597,6 +600,13 @@ def main() -> None:
         action="store_true",
         help="cook the rows and write no tables (e.g. some rows in a second process); a later cook "
         "over every row reads them back",
+    )
+    parser.add_argument(
+        "--statistics-rows",
+        type=int,
+        metavar="K",
+        help="fisher and regmean rows: estimate the statistics on at most K selection rows, a seeded choice "
+        "(default: all of them)",
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/glue-soups"))
     parser.add_argument("--output", type=Path, default=Path("glue_soups.md"))
