@@ -224,7 +224,7 @@ ROWS = {
     "greedy over EMA 0.99": Row("ema:0.99", "greedy"),
     "greedy over EMA 0.999": Row("ema:0.999", "greedy"),
     "greedy over final + EMAs": Row("final+ema:0.99+ema:0.999", "greedy"),
-    "fisher": Row("final", "fisher"),
+    "fisher": Row("final", "fisher", (("fisher_over", "all"),)),
     "fisher (greedy members)": Row("final", "fisher", (("fisher_over", "greedy"),)),
     "fisher (ensemble members)": Row("final", "fisher", (("fisher_over", "ensemble"),)),
     "regmean": Row("final", "regmean"),

@@ -378,9 +378,10 @@ class StatisticsOptions:
 @dataclass(frozen=True)
 class FisherOptions:
     fisher_over: str = option(
-        "all",
-        "fisher: average all ingredients (default), the greedy soup's members, or the greedy ensemble's "
-        "members (both chosen with --greedy-rule and --min-gain)",
+        "ensemble",
+        "fisher: average the greedy ensemble's members (default: the runs whose outputs the soup stands in for; "
+        "best on the GLUE re-run), the greedy soup's members (both chosen with --greedy-rule and --min-gain), "
+        "or all ingredients",
         choices=FISHER_OVER,
     )
 

@@ -117,7 +117,7 @@ def sha(folder):
 def test_fisher_soup_records_its_fishers_and_cooks_again_bit_for_bit(make_ingredients, tmp_path, monkeypatch):
     folders, glue = make_ingredients(3), small_glue(tmp_path)
     kitchen = make_kitchen(folders, "rte", glue_dir=glue, progress=False)
-    report = run_in_kitchen(kitchen, "fisher", tmp_path / "soup", options={"statistics_rows": 6})
+    report = run_in_kitchen(kitchen, "fisher", tmp_path / "soup", options={"statistics_rows": 6, "fisher_over": "all"})
     options = report.record.recipe.options
     assert (options["statistics_rows"], options["fisher_over"], options["fisher"]) == (6, "all", "exact")
     assert [r.name for r in report.record.results] == [
@@ -144,7 +144,7 @@ def test_fisher_soup_records_its_fishers_and_cooks_again_bit_for_bit(make_ingred
         "fisher",
         tmp_path / "other",
         ensemble=False,
-        options={"statistics_rows": 6, "state_dir": tmp_path / "soup.fisher-state"},
+        options={"statistics_rows": 6, "fisher_over": "all", "state_dir": tmp_path / "soup.fisher-state"},
     )  # the same Fishers, from the cache
     assert sha(tmp_path / "other") == sha(tmp_path / "soup")
     assert again.record.recipe.options["statistics"] == options["statistics"]

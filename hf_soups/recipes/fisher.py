@@ -68,9 +68,9 @@ def cook_fisher(
         kitchen: the ingredients, the judge and the scoring model.
         ensemble: also score the logit-ensemble baselines.
         statistics_rows: K, the selection rows each Fisher is estimated on (``None``: all of them).
-        fisher_over: ``"all"`` ingredients, the ``"greedy"`` soup's members (greedy cooked first), or the greedy
-            ``"ensemble"``'s members (the models whose outputs the soup is to approximate); both chosen with
-            ``greedy_rule`` and ``min_gain``.
+        fisher_over: the greedy ``"ensemble"``'s members (the models whose outputs the soup stands in for: the
+            default, best on the GLUE re-run), the ``"greedy"`` soup's members (greedy cooked first), both chosen
+            with ``greedy_rule`` and ``min_gain``, or ``"all"`` ingredients.
         greedy_rule / min_gain: greedy's rule, for ``fisher_over="greedy"`` or ``"ensemble"`` and the greedy
             ensemble.
         state_dir: where the Fishers are kept (``<output>.fisher-state``; ``None``: a temporary folder, and the
